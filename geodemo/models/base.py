@@ -9,7 +9,7 @@ from PIL import Image
 
 from geodemo.result import SegmentationResult
 
-__all__ = ["ImageEncoder", "Segmenter", "ModelUnavailableError"]
+__all__ = ["ImageEncoder", "Segmenter", "GeoAligner", "ModelUnavailableError"]
 
 
 class ModelUnavailableError(RuntimeError):
@@ -42,4 +42,24 @@ class Segmenter(Protocol):
     name: str
 
     def segment(self, image: Image.Image) -> SegmentationResult:
+        ...
+
+
+@runtime_checkable
+class GeoAligner(Protocol):
+    """Image features and GPS coordinates embedded in one space (G3/GeoCLIP geo-alignment).
+
+    ``encoder_name`` names the registered :class:`ImageEncoder` whose embeddings it takes.
+    Verification scores a candidate by the cosine of the two embeddings.
+    """
+
+    name: str
+    encoder_name: str
+
+    def embed_image_features(self, features: np.ndarray) -> np.ndarray:
+        """``(N, D_image)`` encoder embeddings -> ``(N, D_gps)`` unit rows."""
+        ...
+
+    def embed_locations(self, coords: np.ndarray) -> np.ndarray:
+        """``(M, 2)`` [lat, lon] degrees -> ``(M, D_gps)`` unit rows."""
         ...
