@@ -1,0 +1,130 @@
+"""The real offline MobileNet models (TFLite, ImageNet-trained) from the shared folder.
+
+``mobilenet-v1-imagenet`` is geodemo's offline default image encoder: MobileNet V1 1.0/224 with
+the classifier removed, a 1024-d generic embedding (dequantized, then L2-normalised).
+``mobilenet-v2-imagenet-classifier`` gives top-k ImageNet labels, a cheap text description of a photo.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from geodemo.models.tflite import TFLiteModel, find_weights
+
+__all__ = [
+    "MobileNetEncoder",
+    "MobileNetClassifier",
+    "mobilenet_preprocess",
+    "load_mobilenet_v1_encoder",
+    "load_mobilenet_v2_classifier",
+]
+
+SHARED_SUBDIR = "mobilenet-imagenet"
+
+
+def mobilenet_preprocess(image: Image.Image, size: int = 224, central_fraction: float = 0.875) -> np.ndarray:
+    """TF-slim ImageNet eval preprocessing: central crop of 87.5%, bilinear resize to ``size``.
+
+    Returns ``(size, size, 3)`` uint8 RGB; the quantized input (scale 1/128, zero point 128) maps
+    it to [-1, 1] exactly as the float model's ``x / 127.5 - 1`` did.
+    """
+    image = image.convert("RGB")
+    w, h = image.size
+    cw, ch = max(1, round(w * central_fraction)), max(1, round(h * central_fraction))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    image = image.crop((left, top, left + cw, top + ch)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+class MobileNetEncoder:
+    """ImageEncoder over the MobileNet V1 TFLite embedding extractor (1024-d, no text tower)."""
+
+    has_text_tower = False
+
+    def __init__(
+        self, path: Path, name: str = "mobilenet-v1-imagenet", num_threads: int | None = None
+    ) -> None:
+        self.name = name
+        self.model = TFLiteModel(path, num_threads=num_threads)
+        self.input_size = self.model.input_shape[1]
+        self.embed_dim = 1024
+
+    def embed_one(self, image: Image.Image) -> np.ndarray:
+        """Unit-length float32 ``(1024,)`` embedding of one photo."""
+        x = mobilenet_preprocess(image, self.input_size)[None]
+        vec = self.model.dequantize(self.model.run(x)).reshape(-1)
+        norm = float(np.linalg.norm(vec))
+        return (vec / norm if norm > 0 else vec).astype(np.float32)
+
+    def encode_images(
+        self, images: list[Image.Image], batch_size: int = 16, progress: bool = False
+    ) -> np.ndarray:
+        """``(N, 1024)`` float32 unit rows (the interpreter runs one photo at a time)."""
+        out = np.zeros((len(images), self.embed_dim), dtype=np.float32)
+        for i, image in enumerate(tqdm(images, desc=self.name, disable=not progress, unit="img")):
+            out[i] = self.embed_one(image)
+        return out
+
+    def encode_texts(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        raise NotImplementedError(f"{self.name} has no text tower; use clip-vit-l14 for text embeddings")
+
+
+class MobileNetClassifier:
+    """MobileNet V2 ImageNet classifier (1001 classes, 0 = background) giving top-k labels."""
+
+    def __init__(
+        self,
+        path: Path,
+        labels: list[str],
+        name: str = "mobilenet-v2-imagenet-classifier",
+        num_threads: int | None = None,
+    ) -> None:
+        self.name = name
+        self.model = TFLiteModel(path, num_threads=num_threads)
+        self.labels = labels
+        self.input_size = self.model.input_shape[1]
+
+    def probabilities(self, image: Image.Image) -> np.ndarray:
+        """``(1001,)`` class probabilities."""
+        x = mobilenet_preprocess(image, self.input_size)[None]
+        return self.model.dequantize(self.model.run(x)).reshape(-1)
+
+    def classify(self, image: Image.Image, top: int = 5) -> list[tuple[str, float]]:
+        """Top ImageNet labels (first synonym only) with their probabilities, background excluded."""
+        probs = self.probabilities(image)
+        probs[0] = 0.0
+        order = np.argsort(-probs, kind="stable")[:top]
+        return [(self.labels[i].split(",")[0].strip(), float(probs[i])) for i in order]
+
+
+def load_mobilenet_v1_encoder(
+    filename: str = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
+    local_dir: str | os.PathLike | None = None,
+    num_threads: int | None = None,
+    device: str = "cpu",
+    **_: object,
+) -> MobileNetEncoder:
+    """Registry loader for ``mobilenet-v1-imagenet`` (TFLite runs on the CPU whatever ``device`` says)."""
+    path = find_weights("mobilenet-v1-imagenet", filename, local_dir, SHARED_SUBDIR)
+    return MobileNetEncoder(path, num_threads=num_threads)
+
+
+def load_mobilenet_v2_classifier(
+    filename: str = "mobilenet_v2_1.0_224_quant.tflite",
+    labels_file: str = "imagenet_labels.txt",
+    local_dir: str | os.PathLike | None = None,
+    num_threads: int | None = None,
+    device: str = "cpu",
+    **_: object,
+) -> MobileNetClassifier:
+    """Registry loader for ``mobilenet-v2-imagenet-classifier``."""
+    name = "mobilenet-v2-imagenet-classifier"
+    path = find_weights(name, filename, local_dir, SHARED_SUBDIR)
+    labels_path = find_weights(name, labels_file, local_dir, SHARED_SUBDIR)
+    labels = [line.rstrip("\n") for line in labels_path.read_text(encoding="utf-8").splitlines()]
+    return MobileNetClassifier(path, labels, num_threads=num_threads)
