@@ -1,0 +1,286 @@
+"""Readers for the public CSV formats of geo-localization benchmarks and training sets.
+
+Each format is a small :class:`CsvFormat` entry (which columns hold the id, the coordinates,
+the photographer, and how the image file is named); adding a format is adding an entry.
+``load_csv`` detects the format from the header, checks the coordinate columns against their
+value ranges (some public copies label ``LON,LAT`` columns that hold lat, lon) and reports rows
+it cannot use instead of failing.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote_plus
+
+import numpy as np
+import pandas as pd
+
+from geodemo.data.dataset import GeoDataset, GeoSample, SkippedRow
+
+__all__ = [
+    "CsvFormat",
+    "FORMATS",
+    "detect_format",
+    "detect_lat_lon_swap",
+    "load_csv",
+]
+
+log = logging.getLogger(__name__)
+
+# YFCC100M metadata column order (Thomee et al. 2016), as in the raw yfcc4k.txt / G3's numbered copy.
+YFCC_NUMBERED = {"name": 1, "owner": 3, "title": 8, "description": 9, "tags": 10, "lon": 12, "lat": 13}
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How one public CSV layout maps onto :class:`GeoSample` fields."""
+
+    name: str
+    required: tuple[str, ...]  # columns whose presence identifies the format
+    id_col: str
+    lat_col: str
+    lon_col: str
+    group_col: str | None = None
+    image_name: Callable[[str], str] = str  # id -> file name inside the images folder / tar
+    text_cols: tuple[str, ...] = ()  # URL-encoded ('+' for space) text columns, decoded into meta
+    description: str = ""
+
+
+def _jpg(sample_id: str) -> str:
+    return f"{sample_id}.jpg"
+
+
+FORMATS: dict[str, CsvFormat] = {
+    f.name: f
+    for f in [
+        CsvFormat(
+            "mp16pro",
+            ("IMG_ID", "LAT", "LON", "city", "country", "country_code", "continent"),
+            "IMG_ID",
+            "LAT",
+            "LON",
+            description="MP16-Pro (G3): IMG_ID,LAT,LON,neighbourhood,city,county,state,region,country,country_code,continent",
+        ),
+        CsvFormat(
+            "im2gps",
+            ("IMG_ID", "LAT", "LON"),
+            "IMG_ID",
+            "LAT",
+            "LON",
+            group_col="AUTHOR",
+            description="IM2GPS / IM2GPS3k / G3's YFCC4k copy: IMG_ID,AUTHOR,LAT,LON,S3_Label,...",
+        ),
+        CsvFormat(
+            "osv5m",
+            ("id", "latitude", "longitude"),
+            "id",
+            "latitude",
+            "longitude",
+            image_name=_jpg,
+            description="OpenStreetView-5M: id,latitude,longitude,...; image images/{id}.jpg",
+        ),
+        CsvFormat(
+            "yfcc-flickr",
+            ("name", "lat", "lon"),
+            "name",
+            "lat",
+            "lon",
+            group_col="OwnerNSID",
+            text_cols=("Title", "Description", "Tags", "Camera"),
+            description="YFCC4k with Flickr metadata: ...,Title,Description,Tags,...,lon,lat,...",
+        ),
+        CsvFormat(
+            "yfcc-numbered",
+            ("1", "12", "13"),
+            "1",
+            "13",
+            "12",
+            group_col="3",
+            text_cols=("8", "9", "10"),
+            description="YFCC100M column order with numbered or no header (raw yfcc4k.txt): 12 = lon, 13 = lat",
+        ),
+    ]
+}
+
+_GENERIC_LAT = ("lat", "latitude", "gps_lat", "y")
+_GENERIC_LON = ("lon", "lng", "long", "longitude", "gps_lon", "x")
+_GENERIC_ID = ("img_id", "image_id", "photo_id", "id", "image", "filename", "file", "path", "name")
+_GENERIC_GROUP = ("author", "owner", "user", "user_id", "photographer", "group", "sequence")
+
+
+def _generic_format(columns: list[str]) -> CsvFormat | None:
+    lower = {c.lower(): c for c in columns}
+
+    def pick(options: tuple[str, ...]) -> str | None:
+        return next((lower[o] for o in options if o in lower), None)
+
+    lat, lon, sid = pick(_GENERIC_LAT), pick(_GENERIC_LON), pick(_GENERIC_ID)
+    if not (lat and lon and sid):
+        return None
+    return CsvFormat("generic", (sid, lat, lon), sid, lat, lon, group_col=pick(_GENERIC_GROUP))
+
+
+def detect_format(columns: list[str]) -> CsvFormat:
+    """The first registered format whose required columns are all present, else a generic guess."""
+    present = set(columns)
+    for fmt in FORMATS.values():
+        if set(fmt.required) <= present:
+            return fmt
+    generic = _generic_format(columns)
+    if generic is None:
+        raise ValueError(
+            f"unrecognised CSV columns {columns[:12]}; supported formats: "
+            + "; ".join(f.description for f in FORMATS.values())
+            + "; or any CSV with an id/image column and lat/lon columns"
+        )
+    return generic
+
+
+def detect_lat_lon_swap(lat: np.ndarray, lon: np.ndarray) -> bool:
+    """True when the 'latitude' values leave [-90, 90] while the 'longitude' values never do.
+
+    Where both columns stay inside [-90, 90] the header cannot be checked and is trusted.
+    """
+    lat, lon = np.abs(np.asarray(lat, float)), np.abs(np.asarray(lon, float))
+    lat, lon = lat[np.isfinite(lat)], lon[np.isfinite(lon)]
+    if len(lat) == 0 or len(lon) == 0:
+        return False
+    return bool(lat.max() > 90.0 and lon.max() <= 90.0)
+
+
+def _sniff(path: Path) -> tuple[str, bool]:
+    """(delimiter, has_header) of a text table."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        first = fh.readline()
+    delimiter = "\t" if first.count("\t") > first.count(",") else ","
+    fields = next(csv.reader([first], delimiter=delimiter), [])
+    numbers = 0
+    for value in fields:
+        try:
+            float(value)
+            numbers += 1
+        except ValueError:
+            pass
+    all_indices = bool(fields) and all(v.strip() == str(i) for i, v in enumerate(fields))
+    # A header row holds names; a data row of the YFCC layout holds several numbers (ids, lat, lon...).
+    has_header = all_indices or numbers < max(2, len(fields) // 4)
+    return delimiter, has_header
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    delimiter, has_header = _sniff(path)
+    df = pd.read_csv(
+        path,
+        sep=delimiter,
+        header=0 if has_header else None,
+        dtype=str,
+        keep_default_na=False,
+        on_bad_lines="warn",
+        engine="c",
+    )
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _resolve_images(path: Path, images: str | Path | None) -> Path | None:
+    if images is not None:
+        return Path(images)
+    guess = path.parent / "images"
+    return guess if guess.exists() else None
+
+
+def load_csv(
+    path: str | Path,
+    images_dir: str | Path | None = None,
+    format: str = "auto",
+    name: str | None = None,
+) -> GeoDataset:
+    """Read a benchmark/training CSV in any supported format into a :class:`GeoDataset`.
+
+    ``images_dir`` is the photo folder or a ``.tar`` of the photos (default: ``images/`` beside the
+    CSV when it exists; none for metadata-only sets). ``format`` names an entry of :data:`FORMATS`
+    or ``"auto"``. Rows with missing or impossible coordinates are listed in ``dataset.skipped``.
+    """
+    from geodemo.data.tarstore import TarImageStore
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark CSV not found: {path}")
+    df = _read_table(path)
+    if format == "auto":
+        fmt = detect_format(list(df.columns))
+    elif format in FORMATS:
+        fmt = FORMATS[format]
+        missing = [c for c in fmt.required if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path} lacks columns {missing} required by format {format!r}")
+    else:
+        raise ValueError(f"unknown CSV format {format!r}; choose one of {sorted(FORMATS)} or 'auto'")
+
+    lat = pd.to_numeric(df[fmt.lat_col], errors="coerce").to_numpy(np.float64)
+    lon = pd.to_numeric(df[fmt.lon_col], errors="coerce").to_numpy(np.float64)
+    swapped = detect_lat_lon_swap(lat, lon)
+    if swapped:
+        log.warning(
+            "%s: column %r holds longitudes and %r latitudes (values beyond +-90); swapping them",
+            path.name,
+            fmt.lat_col,
+            fmt.lon_col,
+        )
+        lat, lon = lon, lat
+
+    images = _resolve_images(path, images_dir)
+    tar_store = TarImageStore(images) if images is not None and images.is_file() else None
+    folder = images if images is not None and tar_store is None else None
+
+    ids = df[fmt.id_col].astype(str).str.strip().tolist()
+    groups = df[fmt.group_col].astype(str).tolist() if fmt.group_col and fmt.group_col in df.columns else None
+    used = {fmt.id_col, fmt.lat_col, fmt.lon_col, *([fmt.group_col] if fmt.group_col else [])}
+    meta_cols = [c for c in df.columns if c not in used]
+    meta_records = df[meta_cols].to_dict("records") if meta_cols else [{} for _ in range(len(df))]
+
+    samples: list[GeoSample] = []
+    skipped: list[SkippedRow] = []
+    seen: set[str] = set()
+    for i, sample_id in enumerate(ids):
+        row = i + 2 if fmt.name != "yfcc-numbered" else i + 1
+        la, lo = lat[i], lon[i]
+        if not sample_id:
+            skipped.append(SkippedRow(f"row {row}", "empty id"))
+            continue
+        if not (np.isfinite(la) and np.isfinite(lo)):
+            skipped.append(SkippedRow(f"row {row} ({sample_id})", "missing or non-numeric coordinates"))
+            continue
+        if abs(la) > 90 or abs(lo) > 180:
+            skipped.append(SkippedRow(f"row {row} ({sample_id})", f"coordinates out of range: {la}, {lo}"))
+            continue
+        if sample_id in seen:
+            skipped.append(SkippedRow(f"row {row} ({sample_id})", "duplicate id"))
+            continue
+        seen.add(sample_id)
+        meta = dict(meta_records[i])
+        for col in fmt.text_cols:
+            if col in meta:
+                meta[col] = unquote_plus(meta[col])
+        file_name = fmt.image_name(sample_id)
+        image_path = folder / file_name if folder is not None else None
+        if tar_store is not None:
+            meta["tar_member"] = file_name
+        group = groups[i].strip() if groups is not None and groups[i].strip() else None
+        samples.append(GeoSample(sample_id, float(la), float(lo), image_path, group, meta))
+
+    if skipped:
+        log.warning("%s: skipped %d of %d rows (see dataset.skipped)", path.name, len(skipped), len(df))
+    return GeoDataset(
+        name or path.stem,
+        samples,
+        tar_store=tar_store,
+        skipped=skipped,
+        source=str(path),
+        format=fmt.name,
+        lat_lon_swapped=swapped,
+    )

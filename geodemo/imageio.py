@@ -1,0 +1,213 @@
+"""Safe photo reading: any source and any mode in, an upright RGB ``PIL.Image`` out.
+
+``load_image`` checks the pixel count from the file header *before* decoding (a 30000x30000 PNG
+header is refused without allocating its 2.7 GB), turns truncated files and non-images into a
+readable :class:`ImageError`, applies the EXIF orientation and converts every mode (palette,
+alpha, 16-bit, CMYK, float) to 8-bit RGB. ``read_exif_gps`` reads the GPS position a camera wrote.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "ImageError",
+    "MissingImageError",
+    "ImageSource",
+    "DEFAULT_MAX_PIXELS",
+    "max_image_pixels",
+    "load_image",
+    "to_rgb",
+    "read_exif_gps",
+]
+
+ImageSource = str | Path | bytes | bytearray | memoryview | Image.Image | IO[bytes]
+
+#: Largest photo accepted, in pixels (~100 MP); override with ``GEODEMO_MAX_IMAGE_PIXELS``.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+_GPS_IFD = 0x8825
+_GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
+
+
+class ImageError(ValueError):
+    """A photo that cannot be read: not an image, truncated, too large or otherwise broken."""
+
+
+class MissingImageError(ImageError, FileNotFoundError):
+    """The photo file does not exist."""
+
+
+def max_image_pixels() -> int:
+    """Pixel limit in force: ``$GEODEMO_MAX_IMAGE_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
+    env = os.environ.get("GEODEMO_MAX_IMAGE_PIXELS")
+    return int(env) if env else DEFAULT_MAX_PIXELS
+
+
+def _describe(source: Any) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    return f"<{type(source).__name__}>"
+
+
+def _open(source: ImageSource, max_pixels: int) -> Image.Image:
+    """Open lazily (header only) and enforce the pixel limit before any decoding."""
+    if isinstance(source, Image.Image):
+        return source
+    name = _describe(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise MissingImageError(f"image file not found: {path}")
+        fp: Any = path
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        fp = io.BytesIO(bytes(source))
+    elif hasattr(source, "read"):
+        fp = source
+    else:
+        raise TypeError(f"load_image expects a path, bytes, a file object or a PIL image, got {type(source)}")
+    try:
+        with warnings.catch_warnings():
+            # PIL's own bomb check warns/raises at 1x/2x its limit; ours below is the one that counts.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(fp)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name} is too large to decode safely ({exc}); limit is {max_pixels} pixels") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(
+            f"{name} is not an image PIL can read (unknown or corrupt format); "
+            "expected JPEG, PNG, TIFF, WebP, BMP or GIF"
+        ) from exc
+    except OSError as exc:
+        raise ImageError(f"cannot open {name}: {exc}") from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name} has an empty size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name} is {width}x{height} = {width * height:,} pixels, over the {max_pixels:,}-pixel limit "
+            "(decompression-bomb guard); downscale it or raise GEODEMO_MAX_IMAGE_PIXELS"
+        )
+    return image
+
+
+def _scale_to_uint8(arr: np.ndarray, full_scale: float | None) -> np.ndarray:
+    """Map a single-channel array onto 0..255; ``full_scale`` is the value that becomes 255.
+
+    With ``full_scale=None`` the range is guessed: 0..1 (float), 0..255, 0..65535, else min..max.
+    """
+    values = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if values.size == 0:
+        return values.astype(np.uint8)
+    lo, hi = float(values.min()), float(values.max())
+    if full_scale is None:
+        if lo >= 0 and hi <= 1.0 and np.issubdtype(arr.dtype, np.floating):
+            full_scale = 1.0
+        elif lo >= 0 and hi <= 255:
+            full_scale = 255.0
+        elif lo >= 0 and hi <= 65535:
+            full_scale = 65535.0
+        else:  # arbitrary range (32-bit integers, negative floats): stretch min..max
+            values, full_scale = values - lo, max(hi - lo, 1e-12)
+    return np.clip(np.round(values / full_scale * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: alpha is composited on ``background``, 16-bit is rescaled."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        full_scale = 65535.0 if mode.startswith("I;16") else None
+        gray = _scale_to_uint8(np.asarray(image), full_scale)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, background + (255,))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int | None = None,
+    exif_transpose: bool = True,
+) -> Image.Image:
+    """Read a photo as an upright RGB image, or raise :class:`ImageError` with a readable reason.
+
+    ``source`` is a path, raw bytes, a binary file object or a PIL image. The size limit
+    (``max_pixels``, default :func:`max_image_pixels`) is checked from the header before decoding.
+    """
+    limit = max_image_pixels() if max_pixels is None else int(max_pixels)
+    name = _describe(source)
+    image = _open(source, limit)
+    try:
+        image.load()
+    except OSError as exc:  # truncated data, broken compression stream
+        raise ImageError(f"{name} is damaged or truncated and cannot be decoded: {exc}") from exc
+    except (ValueError, SyntaxError) as exc:
+        raise ImageError(f"{name} could not be decoded: {exc}") from exc
+    if exif_transpose:
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception as exc:  # noqa: BLE001 - a broken EXIF block must not lose the photo
+            warnings.warn(f"ignoring unreadable EXIF orientation in {name}: {exc}", stacklevel=2)
+    return to_rgb(image)
+
+
+def _rational(value: Any) -> float:
+    if isinstance(value, tuple) and len(value) == 2:  # (numerator, denominator)
+        num, den = value
+        return float(num) / float(den) if den else math.nan
+    return float(value)
+
+
+def _dms_to_degrees(dms: Any, ref: Any) -> float:
+    parts = [_rational(v) for v in dms] if isinstance(dms, (tuple, list)) else [_rational(dms)]
+    parts += [0.0] * (3 - len(parts))
+    degrees = parts[0] + parts[1] / 60.0 + parts[2] / 3600.0
+    if isinstance(ref, bytes):
+        ref = ref.decode("ascii", "ignore")
+    if str(ref).strip().upper()[:1] in ("S", "W"):
+        degrees = -degrees
+    return degrees
+
+
+def read_exif_gps(source: ImageSource) -> tuple[float, float] | None:
+    """The ``(lat, lon)`` stored in the photo's EXIF GPS block, or ``None`` when absent or invalid.
+
+    Only the header is read (no pixel decoding). ``(0, 0)`` is treated as a camera placeholder
+    and returns ``None``, as do out-of-range or unparsable values.
+    """
+    try:
+        image = _open(source, max_pixels=2**62)
+        gps = image.getexif().get_ifd(_GPS_IFD)
+    except (ImageError, OSError, SyntaxError, ValueError):
+        return None
+    if not gps or _GPS_LAT not in gps or _GPS_LON not in gps:
+        return None
+    try:
+        lat = _dms_to_degrees(gps[_GPS_LAT], gps.get(_GPS_LAT_REF, "N"))
+        lon = _dms_to_degrees(gps[_GPS_LON], gps.get(_GPS_LON_REF, "E"))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
+        return None
+    if lat == 0.0 and lon == 0.0:
+        return None
+    return lat, lon
