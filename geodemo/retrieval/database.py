@@ -1,0 +1,436 @@
+"""A FAISS retrieval database: unit embeddings + per-row metadata (id, lat, lon, place, image, group).
+
+Index kinds (chosen by :class:`IndexConfig`, never by code paths):
+
+* ``flat``  exact inner product (cosine on unit rows), the reference;
+* ``hnsw``  graph index, approximate, no training;
+* ``ivfpq`` inverted lists + product quantisation, compact for millions of rows.
+
+A database remembers the encoder that produced its rows: a query made with another encoder is
+refused (:class:`EncoderMismatchError`). Search returns the top-k similar rows and, as G3 does,
+the top-k *dissimilar* ones, and can leave out ids or groups (photographers) at query time, for
+leave-one-photographer-out evaluation. Saved as ``index.faiss`` + ``meta.parquet`` + ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from geodemo.geo import validate_coords
+from geodemo.paths import MissingResourceError
+from geodemo.result import Neighbour
+
+__all__ = [
+    "IndexConfig",
+    "GalleryMeta",
+    "SearchResult",
+    "RetrievalDatabase",
+    "EncoderMismatchError",
+    "INDEX_KINDS",
+]
+
+INDEX_KINDS = ("flat", "hnsw", "ivfpq")
+FORMAT_VERSION = 1
+
+
+class EncoderMismatchError(ValueError):
+    """A query embedded by one encoder was sent to a database built with another."""
+
+
+@dataclass
+class IndexConfig:
+    """How the FAISS index is built. ``None`` parameters are chosen from the gallery size."""
+
+    kind: str = "flat"  # flat | hnsw | ivfpq
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    nlist: int | None = None  # ivfpq: number of inverted lists (default ~4 sqrt(N))
+    pq_m: int | None = None  # ivfpq: sub-quantisers (default: dim / 8, a divisor of dim)
+    pq_bits: int = 8
+    nprobe: int = 16
+    train_size: int = 100_000  # ivfpq: rows used to train the quantisers
+    use_gpu: str | bool = "auto"  # auto | True | False: GPU FAISS when present (flat, ivfpq)
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise ValueError(f"unknown index kind {self.kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> IndexConfig:
+        data = dict(data or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown index option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class GalleryMeta:
+    """Columnar metadata, one row per indexed embedding."""
+
+    ids: list[str]
+    coords: np.ndarray  # (N, 2) [lat, lon]
+    places: list[str | None] | None = None
+    image_paths: list[str | None] | None = None
+    groups: list[str | None] | None = None
+
+    def __post_init__(self) -> None:
+        self.ids = [str(i) for i in self.ids]
+        self.coords = validate_coords(self.coords, name="gallery coordinates") if len(self.ids) else (
+            np.zeros((0, 2))
+        )
+        n = len(self.ids)
+        if len(self.coords) != n:
+            raise ValueError(f"{len(self.coords)} coordinates for {n} ids")
+        for name in ("places", "image_paths", "groups"):
+            col = getattr(self, name)
+            if col is None:
+                setattr(self, name, [None] * n)
+            elif len(col) != n:
+                raise ValueError(f"gallery column {name!r} has {len(col)} rows for {n} ids")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def concat(cls, parts: Sequence[GalleryMeta]) -> GalleryMeta:
+        return cls(
+            ids=[i for p in parts for i in p.ids],
+            coords=np.concatenate([p.coords for p in parts]) if parts else np.zeros((0, 2)),
+            places=[x for p in parts for x in p.places],
+            image_paths=[x for p in parts for x in p.image_paths],
+            groups=[x for p in parts for x in p.groups],
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "id": self.ids,
+                "lat": self.coords[:, 0],
+                "lon": self.coords[:, 1],
+                "place": pd.Series(self.places, dtype="string"),
+                "image_path": pd.Series(self.image_paths, dtype="string"),
+                "group": pd.Series(self.groups, dtype="string"),
+            }
+        )
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame) -> GalleryMeta:
+        def col(name: str) -> list[str | None]:
+            return [None if pd.isna(v) else str(v) for v in df[name].tolist()]
+
+        return cls(
+            ids=df["id"].astype(str).tolist(),
+            coords=df[["lat", "lon"]].to_numpy(np.float64),
+            places=col("place"),
+            image_paths=col("image_path"),
+            groups=col("group"),
+        )
+
+
+@dataclass
+class SearchResult:
+    """Top-k similar and dissimilar rows for one query (row indices into the gallery)."""
+
+    indices: np.ndarray  # (k,) most similar first
+    similarities: np.ndarray  # (k,)
+    dissimilar_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    dissimilar_similarities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+def _auto_pq_m(dim: int) -> int:
+    target = max(1, dim // 8)
+    for m in range(target, 0, -1):
+        if dim % m == 0:
+            return m
+    return 1
+
+
+def _iter_chunks(embeddings: np.ndarray | Iterable[np.ndarray], chunk_size: int) -> Iterator[np.ndarray]:
+    if isinstance(embeddings, np.ndarray):
+        for start in range(0, len(embeddings), chunk_size):
+            yield embeddings[start : start + chunk_size]
+    else:
+        yield from embeddings
+
+
+def _as_query(x: np.ndarray, dim: int) -> np.ndarray:
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"expected embeddings of shape (N, {dim}), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("embeddings contain NaN or infinite values")
+    return x
+
+
+class RetrievalDatabase:
+    """Embeddings of one encoder in a FAISS index, with their metadata."""
+
+    def __init__(self, index: Any, meta: GalleryMeta, encoder_name: str, config: IndexConfig, dim: int):
+        self.index = index
+        self.meta = meta
+        self.encoder_name = encoder_name
+        self.config = config
+        self.dim = dim
+        self._group_counts: dict[str, int] | None = None
+        self._id_counts: dict[str, int] | None = None
+
+    # ------------------------------------------------------------------ building
+    @staticmethod
+    def _new_index(dim: int, cfg: IndexConfig, n_expected: int) -> Any:
+        import faiss
+
+        if cfg.kind == "flat":
+            return faiss.IndexFlatIP(dim)
+        if cfg.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = cfg.ef_construction
+            index.hnsw.efSearch = cfg.ef_search
+            return index
+        nlist = cfg.nlist or max(1, min(int(4 * math.sqrt(max(n_expected, 1))), max(1, n_expected // 39)))
+        pq_m = cfg.pq_m or _auto_pq_m(dim)
+        if dim % pq_m:
+            raise ValueError(f"ivfpq: pq_m={pq_m} must divide the embedding size {dim}")
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, cfg.pq_bits, faiss.METRIC_INNER_PRODUCT)
+        index.nprobe = min(cfg.nprobe, nlist)  # faiss's wrapper keeps the quantizer alive
+        return index
+
+    @staticmethod
+    def _maybe_gpu(index: Any, cfg: IndexConfig) -> Any:
+        import faiss
+
+        if cfg.use_gpu is False or cfg.kind == "hnsw":
+            return index
+        n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+        if n_gpus == 0:
+            if cfg.use_gpu is True:
+                raise RuntimeError("use_gpu=True but FAISS sees no GPU (install faiss-gpu, or set use_gpu: auto)")
+            return index
+        return faiss.index_cpu_to_all_gpus(index)
+
+    @classmethod
+    def build(
+        cls,
+        embeddings: np.ndarray | Iterable[np.ndarray],
+        meta: GalleryMeta,
+        encoder_name: str,
+        config: IndexConfig | dict | None = None,
+        chunk_size: int = 65_536,
+        progress: bool = True,
+    ) -> RetrievalDatabase:
+        """Index ``embeddings`` (an ``(N, D)`` array or an iterable of chunks, unit rows).
+
+        Rows are added ``chunk_size`` at a time (an iterable of chunks is never concatenated),
+        so memory beyond the index itself stays bounded. IVF-PQ trains on the first
+        ``config.train_size`` rows.
+        """
+        cfg = config if isinstance(config, IndexConfig) else IndexConfig.from_dict(config)
+        n = len(meta)
+        chunks = _iter_chunks(embeddings, chunk_size)
+        first = next(chunks, None)
+        if first is None:
+            raise ValueError("cannot build a retrieval database from zero embeddings")
+        dim = int(np.asarray(first).shape[1])
+        index = cls._new_index(dim, cfg, n)
+        pending: list[np.ndarray] = [first]
+        if cfg.kind == "ivfpq":
+            # gather training rows from the first chunks (bounded by train_size)
+            have = len(first)
+            while have < min(cfg.train_size, n):
+                nxt = next(chunks, None)
+                if nxt is None:
+                    break
+                pending.append(nxt)
+                have += len(nxt)
+            train = _as_query(np.concatenate(pending)[: cfg.train_size], dim)
+            min_train = max(index.nlist, 2**cfg.pq_bits)
+            if len(train) < min_train:
+                raise ValueError(
+                    f"ivfpq needs at least {min_train} training rows (nlist={index.nlist}, "
+                    f"pq_bits={cfg.pq_bits}); got {len(train)}: use kind 'flat' or 'hnsw' for small galleries"
+                )
+            index.train(train)
+            del train
+        index = cls._maybe_gpu(index, cfg)
+        added = 0
+        bar = tqdm(total=n, desc=f"indexing ({cfg.kind})", unit="row", disable=not progress)
+
+        def add(chunk: np.ndarray) -> None:
+            nonlocal added
+            x = _as_query(chunk, dim)
+            index.add(x)
+            added += len(x)
+            bar.update(len(x))
+
+        for chunk in pending:
+            add(chunk)
+        del pending
+        for chunk in chunks:
+            add(chunk)
+        bar.close()
+        if added != n:
+            raise ValueError(f"{added} embeddings for {n} metadata rows")
+        return cls(index, meta, encoder_name, cfg, dim)
+
+    # ------------------------------------------------------------------ searching
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def _check_encoder(self, encoder_name: str | None) -> None:
+        if encoder_name is not None and encoder_name != self.encoder_name:
+            raise EncoderMismatchError(
+                f"this database holds {self.encoder_name!r} embeddings; a query embedded with "
+                f"{encoder_name!r} cannot be compared with them. Rebuild the gallery with "
+                f"{encoder_name!r} or embed the query with {self.encoder_name!r}"
+            )
+
+    def _excluded_count(self, exclude_ids: set[str], exclude_groups: set[str]) -> int:
+        if not exclude_ids and not exclude_groups:
+            return 0
+        if self._group_counts is None:
+            self._group_counts = pd.Series(self.meta.groups, dtype="object").value_counts().to_dict()
+            self._id_counts = pd.Series(self.meta.ids).value_counts().to_dict()
+        return sum(self._id_counts.get(i, 0) for i in exclude_ids) + sum(
+            self._group_counts.get(g, 0) for g in exclude_groups
+        )
+
+    def _keep(self, idx: int, exclude_ids: set[str], exclude_groups: set[str]) -> bool:
+        if idx < 0:
+            return False
+        if exclude_ids and self.meta.ids[idx] in exclude_ids:
+            return False
+        return not (exclude_groups and self.meta.groups[idx] in exclude_groups)
+
+    def _search_filtered(
+        self, x: np.ndarray, k: int, excl_ids: list[set[str]], excl_groups: list[set[str]]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        n_total = len(self)
+        extra = max(self._excluded_count(i, g) for i, g in zip(excl_ids, excl_groups, strict=True)) if len(x) else 0
+        fetch = min(n_total, k + extra)
+        sims, idx = self.index.search(x, fetch)
+        out_i, out_s = [], []
+        for row in range(len(x)):
+            keep = [
+                j for j in range(fetch) if self._keep(int(idx[row, j]), excl_ids[row], excl_groups[row])
+            ][:k]
+            out_i.append(idx[row, keep].astype(np.int64))
+            out_s.append(sims[row, keep].astype(np.float32))
+        return out_i, out_s
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 20,
+        k_dissimilar: int = 0,
+        encoder_name: str | None = None,
+        exclude_ids: set[str] | Sequence[set[str]] | None = None,
+        exclude_groups: set[str] | Sequence[set[str]] | None = None,
+    ) -> list[SearchResult]:
+        """Top-``k`` most similar and top-``k_dissimilar`` least similar rows for each query.
+
+        ``exclude_ids`` / ``exclude_groups`` are one set for all queries or one set per query;
+        excluded rows never appear (the index is over-fetched by the number of excluded rows,
+        so exact search stays exact). ``encoder_name``, when given, must match the database's.
+        """
+        self._check_encoder(encoder_name)
+        x = _as_query(queries, self.dim)
+        nq = len(x)
+
+        def per_query(value: Any) -> list[set[str]]:
+            if value is None:
+                return [set()] * nq
+            if isinstance(value, (set, frozenset)):
+                return [set(value)] * nq
+            value = [set(v or ()) for v in value]
+            if len(value) != nq:
+                raise ValueError(f"{len(value)} exclusion sets for {nq} queries")
+            return value
+
+        ids, groups = per_query(exclude_ids), per_query(exclude_groups)
+        top_i, top_s = self._search_filtered(x, k, ids, groups)
+        if k_dissimilar > 0:
+            # the least similar rows under inner product are the most similar to -q
+            low_i, low_s = self._search_filtered(-x, k_dissimilar, ids, groups)
+            low_s = [-s for s in low_s]
+        else:
+            low_i = [np.zeros(0, np.int64)] * nq
+            low_s = [np.zeros(0, np.float32)] * nq
+        return [SearchResult(top_i[q], top_s[q], low_i[q], low_s[q]) for q in range(nq)]
+
+    def neighbours(
+        self, indices: np.ndarray, similarities: np.ndarray, source: str = "image-gallery"
+    ) -> list[Neighbour]:
+        """Rows as :class:`~geodemo.result.Neighbour` records, ranked in the given order."""
+        out = []
+        for rank, (i, s) in enumerate(zip(indices.tolist(), similarities.tolist(), strict=True)):
+            out.append(
+                Neighbour(
+                    rank=rank,
+                    id=self.meta.ids[i],
+                    lat=float(self.meta.coords[i, 0]),
+                    lon=float(self.meta.coords[i, 1]),
+                    similarity=float(s),
+                    source=source,
+                    place=self.meta.places[i],
+                    image_path=self.meta.image_paths[i],
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write ``index.faiss``, ``meta.parquet`` and ``config.json`` into ``directory``."""
+        import faiss
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        index = self.index
+        if hasattr(faiss, "index_gpu_to_cpu") and type(index).__name__.startswith("Gpu"):
+            index = faiss.index_gpu_to_cpu(index)
+        faiss.write_index(index, str(directory / "index.faiss"))
+        self.meta.to_frame().to_parquet(directory / "meta.parquet", index=False)
+        info = {
+            "format_version": FORMAT_VERSION,
+            "encoder_name": self.encoder_name,
+            "dim": self.dim,
+            "ntotal": len(self),
+            "index": asdict(self.config),
+        }
+        (directory / "config.json").write_text(json.dumps(info, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, use_gpu: str | bool | None = None) -> RetrievalDatabase:
+        """Read a database written by :meth:`save`."""
+        import faiss
+
+        directory = Path(directory)
+        missing = [n for n in ("index.faiss", "meta.parquet", "config.json") if not (directory / n).is_file()]
+        if missing:
+            raise MissingResourceError(
+                f"retrieval database at {directory} lacks {', '.join(missing)}; build it with "
+                f"RetrievalDatabase.build(...).save({str(directory)!r}) or geodemo.retrieval.galleries"
+            )
+        info = json.loads((directory / "config.json").read_text())
+        cfg = IndexConfig.from_dict(info["index"])
+        if use_gpu is not None:
+            cfg.use_gpu = use_gpu
+        index = faiss.read_index(str(directory / "index.faiss"))
+        meta = GalleryMeta.from_frame(pd.read_parquet(directory / "meta.parquet"))
+        if index.ntotal != len(meta):
+            raise ValueError(f"{directory}: index has {index.ntotal} rows but metadata {len(meta)}")
+        return cls(cls._maybe_gpu(index, cfg), meta, info["encoder_name"], cfg, int(info["dim"]))
