@@ -1,0 +1,148 @@
+"""Leaflet maps that work offline: inlined Leaflet, Natural Earth outlines, OSM tiles when reachable.
+
+Every map is a self-contained HTML document (Leaflet's JS and CSS inlined by ``offlinefolium``,
+no CDN reference) that the app shows in an ``<iframe srcdoc>``. The country outlines from
+``assets/ne_110m_countries.geojson`` sit in a pane *under* the OpenStreetMap tiles: online the
+tiles cover them, offline the tiles fail and the outlines remain, so the map is readable either way.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import offlinefolium as folium
+
+from geodemo.paths import REPO_ROOT, MissingResourceError
+
+__all__ = [
+    "COUNTRIES_GEOJSON",
+    "OSM_TILES",
+    "OfflineMap",
+    "countries_geojson",
+    "base_map",
+    "map_document",
+    "map_iframe",
+    "fit_points",
+    "add_legend",
+]
+
+COUNTRIES_GEOJSON = REPO_ROOT / "assets" / "ne_110m_countries.geojson"
+OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+OSM_ATTRIBUTION = "&copy; OpenStreetMap contributors; outlines: Natural Earth"
+OCEAN_COLOUR = "#cfe3f0"
+
+_LEAFLET_JS = ("leaflet", "https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.js")
+_LEAFLET_CSS = ("leaflet_css", "https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.css")
+
+
+class OfflineMap(folium.Map):
+    """An ``offlinefolium.Map`` that inlines Leaflet only (no jQuery, Bootstrap or icon fonts).
+
+    The URLs below are only keys into offlinefolium's bundled copies: the rendered page embeds
+    the files' text and references no CDN. Markers must therefore be vector markers
+    (``CircleMarker``, ``Circle``, ``PolyLine``) or ``DivIcon`` markers, which need no images.
+    """
+
+    default_js = [_LEAFLET_JS]
+    default_css = [_LEAFLET_CSS]
+
+
+def countries_geojson(path: Path | None = None) -> dict[str, Any]:
+    """The bundled Natural Earth country outlines as a GeoJSON dict (read once)."""
+    return _read_geojson(str(path or COUNTRIES_GEOJSON))
+
+
+@lru_cache(maxsize=2)
+def _read_geojson(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise MissingResourceError(
+            f"country outlines not found at {p}; rebuild them with "
+            "`.venv/bin/python scripts/build_assets.py`"
+        )
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def base_map(
+    center: tuple[float, float] = (20.0, 0.0),
+    zoom: int = 2,
+    *,
+    tiles: bool = True,
+    outlines: bool = True,
+) -> OfflineMap:
+    """A world map with OSM tiles (when ``tiles``) above Natural Earth outlines (when ``outlines``)."""
+    m = OfflineMap(location=list(center), zoom_start=zoom, tiles=None, world_copy_jump=True, min_zoom=1)
+    m.get_root().header.add_child(
+        folium.Element(
+            f"<style>.leaflet-container{{background:{OCEAN_COLOUR} !important;}}"
+            ".gd-legend{position:absolute;bottom:8px;left:8px;z-index:1000;background:#fff;"
+            "padding:4px 8px;border-radius:4px;font:12px sans-serif;box-shadow:0 0 4px #888;}"
+            ".gd-label{font:bold 12px sans-serif;white-space:nowrap;}</style>"
+        )
+    )
+    if outlines:
+        # A pane below the tile pane (z-index 200): the tiles hide the outlines when they load.
+        folium.map.CustomPane("outlines", z_index=150, pointer_events=False).add_to(m)
+        folium.GeoJson(
+            countries_geojson(),
+            name="country outlines (Natural Earth)",
+            style_function=lambda _feature: {
+                "color": "#7a7a7a",
+                "weight": 0.7,
+                "fillColor": "#f4f1e8",
+                "fillOpacity": 1.0,
+            },
+            pane="outlines",
+            control=False,
+        ).add_to(m)
+    if tiles:
+        folium.TileLayer(
+            tiles=OSM_TILES,
+            attr=OSM_ATTRIBUTION,
+            name="OpenStreetMap",
+            max_zoom=19,
+            control=False,
+        ).add_to(m)
+    return m
+
+
+def fit_points(m: folium.Map, points: list[tuple[float, float]], pad_deg: float = 2.0) -> None:
+    """Zoom the map to show all ``points`` (lat, lon) with some margin; no-op when empty."""
+    if not points:
+        return
+    lats = [p[0] for p in points]
+    lons = [p[1] for p in points]
+    south, north = max(min(lats) - pad_deg, -85.0), min(max(lats) + pad_deg, 85.0)
+    west, east = max(min(lons) - pad_deg, -180.0), min(max(lons) + pad_deg, 180.0)
+    m.fit_bounds([[south, west], [north, east]], max_zoom=8)
+
+
+def add_legend(m: folium.Map, items: list[tuple[str, str]]) -> None:
+    """A small fixed legend: ``items`` are (colour, label) pairs."""
+    if not items:
+        return
+    rows = "".join(
+        f'<div><span style="display:inline-block;width:10px;height:10px;border-radius:50%;'
+        f'background:{html.escape(colour)};margin-right:4px"></span>{html.escape(label)}</div>'
+        for colour, label in items
+    )
+    m.get_root().html.add_child(folium.Element(f'<div class="gd-legend">{rows}</div>'))
+
+
+def map_document(m: folium.Map) -> str:
+    """The full, self-contained HTML page of a map."""
+    return m.get_root().render()
+
+
+def map_iframe(m: folium.Map, height: int = 420, title: str = "map", elem_class: str = "gd-map") -> str:
+    """The map as an ``<iframe srcdoc=...>`` snippet for ``gr.HTML`` (scripts run inside the frame)."""
+    doc = html.escape(map_document(m), quote=True)
+    return (
+        f'<iframe class="{html.escape(elem_class)}" title="{html.escape(title)}" srcdoc="{doc}" '
+        f'style="width:100%;height:{int(height)}px;border:0;border-radius:6px" '
+        'sandbox="allow-scripts allow-popups" loading="eager"></iframe>'
+    )
