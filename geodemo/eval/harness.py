@@ -1,0 +1,223 @@
+"""The benchmark harness: run any :class:`Predictor` over a :class:`GeoDataset` and score it.
+
+``evaluate`` feeds photos to the predictor in batches (the predictor never sees ground truth),
+appends one CSV row per photo as it goes, and writes ``summary.json`` and ``table.md`` at the end.
+Re-running with the same ``out_dir`` skips the photos already in ``predictions.csv``, so a long
+run that was interrupted resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from geodemo.data.dataset import GeoDataset, GeoSample
+from geodemo.eval.metrics import accuracy_table, distances_km, geoscore
+from geodemo.result import to_jsonable
+
+__all__ = ["QueryPhoto", "Predictor", "EvalReport", "evaluate", "read_predictions", "CSV_COLUMNS"]
+
+CSV_COLUMNS = ["id", "group", "true_lat", "true_lon", "pred_lat", "pred_lon", "error_km", "geoscore", "error"]
+
+
+@dataclass
+class QueryPhoto:
+    """What a predictor is given: the photo and who took it, never where."""
+
+    id: str
+    image: Image.Image
+    group: str | None = None
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Anything that turns photos into coordinates: ``predict(batch) -> (N, 2)`` [lat, lon].
+
+    Return NaN for a photo it cannot place; the harness charges it the maximum error.
+    """
+
+    name: str
+
+    def predict(self, batch: list[QueryPhoto]) -> np.ndarray: ...
+
+
+@dataclass
+class EvalReport:
+    """Result of one :func:`evaluate` run (``metrics`` as :func:`accuracy_table` returns them)."""
+
+    benchmark: str
+    predictor: str
+    metrics: dict[str, float]
+    n_photos: int  # photos in the (limited) set
+    n_unreadable: int  # photos whose image could not be read: reported, not scored
+    seconds: float  # predictor wall time in this run (resumed photos not included)
+    out_dir: Path
+    csv_path: Path
+    summary_path: Path
+    table_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("out_dir", "csv_path", "summary_path", "table_path"):
+            data[key] = str(data[key])
+        return data
+
+
+def read_predictions(csv_path: str | Path) -> dict[str, dict[str, str]]:
+    """Rows of a ``predictions.csv`` by photo id (empty when the file does not exist)."""
+    path = Path(csv_path)
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["id"]: row for row in csv.DictReader(fh) if row.get("id")}
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _predict_batch(predictor: Predictor, batch: list[QueryPhoto]) -> tuple[np.ndarray, list[str]]:
+    """Predict a batch; if the batch fails, retry photo by photo so one bad photo costs only itself."""
+    try:
+        pred = np.asarray(predictor.predict(batch), dtype=np.float64).reshape(-1, 2)
+        if len(pred) != len(batch):
+            raise ValueError(f"predictor {predictor.name!r} returned {len(pred)} rows for {len(batch)} photos")
+        return pred, [""] * len(batch)
+    except Exception:  # noqa: BLE001 - fall back to one photo at a time to isolate the failure
+        if len(batch) == 1:
+            raise
+    preds, errors = [], []
+    for query in batch:
+        try:
+            one = np.asarray(predictor.predict([query]), dtype=np.float64).reshape(-1, 2)[0]
+            preds.append(one)
+            errors.append("")
+        except Exception as exc:  # noqa: BLE001 - recorded in the CSV, scored as a failure
+            preds.append(np.array([math.nan, math.nan]))
+            errors.append(f"predictor failed: {type(exc).__name__}: {exc}")
+    return np.stack(preds), errors
+
+
+def evaluate(
+    predictor: Predictor,
+    dataset: GeoDataset,
+    out_dir: str | Path,
+    limit: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    resume: bool = True,
+) -> EvalReport:
+    """Score ``predictor`` on ``dataset`` (first ``limit`` photos) and write the results to ``out_dir``.
+
+    Files: ``predictions.csv`` (one row per photo, appended as the run goes), ``summary.json``
+    (metrics and run facts) and ``table.md`` (ours beside the published rows for this benchmark).
+    """
+    from tqdm.auto import tqdm
+
+    from geodemo.eval.report import markdown_table
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "predictions.csv"
+    data = dataset.subset(limit) if limit is not None else dataset
+    done = read_predictions(csv_path) if resume else {}
+    if not resume and csv_path.exists():
+        csv_path.unlink()
+    todo = [s for s in data.samples if s.id not in done]
+
+    new_file = not csv_path.exists()
+    started = time.perf_counter()
+    with open(csv_path, "a", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        if new_file:
+            writer.writeheader()
+        bar = tqdm(total=len(todo), desc=f"{predictor.name} on {data.name}", unit="photo", disable=not progress)
+        pending: list[tuple[GeoSample, Image.Image]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            batch = [QueryPhoto(s.id, img, s.group) for s, img in pending]
+            try:
+                pred, errors = _predict_batch(predictor, batch)
+            except Exception as exc:  # noqa: BLE001 - a single-photo batch that failed
+                pred = np.full((len(batch), 2), math.nan)
+                errors = [f"predictor failed: {type(exc).__name__}: {exc}"] * len(batch)
+            truth = np.array([[s.lat, s.lon] for s, _ in pending])
+            dist = distances_km(pred, truth)
+            for (sample, _), p, d, err in zip(pending, pred, dist, errors, strict=True):
+                writer.writerow(_row(sample, p, d, err))
+            fh.flush()
+            bar.update(len(pending))
+            pending.clear()
+
+        for sample in todo:
+            try:
+                image = data.open_image(sample)
+            except (OSError, ValueError) as exc:  # ImageError is a ValueError, MissingImageError an OSError
+                writer.writerow(_row(sample, None, None, f"unreadable image: {exc}"))
+                bar.update(1)
+                continue
+            pending.append((sample, image))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        bar.close()
+    seconds = time.perf_counter() - started
+
+    rows = read_predictions(csv_path)
+    wanted = [s.id for s in data.samples if s.id in rows]
+    scored = [rows[i] for i in wanted if not rows[i]["error"].startswith("unreadable image")]
+    n_unreadable = len(wanted) - len(scored)
+    pred = np.array([[_float(r["pred_lat"]), _float(r["pred_lon"])] for r in scored]).reshape(-1, 2)
+    truth = np.array([[_float(r["true_lat"]), _float(r["true_lon"])] for r in scored]).reshape(-1, 2)
+    metrics = accuracy_table(pred, truth)
+
+    summary_path, table_path = out / "summary.json", out / "table.md"
+    report = EvalReport(
+        benchmark=data.name,
+        predictor=predictor.name,
+        metrics=metrics,
+        n_photos=len(data),
+        n_unreadable=n_unreadable,
+        seconds=round(seconds, 3),
+        out_dir=out,
+        csv_path=csv_path,
+        summary_path=summary_path,
+        table_path=table_path,
+        extra={
+            "limit": limit,
+            "resumed_photos": len(data.samples) - len(todo),
+            "seconds_per_photo": round(seconds / max(len(todo), 1), 4),
+        },
+    )
+    summary_path.write_text(json.dumps(to_jsonable(report.to_dict()), indent=2, allow_nan=False))
+    table_path.write_text(markdown_table({predictor.name: metrics}, benchmark=data.name) + "\n")
+    return report
+
+
+def _row(sample: GeoSample, pred: np.ndarray | None, dist: float | None, error: str) -> dict[str, Any]:
+    has = pred is not None and bool(np.isfinite(pred).all())
+    return {
+        "id": sample.id,
+        "group": sample.group or "",
+        "true_lat": f"{sample.lat:.6f}",
+        "true_lon": f"{sample.lon:.6f}",
+        "pred_lat": f"{pred[0]:.6f}" if has else "",
+        "pred_lon": f"{pred[1]:.6f}" if has else "",
+        "error_km": f"{dist:.3f}" if dist is not None else "",
+        "geoscore": f"{float(geoscore(dist)):.1f}" if dist is not None else "",
+        "error": error if has or error else "no prediction (NaN)",
+    }

@@ -1,0 +1,94 @@
+"""Predictors by name: ``create_predictor("density-prior", dataset)``; adding one is registering a factory.
+
+A factory receives the evaluated dataset (for leave-one-photographer-out galleries) and keyword
+options from the command line, and returns a :class:`geodemo.eval.harness.Predictor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geodemo.data.dataset import GeoDataset
+from geodemo.eval.harness import Predictor, QueryPhoto
+
+__all__ = ["register_predictor", "create_predictor", "list_predictors", "load_gallery"]
+
+PredictorFactory = Callable[..., Predictor]
+_REGISTRY: dict[str, PredictorFactory] = {}
+
+
+def register_predictor(name: str) -> Callable[[PredictorFactory], PredictorFactory]:
+    """Decorator adding a factory ``(dataset, **options) -> Predictor`` under ``name``."""
+
+    def wrap(factory: PredictorFactory) -> PredictorFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_predictors() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_predictor(name: str, dataset: GeoDataset | None = None, **options: Any) -> Predictor:
+    """Build the predictor registered as ``name`` (``ValueError`` lists the known names)."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown predictor {name!r}; known: {', '.join(list_predictors())}") from None
+    return factory(dataset, **options)
+
+
+def load_gallery(spec: str, dataset: GeoDataset | None):
+    """``"self"`` (the evaluated set, held out per photographer), ``"geoclip-100k"``, or a CSV path."""
+    from geodemo.data.formats import load_csv
+    from geodemo.eval.baselines import Gallery, geoclip_gallery
+
+    if spec == "self":
+        if dataset is None:
+            raise ValueError("gallery 'self' needs the evaluated dataset")
+        return Gallery.from_dataset(dataset)
+    if spec == "geoclip-100k":
+        return geoclip_gallery()
+    path = Path(spec)
+    if path.is_file():
+        return Gallery.from_dataset(load_csv(path))
+    raise ValueError(f"unknown gallery {spec!r}: use 'self', 'geoclip-100k' or the path of a benchmark CSV")
+
+
+@register_predictor("density-prior")
+def _density_prior(dataset: GeoDataset | None, gallery: str = "self", radius_km: float = 200.0, **_: Any):
+    from geodemo.eval.baselines import DensityPrior
+
+    return DensityPrior(load_gallery(gallery, dataset), radius_km=radius_km)
+
+
+@register_predictor("random-gallery")
+def _random_gallery(dataset: GeoDataset | None, gallery: str = "self", seed: int = 0, **_: Any):
+    from geodemo.eval.baselines import RandomGallery
+
+    return RandomGallery(load_gallery(gallery, dataset), seed=seed)
+
+
+class GeoLocatorPredictor:
+    """Adapter giving a :class:`geodemo.pipeline.GeoLocator` the harness's ``name`` + ``predict``."""
+
+    def __init__(self, locator: Any, preset: str):
+        self.locator = locator
+        self.name = f"geolocator:{preset}"
+
+    def predict(self, batch: list[QueryPhoto]) -> np.ndarray:
+        return np.asarray(self.locator.predict(batch), dtype=np.float64).reshape(-1, 2)
+
+
+@register_predictor("geolocator")
+def _geolocator(dataset: GeoDataset | None, preset: str = "offline", **overrides: Any):
+    from geodemo.pipeline import GeoLocator  # imported lazily: heavy, and built by the pipeline module
+
+    overrides = {k: v for k, v in overrides.items() if k not in ("gallery", "radius_km", "seed")}
+    return GeoLocatorPredictor(GeoLocator.from_preset(preset, **overrides), preset)

@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Score a predictor on a benchmark and print our row beside the published ones.
+
+Examples:
+    .venv/bin/python scripts/evaluate.py --benchmark im2gps3k-dev --predictor density-prior
+    .venv/bin/python scripts/evaluate.py --benchmark osv5m-sample --predictor random-gallery --limit 20
+    .venv/bin/python scripts/evaluate.py --benchmark-csv my.csv --images photos/ --predictor geolocator --preset offline
+
+Outputs go to ``--out`` (default ``runs/<benchmark>/<predictor>``): predictions.csv (resumable),
+summary.json and table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import geodemo  # noqa: E402,F401  (torchvision guard before any model import)
+from geodemo.data import list_benchmarks, load_benchmark, load_csv  # noqa: E402
+from geodemo.eval import create_predictor, evaluate, list_predictors  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--benchmark", choices=list_benchmarks(), help="a named set under GEODEMO_SHARED")
+    source.add_argument("--benchmark-csv", type=Path, help="any CSV in a supported format")
+    parser.add_argument("--images", type=Path, help="photo folder (or .tar) for --benchmark-csv")
+    parser.add_argument("--format", default="auto", help="CSV format for --benchmark-csv (default: detect)")
+    parser.add_argument("--predictor", default="density-prior", choices=list_predictors())
+    parser.add_argument("--preset", default="offline", help="GeoLocator preset for --predictor geolocator")
+    parser.add_argument(
+        "--gallery",
+        default="self",
+        help="baseline gallery: 'self' (evaluated set, leave-one-photographer-out), 'geoclip-100k' or a CSV",
+    )
+    parser.add_argument("--radius-km", type=float, default=200.0, help="density-prior neighbourhood radius")
+    parser.add_argument("--seed", type=int, default=0, help="random-gallery seed")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N photos")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/<set>/<predictor>)")
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing predictions.csv instead of resuming")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.images is not None and args.benchmark_csv is None:
+        parser.error("--images goes with --benchmark-csv")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.benchmark:
+        dataset = load_benchmark(args.benchmark)
+    else:
+        dataset = load_csv(args.benchmark_csv, images_dir=args.images, format=args.format)
+    options = {"gallery": args.gallery, "radius_km": args.radius_km, "seed": args.seed}
+    if args.predictor == "geolocator":
+        options = {"preset": args.preset}
+    predictor = create_predictor(args.predictor, dataset, **options)
+    suffix = f"-{args.gallery}" if args.predictor != "geolocator" and args.gallery != "self" else ""
+    name = predictor.name.replace(":", "-") + suffix
+    out = args.out or REPO_ROOT / "runs" / dataset.name / name
+    report = evaluate(
+        predictor,
+        dataset,
+        out,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        resume=not args.fresh,
+    )
+    print(report.table_path.read_text())
+    m = report.metrics
+    print(
+        f"{report.predictor} on {report.benchmark}: {m['n']} photos scored, {m['n_failed']} without an answer, "
+        f"{report.n_unreadable} unreadable; mean error {m['mean_km']:,.1f} km; "
+        f"{report.seconds:.1f} s this run ({report.extra['resumed_photos']} resumed)"
+    )
+    print(f"results in {report.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
