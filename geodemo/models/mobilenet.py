@@ -54,20 +54,20 @@ class MobileNetEncoder:
         self.input_size = self.model.input_shape[1]
         self.embed_dim = 1024
 
-    def embed_one(self, image: Image.Image) -> np.ndarray:
-        """Unit-length float32 ``(1024,)`` embedding of one photo."""
-        x = mobilenet_preprocess(image, self.input_size)[None]
-        vec = self.model.dequantize(self.model.run(x)).reshape(-1)
-        norm = float(np.linalg.norm(vec))
-        return (vec / norm if norm > 0 else vec).astype(np.float32)
-
     def encode_images(
         self, images: list[Image.Image], batch_size: int = 16, progress: bool = False
     ) -> np.ndarray:
-        """``(N, 1024)`` float32 unit rows (the interpreter runs one photo at a time)."""
+        """``(N, 1024)`` float32 unit rows, ``batch_size`` photos per interpreter call."""
         out = np.zeros((len(images), self.embed_dim), dtype=np.float32)
-        for i, image in enumerate(tqdm(images, desc=self.name, disable=not progress, unit="img")):
-            out[i] = self.embed_one(image)
+        step = max(1, int(batch_size))
+        with tqdm(total=len(images), desc=self.name, disable=not progress, unit="img") as bar:
+            for start in range(0, len(images), step):
+                chunk = images[start : start + step]
+                x = np.stack([mobilenet_preprocess(im, self.input_size) for im in chunk])
+                vecs = self.model.dequantize(self.model.run(x)).reshape(len(chunk), -1)
+                norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+                out[start : start + len(chunk)] = vecs / np.where(norms > 0, norms, 1.0)
+                bar.update(len(chunk))
         return out
 
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -34,7 +34,11 @@ def find_weights(model: str, filename: str, local_dir: str | os.PathLike | None,
 
 
 class TFLiteModel:
-    """One loaded interpreter with a single input and a single output; ``run`` is thread-safe."""
+    """One loaded interpreter with a single input and a single output; ``run`` is thread-safe.
+
+    The interpreter is created once per object; ``run`` resizes its batch dimension when the
+    graph allows it (MobileNet does, DeepLab's XNNPack graph does not: then it loops).
+    """
 
     def __init__(self, path: Path, num_threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
@@ -47,6 +51,7 @@ class TFLiteModel:
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self._lock = threading.Lock()
+        self._batchable = True
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -64,9 +69,32 @@ class TFLiteModel:
             values = (values - zero_point) * scale
         return values
 
+    def _set_batch(self, n: int) -> bool:
+        """Resize the input to batch ``n``; False (and batch 1 kept) when the model cannot resize."""
+        shape = list(self._input["shape"])
+        if shape[0] == n:
+            return True
+        try:
+            self._interpreter.resize_tensor_input(self._input["index"], [n, *shape[1:]])
+            self._interpreter.allocate_tensors()
+        except (RuntimeError, ValueError):
+            self._interpreter.resize_tensor_input(self._input["index"], [1, *shape[1:]])
+            self._interpreter.allocate_tensors()
+            self._batchable = False
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        return self._batchable
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run one input tensor of the model's input shape; returns the raw output (a copy)."""
+        """Run a ``(B, ...)`` input; one invoke when the model can resize its batch, else one per row."""
+        batch = batch.astype(self.input_dtype, copy=False)
         with self._lock:
-            self._interpreter.set_tensor(self._input["index"], batch.astype(self.input_dtype, copy=False))
-            self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output["index"]).copy()
+            if self._batchable and self._set_batch(len(batch)):
+                return self._invoke(batch)
+            self._set_batch(1)
+            return np.concatenate([self._invoke(row[None]) for row in batch])
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        self._interpreter.set_tensor(self._input["index"], batch)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"]).copy()

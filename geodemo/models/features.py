@@ -1,0 +1,183 @@
+"""Embeddings and label maps of a dataset's photos, computed once and cached on disk.
+
+>>> from geodemo.data import load_benchmark
+>>> from geodemo.models.features import cached_image_embeddings
+>>> dev = load_benchmark("im2gps3k-dev")
+>>> feats = cached_image_embeddings("mobilenet-v1-imagenet", dev)   # (978, 1024), rows follow dev.samples
+
+Caches live under ``geodemo.paths.cache_dir("features", <model>-<config hash>)``, one ``.npz`` per
+dataset name, keyed per photo by (id, image path, file size): asking for a subset, or for a
+dataset that grew, only encodes the photos not seen yet. Unreadable photos get a zero row and
+``valid = False``; they are retried on the next call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geodemo.models.registry import create_model, get_spec
+from geodemo.paths import cache_dir
+
+__all__ = [
+    "FeatureSet",
+    "shared_model",
+    "image_features",
+    "cached_image_embeddings",
+    "cached_label_maps",
+    "features_cache_path",
+]
+
+
+@dataclass
+class FeatureSet:
+    """Embeddings aligned with ``ids``; ``valid[i]`` is False where the photo could not be read."""
+
+    model: str
+    ids: list[str]
+    embeddings: np.ndarray  # (N, D) float32, unit rows (zero rows where invalid)
+    valid: np.ndarray  # (N,) bool
+
+
+@lru_cache(maxsize=8)
+def _shared_model(name: str, overrides_json: str) -> Any:
+    return create_model(name, **json.loads(overrides_json))
+
+
+def shared_model(name: str, **overrides: Any) -> Any:
+    """One model object per (name, overrides) per process, so tests and scripts load weights once."""
+    return _shared_model(name, json.dumps(overrides, sort_keys=True, default=str))
+
+
+def _model_key(name: str, overrides: dict[str, Any]) -> str:
+    spec = get_spec(name)
+    blob = json.dumps(
+        {"loader": spec.loader, "config": {**spec.config, **overrides}}, sort_keys=True, default=str
+    )
+    return f"{name}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+
+
+def features_cache_path(kind: str, model: str, dataset_name: str, **overrides: Any) -> Path:
+    """Where the ``kind`` ("embeddings" | "labelmaps") cache of ``model`` on ``dataset_name`` lives."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_name)
+    return cache_dir(kind, _model_key(model, overrides)) / f"{safe}.npz"
+
+
+def _photo_key(sample: Any) -> str:
+    path = getattr(sample, "image_path", None)
+    member = getattr(sample, "meta", {}).get("tar_member") if hasattr(sample, "meta") else None
+    size = -1
+    if path is not None:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = -1
+    return f"{sample.id}|{path or member}|{size}"
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def image_features(
+    encoder_name: str, dataset: Any, progress: bool = True, refresh: bool = False, **overrides: Any
+) -> FeatureSet:
+    """Embeddings of every photo in ``dataset`` by the registered encoder, reusing the disk cache."""
+    path = features_cache_path("embeddings", encoder_name, dataset.name, **overrides)
+    cached: dict[str, np.ndarray] = {}
+    if path.exists() and not refresh:
+        with np.load(path, allow_pickle=False) as data:
+            cached = {str(k): row for k, row in zip(data["keys"], data["embeddings"], strict=True)}
+    keys = [_photo_key(s) for s in dataset.samples]
+    missing = [i for i, k in enumerate(keys) if k not in cached]
+    failed: set[int] = set()
+    if missing:
+        encoder = shared_model(encoder_name, **overrides)
+        by_key = {k: i for i, k in enumerate(keys)}
+        for sample, image in _iter_missing(dataset, missing, progress, f"{encoder_name} on {dataset.name}"):
+            idx = by_key[_photo_key(sample)]
+            if image is None:
+                failed.add(idx)
+                continue
+            cached[keys[idx]] = encoder.encode_images([image])[0]
+        good = sorted(cached)
+        _atomic_savez(
+            path, keys=np.array(good), embeddings=np.stack([cached[k] for k in good]).astype(np.float32)
+        )
+    dim = next(iter(cached.values())).shape[0] if cached else 0
+    emb = np.zeros((len(keys), dim), dtype=np.float32)
+    valid = np.zeros(len(keys), dtype=bool)
+    for i, k in enumerate(keys):
+        if k in cached and i not in failed:
+            emb[i] = cached[k]
+            valid[i] = True
+    return FeatureSet(model=encoder_name, ids=[s.id for s in dataset.samples], embeddings=emb, valid=valid)
+
+
+def cached_image_embeddings(
+    encoder_name: str, dataset: Any, progress: bool = True, **overrides: Any
+) -> np.ndarray:
+    """``(N, D)`` float32 unit embeddings aligned with ``dataset.samples`` (zero rows for unreadable photos)."""
+    return image_features(encoder_name, dataset, progress=progress, **overrides).embeddings
+
+
+def cached_label_maps(
+    segmenter_name: str, dataset: Any, progress: bool = True, **overrides: Any
+) -> list[np.ndarray | None]:
+    """ADE20K label maps (uint8, at each photo's size) aligned with ``dataset.samples``; None if unreadable."""
+    path = features_cache_path("labelmaps", segmenter_name, dataset.name, **overrides)
+    cached: dict[str, np.ndarray] = {}
+    if path.exists():
+        with np.load(path, allow_pickle=False) as data:
+            keys = [str(k) for k in data["keys"]]
+            cached = {k: data[f"map_{i}"] for i, k in enumerate(keys)}
+    keys = [_photo_key(s) for s in dataset.samples]
+    missing = [i for i, k in enumerate(keys) if k not in cached]
+    if missing:
+        segmenter = shared_model(segmenter_name, **overrides)
+        by_key = {k: i for i, k in enumerate(keys)}
+        for sample, image in _iter_missing(dataset, missing, progress, f"{segmenter_name} on {dataset.name}"):
+            if image is not None:
+                cached[keys[by_key[_photo_key(sample)]]] = _label_map_of(segmenter, image)
+        good = sorted(cached)
+        arrays = {f"map_{i}": cached[k].astype(np.uint8) for i, k in enumerate(good)}
+        _atomic_savez(path, keys=np.array(good), **arrays)
+    return [cached.get(k) for k in keys]
+
+
+def _iter_missing(dataset: Any, missing: list[int], progress: bool, desc: str) -> Iterator[tuple[Any, Any]]:
+    """``(sample, image or None)`` for the samples at ``missing`` (read through the dataset's own loader)."""
+    from tqdm.auto import tqdm
+
+    wanted = {_photo_key(dataset.samples[i]) for i in missing}
+    if hasattr(dataset, "subset"):
+        source = dataset.subset(ids={dataset.samples[i].id for i in missing}).iter_images(progress=False)
+    else:
+        source = dataset.iter_images(progress=False)
+    bar = tqdm(total=len(missing), desc=desc, unit="photo", disable=not progress)
+    for sample, image, _error in source:
+        if _photo_key(sample) in wanted:
+            bar.update(1)
+            yield sample, image
+    bar.close()
+
+
+def _label_map_of(segmenter: Any, image: Any) -> np.ndarray:
+    fast = getattr(segmenter, "label_map", None)  # skips the overlay when the segmenter offers it
+    return np.asarray(fast(image) if callable(fast) else segmenter.segment(image).label_map)
