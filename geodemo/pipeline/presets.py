@@ -1,0 +1,47 @@
+"""Pipeline presets: JSON configs in ``geodemo/pipeline/presets/`` (or any JSON file path).
+
+A preset names every component (encoder, segmenter, gallery, index kind, verifier, LMM, clues) and
+every hyper-parameter; the :class:`~geodemo.pipeline.GeoLocator` has no preset-specific code.
+Overrides are deep-merged: ``load_preset("offline", rerank={"eps_km": 25})``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PRESET_DIR", "list_presets", "load_preset", "deep_merge"]
+
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+def list_presets() -> list[str]:
+    """Names of the built-in presets."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``, recursing into nested dicts (inputs are not modified)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
+    """The preset called ``name_or_path`` (built-in name or JSON file), with ``overrides`` merged in."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = PRESET_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        raise KeyError(
+            f"unknown preset {str(name_or_path)!r}: no {path}; built-in presets: {', '.join(list_presets())}"
+        )
+    cfg = json.loads(path.read_text())
+    cfg.setdefault("name", path.stem)
+    return deep_merge(cfg, overrides)
