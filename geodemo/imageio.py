@@ -89,7 +89,7 @@ def _open(source: ImageSource, max_pixels: int) -> Image.Image:
             "expected JPEG, PNG, TIFF, WebP, BMP or GIF"
         ) from exc
     except OSError as exc:
-        raise ImageError(f"cannot open {name}: {exc}") from exc
+        raise ImageError(f"cannot open {name}: its header is damaged or truncated ({exc})") from exc
     width, height = image.size
     if width <= 0 or height <= 0:
         raise ImageError(f"{name} has an empty size {width}x{height}")

@@ -141,15 +141,19 @@ def detect_format(columns: list[str]) -> CsvFormat:
 
 
 def detect_lat_lon_swap(lat: np.ndarray, lon: np.ndarray) -> bool:
-    """True when the 'latitude' values leave [-90, 90] while the 'longitude' values never do.
+    """True when the values labelled latitude are really longitudes, judged row by row.
 
-    Where both columns stay inside [-90, 90] the header cannot be checked and is trusted.
+    A row with |lat| > 90 and |lon| <= 90 only makes sense swapped; one with |lon| > 90 and
+    |lat| <= 90 only makes sense as labelled. The labels are swapped when the first kind of row
+    outnumbers the second (rows impossible either way are ignored). Where every value stays
+    inside [-90, 90] the header cannot be checked and is trusted.
     """
-    lat, lon = np.abs(np.asarray(lat, float)), np.abs(np.asarray(lon, float))
-    lat, lon = lat[np.isfinite(lat)], lon[np.isfinite(lon)]
-    if len(lat) == 0 or len(lon) == 0:
-        return False
-    return bool(lat.max() > 90.0 and lon.max() <= 90.0)
+    a, b = np.abs(np.asarray(lat, float)), np.abs(np.asarray(lon, float))
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    only_swapped = int(np.sum((a > 90.0) & (b <= 90.0)))
+    only_labelled = int(np.sum((b > 90.0) & (a <= 90.0)))
+    return only_swapped > only_labelled
 
 
 def _sniff(path: Path) -> tuple[str, bool]:
