@@ -451,6 +451,21 @@ class GeoLocator:
                 st.result.errors["geocode"] = _err(exc)
 
     # ------------------------------------------------------------------ public entry points
+    def warmup(self) -> GeoLocator:
+        """Load every configured component now (models, galleries, indexes), not on the first call."""
+        import sklearn.cluster  # noqa: F401 - DBSCAN's first import costs seconds
+
+        _ = self.encoder, self.gallery
+        if self.config.get("segmenter"):
+            try:
+                _ = self.segmenter
+            except Exception:  # noqa: BLE001 - reported by the segmentation stage
+                pass
+        _ = self.aligner
+        self._gps_gallery()
+        self._text_gallery()
+        return self
+
     def iter_locate(
         self, image: Any, options: LocateOptions | None = None, *, _embedding: np.ndarray | None = None,
         _display: bool = True,

@@ -1,0 +1,123 @@
+"""The offline GeoLocator on real dev photos: complete results, stage order, exclusions, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+from geodemo.eval import QueryPhoto
+from geodemo.pipeline import STAGES, GeoLocator, LocateOptions, list_presets, load_preset
+
+pytestmark = pytest.mark.shared
+
+
+@pytest.fixture(scope="module")
+def dev(shared):
+    from geodemo.data import load_benchmark
+
+    return load_benchmark("im2gps3k-dev")
+
+
+@pytest.fixture(scope="module")
+def locator(shared):
+    # clues (Tesseract) are exercised by the CLI test; here they would only add seconds per photo
+    return GeoLocator.from_preset("offline", clues={"enabled": False}, gallery={"progress": False}).warmup()
+
+
+def test_presets_are_configs():
+    assert {"g3", "dualgeo", "offline"} <= set(list_presets())
+    for name in ("g3", "dualgeo", "offline"):
+        cfg = load_preset(name)
+        assert cfg["encoder"] and cfg["gallery"]["index"]["kind"] in ("flat", "hnsw", "ivfpq")
+        assert cfg["lmm"]["enabled"] is (name != "offline")
+    assert load_preset("offline", rerank={"eps_km": 7})["rerank"] == {**load_preset("offline")["rerank"], "eps_km": 7}
+    with pytest.raises(KeyError, match="offline"):
+        load_preset("nope")
+
+
+def test_offline_locate_returns_a_complete_result(locator, dev):
+    sample = dev.samples[3]
+    result = locator.locate(sample.image_path)
+    assert math.isfinite(result.lat) and math.isfinite(result.lon)
+    assert result.place and "," in result.place
+    assert result.preset == "offline" and result.verifier.split(":")[0] in ("aligner", "text", "support")
+    assert 0.0 <= result.confidence <= 1.0 and result.uncertainty_km > 0
+    # without exclusions the photo itself is in the gallery and comes first
+    assert result.neighbours[0].id == sample.id and result.neighbours[0].similarity > 0.99
+    sims = [n.similarity for n in result.neighbours]
+    assert len(sims) == 20 and sims == sorted(sims, reverse=True)
+    assert result.clusters_before.order == list(range(20))
+    assert sorted(result.clusters_after.order) == list(range(20))
+    assert result.clusters_after.main is not None
+    sources = {c.source for c in result.candidates}
+    assert {"retrieval", "cluster-centre"} <= sources
+    assert all(c.score is not None for c in result.candidates)
+    best = max(result.candidates, key=lambda c: c.score)
+    assert (best.lat, best.lon) == (result.lat, result.lon)
+    assert result.segmentation is not None and result.segmentation.shares
+    assert set(result.timings) >= {"load", "segmentation", "encode", "retrieval", "rerank", "verification"}
+    data = json.loads(result.to_json())
+    assert data["lat"] == result.lat and len(data["neighbours"]) == 20 and "label_map" not in data["segmentation"]
+
+
+def test_iter_locate_yields_stages_in_pipeline_order(locator, dev):
+    stages = [name for name, _ in locator.iter_locate(dev.samples[5].image_path)]
+    assert stages == [s for s in STAGES if s in stages] and stages[-1] == "verification"
+    assert {"load", "segmentation", "encode", "retrieval", "rerank", "candidates"} <= set(stages)
+
+
+def test_leave_one_photographer_out(locator, dev):
+    group_of = {s.id: s.group for s in dev.samples}
+    # photographers with several photos in the dev split make the exclusion matter
+    counts: dict[str, int] = {}
+    for s in dev.samples:
+        counts[s.group] = counts.get(s.group, 0) + 1
+    picked = [s for s in dev.samples if counts[s.group] > 1][:4]
+    assert picked, "the dev split has photographers with several photos"
+    queries = [QueryPhoto(s.id, dev.open_image(s), s.group) for s in picked]
+    for q in queries:
+        r = locator.locate_query(q)
+        assert all(n.id != q.id for n in r.neighbours)
+        assert all(group_of.get(n.id) != q.group for n in r.neighbours)
+        assert len(r.neighbours) == 20
+    t0 = time.perf_counter()
+    pred = locator.predict(queries)
+    per_photo = (time.perf_counter() - t0) / len(queries)
+    assert pred.shape == (len(queries), 2) and np.isfinite(pred).all()
+    assert per_photo < 5.0  # predict skips display-only stages
+    same = [locator.locate_query(q).lat for q in queries]
+    np.testing.assert_allclose(pred[:, 0], same)  # predict == locate_query, one photo at a time
+
+
+def test_options_override_preset(locator, dev):
+    path = dev.samples[7].image_path
+    r = locator.locate(path, LocateOptions(top_k=6, eps_km=5.0, min_samples=3))
+    assert len(r.neighbours) == 6
+    assert r.clusters_after.eps_km == 5.0 and r.clusters_after.min_samples == 3
+    ex = locator.locate(path, LocateOptions(exclude_groups={dev.samples[7].group}))
+    assert all(n.id != dev.samples[7].id for n in ex.neighbours)
+
+
+def test_failing_optional_stages_are_recorded_and_the_rest_runs(shared, dev):
+    loc = GeoLocator.from_preset(
+        "offline", segmenter="no-such-segmenter", clues={"enabled": False}, gallery={"progress": False},
+        lmm={"backend": "no-such-backend", "timeout_s": 2},
+    )
+    r = loc.locate(dev.samples[0].image_path, LocateOptions(use_lmm=True))
+    assert "no-such-segmenter" in r.errors["segmentation"]
+    assert "lmm" in r.errors and r.lmm_records == [] or all(rec.error for rec in r.lmm_records)
+    assert math.isfinite(r.lat) and r.candidates and r.verifier != "none"
+
+
+def test_unavailable_encoder_fails_fast_with_a_clear_message(shared, dev):
+    from geodemo.models.base import ModelUnavailableError
+
+    t0 = time.perf_counter()
+    with pytest.raises((ModelUnavailableError, FileNotFoundError)) as info:
+        GeoLocator.from_preset("g3").locate(dev.samples[0].image_path)
+    assert time.perf_counter() - t0 < 30
+    assert "clip" in str(info.value).lower()
