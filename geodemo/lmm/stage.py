@@ -1,0 +1,215 @@
+"""The LMM stage: K prompts x N samples to one backend, cached, bounded, never raising on failure.
+
+``LMMStage.from_config(preset["lmm"])`` builds it; ``run(image, LMMContext(...))`` returns one
+:class:`~geodemo.result.LMMRecord` per answer (prompt kind, full prompt, raw answer, parsed
+coordinate or rejection reason, latency, backend, model, cached flag, error). The locator turns
+accepted records into candidates ``lmm:<prompt kind>`` for verification.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from geodemo.lmm.backends import BackendError, LMMBackend, create_backend
+from geodemo.lmm.cache import AnswerCache, answer_key, image_hash
+from geodemo.lmm.parse import parse_coordinate
+from geodemo.lmm.prompts import DEFAULT_PROMPTS, Prompt, build_prompts, prompt_kinds_valid
+from geodemo.result import ClueReport, LMMRecord, Neighbour
+
+__all__ = ["LMMContext", "LMMConfig", "LMMStage"]
+
+# Bump when the way answers are produced changes in a way the key fields do not show.
+_CACHE_VERSION = 1
+
+
+@dataclass
+class LMMContext:
+    """What the prompts may cite about one photo (the retrieved evidence and a text description)."""
+
+    neighbours: list[Neighbour] = field(default_factory=list)  # similar, retrieval order
+    dissimilar: list[Neighbour] = field(default_factory=list)
+    main_cluster: list[Neighbour] = field(default_factory=list)  # re-ranked main cluster (DualGeo)
+    description: str = ""  # segmentation shares + clues, for text-only backends
+    clues: ClueReport | None = None
+
+
+_STAGE_KEYS = ("backend", "model", "prompts", "samples", "temperature", "seed", "timeout_s", "concurrency",
+               "cache", "cluster_max")
+
+
+@dataclass
+class LMMConfig:
+    """The preset's ``lmm`` section; keys not listed here go to the backend (host, base_url, max_tokens ...)."""
+
+    backend: str = "ollama"
+    model: str | None = None
+    prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
+    samples: int = 5
+    temperature: float = 0.7  # G3: 0.7 with LLaVA, 1.2 with GPT-4V
+    seed: int | None = 0
+    timeout_s: float = 120.0
+    concurrency: int = 2
+    cache: bool = True
+    cluster_max: int = 15
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> LMMConfig:
+        cfg = {k: v for k, v in (cfg or {}).items() if k != "enabled"}
+        known = {k: cfg[k] for k in _STAGE_KEYS if k in cfg and cfg[k] is not None}
+        if "prompts" in known:
+            known["prompts"] = prompt_kinds_valid(list(known["prompts"]))
+        for key, cast in (("samples", int), ("concurrency", int), ("cluster_max", int),
+                          ("temperature", float), ("timeout_s", float)):
+            if key in known:
+                known[key] = cast(known[key])
+        if known.get("samples", 1) < 1 or known.get("concurrency", 1) < 1:
+            raise ValueError(f"lmm.samples and lmm.concurrency must be >= 1, got {cfg}")
+        extra = {k: v for k, v in cfg.items() if k not in _STAGE_KEYS}
+        return cls(**known, backend_options=extra)
+
+
+class LMMStage:
+    """Runs the configured prompts on one backend and records every answer."""
+
+    def __init__(self, config: LMMConfig, backend: LMMBackend | None = None, cache: AnswerCache | None = None):
+        self.config = config
+        if backend is None:
+            options = dict(config.backend_options)
+            options.setdefault("timeout_s", config.timeout_s)
+            backend = create_backend(config.backend, model=config.model, **options)
+        self.backend = backend
+        self.cache = (cache or AnswerCache()) if config.cache else None
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> LMMStage:
+        """Build from a preset's ``lmm`` section (backend, model, prompts, samples, temperature, ...)."""
+        return cls(LMMConfig.from_dict(cfg))
+
+    # ------------------------------------------------------------------ helpers
+    def _description(self, context: LMMContext) -> str:
+        text = context.description.strip()
+        clues = context.clues
+        if clues is not None and clues.summary and clues.summary not in text:
+            text = f"{text}. Text clues: {clues.summary}" if text else f"Text clues: {clues.summary}"
+        return text
+
+    def prompts_for(self, context: LMMContext) -> list[Prompt]:
+        """The prompts this stage would send for ``context`` (kinds without evidence are left out)."""
+        return build_prompts(
+            self.config.prompts,
+            neighbours=context.neighbours,
+            dissimilar=context.dissimilar,
+            main_cluster=context.main_cluster,
+            description=self._description(context),
+            sees_image=bool(getattr(self.backend, "sees_image", True)),
+            completion=bool(getattr(self.backend, "completion", False)),
+            cluster_max=self.config.cluster_max,
+        )
+
+    def _key_fields(self, img: str, prompt: Prompt, sample: int) -> dict[str, Any]:
+        extra = {k: v for k, v in sorted(self.config.backend_options.items())
+                 if k in ("max_tokens", "format", "gguf_file", "stop", "top_k", "top_p", "json_mode", "completion")}
+        return {
+            "v": _CACHE_VERSION,
+            "image": img,
+            "prompt": prompt.text,
+            "backend": self.backend.name,
+            "model": self.backend.model,
+            "temperature": self.config.temperature,
+            "seed": self.config.seed,
+            "samples": self.config.samples,
+            "sample": sample,
+            "options": extra,
+        }
+
+    def _record(self, prompt: Prompt, sample: int, raw: str | None, latency: float, cached: bool,
+                error: str | None = None) -> LMMRecord:
+        rec = LMMRecord(prompt_kind=prompt.kind, prompt=prompt.text, sample=sample, raw_answer=None,
+                        latency_s=round(float(latency), 4), backend=self.backend.name, model=self.backend.model,
+                        cached=cached, error=error)
+        if error is not None:
+            return rec
+        text = prompt.answer_prefix + raw if prompt.answer_prefix else raw
+        rec.raw_answer = text
+        parsed = parse_coordinate(text)
+        if parsed.ok:
+            rec.lat, rec.lon = parsed.lat, parsed.lon
+        else:
+            rec.rejection = parsed.reason
+        return rec
+
+    def _generate(self, image: Image.Image | None, prompt: Prompt, started: dict[int, float], slot: int
+                  ) -> tuple[list[str], float]:
+        started[slot] = time.monotonic()
+        t0 = time.perf_counter()
+        answers = self.backend.generate(image, prompt.text, n=self.config.samples,
+                                        temperature=self.config.temperature, seed=self.config.seed)
+        if len(answers) != self.config.samples:
+            raise RuntimeError(f"backend returned {len(answers)} answers for {self.config.samples} samples")
+        return list(answers), time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ run
+    def run(self, image: Image.Image | None, context: LMMContext | None = None) -> list[LMMRecord]:
+        """One record per (prompt, sample); backend failures become records with ``error`` set."""
+        context = context or LMMContext()
+        prompts = self.prompts_for(context)
+        n = self.config.samples
+        img = image_hash(image) if image is not None else "no-image"
+        by_prompt: dict[int, list[LMMRecord]] = {}
+        todo: list[tuple[int, Prompt, list[str]]] = []
+        for i, prompt in enumerate(prompts):
+            keys = [answer_key(**self._key_fields(img, prompt, s)) for s in range(n)]
+            entries = [self.cache.get(k) for k in keys] if self.cache is not None else [None] * n
+            if all(e is not None for e in entries):
+                by_prompt[i] = [self._record(prompt, s, e["answer"], e["latency_s"], True)
+                                for s, e in enumerate(entries)]
+            else:
+                todo.append((i, prompt, keys))
+        if todo:
+            self._run_calls(image, img, todo, by_prompt)
+        return [rec for i in range(len(prompts)) for rec in by_prompt.get(i, [])]
+
+    def _run_calls(self, image: Image.Image | None, img: str, todo: list[tuple[int, Prompt, list[str]]],
+                   by_prompt: dict[int, list[LMMRecord]]) -> None:
+        n, timeout = self.config.samples, self.config.timeout_s
+        started: dict[int, float] = {}
+        pool = ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(todo)),
+                                  thread_name_prefix="geodemo-lmm")
+        futures: dict[Future, int] = {}
+        for slot, (_, prompt, _) in enumerate(todo):
+            futures[pool.submit(self._generate, image, prompt, started, slot)] = slot
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i, prompt, keys = todo[futures[fut]]
+                    try:
+                        answers, latency = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a failed call degrades, never aborts
+                        msg = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+                        by_prompt[i] = [self._record(prompt, s, None, 0.0, False, error=msg) for s in range(n)]
+                        continue
+                    per_answer = latency / n
+                    by_prompt[i] = [self._record(prompt, s, a, per_answer, False) for s, a in enumerate(answers)]
+                    if self.cache is not None:
+                        for s, a in enumerate(answers):
+                            self.cache.put(keys[s], a, per_answer, self._key_fields(img, prompt, s))
+                now = time.monotonic()
+                for fut in list(pending):
+                    t0 = started.get(futures[fut])
+                    if t0 is not None and now - t0 > timeout:
+                        pending.discard(fut)
+                        fut.cancel()
+                        i, prompt, _ = todo[futures[fut]]
+                        msg = (f"{self.backend.name} ({self.backend.model}) gave no answer within "
+                               f"{timeout:g} s (lmm.timeout_s)")
+                        by_prompt[i] = [self._record(prompt, s, None, now - t0, False, error=msg) for s in range(n)]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
