@@ -51,6 +51,10 @@ class DeepLabSegmenter:
         labels = np.argmax(logits, axis=-1).astype(np.uint8)
         return resize_label_map(labels, (w, h))
 
+    def label_maps(self, images: list[Image.Image], batch_size: int = 1) -> list[np.ndarray]:
+        """Label maps of several photos (the TFLite graph has a fixed batch of 1: one call each)."""
+        return [self.label_map(image) for image in images]
+
     def segment(self, image: Image.Image) -> SegmentationResult:
         """Label map, ADE20K class names, area shares and overlay for one photo."""
         return make_result(self.name, image, self.label_map(image), self.overlay_opacity)

@@ -86,14 +86,25 @@ class SegFormerSegmenter:
         x = (x - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
         return x[None].to(self.device, self.dtype)
 
-    @torch.inference_mode()
     def label_map(self, image: Image.Image) -> np.ndarray:
         """``(H, W)`` uint8 ADE20K ids at the photo's size (logits upsampled bilinearly, then argmax)."""
-        logits = self.model(pixel_values=self.pixels(image)).logits.float()
-        w, h = image.size
-        logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        ids = logits[0].argmax(0).cpu()
-        return self.mapping[ids].numpy().astype(np.uint8)
+        return self.label_maps([image])[0]
+
+    @torch.inference_mode()
+    def label_maps(self, images: list[Image.Image], batch_size: int = 8) -> list[np.ndarray]:
+        """Label maps of several photos, ``batch_size`` per forward pass."""
+        out: list[np.ndarray] = []
+        step = max(1, int(batch_size))
+        for start in range(0, len(images), step):
+            chunk = images[start : start + step]
+            logits = self.model(pixel_values=torch.cat([self.pixels(im) for im in chunk])).logits.float()
+            for row, image in zip(logits, chunk, strict=True):
+                w, h = image.size
+                up = torch.nn.functional.interpolate(
+                    row[None], size=(h, w), mode="bilinear", align_corners=False
+                )
+                out.append(self.mapping[up[0].argmax(0).cpu()].numpy().astype(np.uint8))
+        return out
 
     def segment(self, image: Image.Image) -> SegmentationResult:
         """Label map, ADE20K class names, area shares and overlay for one photo."""
