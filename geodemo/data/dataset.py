@@ -131,6 +131,11 @@ class GeoDataset:
         bar = tqdm(self.samples, desc=desc or f"reading {self.name}", unit="photo", disable=not progress)
         for sample in bar:
             try:
-                yield sample, self.open_image(sample), None
+                image = self.open_image(sample)
             except (ImageError, OSError) as exc:
                 yield sample, None, str(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not end the run
+                yield sample, None, f"unexpected error reading {sample.id}: {type(exc).__name__}: {exc}"
+                continue
+            yield sample, image, None

@@ -128,6 +128,7 @@ def evaluate(
 
     from geodemo.eval.report import markdown_table
 
+    name = getattr(predictor, "name", type(predictor).__name__)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "predictions.csv"
@@ -143,7 +144,7 @@ def evaluate(
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         if new_file:
             writer.writeheader()
-        bar = tqdm(total=len(todo), desc=f"{predictor.name} on {data.name}", unit="photo", disable=not progress)
+        bar = tqdm(total=len(todo), desc=f"{name} on {data.name}", unit="photo", disable=not progress)
         pending: list[tuple[GeoSample, Image.Image]] = []
 
         def flush() -> None:
@@ -166,8 +167,8 @@ def evaluate(
         for sample in todo:
             try:
                 image = data.open_image(sample)
-            except (OSError, ValueError) as exc:  # ImageError is a ValueError, MissingImageError an OSError
-                writer.writerow(_row(sample, None, None, f"unreadable image: {exc}"))
+            except Exception as exc:  # noqa: BLE001 - ImageError, MissingImageError or a decoder bug
+                writer.writerow(_row(sample, None, None, f"unreadable image: {type(exc).__name__}: {exc}"))
                 bar.update(1)
                 continue
             pending.append((sample, image))
@@ -188,7 +189,7 @@ def evaluate(
     summary_path, table_path = out / "summary.json", out / "table.md"
     report = EvalReport(
         benchmark=data.name,
-        predictor=predictor.name,
+        predictor=name,
         metrics=metrics,
         n_photos=len(data),
         n_unreadable=n_unreadable,
@@ -204,7 +205,7 @@ def evaluate(
         },
     )
     summary_path.write_text(json.dumps(to_jsonable(report.to_dict()), indent=2, allow_nan=False))
-    table_path.write_text(markdown_table({predictor.name: metrics}, benchmark=data.name) + "\n")
+    table_path.write_text(markdown_table({name: metrics}, benchmark=data.name) + "\n")
     return report
 
 
