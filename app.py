@@ -1,9 +1,634 @@
-"""geodemo web app (placeholder until the app capability lands): says what is not built yet."""
+"""geodemo web app: drag in a photo, see where it was taken and why.
+
+A Gradio Blocks front end over :class:`geodemo.pipeline.GeoLocator`. The page renders every stage
+of the ``LocationResult`` as it arrives (``GeoLocator.iter_locate``): segmentation overlay and
+class shares, retrieved neighbours on a map, clusters before and after re-ranking, the LMM's
+answers, the final point with its uncertainty circle and, when the truth is known (EXIF GPS or an
+example's ground truth), the error, the accuracy bands and a plain-language failure explanation.
+
+The same function is exposed as the API endpoint ``/locate`` (returns the LocationResult JSON),
+so ``gradio_client.Client(url).predict(handle_file(path), api_name="/locate")`` works.
+Run: ``.venv/bin/python app.py`` (env ``GEODEMO_HOST``, ``GEODEMO_PORT``, ``GEODEMO_PRESET``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import gradio as gr
+from PIL import Image
 
-with gr.Blocks(title="geodemo") as demo:
-    gr.Markdown("# geodemo\nThe photo geo-localization app is not built yet: the pipeline is in progress.")
+# Importing geodemo (any submodule) first installs its torchvision guard before vision libraries.
+from geodemo.imageio import ImageError, load_image, read_exif_gps
+from geodemo.result import LocationResult
+from geodemo.viz import error_report, lmm_rows, map_iframe, timing_text
+from geodemo.viz.maps import cluster_map, neighbour_map, result_map
+from geodemo.viz.tables import CANDIDATE_COLUMNS, LMM_COLUMNS, candidate_rows
+
+logger = logging.getLogger("geodemo.app")
+
+DEFAULT_PRESET = os.environ.get("GEODEMO_PRESET", "offline")
+FALLBACK_PRESETS = ("offline", "g3", "dualgeo")
+PRESET_DEFAULT = "preset default"
+FALLBACK_BACKENDS = ("ollama", "openai", "transformers", "gguf")
+MAX_UPLOAD = "40mb"
+MAP_HEIGHT = 420
+EXAMPLE_SETS = (("im2gps3k-dev", 5), ("osv5m-sample", 3))  # (benchmark, how many photos)
+
+# ---------------------------------------------------------------------------------------------
+# ZeroGPU: on a ZeroGPU Space, `spaces.GPU` attaches a GPU for the duration of the call;
+# everywhere else (no `spaces` package, or a CPU Space) the function runs as it is.
+
+
+def gpu_if_zero(fn: Callable) -> Callable:
+    """Wrap ``fn`` with ``spaces.GPU`` only when running on a ZeroGPU Space."""
+    if not os.environ.get("SPACES_ZERO_GPU"):
+        return fn
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=120)(fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Locators: one per preset, created once and shared read-only by all requests.
+
+_LOCATORS: dict[str, Any] = {}
+_LOCATORS_LOCK = threading.Lock()
+
+
+def available_presets() -> list[str]:
+    """Preset names shipped with the pipeline (``geodemo/pipeline/presets/*.json``)."""
+    try:
+        from geodemo.pipeline import list_presets
+
+        names = list_presets()
+    except Exception:  # noqa: BLE001 - the page must load even when the pipeline does not
+        logger.exception("could not list the pipeline presets")
+        names = []
+    return names or list(FALLBACK_PRESETS)
+
+
+def available_backends() -> list[str]:
+    """LMM backend names registered by ``geodemo.lmm`` (plus "preset default")."""
+    try:
+        from geodemo.lmm.backends import list_backends
+
+        names = list(list_backends())
+    except Exception:  # noqa: BLE001
+        logger.exception("could not list the LMM backends")
+        names = list(FALLBACK_BACKENDS)
+    return [PRESET_DEFAULT, *names]
+
+
+def get_locator(preset: str):
+    """The cached :class:`GeoLocator` for ``preset`` (built on first use, thread-safe)."""
+    with _LOCATORS_LOCK:
+        locator = _LOCATORS.get(preset)
+        if locator is None:
+            from geodemo.pipeline import GeoLocator
+
+            t0 = time.perf_counter()
+            locator = GeoLocator.from_preset(preset)
+            logger.info("loaded preset %s in %.1f s", preset, time.perf_counter() - t0)
+            _LOCATORS[preset] = locator
+        return locator
+
+
+def make_options(
+    top_k: float | None,
+    eps_km: float | None,
+    min_samples: float | None,
+    lmm_mode: str | None,
+    lmm_backend: str | None,
+    lmm_model: str | None,
+    lmm_samples: float | None,
+    exclude_ids: set[str] | None = None,
+    exclude_groups: set[str] | None = None,
+):
+    """The page's settings as :class:`geodemo.pipeline.LocateOptions` (empty = preset default)."""
+    from geodemo.pipeline import LocateOptions
+
+    def _int(v: float | None) -> int | None:
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) or v <= 0 else int(v)
+
+    def _str(v: str | None) -> str | None:
+        v = (v or "").strip()
+        return None if not v or v == PRESET_DEFAULT else v
+
+    use_lmm = {"on": True, "off": False}.get((lmm_mode or "").strip().lower())
+    return LocateOptions(
+        top_k=_int(top_k),
+        eps_km=None if eps_km is None or eps_km <= 0 else float(eps_km),
+        min_samples=_int(min_samples),
+        use_lmm=use_lmm,
+        lmm_backend=_str(lmm_backend),
+        lmm_model=_str(lmm_model),
+        lmm_samples=_int(lmm_samples),
+        exclude_ids=set(exclude_ids or ()),
+        exclude_groups=set(exclude_groups or ()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: the photo, the optional truth and example identity.
+
+
+class PhotoInput(gr.Image):
+    """``gr.Image`` that hands the handler the uploaded file's path, undecoded.
+
+    Gradio's own decoding would turn a non-image into an unreadable server error and would drop
+    the EXIF block (GPS); ``geodemo.imageio.load_image`` reads it instead, with readable errors.
+    """
+
+    is_template = True  # rendered by the built-in Image front end
+
+    def preprocess(self, payload):  # type: ignore[override]
+        if payload is None:
+            return None
+        if getattr(payload, "path", None):
+            return str(payload.path)
+        url = getattr(payload, "url", None) or ""
+        if url.startswith("data:"):
+            from gradio.processing_utils import decode_base64_to_file
+
+            return decode_base64_to_file(url, self.GRADIO_CACHE, "png")
+        raise ImageError("the upload carried no file")
+
+
+_COORD_RE = re.compile(r"^\s*\(?\s*(-?\d+(?:\.\d+)?)\s*[,; ]\s*(-?\d+(?:\.\d+)?)\s*\)?\s*$")
+
+
+def parse_truth(text: str | None) -> tuple[float, float] | None:
+    """``"48.85, 2.35"`` -> (48.85, 2.35); empty -> None; anything else -> ValueError."""
+    if not text or not text.strip():
+        return None
+    m = _COORD_RE.match(text)
+    if not m:
+        raise ValueError(f"true location {text!r} is not 'lat, lon' in decimal degrees")
+    lat, lon = float(m.group(1)), float(m.group(2))
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ValueError(f"true location {text!r} is out of range (lat within ±90, lon within ±180)")
+    return lat, lon
+
+
+def parse_example_key(key: str | None) -> tuple[set[str], set[str]]:
+    """``"<benchmark>|<id>|<group>"`` -> ({id}, {group}) to leave the example's own photos out."""
+    if not key or "|" not in key:
+        return set(), set()
+    _bench, sample_id, group = (key.split("|") + ["", ""])[:3]
+    return ({sample_id} if sample_id else set()), ({group} if group else set())
+
+
+def read_photo(path: str) -> tuple[Image.Image, tuple[float, float] | None]:
+    """The uploaded photo (RGB, upright) and its EXIF GPS; :class:`ImageError` when unreadable."""
+    name = Path(path).name
+    try:
+        image = load_image(path)
+    except ImageError as exc:
+        raise ImageError(str(exc).replace(str(path), name)) from exc
+    return image, read_exif_gps(path)
+
+
+@lru_cache(maxsize=1)
+def benchmark_samples() -> dict[str, list[Any]]:
+    """The shared benchmark photos used for examples: name -> samples with an image ({} offline)."""
+    out: dict[str, list[Any]] = {}
+    try:
+        from geodemo.data import load_benchmark
+    except ImportError:
+        return out
+    for name, _count in EXAMPLE_SETS:
+        try:
+            dataset = load_benchmark(name)
+        except Exception as exc:  # noqa: BLE001 - no shared folder: no examples, the app still runs
+            logger.info("no examples from %s: %s", name, exc)
+            continue
+        out[name] = [s for s in dataset.samples if s.image_path is not None and Path(s.image_path).is_file()]
+    return out
+
+
+def example_rows(per_set: tuple[tuple[str, int], ...] = EXAMPLE_SETS) -> list[list[str]]:
+    """A few photos from the shared dev split and OSV sample: [path, "lat, lon", key]; [] offline."""
+    rows: list[list[str]] = []
+    samples_by_set = benchmark_samples()
+    for name, count in per_set:
+        samples = samples_by_set.get(name, [])
+        step = max(1, len(samples) // count)
+        for s in samples[::step][:count]:
+            rows.append([str(s.image_path), f"{s.lat:.5f}, {s.lon:.5f}", f"{name}|{s.id}|{s.group or ''}"])
+    return rows
+
+
+@lru_cache(maxsize=1)
+def _benchmark_by_file_name() -> dict[str, tuple[str, Any]]:
+    index: dict[str, tuple[str, Any]] = {}
+    for name, samples in benchmark_samples().items():
+        for s in samples:
+            index.setdefault(Path(s.image_path).name, (name, s))
+    return index
+
+
+def recognise_benchmark_photo(path: str) -> tuple[str, Any] | None:
+    """(benchmark, sample) when an upload carries a shared benchmark photo's file name, else None.
+
+    Lets a dropped IM2GPS3k/OSV-5M photo be scored against its ground truth with its own
+    photographer left out of the gallery, as the evaluation does.
+    """
+    return _benchmark_by_file_name().get(Path(path).name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering: a LocationResult (partial or final) -> the page's components.
+
+
+def _place_of(lat: float, lon: float) -> str | None:
+    try:
+        from geodemo.retrieval.geocode import reverse_geocode
+
+        return reverse_geocode(lat, lon).text
+    except Exception:  # noqa: BLE001 - names are a nicety
+        return None
+
+
+def overlay_image(image: Image.Image | None, label_map: Any, opacity: float) -> Image.Image | None:
+    """The photo with its segmentation blended at ``opacity`` (the photo alone without a label map)."""
+    if image is None:
+        return None
+    if label_map is None:
+        return image
+    from geodemo.models.segmentation import render_overlay
+
+    return render_overlay(image, label_map, float(opacity))
+
+
+def shares_label(result: LocationResult) -> dict[str, float] | None:
+    seg = result.segmentation
+    return dict(list(seg.shares.items())[:10]) if seg is not None else None
+
+
+def status_markdown(stages: list[str], result: LocationResult | None, running: str | None) -> str:
+    """Progress line: finished stages with their timings, then the running one."""
+    parts = []
+    for stage in stages:
+        sec = result.timings.get(stage) if result is not None else None
+        failed = result is not None and stage in result.errors
+        mark = "⚠️" if failed else "✅"
+        parts.append(f"{mark} {stage}" + (f" ({sec:.2f} s)" if sec is not None else ""))
+    if running:
+        parts.append(f"⏳ {running}")
+    return " · ".join(parts) if parts else ""
+
+
+def errors_markdown(result: LocationResult) -> str:
+    if not result.errors:
+        return ""
+    lines = [f"- **{stage}** failed: {message}" for stage, message in result.errors.items()]
+    return "#### Stages that failed (the rest still ran)\n" + "\n".join(lines)
+
+
+def prediction_markdown(result: LocationResult) -> str:
+    place = result.place or _place_of(result.lat, result.lon) or "unknown place"
+    return (
+        f"### 📍 {place}\n"
+        f"**{result.lat:.4f}, {result.lon:.4f}** · confidence {result.confidence:.2f} · "
+        f"uncertainty ±{result.uncertainty_km:,.0f} km · chosen by `{result.verifier}` · preset `{result.preset}`"
+    )
+
+
+def truth_markdown(result: LocationResult, truth: tuple[float, float] | None, source: str) -> tuple[str, str]:
+    """(error line, explanation) for a known truth; ("", "") without one."""
+    if truth is None:
+        return "", "No true location known (no EXIF GPS in the photo, no example): no error to show."
+    report = error_report(result, truth, place_of=_place_of)
+    line = f"**True location** ({source}): {truth[0]:.4f}, {truth[1]:.4f} — **{report.error_line}**"
+    if not report.explanation:
+        return line, f"The prediction is within {report.error_km:,.1f} km: no failure to explain."
+    return line, "#### Why it went wrong\n" + "\n".join(f"- {s}" for s in report.explanation)
+
+
+class PageRenderer:
+    """Turns successive results of one request into component updates, re-drawing only what changed.
+
+    One instance per request (never shared), so concurrent users cannot see each other's state.
+    """
+
+    def __init__(self, image: Image.Image, truth: tuple[float, float] | None, opacity: float):
+        self.image = image
+        self.truth = truth
+        self.opacity = opacity
+        self._seen: dict[str, Any] = {}
+
+    def _changed(self, key: str, value: Any) -> bool:
+        if self._seen.get(key, object()) == value:
+            return False
+        self._seen[key] = value
+        return True
+
+    def render(self, result: LocationResult, final: bool) -> dict[str, Any]:
+        """Updates keyed by output name; maps only when their inputs changed."""
+        out: dict[str, Any] = {}
+        seg = result.segmentation
+        if seg is not None and self._changed("seg", id(seg)):
+            out["overlay"] = overlay_image(self.image, seg.label_map, self.opacity)
+            out["shares"] = shares_label(result)
+            out["seg_state"] = {"image": self.image, "label_map": seg.label_map}
+        n_key = (len(result.neighbours), id(result.clusters_before))
+        if result.neighbours and self._changed("neighbours", n_key):
+            out["neighbour_map"] = map_iframe(neighbour_map(result, self.truth), MAP_HEIGHT, "neighbours")
+        if result.clusters_before is not None and self._changed("before", id(result.clusters_before)):
+            out["before_map"] = map_iframe(
+                cluster_map(result, result.clusters_before, title="before re-ranking", truth=self.truth),
+                MAP_HEIGHT, "clusters before re-ranking", "gd-map gd-clusters-before")
+        if result.clusters_after is not None and self._changed("after", id(result.clusters_after)):
+            out["after_map"] = map_iframe(
+                cluster_map(result, result.clusters_after, title="after re-ranking", truth=self.truth),
+                MAP_HEIGHT, "clusters after re-ranking", "gd-map gd-clusters-after")
+        if self._changed("lmm", len(result.lmm_records)):
+            out["lmm_table"] = lmm_rows(result)
+        if self._changed("candidates", (len(result.candidates), final)):
+            out["candidates_table"] = candidate_rows(result)
+            out["result_map"] = map_iframe(
+                result_map(result, self.truth if final else None, show_prediction=final),
+                MAP_HEIGHT, "prediction", "gd-map gd-result")
+        out["errors"] = errors_markdown(result)
+        out["timings"] = timing_text(result)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Handlers.
+
+OUTPUT_NAMES = (
+    "status", "overlay", "shares", "seg_state", "neighbour_map", "before_map", "after_map",
+    "lmm_table", "candidates_table", "result_map", "prediction", "error_line", "explanation",
+    "errors", "timings", "result_json",
+)  # fmt: skip
+
+
+def _message(text: str) -> dict[str, Any]:
+    return {"status": text}
+
+
+@gpu_if_zero
+def locate_stream(
+    photo: str | None,
+    truth_text: str | None,
+    example_key: str | None,
+    preset: str,
+    top_k: float | None,
+    eps_km: float | None,
+    min_samples: float | None,
+    lmm_mode: str | None,
+    lmm_backend: str | None,
+    lmm_model: str | None,
+    lmm_samples: float | None,
+    opacity: float,
+) -> Iterator[dict[str, Any]]:
+    """The page's handler: yields named updates after every pipeline stage (never raises)."""
+    try:
+        if not photo:
+            yield _message("⚠️ Drop a photo (or click an example) first.")
+            return
+        try:
+            image, exif_gps = read_photo(photo)
+        except ImageError as exc:
+            yield _message(f"⚠️ This file cannot be used as a photo: {exc}")
+            return
+        try:
+            typed_truth = parse_truth(truth_text)
+        except ValueError as exc:
+            yield _message(f"⚠️ {exc}")
+            return
+        ids, groups = parse_example_key(example_key)
+        if typed_truth is not None:
+            truth, truth_source = typed_truth, ("example ground truth" if ids else "typed in")
+        else:
+            truth, truth_source = exif_gps, "EXIF GPS"
+        known = None if ids else recognise_benchmark_photo(photo)
+        if known is not None:
+            bench, sample = known
+            ids, groups = {str(sample.id)}, ({str(sample.group)} if sample.group else set())
+            if truth is None:
+                truth = (float(sample.lat), float(sample.lon))
+                truth_source = f"{bench} ground truth, recognised by file name"
+        options = make_options(top_k, eps_km, min_samples, lmm_mode, lmm_backend, lmm_model, lmm_samples, ids, groups)
+        yield _message(f"⏳ loading the `{preset}` pipeline (first use only) …")
+        locator = get_locator(preset)
+        renderer = PageRenderer(image, truth, opacity)
+        stages: list[str] = []
+        last: LocationResult | None = None
+        t0 = time.perf_counter()
+        yield {"status": "⏳ running …", "overlay": image}
+        for stage, partial in locator.iter_locate(image, options):
+            stages.append(stage)
+            last = partial
+            update = renderer.render(partial, final=False)
+            update["status"] = status_markdown(stages, partial, "next stage …")
+            yield update
+        if last is None:
+            yield _message("⚠️ The pipeline returned no result.")
+            return
+        elapsed = time.perf_counter() - t0
+        update = renderer.render(last, final=True)
+        error_line, explanation = truth_markdown(last, truth, truth_source)
+        update.update(
+            status=status_markdown(stages, last, None) + f" · **done in {elapsed:.1f} s**",
+            prediction=prediction_markdown(last),
+            error_line=error_line,
+            explanation=explanation,
+            result_json=last.to_dict(),
+        )
+        logger.info("located %s in %.2f s (preset %s)", Path(photo).name, elapsed, preset)
+        yield update
+    except Exception as exc:  # noqa: BLE001 - the page shows a message, the log keeps the traceback
+        logger.exception("locate failed")
+        yield _message(f"⚠️ Something went wrong while locating this photo ({type(exc).__name__}: {exc}). "
+                       "The details are in the server log.")
+
+
+@gpu_if_zero
+def locate_api(
+    photo: str | None,
+    preset: str = DEFAULT_PRESET,
+    top_k: float | None = None,
+    eps_km: float | None = None,
+    min_samples: float | None = None,
+    lmm_mode: str | None = PRESET_DEFAULT,
+    lmm_backend: str | None = PRESET_DEFAULT,
+    lmm_model: str | None = "",
+    lmm_samples: float | None = None,
+) -> dict[str, Any]:
+    """API: locate one photo and return the ``LocationResult`` as JSON (errors as ``{"error": ...}``)."""
+    if not photo:
+        raise gr.Error("no photo given")
+    try:
+        image, exif_gps = read_photo(photo)
+    except ImageError as exc:
+        raise gr.Error(f"this file cannot be used as a photo: {exc}") from exc
+    try:
+        options = make_options(top_k, eps_km, min_samples, lmm_mode, lmm_backend, lmm_model, lmm_samples)
+        result = get_locator(preset or DEFAULT_PRESET).locate(image, options)
+    except Exception as exc:
+        logger.exception("API locate failed")
+        raise gr.Error(f"locating failed ({type(exc).__name__}: {exc})") from exc
+    out = result.to_dict()
+    if exif_gps is not None and out.get("exif_gps") is None:
+        out["exif_gps"] = list(exif_gps)
+    return out
+
+
+def rerender_overlay(seg_state: dict | None, opacity: float) -> Image.Image | None:
+    """Opacity slider: re-blend the stored label map (no new segmentation)."""
+    if not seg_state:
+        return None
+    try:
+        return overlay_image(seg_state.get("image"), seg_state.get("label_map"), opacity)
+    except Exception:  # noqa: BLE001
+        logger.exception("overlay re-render failed")
+        return seg_state.get("image")
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout.
+
+CSS = """
+#status {min-height: 1.5em}
+.gd-map {background: #cfe3f0}
+"""
+
+INTRO = """# 🌍 geodemo — where was this photo taken?
+Drop or paste a photo (or click an example). The pipeline encodes it, retrieves similar geo-tagged
+photos, clusters them on the sphere, optionally asks a multimodal model, verifies the candidates and
+shows every stage below, so you can see **why** it answered what it did. Maps work offline
+(country outlines); OpenStreetMap tiles appear when the internet is reachable."""
+
+
+def build_demo() -> gr.Blocks:
+    """The Gradio Blocks page."""
+    presets = available_presets()
+    default_preset = DEFAULT_PRESET if DEFAULT_PRESET in presets else presets[0]
+    with gr.Blocks(title="geodemo: photo geo-localization") as demo:
+        gr.Markdown(INTRO)
+        seg_state = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=1):
+                photo = PhotoInput(label="Photo", type="filepath", sources=["upload", "clipboard"],
+                                   image_mode=None, height=320, elem_id="photo")
+                truth_box = gr.Textbox(label="True location (optional: lat, lon; filled by examples)",
+                                       placeholder="e.g. 48.8584, 2.2945", elem_id="truth")
+                example_key = gr.Textbox(visible=False, elem_id="example-key")
+                run = gr.Button("📍 Locate", variant="primary", elem_id="locate")
+                with gr.Accordion("Settings", open=False):
+                    preset = gr.Dropdown(presets, value=default_preset, label="Preset", elem_id="preset")
+                    with gr.Row():
+                        top_k = gr.Number(None, label="top-k neighbours", placeholder="preset default",
+                                          precision=0, minimum=0, maximum=200)
+                        eps_km = gr.Number(None, label="DBSCAN eps (km)", placeholder="preset default",
+                                           minimum=0, maximum=5000)
+                        min_samples = gr.Number(None, label="DBSCAN min samples", placeholder="preset default",
+                                                precision=0, minimum=0, maximum=50)
+                    lmm_mode = gr.Radio([PRESET_DEFAULT, "on", "off"], value=PRESET_DEFAULT, label="LMM stage",
+                                        elem_id="lmm-mode")
+                    with gr.Row():
+                        lmm_backend = gr.Dropdown(available_backends(), value=PRESET_DEFAULT, label="LMM backend",
+                                                  allow_custom_value=True)
+                        lmm_model = gr.Textbox(label="LMM model", placeholder="preset default")
+                        lmm_samples = gr.Number(None, label="answers per prompt", placeholder="preset default",
+                                                precision=0, minimum=0, maximum=20)
+            with gr.Column(scale=2):
+                status = gr.Markdown("", elem_id="status")
+                prediction = gr.Markdown("", elem_id="prediction")
+                error_line = gr.Markdown("", elem_id="error-line")
+                result_map_html = gr.HTML("", elem_id="result-map")
+                explanation = gr.Markdown("", elem_id="explanation")
+                errors = gr.Markdown("", elem_id="stage-errors")
+        examples = example_rows()
+        if examples:
+            gr.Examples(examples=examples, inputs=[photo, truth_box, example_key], label=(
+                "Examples (IM2GPS3k dev split and OSV-5M sample, with their true location; "
+                "their own photographer is left out of the gallery)"), examples_per_page=8,
+                        visible_columns=[0, 1])
+        with gr.Row():
+            with gr.Column(scale=2):
+                overlay = gr.Image(label="Photo with its segmentation overlay", type="pil", interactive=False,
+                                   elem_id="overlay", height=360)
+                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity")
+            shares = gr.Label(label="Class shares (segmentation)", num_top_classes=10, elem_id="shares", scale=1)
+        gr.Markdown("#### Retrieved neighbours (colour = cluster; click a point for its photo or place)")
+        neighbour_html = gr.HTML("", elem_id="neighbour-map")
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("#### Clusters before re-ranking")
+                before_html = gr.HTML("", elem_id="clusters-before")
+            with gr.Column():
+                gr.Markdown("#### Clusters after re-ranking (main cluster and its centre in bold)")
+                after_html = gr.HTML("", elem_id="clusters-after")
+        with gr.Accordion("LMM answers and candidates", open=True):
+            lmm_table = gr.Dataframe(headers=LMM_COLUMNS, value=[], label="LMM answers", wrap=True,
+                                     interactive=False, elem_id="lmm-table")
+            candidates_table = gr.Dataframe(headers=CANDIDATE_COLUMNS, value=[], label="Candidates",
+                                            interactive=False, elem_id="candidates-table")
+        with gr.Accordion("Timings and raw result", open=False):
+            timings = gr.Markdown("", elem_id="timings")
+            result_json = gr.JSON(label="LocationResult", elem_id="result-json")
+
+        components = {
+            "status": status, "overlay": overlay, "shares": shares, "seg_state": seg_state,
+            "neighbour_map": neighbour_html, "before_map": before_html, "after_map": after_html,
+            "lmm_table": lmm_table, "candidates_table": candidates_table, "result_map": result_map_html,
+            "prediction": prediction, "error_line": error_line, "explanation": explanation,
+            "errors": errors, "timings": timings, "result_json": result_json,
+        }  # fmt: skip
+        assert set(components) == set(OUTPUT_NAMES)
+        settings = [preset, top_k, eps_km, min_samples, lmm_mode, lmm_backend, lmm_model, lmm_samples]
+
+        def on_locate(*args: Any) -> Iterator[dict]:
+            for update in locate_stream(*args):
+                yield {components[name]: value for name, value in update.items()}
+
+        def clear_outputs() -> dict:
+            blank = {name: "" for name in OUTPUT_NAMES}
+            blank.update(overlay=None, shares=None, seg_state=None, lmm_table=[], candidates_table=[],
+                         result_json=None)
+            return {components[name]: value for name, value in blank.items()}
+
+        run.click(clear_outputs, None, list(components.values()), queue=False, api_visibility="private").then(
+            on_locate,
+            inputs=[photo, truth_box, example_key, *settings, opacity],
+            outputs=list(components.values()),
+            api_visibility="private",
+            concurrency_limit=2,
+            show_progress="minimal",
+        )
+        photo.upload(lambda: ("", ""), None, [truth_box, example_key], queue=False, api_visibility="private")
+        opacity.release(rerender_overlay, [seg_state, opacity], overlay, queue=False, api_visibility="private")
+
+        api_out = gr.JSON(visible=False)
+        api_button = gr.Button(visible=False)
+        api_button.click(locate_api, inputs=[photo, *settings], outputs=api_out, api_name="locate",
+                         concurrency_limit=2)
+    return demo
+
+
+demo = build_demo()
 
 if __name__ == "__main__":
-    demo.launch(server_name="127.0.0.1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    demo.queue(default_concurrency_limit=2, max_size=32).launch(
+        server_name=os.environ.get("GEODEMO_HOST", "127.0.0.1"),
+        server_port=int(os.environ.get("GEODEMO_PORT", "7860")),
+        max_file_size=MAX_UPLOAD,
+        css=CSS,
+        show_error=False,
+    )

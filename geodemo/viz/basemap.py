@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import offlinefolium as folium
+from offlinefolium.template import Template
 
 from geodemo.paths import REPO_ROOT, MissingResourceError
 
@@ -79,7 +80,7 @@ def base_map(
     m.get_root().header.add_child(
         folium.Element(
             f"<style>.leaflet-container{{background:{OCEAN_COLOUR} !important;}}"
-            ".gd-legend{position:absolute;bottom:8px;left:8px;z-index:1000;background:#fff;"
+            ".gd-legend{position:absolute;bottom:22px;left:8px;z-index:1000;background:#fff;"
             "padding:4px 8px;border-radius:4px;font:12px sans-serif;box-shadow:0 0 4px #888;}"
             ".gd-label{font:bold 12px sans-serif;white-space:nowrap;}</style>"
         )
@@ -110,15 +111,53 @@ def base_map(
     return m
 
 
-def fit_points(m: folium.Map, points: list[tuple[float, float]], pad_deg: float = 2.0) -> None:
-    """Zoom the map to show all ``points`` (lat, lon) with some margin; no-op when empty."""
+class _FitWhenVisible(folium.MacroElement):
+    """Fit the map to bounds once its frame has a size (a hidden iframe has none at load time)."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        (function () {
+            var map = {{ this._parent.get_name() }};
+            var bounds = {{ this.bounds|tojson }};
+            function fit() {
+                var size = map.getSize();
+                if (size.x > 0 && size.y > 0) {
+                    map.invalidateSize();
+                    map.fitBounds(bounds, {maxZoom: {{ this.max_zoom }}});
+                    return true;
+                }
+                return false;
+            }
+            if (!fit()) {
+                var timer = setInterval(function () { if (fit()) { clearInterval(timer); } }, 200);
+            }
+            window.addEventListener("resize", function () { map.invalidateSize(); });
+        })();
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, bounds: list[list[float]], max_zoom: int = 8):
+        super().__init__()
+        self._name = "FitWhenVisible"
+        self.bounds = bounds
+        self.max_zoom = int(max_zoom)
+
+
+def fit_points(m: folium.Map, points: list[tuple[float, float]], pad_deg: float = 2.0, max_zoom: int = 8) -> None:
+    """Zoom the map to show all ``points`` (lat, lon) with some margin; no-op when empty.
+
+    The fit waits until the map's frame is visible, so maps rendered into hidden or
+    not-yet-laid-out iframes still end up framed correctly.
+    """
     if not points:
         return
     lats = [p[0] for p in points]
     lons = [p[1] for p in points]
     south, north = max(min(lats) - pad_deg, -85.0), min(max(lats) + pad_deg, 85.0)
     west, east = max(min(lons) - pad_deg, -180.0), min(max(lons) + pad_deg, 180.0)
-    m.fit_bounds([[south, west], [north, east]], max_zoom=8)
+    _FitWhenVisible([[south, west], [north, east]], max_zoom).add_to(m)
 
 
 def add_legend(m: folium.Map, items: list[tuple[str, str]]) -> None:

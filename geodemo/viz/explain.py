@@ -123,7 +123,7 @@ def explain_failure(
     if result.clues is not None and result.clues.summary:
         out.append(f"Text clues read in the photo: {result.clues.summary}.")
     for stage, message in result.errors.items():
-        out.append(f"The {stage} stage failed ({message}), so it could not help.")
+        out.append(f"The {stage} stage failed ({_clip(message)}), so it could not help.")
     return out
 
 
@@ -234,6 +234,11 @@ def _dist(lat: float, lon: float, truth: tuple[float, float]) -> float:
 
 def _km(value: float) -> str:
     return f"{value:,.0f} km" if value >= 10 else f"{value:.1f} km"
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _in(place: str | None) -> str:

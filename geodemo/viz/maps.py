@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import offlinefolium as folium
+from offlinefolium.template import Template
 
 from geodemo.result import Clustering, LocationResult, Neighbour
 from geodemo.viz.basemap import add_legend, base_map, fit_points
@@ -97,7 +98,25 @@ def _fmt_coord(lat: float, lon: float) -> str:
     return f"{lat:.4f}, {lon:.4f}"
 
 
-def _neighbour_popup(n: Neighbour, label: int | None, thumbnails: bool) -> folium.Popup:
+class HtmlPopup(folium.MacroElement):
+    """A Leaflet pop-up with raw HTML content (folium's ``Popup`` needs jQuery, which we do not inline)."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        {{ this._parent.get_name() }}.bindPopup({{ this.html|tojson }}, {maxWidth: {{ this.max_width }}});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, html_text: str, max_width: int = 300):
+        super().__init__()
+        self._name = "HtmlPopup"
+        self.html = html_text
+        self.max_width = int(max_width)
+
+
+def _neighbour_popup(n: Neighbour, label: int | None, thumbnails: bool) -> HtmlPopup:
     parts = []
     uri = thumbnail_data_uri(n.image_path) if thumbnails else None
     if uri:
@@ -108,7 +127,7 @@ def _neighbour_popup(n: Neighbour, label: int | None, thumbnails: bool) -> foliu
     parts.append(f"<br><small>{html.escape(n.source)} &middot; {html.escape(n.id)}</small>")
     if label is not None:
         parts.append(f"<br>cluster: {'noise' if label < 0 else label}")
-    return folium.Popup("".join(parts), max_width=THUMBNAIL_PX + 40)
+    return HtmlPopup("".join(parts), max_width=THUMBNAIL_PX + 40)
 
 
 def _add_marker_label(m: folium.Map, lat: float, lon: float, text: str, css_class: str, colour: str) -> None:
@@ -148,12 +167,12 @@ def neighbour_map(
     for i, n in enumerate(result.neighbours):
         label = labels[i] if labels is not None and i < len(labels) else None
         colour = cluster_colour(label) if label is not None else CLUSTER_COLOURS[0]
-        folium.CircleMarker(
+        marker = folium.CircleMarker(
             [n.lat, n.lon], radius=6, color="#333333", weight=1, fill=True, fill_color=colour,
             fill_opacity=0.85, class_name="gd-neighbour",
-            popup=_neighbour_popup(n, label, thumbnails),
             tooltip=f"#{n.rank + 1} {n.place or n.id} (sim {n.similarity:.3f})",
         ).add_to(m)
+        _neighbour_popup(n, label, thumbnails).add_to(marker)
         points.append((n.lat, n.lon))
     _add_truth(m, truth, points)
     fit_points(m, points)
