@@ -111,6 +111,17 @@ def test_ade20k_mapping_of_other_label_sets():
     assert [table[i] for i in (0, 1, 2, 8, 10, 13)] == [ROAD, 12, BUILDING, 0, SKY, 21]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: one intra-op thread is faster than two fighting for a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def photo(shared) -> Image.Image:
     from geodemo.imageio import load_image
