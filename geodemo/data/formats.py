@@ -175,7 +175,7 @@ def _sniff(path: Path) -> tuple[str, bool]:
     return delimiter, has_header
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path) -> tuple[pd.DataFrame, bool]:
     delimiter, has_header = _sniff(path)
     df = pd.read_csv(
         path,
@@ -187,7 +187,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         engine="c",
     )
     df.columns = [str(c).strip() for c in df.columns]
-    return df
+    return df, has_header
 
 
 def _resolve_images(path: Path, images: str | Path | None) -> Path | None:
@@ -202,19 +202,22 @@ def load_csv(
     images_dir: str | Path | None = None,
     format: str = "auto",
     name: str | None = None,
+    meta_columns: str | list[str] = "all",
 ) -> GeoDataset:
     """Read a benchmark/training CSV in any supported format into a :class:`GeoDataset`.
 
     ``images_dir`` is the photo folder or a ``.tar`` of the photos (default: ``images/`` beside the
     CSV when it exists; none for metadata-only sets). ``format`` names an entry of :data:`FORMATS`
-    or ``"auto"``. Rows with missing or impossible coordinates are listed in ``dataset.skipped``.
+    or ``"auto"``. Rows with missing or impossible coordinates, empty or repeated ids are listed in
+    ``dataset.skipped``. ``meta_columns`` ("all" or a list) limits what is kept in ``sample.meta``:
+    pass ``[]`` or a few names for multi-million-row training sets such as MP16-Pro.
     """
     from geodemo.data.tarstore import TarImageStore
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"benchmark CSV not found: {path}")
-    df = _read_table(path)
+    df, has_header = _read_table(path)
     if format == "auto":
         fmt = detect_format(list(df.columns))
     elif format in FORMATS:
@@ -241,41 +244,53 @@ def load_csv(
     tar_store = TarImageStore(images) if images is not None and images.is_file() else None
     folder = images if images is not None and tar_store is None else None
 
-    ids = df[fmt.id_col].astype(str).str.strip().tolist()
-    groups = df[fmt.group_col].astype(str).tolist() if fmt.group_col and fmt.group_col in df.columns else None
-    used = {fmt.id_col, fmt.lat_col, fmt.lon_col, *([fmt.group_col] if fmt.group_col else [])}
-    meta_cols = [c for c in df.columns if c not in used]
-    meta_records = df[meta_cols].to_dict("records") if meta_cols else [{} for _ in range(len(df))]
+    ids = df[fmt.id_col].astype(str).str.strip()
+    group_col = fmt.group_col if fmt.group_col and fmt.group_col in df.columns else None
+    groups = df[group_col].astype(str).str.strip().tolist() if group_col else [""] * len(df)
+    used = {fmt.id_col, fmt.lat_col, fmt.lon_col, *([group_col] if group_col else [])}
+    if meta_columns == "all":
+        meta_cols = [c for c in df.columns if c not in used]
+    else:
+        meta_cols = [c for c in meta_columns if c in df.columns and c not in used]
+    for col in fmt.text_cols:
+        if col in meta_cols:
+            df[col] = df[col].map(unquote_plus)
 
-    samples: list[GeoSample] = []
+    # Validity is decided for all rows at once; the Python loop below only builds kept samples.
+    finite = np.isfinite(lat) & np.isfinite(lon)
+    with np.errstate(invalid="ignore"):
+        in_range = finite & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    named = (ids != "").to_numpy()
+    duplicate = np.zeros(len(df), dtype=bool)
+    valid = named & in_range
+    duplicate[valid] = ids[valid].duplicated(keep="first").to_numpy()  # first *usable* row wins
+    keep = valid & ~duplicate
     skipped: list[SkippedRow] = []
-    seen: set[str] = set()
-    for i, sample_id in enumerate(ids):
-        row = i + 2 if fmt.name != "yfcc-numbered" else i + 1
-        la, lo = lat[i], lon[i]
-        if not sample_id:
-            skipped.append(SkippedRow(f"row {row}", "empty id"))
-            continue
-        if not (np.isfinite(la) and np.isfinite(lo)):
-            skipped.append(SkippedRow(f"row {row} ({sample_id})", "missing or non-numeric coordinates"))
-            continue
-        if abs(la) > 90 or abs(lo) > 180:
-            skipped.append(SkippedRow(f"row {row} ({sample_id})", f"coordinates out of range: {la}, {lo}"))
-            continue
-        if sample_id in seen:
-            skipped.append(SkippedRow(f"row {row} ({sample_id})", "duplicate id"))
-            continue
-        seen.add(sample_id)
-        meta = dict(meta_records[i])
-        for col in fmt.text_cols:
-            if col in meta:
-                meta[col] = unquote_plus(meta[col])
+    first_row = 2 if has_header else 1
+    for i in np.flatnonzero(~keep):
+        where = f"row {i + first_row}" + (f" ({ids.iat[i]})" if named[i] else "")
+        if not named[i]:
+            reason = "empty id"
+        elif not finite[i]:
+            reason = "missing or non-numeric coordinates"
+        elif not in_range[i]:
+            reason = f"coordinates out of range: {lat[i]}, {lon[i]}"
+        else:
+            reason = "duplicate id"
+        skipped.append(SkippedRow(where, reason))
+
+    rows = np.flatnonzero(keep)
+    id_list = ids.to_numpy()[rows].tolist()
+    meta_values = [df[c].to_numpy()[rows].tolist() for c in meta_cols]
+    lat_kept, lon_kept = lat[rows].tolist(), lon[rows].tolist()
+    samples: list[GeoSample] = []
+    for j, (i, sample_id) in enumerate(zip(rows.tolist(), id_list, strict=True)):
+        meta = {c: values[j] for c, values in zip(meta_cols, meta_values, strict=True)}
         file_name = fmt.image_name(sample_id)
-        image_path = folder / file_name if folder is not None else None
         if tar_store is not None:
             meta["tar_member"] = file_name
-        group = groups[i].strip() if groups is not None and groups[i].strip() else None
-        samples.append(GeoSample(sample_id, float(la), float(lo), image_path, group, meta))
+        image_path = folder / file_name if folder is not None else None
+        samples.append(GeoSample(sample_id, lat_kept[j], lon_kept[j], image_path, groups[i] or None, meta))
 
     if skipped:
         log.warning("%s: skipped %d of %d rows (see dataset.skipped)", path.name, len(skipped), len(df))
