@@ -150,6 +150,16 @@ def test_im2gps_csv_with_folder_broken_and_missing_images(tmp_path: Path):
     assert "not found" in outcome["d.jpg"][1]
 
 
+def test_duplicate_ids_keep_the_first_usable_row(tmp_path: Path):
+    (tmp_path / "dup.csv").write_text("IMG_ID,LAT,LON\nx.jpg,,\nx.jpg,10,20\nx.jpg,30,40\n")
+    ds = load_csv(tmp_path / "dup.csv")
+    assert ds.ids() == ["x.jpg"] and ds.coords().tolist() == [[10.0, 20.0]]
+    assert [(s.where, s.reason) for s in ds.skipped] == [
+        ("row 2 (x.jpg)", "missing or non-numeric coordinates"),
+        ("row 4 (x.jpg)", "duplicate id"),
+    ]
+
+
 def test_osv5m_and_generic_formats(tmp_path: Path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "123.jpg").write_bytes(jpeg())
@@ -219,6 +229,9 @@ def test_mp16pro_from_folder_and_from_tar(tmp_path: Path, monkeypatch):
             mean = np.asarray(got[name][0]).reshape(-1, 3).mean(0)
             assert np.abs(mean - color).max() < 10
         assert got["03/cc/3.jpg"][0] is None and got["03/cc/3.jpg"][1]
+
+    slim = load_csv(tmp_path / "MP16_Pro.csv", images_dir=tar_path, meta_columns=["city"])
+    assert slim[1].meta == {"city": "Sydney", "tar_member": "02/bb/2.jpg"}
 
     store = TarImageStore(tar_path)
     index = json.loads(store.index_path.read_text())  # the member index is JSON, never a pickle
