@@ -1,0 +1,168 @@
+"""Training data on frozen features: tables of cached embeddings, photographer splits, shuffled sampling.
+
+Because the image towers are frozen, their outputs are computed once (``scripts/extract_features.py``
+or :func:`geodemo.models.features.image_features`) and the heads train on the cache. Splits are by
+photographer (``GeoSample.group``; a photo without one is its own group), so held-out accuracy is
+leave-photographer-out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "FeatureTable",
+    "load_benchmark_features",
+    "load_feature_shards",
+    "write_feature_shard",
+    "group_fold",
+    "split_table",
+    "EpochSampler",
+]
+
+
+@dataclass
+class FeatureTable:
+    """Rows of one training set: ids, photographer groups, [lat, lon] and named feature arrays."""
+
+    ids: list[str]
+    groups: list[str | None]
+    coords: np.ndarray  # (N, 2) float32 [lat, lon]
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # "image": (N, D), "text", "tokens", ...
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def group_keys(self) -> list[str]:
+        """The photographer of each row, or ``id:<id>`` where there is none."""
+        return [g if g else f"id:{i}" for i, g in zip(self.ids, self.groups, strict=True)]
+
+    def take(self, index: np.ndarray) -> FeatureTable:
+        """Rows at ``index`` (an int array or a boolean mask)."""
+        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
+        return FeatureTable(
+            [self.ids[i] for i in index],
+            [self.groups[i] for i in index],
+            self.coords[index],
+            {k: v[index] for k, v in self.features.items()},
+        )
+
+    @staticmethod
+    def concat(tables: list[FeatureTable]) -> FeatureTable:
+        keys = set.intersection(*(set(t.features) for t in tables))
+        return FeatureTable(
+            [i for t in tables for i in t.ids],
+            [g for t in tables for g in t.groups],
+            np.concatenate([t.coords for t in tables]),
+            {k: np.concatenate([t.features[k] for t in tables]) for k in keys},
+        )
+
+
+def load_benchmark_features(benchmarks: list[str], encoder: str, progress: bool = True) -> FeatureTable:
+    """Cached ``encoder`` embeddings of named benchmarks (unreadable photos dropped)."""
+    from geodemo.data import load_benchmark
+    from geodemo.models.features import image_features
+
+    tables = []
+    for name in benchmarks:
+        ds = load_benchmark(name)
+        fs = image_features(encoder, ds, progress=progress)
+        table = FeatureTable(ds.ids(), ds.groups(), ds.coords().astype(np.float32), {"image": fs.embeddings})
+        tables.append(table.take(fs.valid))
+    return FeatureTable.concat(tables)
+
+
+def write_feature_shard(path: str | Path, table: FeatureTable) -> Path:
+    """One npz shard: ``ids``, ``groups``, ``coords`` and one array per feature (written atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    groups = np.array([g or "" for g in table.groups])
+    np.savez(tmp, ids=np.array(table.ids), groups=groups, coords=table.coords.astype(np.float32),
+             **{f"feat_{k}": v for k, v in table.features.items()})
+    tmp.replace(path)
+    return path
+
+
+def load_feature_shards(folder: str | Path) -> FeatureTable:
+    """All ``shard-*.npz`` files of a feature folder written by ``scripts/extract_features.py``."""
+    folder = Path(folder)
+    shards = sorted(folder.glob("shard-*.npz"))
+    if not shards:
+        raise FileNotFoundError(
+            f"no feature shards (shard-*.npz) in {folder}; run `python scripts/extract_features.py "
+            f"--out {folder} ...` first"
+        )
+    tables = []
+    for path in shards:
+        with np.load(path, allow_pickle=False) as data:
+            feats = {k[5:]: data[k] for k in data.files if k.startswith("feat_")}
+            groups = [str(g) or None for g in data["groups"]]
+            tables.append(FeatureTable([str(i) for i in data["ids"]], groups, data["coords"], feats))
+    meta = folder / "meta.json"
+    if meta.is_file():
+        json.loads(meta.read_text())  # validates that the folder's description is readable
+    return FeatureTable.concat(tables)
+
+
+def group_fold(key: str, num_folds: int, seed: int = 0) -> int:
+    """Stable fold of a photographer key (sha1 of seed and key), independent of row order."""
+    digest = hashlib.sha1(f"{seed}|{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % num_folds
+
+
+def split_table(
+    table: FeatureTable,
+    holdout_fraction: float = 0.2,
+    num_folds: int = 0,
+    fold: int = 0,
+    exclude_groups: set[str] | None = None,
+    seed: int = 0,
+) -> tuple[FeatureTable, FeatureTable]:
+    """``(train, held_out)`` split by photographer.
+
+    ``exclude_groups`` (e.g. from ``--exclude-groups-file``) are held out; else with ``num_folds > 0``
+    the groups of fold ``fold`` are held out; else a stable ``holdout_fraction`` of the groups.
+    """
+    keys = table.group_keys()
+    if exclude_groups:
+        held = np.array([k in exclude_groups for k in keys])
+    elif num_folds > 0:
+        if not 0 <= fold < num_folds:
+            raise ValueError(f"fold {fold} is outside 0..{num_folds - 1}")
+        held = np.array([group_fold(k, num_folds, seed) == fold for k in keys])
+    elif holdout_fraction > 0:
+        buckets = 10_000
+        held = np.array([group_fold(k, buckets, seed) < holdout_fraction * buckets for k in keys])
+    else:
+        held = np.zeros(len(keys), dtype=bool)
+    return table.take(~held), table.take(held)
+
+
+class EpochSampler:
+    """Shuffled order of ``n`` rows per epoch, a pure function of (seed, epoch): resuming at any step
+    reproduces the order exactly without saving sampler state. G3's and DualGeo's loaders never shuffle."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=gen)
+
+    def batch(self, epoch: int, index: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """Rows of global batch ``index`` of ``epoch`` for process ``rank`` of ``world`` (drop-last)."""
+        order = self.order(epoch)
+        rows = order[index * batch_size : (index + 1) * batch_size]
+        return rows[rank::world]
+
+    def batches_per_epoch(self, batch_size: int) -> int:
+        return max(self.n // batch_size, 1)

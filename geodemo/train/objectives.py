@@ -1,0 +1,129 @@
+"""Contrastive objectives: GeoCLIP/G3 image<->GPS alignment (with an optional GPS queue), G3's
+image<->text term, and DualGeo's two views<->GPS. Each objective is an ``nn.Module`` holding the
+model it trains, so one state dict carries everything resume needs (queue included)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["clip_loss", "GeoAlignmentObjective", "G3Objective", "DualGeoObjective", "build_objective"]
+
+
+def clip_loss(logits: torch.Tensor, n_extra_cols: int = 0, positives: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE of ``(B, B + extra)`` logits whose diagonal holds the positives.
+
+    Extra columns (queued negatives) enter only the row-wise term. ``positives`` (``(B, B)`` bool,
+    diagonal true) marks further in-batch pairs taken at the same place (e.g. one photographer's
+    shots of one square): they share the target mass instead of being pushed apart as negatives.
+    """
+    b = logits.shape[0]
+    if positives is None:
+        target = torch.arange(b, device=logits.device)
+        rows = F.cross_entropy(logits, target)
+        cols = F.cross_entropy(logits[:, :b].T, target)
+        return (rows + cols) / 2
+    soft = positives.float() / positives.float().sum(1, keepdim=True)
+    pad = torch.zeros(b, logits.shape[1] - b, device=logits.device, dtype=soft.dtype)
+    rows = F.cross_entropy(logits, torch.cat([soft, pad], 1))
+    cols = F.cross_entropy(logits[:, :b].T, soft.T / soft.T.sum(1, keepdim=True))
+    return (rows + cols) / 2
+
+
+class _GPSQueue(nn.Module):
+    """GeoCLIP-style FIFO of recent training coordinates, used as extra negatives."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = int(size)
+        self.register_buffer("coords", torch.zeros(self.size, 2))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    def current(self) -> torch.Tensor:
+        return self.coords[: int(self.filled)]
+
+    @torch.no_grad()
+    def push(self, coords: torch.Tensor) -> None:
+        coords = coords.detach().to(self.coords.dtype)[-self.size :]
+        n, p = len(coords), int(self.ptr)
+        idx = (torch.arange(n, device=coords.device) + p) % self.size
+        self.coords[idx] = coords
+        self.ptr.fill_((p + n) % self.size)
+        self.filled.fill_(min(int(self.filled) + n, self.size))
+
+
+class GeoAlignmentObjective(nn.Module):
+    """Image features <-> GPS for an :class:`~geodemo.models.aligners.MLPGeoAligner`."""
+
+    def __init__(self, model: nn.Module, gps_queue: int = 0):
+        super().__init__()
+        self.model = model
+        self.queue = _GPSQueue(gps_queue) if gps_queue > 0 else None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        img = self.model.image_embeddings(batch["image"])
+        coords = batch["coords"]
+        # a frozen location encoder's embeddings may come precomputed with the batch
+        loc = batch["location"] if "location" in batch else self.model.location_embeddings(coords)
+        extra = 0
+        if self.queue is not None and int(self.queue.filled) > 0:
+            queued = self.queue.current()
+            extra = len(queued)
+            loc = torch.cat([loc, self.model.location_embeddings(queued)])
+        logits = self.model.logit_scale.exp() * img @ loc.T
+        loss = clip_loss(logits, extra, batch.get("positives"))
+        if self.queue is not None and self.training:
+            self.queue.push(batch["coords"])
+        return loss, {"loss_img_gps": float(loss.detach()), "logit_scale": float(self.model.logit_scale.detach())}
+
+
+class G3Objective(nn.Module):
+    """G3 geo-alignment on cached CLIP outputs: image<->text and image<->GPS, summed."""
+
+    def __init__(self, model: nn.Module, gps_queue: int = 0):
+        super().__init__()
+        self.model = model
+        self.queue = _GPSQueue(gps_queue) if gps_queue > 0 else None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.model(batch["image"], batch["text"], batch["coords"],
+                         extra_coords=self.queue.current() if self.queue is not None else None)
+        if self.queue is not None and self.training:
+            self.queue.push(batch["coords"])
+        n_extra = out["logits_image_gps"].shape[1] - out["logits_image_gps"].shape[0]
+        l_text = clip_loss(out["logits_image_text"])
+        l_gps = clip_loss(out["logits_image_gps"], n_extra)
+        return l_text + l_gps, {"loss_img_text": float(l_text.detach()), "loss_img_gps": float(l_gps.detach())}
+
+
+class DualGeoObjective(nn.Module):
+    """DualGeo: fused image view <-> GPS and segmentation view <-> GPS."""
+
+    def __init__(self, model: nn.Module, seg_weight: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.seg_weight = float(seg_weight)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.model(batch["tokens"], batch["labelmap"])
+        loc = self.model.location_embeddings(batch["coords"])
+        scale = self.model.logit_scale.exp()
+        l_img = clip_loss(scale * out["image"] @ loc.T)
+        l_seg = clip_loss(scale * out["segmentation"] @ loc.T)
+        loss = l_img + self.seg_weight * l_seg
+        return loss, {"loss_img_gps": float(l_img.detach()), "loss_seg_gps": float(l_seg.detach())}
+
+
+def build_objective(kind: str, model: nn.Module, cfg: dict[str, Any]) -> nn.Module:
+    """``kind``: ``"geo-alignment"`` | ``"g3"`` | ``"dualgeo"``."""
+    if kind == "geo-alignment":
+        return GeoAlignmentObjective(model, gps_queue=int(cfg.get("gps_queue", 0)))
+    if kind == "g3":
+        return G3Objective(model, gps_queue=int(cfg.get("gps_queue", 0)))
+    if kind == "dualgeo":
+        return DualGeoObjective(model, seg_weight=float(cfg.get("seg_weight", 1.0)))
+    raise ValueError(f"unknown objective {kind!r}; choose geo-alignment, g3 or dualgeo")
