@@ -1,0 +1,164 @@
+"""``read_clues``: OCR the photo in the right script, identify the language, build the country prior."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from PIL import Image
+
+from geodemo.clues.language import identify_language
+from geodemo.clues.ocr import TesseractUnavailable, detect_script, prepare, read_words, tesseract_languages
+from geodemo.clues.prior import country_weights
+from geodemo.clues.scripts import char_script, dominant_script
+from geodemo.clues.tables import SCRIPT_TESSERACT, language_name
+from geodemo.result import ClueReport
+
+__all__ = ["ClueConfig", "read_clues"]
+
+# Scripts whose letters are syllables / words, or written without spaces (Tesseract then splits
+# them into single letters): fewer letters per "word" carry as much text.
+_DENSE_SCRIPTS = {"Han", "Japanese", "Hangul", "Thai"}
+_UNSPACED_SCRIPTS = {"Han", "Japanese", "Thai"}
+
+
+@dataclass
+class ClueConfig:
+    """Settings of the text-clue stage (the preset's ``"clues"`` section)."""
+
+    enabled: bool = True
+    ocr_side: int = 1024  # long side (px) of the greyscale image given to Tesseract
+    timeout_s: float = 5.0  # per Tesseract call
+    psm: int = 11  # page segmentation: 11 = sparse text, the usual case on photos
+    osd: bool = True  # guess the script with Tesseract OSD, then read with that script's languages
+    # Scripts OSD is seen to confuse with another (Noto Sans Hebrew is reported as Thai): read both.
+    osd_confusions: dict[str, list[str]] = field(default_factory=lambda: {"Thai": ["Hebrew"]})
+    fallback_scripts: list[str] = field(default_factory=lambda: ["Latin"])  # always read as well
+    min_word_confidence: float = 70.0  # Tesseract word confidence (0-100) to keep a word
+    min_word_letters: int = 3  # letters a word needs (1 in Han/Japanese/Hangul/Thai)
+    min_letters: int = 8  # letters of the text needed before any prior (dense scripts: 3/4, >= 4)
+    min_language_probability: float = 0.5
+    tesseract_cmd: str | None = None
+    cache: bool = False  # cache reports on disk under cache_dir("clues")
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any] | None) -> ClueConfig:
+        """Config from a preset section; unknown keys raise a ``ValueError`` naming them."""
+        cfg = dict(cfg or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"unknown clues setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**cfg)
+
+
+def _keep(word: str, conf: float, cfg: ClueConfig) -> bool:
+    scripts = [char_script(ch) for ch in word]
+    letters = [s for s in scripts if s is not None]
+    if conf < cfg.min_word_confidence or not letters:
+        return False
+    if len(letters) < 0.6 * len(word):  # mostly digits / punctuation / symbols
+        return False
+    if len(set(word)) == 1 and len(word) > 1:  # "lll", "ーー": texture read as text
+        return False
+    dense = any(s in _DENSE_SCRIPTS for s in letters)
+    return len(letters) >= (1 if dense else cfg.min_word_letters)
+
+
+def _read_pass(image: Image.Image, script: str, installed: frozenset[str], cfg: ClueConfig) -> list[str]:
+    langs = [lang for lang in SCRIPT_TESSERACT.get(script, ()) if lang in installed]
+    if not langs:
+        return []
+    words = read_words(image, langs, psm=cfg.psm, timeout_s=cfg.timeout_s)
+    return [w.text for w in words if _keep(w.text, w.confidence, cfg)]
+
+
+def _letters(text: str) -> int:
+    return sum(1 for ch in text if char_script(ch) is not None)
+
+
+def _cache_key(image: Image.Image, cfg: ClueConfig, installed: frozenset[str]) -> str:
+    h = hashlib.sha1(image.tobytes())
+    h.update(json.dumps([asdict(cfg), sorted(installed), image.size], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None = None) -> ClueReport:
+    """Read text in ``image`` and the country prior it implies.
+
+    Never raises for a missing Tesseract: the report is empty (no prior) and ``skipped`` says why.
+    ``image`` is a PIL image, or anything ``geodemo.imageio.load_image`` accepts.
+    """
+    cfg = cfg if isinstance(cfg, ClueConfig) else ClueConfig.from_dict(cfg)
+    if not cfg.enabled:
+        return ClueReport(skipped="text clues disabled in the config")
+    try:
+        installed = tesseract_languages(cfg.tesseract_cmd)
+    except TesseractUnavailable as exc:
+        return ClueReport(skipped=str(exc))
+    if not isinstance(image, Image.Image):
+        from geodemo.imageio import load_image
+
+        image = load_image(image)
+    prepared = prepare(image, cfg.ocr_side)
+
+    cache_path = None
+    if cfg.cache:
+        from geodemo.paths import cache_dir
+
+        cache_path = cache_dir("clues") / f"{_cache_key(prepared, cfg, installed)}.json"
+        if cache_path.exists():
+            return ClueReport(**json.loads(cache_path.read_text()))
+
+    report = _read(prepared, installed, cfg)
+    if cache_path is not None:
+        cache_path.write_text(json.dumps(report.to_dict()))
+    return report
+
+
+def _read(prepared: Image.Image, installed: frozenset[str], cfg: ClueConfig) -> ClueReport:
+    osd = detect_script(prepared, cfg.timeout_s) if cfg.osd and "osd" in installed else None
+    scripts: list[str] = []
+    if osd is not None:
+        scripts += [osd[0], *cfg.osd_confusions.get(osd[0], [])]
+    scripts += [s for s in cfg.fallback_scripts if s not in scripts]
+    best: list[str] = []
+    for script in scripts:
+        words = _read_pass(prepared, script, installed, cfg)
+        if _letters(" ".join(words)) > _letters(" ".join(best)):
+            best = words
+    text = " ".join(best)
+    script = dominant_script(text)
+    if script is None:
+        return ClueReport(text=text)
+    if script in _UNSPACED_SCRIPTS:
+        text = "".join(best)
+    letters = _letters(text)
+    needed = cfg.min_letters if script not in _DENSE_SCRIPTS else max(4, 3 * cfg.min_letters // 4)
+    if letters < needed:
+        return ClueReport(text=text, scripts=[script])
+
+    ranked = identify_language(text, script)
+    languages = [(c, p) for c, p in ranked if p >= cfg.min_language_probability]
+    script_conf = min(1.0, letters / (2.0 * needed))
+    countries, floor = country_weights(languages, script, script_conf)
+    language = languages[0][0] if languages else None
+    confidence = languages[0][1] if languages else 0.0
+    summary = f"reads {script} text"
+    if len(text) <= 60:
+        summary += f' ("{text}")'
+    else:
+        summary += f' ("{text[:57]}...")'
+    if language:
+        summary += f", language: {language_name(language)}"
+    return ClueReport(
+        text=text,
+        scripts=[script],
+        language=language,
+        language_confidence=float(confidence),
+        countries=countries,
+        summary=summary,
+        floor=floor,
+    )
