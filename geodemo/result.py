@@ -156,6 +156,8 @@ class ClueReport(_JsonMixin):
     language_confidence: float = 0.0
     countries: dict[str, float] = field(default_factory=dict)  # ISO alpha-2 -> prior weight
     summary: str = ""  # e.g. "reads Cyrillic text, language: Russian"
+    floor: float = 1.0  # prior weight of every country not in ``countries`` (1.0 = no clue)
+    skipped: str | None = None  # why no OCR ran (tesseract missing, disabled ...), None when it ran
 
 
 @dataclass
