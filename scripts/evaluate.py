@@ -58,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_benchmark(args.benchmark)
     else:
         dataset = load_csv(args.benchmark_csv, images_dir=args.images, format=args.format)
+    if dataset.tar_store is None and not any(s.image_path for s in dataset.samples):
+        print(
+            f"error: {dataset.name} has no images (metadata only); pass --benchmark-csv FILE --images DIR "
+            "for a set whose photos you have",
+            file=sys.stderr,
+        )
+        return 2
     options = {"gallery": args.gallery, "radius_km": args.radius_km, "seed": args.seed}
     if args.predictor == "geolocator":
         options = {"preset": args.preset}
