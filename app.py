@@ -529,6 +529,12 @@ def build_demo() -> gr.Blocks:
                                        placeholder="e.g. 48.8584, 2.2945", elem_id="truth")
                 example_key = gr.Textbox(visible=False, elem_id="example-key")
                 run = gr.Button("📍 Locate", variant="primary", elem_id="locate")
+                examples = example_rows()
+                if examples:
+                    gr.Examples(examples=examples, inputs=[photo, truth_box, example_key], label=(
+                        "Examples (IM2GPS3k dev split, OSV-5M sample) with their true location; "
+                        "their own photographer is left out of the gallery"), examples_per_page=8,
+                        visible_columns=[0, 1], elem_id="examples")
                 with gr.Accordion("Settings", open=False):
                     preset = gr.Dropdown(presets, value=default_preset, label="Preset", elem_id="preset")
                     with gr.Row():
@@ -553,12 +559,6 @@ def build_demo() -> gr.Blocks:
                 result_map_html = gr.HTML("", elem_id="result-map")
                 explanation = gr.Markdown("", elem_id="explanation")
                 errors = gr.Markdown("", elem_id="stage-errors")
-        examples = example_rows()
-        if examples:
-            gr.Examples(examples=examples, inputs=[photo, truth_box, example_key], label=(
-                "Examples (IM2GPS3k dev split and OSV-5M sample, with their true location; "
-                "their own photographer is left out of the gallery)"), examples_per_page=8,
-                        visible_columns=[0, 1])
         with gr.Row():
             with gr.Column(scale=2):
                 overlay = gr.Image(label="Photo with its segmentation overlay", type="pil", interactive=False,

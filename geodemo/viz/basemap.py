@@ -121,10 +121,10 @@ class _FitWhenVisible(folium.MacroElement):
             var map = {{ this._parent.get_name() }};
             var bounds = {{ this.bounds|tojson }};
             function fit() {
-                var size = map.getSize();
-                if (size.x > 0 && size.y > 0) {
+                var box = map.getContainer();  // getSize() is cached: read the live layout
+                if (box.clientWidth > 0 && box.clientHeight > 0) {
                     map.invalidateSize();
-                    map.fitBounds(bounds, {maxZoom: {{ this.max_zoom }}});
+                    map.fitBounds(bounds, {maxZoom: {{ this.max_zoom }}, animate: false});
                     return true;
                 }
                 return false;

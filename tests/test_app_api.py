@@ -1,0 +1,84 @@
+"""The app's API through ``gradio_client``: the real pipeline returns LocationResult JSON.
+
+One in-thread app launch on a free 127.0.0.1 port is shared by the module.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+OSV_PHOTO = "546314506564628.jpg"  # Sardinia street view (OSV-5M sample)
+DEV_PHOTO = "101220879_0a1be45b79_33_24311489@N00.jpg"  # Chicago area (IM2GPS3k dev)
+# preset, top_k, eps_km, min_samples, LMM on/off, backend, model, answers per prompt
+SETTINGS = ("offline", 10, 50.0, 2, "off", "preset default", "", None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(shared):
+    from gradio_client import Client
+
+    import app
+
+    demo = app.build_demo()
+    demo.queue(default_concurrency_limit=2)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                            quiet=True, max_file_size=app.MAX_UPLOAD)
+    yield Client(url, verbose=False, download_files=False)
+    demo.close()
+
+
+def _photo(shared, name: str):
+    from gradio_client import handle_file
+
+    folder = "osv5m-sample" if name[0].isdigit() and "_" not in name else "im2gps3k-dev"
+    return handle_file(str(shared / "data" / folder / "images" / name))
+
+
+def test_locate_endpoint_returns_the_location_result(client, shared):
+    info = client.view_api(print_info=False, return_format="dict")
+    assert "/locate" in info["named_endpoints"]
+
+    result = client.predict(_photo(shared, OSV_PHOTO), *SETTINGS, api_name="/locate")
+    assert isinstance(result, dict) and result["preset"] == "offline"
+    assert -90 <= result["lat"] <= 90 and -180 <= result["lon"] <= 180
+    assert isinstance(result["place"], str) and result["place"]
+    assert len(result["neighbours"]) == 10  # top_k from the request, not the preset's 20
+    assert all({"lat", "lon", "similarity", "id"} <= set(n) for n in result["neighbours"])
+    assert result["clusters_before"]["eps_km"] == 50.0
+    assert result["candidates"] and result["timings"]["total"] > 0
+    assert result["lmm_records"] == []  # LMM off
+    assert result["segmentation"]["shares"]  # label map and overlay stay server-side
+    assert "label_map" not in result["segmentation"]
+
+
+def test_concurrent_requests_do_not_share_state(client, shared):
+    """Two photos submitted at once each get their own answer, equal to a call made alone."""
+    alone = client.predict(_photo(shared, DEV_PHOTO), *SETTINGS, api_name="/locate")
+    job_a = client.submit(_photo(shared, DEV_PHOTO), *SETTINGS, api_name="/locate")
+    job_b = client.submit(_photo(shared, OSV_PHOTO), *SETTINGS, api_name="/locate")
+    a, b = job_a.result(timeout=240), job_b.result(timeout=240)
+    assert (a["lat"], a["lon"]) == (alone["lat"], alone["lon"])
+    assert [n["id"] for n in a["neighbours"]] == [n["id"] for n in alone["neighbours"]]
+    assert [n["id"] for n in a["neighbours"]] != [n["id"] for n in b["neighbours"]]
+    # Each answer belongs to its own photo: the API asks for no exclusion, so each photo's
+    # nearest gallery entry is the photo itself.
+    assert a["neighbours"][0]["id"] == DEV_PHOTO
+    assert b["neighbours"][0]["id"] == OSV_PHOTO.removesuffix(".jpg")
+
+
+def test_non_image_is_a_readable_api_error(client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not a photo\n" * 50)
+    with pytest.raises(AppError, match="cannot be used as a photo"):
+        client.predict(handle_file(str(fake)), *SETTINGS, api_name="/locate")
