@@ -90,6 +90,9 @@ def test_hf_clip_tiny(photos, tmp_path):
     enc = create_model("hf-clip-vit-l14", random_init=True, config=HF_CLIP_TINY, device="cpu")
     assert (enc.embed_dim, enc.token_dim) == (32, 48)
     _check_encoder(enc, photos, 32, (16, 48))  # 64 px / 16 = 4x4 patches
+    # pretrained=None means random weights too; the same seed gives the same model
+    again = create_model("hf-clip-vit-l14", pretrained=None, config=HF_CLIP_TINY, device="cpu")
+    np.testing.assert_array_equal(again.encode_images(photos), enc.encode_images(photos))
     enc.model.save_pretrained(tmp_path)
     loaded = create_model("hf-clip-vit-l14", local_dir=tmp_path, device="cpu")
     np.testing.assert_allclose(loaded.encode_images(photos), enc.encode_images(photos), atol=1e-6)

@@ -30,6 +30,7 @@ from geodemo.models.loading import (
     resolve_dtype,
     resolve_hub_file,
     resolve_hub_snapshot,
+    weights_source,
 )
 
 __all__ = [
@@ -339,9 +340,8 @@ def _hf_tokenizer(folder: Path | None) -> Any:
 
 
 def load_hf_clip(
-    model_id: str = "openai/clip-vit-large-patch14",
+    pretrained: str | None = "openai/clip-vit-large-patch14",
     local_dir: str | os.PathLike | None = None,
-    pretrained: str | None = None,
     random_init: bool = False,
     config: dict[str, Any] | None = None,
     device: str = "auto",
@@ -354,19 +354,20 @@ def load_hf_clip(
     """Registry loader for transformers CLIP (hub id, local folder, or random weights of ``config``)."""
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    folder = local_dir_or_none(local_dir or pretrained)
-    if not random_init and folder is None:  # resolve before importing transformers: fail fast offline
+    kind, source = weights_source(pretrained, local_dir, random_init)
+    folder = source if kind == "folder" else None
+    if kind == "hub":  # resolve before importing transformers: fail fast offline
         folder = resolve_hub_snapshot(
             name,
-            model_id,
-            how=f"pass local_dir=<folder saved by CLIPModel.save_pretrained> or go online once ({model_id})",
+            source,
+            how=f"pass local_dir=<folder saved by CLIPModel.save_pretrained> or go online once ({source})",
             allow_patterns=["*.json", "*.safetensors", "*.txt"],
             revision=revision,
         )
 
     from transformers import CLIPConfig, CLIPModel
 
-    if random_init:
+    if kind == "random":
         torch.manual_seed(seed)
         model = CLIPModel(CLIPConfig(**(config or VIT_L14_HF_CONFIG)))
     else:

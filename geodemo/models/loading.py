@@ -24,6 +24,7 @@ __all__ = [
     "resolve_hub_file",
     "resolve_hub_snapshot",
     "local_dir_or_none",
+    "weights_source",
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -99,6 +100,22 @@ def local_dir_or_none(path: str | os.PathLike | None) -> Path | None:
     if not folder.exists():
         raise ModelUnavailableError(f"local model folder {folder} does not exist")
     return folder
+
+
+def weights_source(
+    pretrained: str | os.PathLike | None, local_dir: str | os.PathLike | None, random_init: bool
+) -> tuple[str, Any]:
+    """Where a hub-family model's weights come from: ``("random", None)``, ``("folder", Path)`` or
+    ``("hub", repo_id)``. ``pretrained=None`` means random weights, as ``random_init=True`` does."""
+    folder = local_dir_or_none(local_dir)
+    if folder is not None:
+        return "folder", folder
+    if random_init or pretrained in (None, ""):
+        return "random", None
+    candidate = Path(str(pretrained)).expanduser()
+    if candidate.exists() or str(pretrained).startswith((".", "/", "~")):
+        return "folder", local_dir_or_none(candidate)
+    return "hub", str(pretrained)
 
 
 def _unavailable(

@@ -18,7 +18,7 @@ from PIL import Image
 
 import geodemo  # noqa: F401  (torchvision guard before transformers vision code)
 from geodemo.models.base import ModelUnavailableError
-from geodemo.models.loading import local_dir_or_none, resolve_device, resolve_dtype, resolve_hub_snapshot
+from geodemo.models.loading import resolve_device, resolve_dtype, resolve_hub_snapshot, weights_source
 from geodemo.models.segmentation import ADE20K_CLASSES, make_result
 from geodemo.result import SegmentationResult
 
@@ -127,9 +127,8 @@ def _processor_cfg(folder: Path | None, default_size: int) -> dict[str, Any]:
 
 
 def load_segformer(
-    model_id: str = "nvidia/segformer-b5-finetuned-ade-640-640",
+    pretrained: str | None = "nvidia/segformer-b5-finetuned-ade-640-640",
     local_dir: str | os.PathLike | None = None,
-    pretrained: str | None = None,
     random_init: bool = False,
     config: dict[str, Any] | None = None,
     image_size: int = 640,
@@ -144,19 +143,20 @@ def load_segformer(
     """Registry loader for SegFormer (hub id, local folder, or random weights of ``config``, default B5)."""
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    folder = local_dir_or_none(local_dir or pretrained)
-    if not random_init and folder is None:  # resolve before importing transformers: fail fast offline
+    kind, source = weights_source(pretrained, local_dir, random_init)
+    folder = source if kind == "folder" else None
+    if kind == "hub":  # resolve before importing transformers: fail fast offline
         folder = resolve_hub_snapshot(
             name,
-            model_id,
-            how=f"pass local_dir=<folder saved by save_pretrained> or go online once ({model_id})",
+            source,
+            how=f"pass local_dir=<folder saved by save_pretrained> or go online once ({source})",
             allow_patterns=["*.json", "*.safetensors"],
             revision=revision,
         )
 
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-    if random_init:
+    if kind == "random":
         cfg = dict(config or SEGFORMER_B5_CONFIG)
         cfg.setdefault("id2label", {i: ADE20K_CLASSES[i + 1] for i in range(cfg.get("num_labels", 150))})
         cfg.setdefault("label2id", {v: k for k, v in cfg["id2label"].items()})
