@@ -188,9 +188,9 @@ def _from_folder(folder: Path, device: str) -> nn.Module:
     if arch == "mlp-aligner":
         model = MLPGeoAligner.from_config(cfg)
     elif arch == "g3":
-        from geodemo.models.g3 import G3Aligner
+        from geodemo.models.g3 import G3Heads
 
-        model = G3Aligner.from_config(cfg)
+        model = G3Heads.from_config(cfg)
     else:
         raise ValueError(f"{folder / CONFIG_FILE}: architecture {arch!r} is not a GeoAligner "
                          f"(known: mlp-aligner, g3)")
