@@ -186,3 +186,21 @@ def test_feature_cache_reuses_disk_and_aligns_rows(shared, tmp_path, monkeypatch
     reversed_set.samples.reverse()
     again = features.cached_image_embeddings("mobilenet-v1-imagenet", reversed_set, progress=False)
     np.testing.assert_array_equal(again, first[::-1])
+
+
+def test_feature_cache_reports_unreadable_photos(shared, tmp_path, monkeypatch):
+    from geodemo.data import load_csv
+    from geodemo.models.features import image_features
+
+    monkeypatch.setenv("GEODEMO_CACHE", str(tmp_path / "cache"))
+    images = tmp_path / "images"
+    images.mkdir()
+    real = sorted((shared / "data" / "osv5m-sample" / "images").glob("*.jpg"))[0]
+    (images / "good.jpg").write_bytes(real.read_bytes())
+    (images / "broken.jpg").write_bytes(real.read_bytes()[:200])  # truncated JPEG
+    (tmp_path / "set.csv").write_text("filename,lat,lon\ngood.jpg,48.85,2.35\nbroken.jpg,35.68,139.69\n")
+    dataset = load_csv(tmp_path / "set.csv", images_dir=images)
+    feats = image_features("mobilenet-v1-imagenet", dataset, progress=False)
+    assert feats.valid.tolist() == [True, False]
+    assert np.linalg.norm(feats.embeddings[0]) == pytest.approx(1.0, abs=1e-5)
+    assert not feats.embeddings[1].any()

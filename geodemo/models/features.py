@@ -96,30 +96,45 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
 
 
 def image_features(
-    encoder_name: str, dataset: Any, progress: bool = True, refresh: bool = False, **overrides: Any
+    encoder_name: str,
+    dataset: Any,
+    progress: bool = True,
+    refresh: bool = False,
+    batch_size: int = 16,
+    **overrides: Any,
 ) -> FeatureSet:
     """Embeddings of every photo in ``dataset`` by the registered encoder, reusing the disk cache."""
     path = features_cache_path("embeddings", encoder_name, dataset.name, **overrides)
-    cached: dict[str, np.ndarray] = {}
-    if path.exists() and not refresh:
-        with np.load(path, allow_pickle=False) as data:
-            cached = {str(k): row for k, row in zip(data["keys"], data["embeddings"], strict=True)}
+    cached = {} if refresh else _read_embeddings(path)
     keys = [_photo_key(s) for s in dataset.samples]
     missing = [i for i, k in enumerate(keys) if k not in cached]
     failed: set[int] = set()
     if missing:
         encoder = shared_model(encoder_name, **overrides)
         by_key = {k: i for i, k in enumerate(keys)}
+        buffer: list[tuple[str, Any]] = []
+
+        def flush() -> None:
+            if buffer:
+                vectors = encoder.encode_images([im for _, im in buffer], batch_size=len(buffer))
+                cached.update({k: v for (k, _), v in zip(buffer, vectors, strict=True)})
+                buffer.clear()
+
         for sample, image in _iter_missing(dataset, missing, progress, f"{encoder_name} on {dataset.name}"):
-            idx = by_key[_photo_key(sample)]
+            key = _photo_key(sample)
             if image is None:
-                failed.add(idx)
+                failed.add(by_key[key])
                 continue
-            cached[keys[idx]] = encoder.encode_images([image])[0]
-        good = sorted(cached)
-        _atomic_savez(
-            path, keys=np.array(good), embeddings=np.stack([cached[k] for k in good]).astype(np.float32)
-        )
+            buffer.append((key, image))
+            if len(buffer) >= batch_size:
+                flush()
+        flush()
+        if cached:
+            merged = {**_read_embeddings(path), **cached}  # keep rows another process wrote meanwhile
+            good = sorted(merged)
+            _atomic_savez(
+                path, keys=np.array(good), embeddings=np.stack([merged[k] for k in good]).astype(np.float32)
+            )
     dim = next(iter(cached.values())).shape[0] if cached else 0
     emb = np.zeros((len(keys), dim), dtype=np.float32)
     valid = np.zeros(len(keys), dtype=bool)
@@ -128,6 +143,13 @@ def image_features(
             emb[i] = cached[k]
             valid[i] = True
     return FeatureSet(model=encoder_name, ids=[s.id for s in dataset.samples], embeddings=emb, valid=valid)
+
+
+def _read_embeddings(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {str(k): row for k, row in zip(data["keys"], data["embeddings"], strict=True)}
 
 
 def cached_image_embeddings(
@@ -155,9 +177,10 @@ def cached_label_maps(
         for sample, image in _iter_missing(dataset, missing, progress, f"{segmenter_name} on {dataset.name}"):
             if image is not None:
                 cached[keys[by_key[_photo_key(sample)]]] = _label_map_of(segmenter, image)
-        good = sorted(cached)
-        arrays = {f"map_{i}": cached[k].astype(np.uint8) for i, k in enumerate(good)}
-        _atomic_savez(path, keys=np.array(good), **arrays)
+        if cached:
+            good = sorted(cached)
+            arrays = {f"map_{i}": cached[k].astype(np.uint8) for i, k in enumerate(good)}
+            _atomic_savez(path, keys=np.array(good), **arrays)
     return [cached.get(k) for k in keys]
 
 
