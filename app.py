@@ -612,7 +612,8 @@ def build_demo() -> gr.Blocks:
             show_progress="minimal",
         )
         photo.upload(lambda: ("", ""), None, [truth_box, example_key], queue=False, api_visibility="private")
-        opacity.release(rerender_overlay, [seg_state, opacity], overlay, queue=False, api_visibility="private")
+        opacity.change(rerender_overlay, [seg_state, opacity], overlay, queue=False, trigger_mode="always_last",
+                       api_visibility="private")
 
         api_out = gr.JSON(visible=False)
         api_button = gr.Button(visible=False)
@@ -623,8 +624,21 @@ def build_demo() -> gr.Blocks:
 
 demo = build_demo()
 
+def warmup(preset: str = DEFAULT_PRESET) -> None:
+    """Load the default preset's models and gallery before serving (skip: ``GEODEMO_WARMUP=0``)."""
+    if os.environ.get("GEODEMO_WARMUP", "1") == "0":
+        return
+    t0 = time.perf_counter()
+    try:
+        get_locator(preset).warmup()
+        logger.info("warmed up preset %s in %.1f s", preset, time.perf_counter() - t0)
+    except Exception:  # noqa: BLE001 - the page still serves; the first request reports the problem
+        logger.exception("warm-up of preset %s failed", preset)
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    warmup()
     demo.queue(default_concurrency_limit=2, max_size=32).launch(
         server_name=os.environ.get("GEODEMO_HOST", "127.0.0.1"),
         server_port=int(os.environ.get("GEODEMO_PORT", "7860")),

@@ -82,3 +82,22 @@ def test_non_image_is_a_readable_api_error(client, tmp_path):
     fake.write_text("not a photo\n" * 50)
     with pytest.raises(AppError, match="cannot be used as a photo"):
         client.predict(handle_file(str(fake)), *SETTINGS, api_name="/locate")
+
+
+def test_exif_gps_of_an_upload_is_the_truth(shared, tmp_path):
+    """In-process handler run: a photo carrying EXIF GPS gets an error line against that point."""
+    from PIL import Image
+
+    import app
+
+    photo = tmp_path / "street.jpg"  # not a benchmark file name: the truth comes from EXIF only
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N", 2: (39.0, 33.0, 32.76), 3: "E", 4: (8.0, 53.0, 19.97)}  # 39.5591, 8.8889
+    with Image.open(shared / "data" / "osv5m-sample" / "images" / OSV_PHOTO) as im:
+        im.save(photo, exif=exif)
+    updates = list(app.locate_stream(str(photo), "", "", *SETTINGS, 0.5))
+    final = updates[-1]
+    assert "EXIF GPS" in final["error_line"] and "39.5591, 8.8889" in final["error_line"]
+    assert "Error" in final["error_line"] and final["result_json"]["neighbours"]
+    stages = [u["status"] for u in updates if "status" in u]
+    assert any("segmentation" in s for s in stages) and "done in" in stages[-1]

@@ -116,6 +116,16 @@ def test_locate_a_dev_photo_shows_every_stage(app_url, browser, shared):
         assert "Why it went wrong" in explanation and "neighbours" in explanation
     assert "Traceback" not in page.content()
 
+    # The opacity slider re-blends the stored label map (no new segmentation run).
+    before = page.locator("#overlay img").get_attribute("src")
+    opacity = page.locator("#opacity input[type=number]")
+    opacity.fill("0.9")
+    opacity.press("Enter")
+    page.wait_for_function(
+        "(old) => { const img = document.querySelector('#overlay img'); return img && img.src !== old; }",
+        arg=before, timeout=15_000,
+    )
+
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOT_DIR / "app_result.png"
     page.screenshot(path=str(shot), full_page=True)
