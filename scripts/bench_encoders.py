@@ -77,6 +77,17 @@ def _runner(model):
     raise TypeError(f"do not know how to run {type(model).__name__}")
 
 
+def _threads(model) -> int:
+    """Threads the model computes with: the TFLite interpreter's, else torch's."""
+    from geodemo.models.tflite import TFLiteModel, default_threads
+
+    if isinstance(getattr(model, "model", None), TFLiteModel):
+        return default_threads()
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         import torch
@@ -103,7 +114,10 @@ def bench_one(name: str, device: str, dtype: str, batch_sizes: list[int], iters:
     photos = _photos(max(batch_sizes))
     run(photos[:1])  # warm-up
     _sync(dev)
-    row = {"model": name, "weights": weights, "device": dev, "load_s": load_s, "ms_per_image": {}}
+    import torch
+
+    row = {"model": name, "weights": weights, "device": dev, "load_s": load_s, "ms_per_image": {},
+           "threads": _threads(model), "load_average": os.getloadavg()[0]}  # fmt: skip
     per_image_s = None
     for bs in batch_sizes:
         if per_image_s is not None and per_image_s * bs > budget_s:
@@ -128,7 +142,9 @@ def bench_one(name: str, device: str, dtype: str, batch_sizes: list[int], iters:
 
 def markdown(rows: list[dict], batch_sizes: list[int]) -> str:
     """The results as a Markdown table."""
-    head = ["model", "weights", "device", "load s"] + [f"ms/img @ batch {b}" for b in batch_sizes]
+    head = ["model", "weights", "device", "threads", "load avg", "load s"] + [
+        f"ms/img @ batch {b}" for b in batch_sizes
+    ]
     head += ["peak RSS MB", "peak GPU MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -136,7 +152,8 @@ def markdown(rows: list[dict], batch_sizes: list[int]) -> str:
             lines.append(f"| {r['model']} | error: {r['error']} |" + " |" * (len(head) - 2))
             continue
         ms = [r["ms_per_image"].get(str(b)) for b in batch_sizes]
-        cells = [r["model"], r["weights"], r["device"], f"{r['load_s']:.1f}"]
+        cells = [r["model"], r["weights"], r["device"], str(r["threads"]), f"{r['load_average']:.1f}"]
+        cells += [f"{r['load_s']:.1f}"]
         cells += ["skipped (time budget)" if v is None else f"{v:.0f}" for v in ms]
         cells += [f"{r['peak_rss_mb']:.0f}", f"{r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else "-"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -152,11 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=3, help="timed repetitions (heavy models on CPU: 1)")
     parser.add_argument("--budget-s", type=float, default=120.0,
                         help="skip a batch size whose estimated run time exceeds this")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch and TFLite threads (default: torch's choice, TFLite min(4, cores))")  # fmt: skip
     parser.add_argument("--random", action="store_true", help="random weights for hub models even if cached")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model, print JSON
     args = parser.parse_args(argv)
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["GEODEMO_TFLITE_THREADS"] = str(args.threads)
     if args.one:
         row = bench_one(
             args.one, args.device, args.dtype, args.batch_sizes, args.iters, args.budget_s, args.random
@@ -169,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, "--one", name, "--device", args.device, "--dtype", args.dtype,
                "--iters", str(args.iters), "--budget-s", str(args.budget_s),
                "--batch-sizes", *map(str, args.batch_sizes)] + (["--random"] if args.random else [])  # fmt: skip
+        cmd += ["--threads", str(args.threads)] if args.threads else []
         print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         found = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_ROW ")]
@@ -179,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(json.loads(found[-1][len("BENCH_ROW ") :]))
     import torch
 
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads\n")  # fmt: skip
+    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+          f"load avg = 1-min load average when the model was measured\n")  # fmt: skip
     print(markdown(rows, args.batch_sizes))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
