@@ -146,3 +146,44 @@ def test_approximate_recall_at_20_on_real_mobilenet_features(shared):
 
     assert recall({"kind": "hnsw"}) > 0.95
     assert recall({"kind": "ivfpq", "pq_m": 128, "pq_bits": 4}) > 0.5
+
+
+def test_support_verifier_prefers_the_candidate_with_most_nearby_mass():
+    from geodemo.retrieval.verify import SupportVerifier, VerifyInput
+
+    paris, tokyo = (48.85, 2.35), (35.68, 139.69)
+    nb = np.array([paris, (48.86, 2.30), (48.80, 2.40), tokyo, (35.70, 139.70)])
+    sims = np.array([0.5, 0.4, 0.4, 0.9, 0.2])
+    inp = VerifyInput(np.zeros(4, np.float32), nb, sims)
+    ver = SupportVerifier(radius_km=50).verify(np.array([tokyo, paris, (0.0, 0.0)]), inp)
+    np.testing.assert_allclose(ver.scores, [1.1 / 2.4, 1.3 / 2.4, 0.0])
+    assert ver.best == 1 and ver.verifier == "support:50km"
+    assert ver.confidence == pytest.approx(1.3 / 2.4)
+
+
+@pytest.mark.shared
+def test_gps_gallery_and_aligner_verifier_agree(shared):
+    """GeoCLIP's real location encoder: the 100K gallery, its search and G3-style verification."""
+    from geodemo.models.aligners import load_aligner
+    from geodemo.retrieval.galleries import gps_gallery
+    from geodemo.retrieval.verify import AlignerVerifier, VerifyInput
+
+    aligner = load_aligner("geoclip")
+    db = gps_gallery(aligner, progress=False)
+    assert len(db) == 100_000 and db.encoder_name == "gps:geoclip" and db.dim == 512
+    rows = np.random.default_rng(0).choice(len(db), 16, replace=False)
+    stored = np.stack([db.index.reconstruct(int(i)) for i in rows])
+    np.testing.assert_allclose(stored, aligner.embed_locations(db.meta.coords[rows]), atol=1e-4)
+
+    feature = _unit(np.random.default_rng(1).normal(size=(1, 768)))[0]
+    photo = AlignerVerifier(aligner).photo_embedding(feature)
+    top = db.search(photo[None, :], k=5)[0]
+    with pytest.raises(EncoderMismatchError):
+        db.search(photo[None, :], k=5, encoder_name="mobilenet-v1-imagenet")
+    # verification over the top-5 plus far-away points picks the gallery's top-1
+    far = np.array([[-80.0, 0.0], [70.0, 100.0]])
+    cands = np.concatenate([far, db.meta.coords[top.indices]])
+    ver = AlignerVerifier(aligner).verify(cands, VerifyInput(feature))
+    assert ver.verifier == "aligner:geoclip" and ver.best == 2
+    np.testing.assert_allclose(ver.scores[2:], top.similarities, atol=1e-4)
+    assert 0 < ver.confidence <= 1

@@ -112,6 +112,12 @@ def gps_gallery(aligner: Any, progress: bool = True, batch_size: int = 8192) -> 
     directory = cache_dir("galleries") / f"gps-{name[4:]}-{_aligner_fingerprint(aligner)}"
 
     def build() -> RetrievalDatabase:
+        if name == "gps:geoclip":  # GeoCLIP's own encoder: reuse contract C's cached gallery embeddings
+            from geodemo.models.gps import geoclip_gps_gallery
+
+            coords, emb = geoclip_gps_gallery(progress=progress)
+            meta = GalleryMeta(ids=[f"gps-{i}" for i in range(len(coords))], coords=coords.astype(np.float64))
+            return RetrievalDatabase.build(emb, meta, name, IndexConfig("flat"), progress=False)
         coords = geoclip_gallery_coords().astype(np.float64)
         chunks = [
             np.asarray(aligner.embed_locations(coords[i : i + batch_size]), dtype=np.float32)
