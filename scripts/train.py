@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         exclude = {line.strip() for line in args.exclude_groups_file.read_text().splitlines() if line.strip()}
     trainer = Trainer(cfg, output_dir=args.output, progress=not args.no_progress, exclude_groups=exclude)
     summary = trainer.fit(resume=not args.no_resume)
-    folder = trainer.export(extra={"eval": summary.get("eval"), "excluded_groups": sorted(exclude or [])})
+    held_groups = sorted(set(trainer.held_table.group_keys()))  # photographers never seen in training
+    folder = trainer.export(extra={"eval": summary.get("eval"), "held_out_groups": held_groups})
     if trainer.accelerator.is_main_process:
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         ev = summary.get("eval") or {}
