@@ -33,7 +33,7 @@ def label_maps_to_tensor(label_maps: list[np.ndarray], size: int = 64) -> torch.
     """Label maps of any sizes -> ``(N, size, size)`` long tensor (nearest-neighbour resize)."""
     out = []
     for lm in label_maps:
-        t = torch.as_tensor(np.asarray(lm), dtype=torch.float32)[None, None]
+        t = torch.from_numpy(np.array(lm, dtype=np.float32))[None, None]
         out.append(F.interpolate(t, size=(size, size), mode="nearest")[0, 0].long())
     return torch.stack(out) if out else torch.zeros((0, size, size), dtype=torch.long)
 
