@@ -19,6 +19,8 @@ import hashlib
 import importlib
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,22 @@ def _cached(key: tuple[str, ...], build: Any) -> _Loaded:
         if key not in _MODELS:
             _MODELS[key] = build()
         return _MODELS[key]
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` intra-op threads (fewer threads win on a shared, busy CPU), then restore."""
+    import torch
+
+    if not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _seed_everything(seed: int | None) -> None:
@@ -176,16 +194,18 @@ class GGUFTextBackend:
         model: str | None = None,
         gguf_file: str | None = None,
         device: str = "auto",
-        max_tokens: int = 40,
+        max_tokens: int = 24,
         completion: bool = True,
         stop: list[str] | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
+        threads: int | None = None,
         **_: Any,
     ) -> None:
         from geodemo.models.loading import resolve_device
 
         self.model = model or GEMMA_PACKAGE
+        self.threads = int(threads) if threads else None
         self.gguf_file = gguf_file
         self.device = resolve_device(device)
         self.max_tokens = int(max_tokens)
@@ -225,7 +245,7 @@ class GGUFTextBackend:
             kwargs["num_return_sequences"] = 1
         if self.stop:
             kwargs.update(stop_strings=self.stop, tokenizer=tok)
-        with loaded.lock, torch.inference_mode():
+        with loaded.lock, torch.inference_mode(), _torch_threads(self.threads):
             _seed_everything(seed)
             out = lm.generate(**inputs, **kwargs)
         start = inputs["input_ids"].shape[1]

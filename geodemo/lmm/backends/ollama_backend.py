@@ -43,6 +43,7 @@ class OllamaBackend:
         host: str | None = None,
         timeout_s: float = 120.0,
         retries: int = 2,
+        backoff_s: float = 0.5,
         max_tokens: int = 128,
         format: str | dict | None = "json",
         keep_alive: str | float | None = None,
@@ -54,6 +55,7 @@ class OllamaBackend:
         self.host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
+        self.backoff_s = float(backoff_s)
         self.max_tokens = int(max_tokens)
         self.format = format or None
         self.keep_alive = keep_alive
@@ -102,7 +104,7 @@ class OllamaBackend:
 
     def available_models(self) -> list[str]:
         """Names the server lists under ``/api/tags``."""
-        listing = retry_call(lambda: self._request(self._get_client().list), self.retries)
+        listing = retry_call(lambda: self._request(self._get_client().list), self.retries, self.backoff_s)
         return [m.model for m in listing.models if m.model]
 
     def _ensure_model(self) -> None:
@@ -143,6 +145,6 @@ class OllamaBackend:
                     )
                 )
 
-            response = retry_call(call, self.retries)
+            response = retry_call(call, self.retries, self.backoff_s)
             out.append(response.message.content or "")
         return out
