@@ -8,7 +8,9 @@ example's ground truth), the error, the accuracy bands and a plain-language fail
 
 The same function is exposed as the API endpoint ``/locate`` (returns the LocationResult JSON),
 so ``gradio_client.Client(url).predict(handle_file(path), api_name="/locate")`` works.
-Run: ``.venv/bin/python app.py`` (env ``GEODEMO_HOST``, ``GEODEMO_PORT``, ``GEODEMO_PRESET``).
+Run: ``.venv/bin/python app.py`` (env ``GEODEMO_HOST``, ``GEODEMO_PORT`` (default 127.0.0.1:7860, or
+Gradio's ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``), ``GEODEMO_PRESET`` (default ``offline``),
+``GEODEMO_WARMUP=0`` to skip loading the models before serving).
 """
 
 from __future__ import annotations
@@ -297,12 +299,20 @@ def errors_markdown(result: LocationResult) -> str:
     return "#### Stages that failed (the rest still ran)\n" + "\n".join(lines)
 
 
+def has_prediction(result: LocationResult) -> bool:
+    """Whether the pipeline produced a final coordinate (it leaves NaN when every stage failed)."""
+    return math.isfinite(result.lat) and math.isfinite(result.lon)
+
+
 def prediction_markdown(result: LocationResult) -> str:
+    if not has_prediction(result):
+        return "### ❓ No location could be predicted\nSee the stages that failed below."
     place = result.place or _place_of(result.lat, result.lon) or "unknown place"
+    radius = f"±{result.uncertainty_km:,.0f} km" if math.isfinite(result.uncertainty_km) else "unknown"
     return (
         f"### 📍 {place}\n"
         f"**{result.lat:.4f}, {result.lon:.4f}** · confidence {result.confidence:.2f} · "
-        f"uncertainty ±{result.uncertainty_km:,.0f} km · chosen by `{result.verifier}` · preset `{result.preset}`"
+        f"uncertainty {radius} · chosen by `{result.verifier}` · preset `{result.preset}`"
     )
 
 
@@ -310,6 +320,8 @@ def truth_markdown(result: LocationResult, truth: tuple[float, float] | None, so
     """(error line, explanation) for a known truth; ("", "") without one."""
     if truth is None:
         return "", "No true location known (no EXIF GPS in the photo, no example): no error to show."
+    if not has_prediction(result):
+        return f"**True location** ({source}): {truth[0]:.4f}, {truth[1]:.4f} — no prediction to compare.", ""
     report = error_report(result, truth, place_of=_place_of)
     line = f"**True location** ({source}): {truth[0]:.4f}, {truth[1]:.4f} — **{report.error_line}**"
     if not report.explanation:
@@ -640,8 +652,9 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     warmup()
     demo.queue(default_concurrency_limit=2, max_size=32).launch(
-        server_name=os.environ.get("GEODEMO_HOST", "127.0.0.1"),
-        server_port=int(os.environ.get("GEODEMO_PORT", "7860")),
+        # None lets Gradio read GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (set by Spaces), else 127.0.0.1:7860.
+        server_name=os.environ.get("GEODEMO_HOST") or None,
+        server_port=int(os.environ["GEODEMO_PORT"]) if os.environ.get("GEODEMO_PORT") else None,
         max_file_size=MAX_UPLOAD,
         css=CSS,
         show_error=False,
