@@ -192,11 +192,11 @@ def test_ollama_server_errors_are_retried_a_bounded_number_of_times(server, phot
         return 200, _chat_reply("N 40.7, W 74.0"), {}
 
     server.routes[("POST", "/api/chat")] = flaky
-    ok = create_backend("ollama", model="llava:7b", host=server.url, check_model=False, retries=2)
+    ok = create_backend("ollama", model="llava:7b", host=server.url, check_model=False, retries=2, backoff_s=0.01)
     assert ok.generate(photo, "p") == ["N 40.7, W 74.0"] and calls["n"] == 3
     calls["n"] = -10  # always failing from here on
     server.routes[("POST", "/api/chat")] = lambda req: (500, {"error": "out of memory"}, {})
-    bad = create_backend("ollama", model="llava:7b", host=server.url, check_model=False, retries=1)
+    bad = create_backend("ollama", model="llava:7b", host=server.url, check_model=False, retries=1, backoff_s=0.01)
     before = len(server.posts("/api/chat"))
     with pytest.raises(BackendError, match=r"HTTP 500: out of memory.*after 2 attempts"):
         bad.generate(photo, "p")
@@ -389,3 +389,36 @@ def test_unknown_backend_and_prompt_kind_are_named():
         create_backend("llava")
     with pytest.raises(ValueError, match=r"unknown LMM prompt kind 'rag'"):
         LMMConfig.from_dict({"backend": "ollama", "prompts": ["rag"]})
+
+
+# ------------------------------------------------------------------------------------------ prompts
+def test_prompts_follow_what_the_backend_can_see():
+    from geodemo.lmm import build_prompts
+    from geodemo.result import ClueReport
+
+    nb, far, cluster = _neighbours(15), _neighbours(15, -30.0, 140.0), _neighbours(3, 10.0, 10.0)
+    kinds = ["zero-shot", "rag-5", "rag-15", "dualgeo-cluster"]
+    vision = build_prompts(kinds, neighbours=nb, dissimilar=far, main_cluster=cluster, description="sky 40%")
+    assert [p.kind for p in vision] == kinds and all(p.answer_prefix == "" for p in vision)
+    assert all("attached photo" in p.text and "sky 40%" not in p.text for p in vision)
+    assert all('{"latitude": <float>, "longitude": <float>}' in p.text for p in vision)
+    assert vision[2].text.count("\n- (") == 30  # 15 similar + 15 dissimilar
+    assert "(10.2000, 9.8000) Town 2, Country" in vision[3].text and "(45.0000" not in vision[3].text
+
+    text_only = build_prompts(kinds, neighbours=nb, dissimilar=far, main_cluster=cluster,
+                              description="sky 40%, road 20%", sees_image=False)
+    assert all("cannot see the photo" in p.text and "sky 40%, road 20%" in p.text for p in text_only)
+    assert all("attached" not in p.text for p in text_only)
+
+    completion = build_prompts(["zero-shot", "rag-5"], neighbours=nb, description="sea 50%", sees_image=False,
+                               completion=True)
+    assert all(p.text.endswith('{"latitude":') and p.answer_prefix == '{"latitude":' for p in completion)
+    assert "sea 50%" in completion[0].text and "(the photo itself is not shown)" in completion[0].text
+
+    # no neighbours: the RAG and cluster prompts are left out, never sent with an empty list
+    assert [p.kind for p in build_prompts(kinds)] == ["zero-shot"]
+
+    stage = LMMStage(LMMConfig.from_dict({"backend": "gguf", "prompts": ["zero-shot"], "samples": 1}))
+    ctx = LMMContext(description="Scene: sky 40%", clues=ClueReport(text="Ulica", summary="reads Cyrillic text"))
+    (p,) = stage.prompts_for(ctx)
+    assert "Scene: sky 40%. Text clues: reads Cyrillic text" in p.text and p.text.endswith('{"latitude":')
