@@ -127,3 +127,17 @@ def test_short_real_run_beats_density_prior(shared, tmp_path):
     assert aligner.encoder_name == "mobilenet-v1-imagenet"
     emb = aligner.embed_image_features(trainer.held_table.features["image"][:4])
     assert emb.shape == (4, 512) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_augmented_image_source_is_seeded(shared):
+    from geodemo.data import load_benchmark
+    from geodemo.train.data import ImageSource
+
+    source = ImageSource([load_benchmark("osv5m-sample").subset(3)], "mobilenet-v1-imagenet")
+    table = source.table()
+    assert len(table) == 3 and table.features["row"].tolist() == [0, 1, 2]
+    a, b = source.encode([0, 1], seed=5), source.encode([0, 1], seed=5)
+    c, plain = source.encode([0, 1], seed=6), source.encode([0, 1])
+    assert np.array_equal(a, b)  # resumable: the crop is a function of the seed
+    assert not np.allclose(a, c) and not np.allclose(a, plain)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)

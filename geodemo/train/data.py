@@ -166,3 +166,62 @@ class EpochSampler:
 
     def batches_per_epoch(self, batch_size: int) -> int:
         return max(self.n // batch_size, 1)
+
+
+class ImageSource:
+    """Photos read and encoded on the fly by a frozen registered encoder, with seeded augmentations.
+
+    For augmented training (the cache above is faster when no augmentation is wanted). The rows of
+    :meth:`table` carry a ``row`` feature that :meth:`encode` maps back to photos. Augmentation is a
+    pure function of the seed it is given, so resumed runs see the same crops.
+    """
+
+    def __init__(self, datasets: list, encoder: str, augment: dict | None = None):
+        from geodemo.models.features import shared_model
+
+        self.items = [(ds, s) for ds in datasets for s in ds.samples]
+        self.encoder_name = encoder
+        self.encoder = shared_model(encoder)
+        self.augment = {"scale": (0.5, 1.0), "flip": 0.5, **(augment or {})}
+        self.failures = 0
+
+    def table(self) -> FeatureTable:
+        return FeatureTable(
+            [s.id for _, s in self.items],
+            [s.group for _, s in self.items],
+            np.array([[s.lat, s.lon] for _, s in self.items], dtype=np.float32).reshape(-1, 2),
+            {"row": np.arange(len(self.items), dtype=np.int64)},
+        )
+
+    def _augment(self, image, rng: np.random.Generator):
+        from PIL import Image
+
+        w, h = image.size
+        lo, hi = self.augment["scale"]
+        area = w * h * rng.uniform(lo, hi)
+        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        cw, ch = min(w, int(round((area * ratio) ** 0.5))), min(h, int(round((area / ratio) ** 0.5)))
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        image = image.crop((x, y, x + cw, y + ch))
+        if rng.uniform() < self.augment["flip"]:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return image
+
+    def encode(self, rows, seed: int | None = None) -> np.ndarray:
+        """``(len(rows), D)`` embeddings; augmented when ``seed`` is given; zero rows for unreadable photos."""
+        from PIL import Image
+
+        rng = np.random.default_rng(seed) if seed is not None else None
+        images, ok = [], []
+        for r in np.asarray(rows).tolist():
+            ds, sample = self.items[r]
+            try:
+                image = ds.open_image(sample)
+                ok.append(True)
+            except (OSError, ValueError):
+                self.failures += 1
+                image, _ = Image.new("RGB", (224, 224)), ok.append(False)
+            images.append(self._augment(image, rng) if rng is not None else image)
+        emb = np.asarray(self.encoder.encode_images(images), dtype=np.float32)
+        emb[~np.array(ok, dtype=bool)] = 0.0
+        return emb

@@ -29,6 +29,7 @@ from geodemo.train.config import resolve_device
 from geodemo.train.data import (
     EpochSampler,
     FeatureTable,
+    ImageSource,
     load_benchmark_features,
     load_feature_shards,
     split_table,
@@ -84,7 +85,18 @@ def load_table(dcfg: dict[str, Any], progress: bool = True) -> FeatureTable:
         return load_benchmark_features(list(dcfg["benchmarks"]), dcfg["encoder"], progress=progress)
     if source == "shards":
         return load_feature_shards(dcfg["path"])
-    raise ValueError(f"unknown data source {source!r}; choose benchmarks or shards")
+    raise ValueError(f"unknown data source {source!r}; choose benchmarks, shards or images")
+
+
+def image_source(dcfg: dict[str, Any]) -> ImageSource:
+    """Photos of named benchmarks or of a CSV (``images``: folder or tar), encoded on the fly."""
+    from geodemo.data import load_benchmark, load_csv
+
+    if dcfg.get("csv"):
+        datasets = [load_csv(dcfg["csv"], images_dir=dcfg.get("images"))]
+    else:
+        datasets = [load_benchmark(b) for b in dcfg["benchmarks"]]
+    return ImageSource(datasets, dcfg["encoder"], dcfg.get("augment"))
 
 
 def retrieval_metrics(image_emb: np.ndarray, gallery_emb: np.ndarray, gallery_coords: np.ndarray,
@@ -118,6 +130,11 @@ class Trainer:
         )
         torch.manual_seed(self.seed)
 
+        self.images: ImageSource | None = None
+        self._held_features: np.ndarray | None = None
+        if table is None and dcfg.get("source") == "images":  # augmented training on raw photos
+            self.images = image_source(dcfg)
+            table = self.images.table()
         table = table if table is not None else load_table(dcfg, progress=progress)
         self.train_table, self.held_table = split_table(
             table,
@@ -176,6 +193,10 @@ class Trainer:
                                   self.accelerator.num_processes)
         device = self.accelerator.device
         batch = {k: v[rows].to(device) for k, v in self._tensors.items()}
+        if self.images is not None:  # encode this batch's photos now, augmented with a per-step seed
+            photo_rows = batch.pop("row").cpu().numpy()
+            feats = self.images.encode(photo_rows, seed=self.seed * 1_000_003 + step)
+            batch["image"] = torch.from_numpy(feats).to(device)
         if "image" in batch and batch["image"].dtype == torch.float16:
             batch["image"] = batch["image"].float()
         if self.positive_km > 0:
@@ -235,13 +256,21 @@ class Trainer:
         from geodemo.eval import accuracy_table
         from geodemo.eval.baselines import DensityPrior, Gallery
 
-        if len(self.held_table) == 0 or "image" not in self.held_table.features:
+        if len(self.held_table) == 0:
+            return {}
+        if "image" in self.held_table.features:
+            held_features = self.held_table.features["image"]
+        elif self.images is not None:
+            if self._held_features is None:
+                self._held_features = self.images.encode(self.held_table.features["row"])
+            held_features = self._held_features
+        else:
             return {}
         model = self.accelerator.unwrap_model(self.objective).model
         was_training = model.training
         model.eval()
         try:
-            img = model.embed_image_features(self.held_table.features["image"])
+            img = model.embed_image_features(held_features)
             gallery = self.cfg.get("eval", {}).get("gallery", "geoclip-100k")
             if gallery == "geoclip-100k":
                 from geodemo.models.gps import geoclip_gallery_coords, geoclip_gps_gallery
