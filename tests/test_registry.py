@@ -150,3 +150,22 @@ def test_mobilenet_v2_classifier_labels_a_street_view(shared):
         probs = [p for _, p in top]
         assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
         print(path.name, top[:3])
+
+
+def test_hub_model_loads_from_the_local_hub_cache_offline(empty_hub_cache, monkeypatch):
+    """What a Space does after its first download: offline, the cached snapshot is found and loaded."""
+    from geodemo.models.segmentation import ADE20K_CLASSES
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny = {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 24, 32], "num_attention_heads": [1, 1, 2, 2],
+            "decoder_hidden_size": 16, "num_labels": 150}  # fmt: skip
+    built = create_model("segformer-b5-ade", random_init=True, config=tiny, image_size=64, device="cpu")
+    snapshot = empty_hub_cache / "models--nvidia--segformer-b5-finetuned-ade-640-640" / "snapshots" / "abc123"
+    built.model.save_pretrained(snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc123")
+    loaded = create_model("segformer-b5-ade", image_size=64, device="cpu")
+    assert loaded.model.config.depths == [1, 1, 1, 1]
+    assert loaded.model.config.id2label[0] == ADE20K_CLASSES[1] == "wall"
+    for a, b in zip(built.model.parameters(), loaded.model.parameters(), strict=True):
+        assert (a == b).all()
