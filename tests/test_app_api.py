@@ -101,3 +101,22 @@ def test_exif_gps_of_an_upload_is_the_truth(shared, tmp_path):
     assert "Error" in final["error_line"] and final["result_json"]["neighbours"]
     stages = [u["status"] for u in updates if "status" in u]
     assert any("segmentation" in s for s in stages) and "done in" in stages[-1]
+
+
+def test_page_settings_map_to_locate_options():
+    import app
+
+    opts = app.make_options(0, None, 3.0, "on", "preset default", "  ", 2.0, {"x.jpg"}, {"author"})
+    assert (opts.top_k, opts.eps_km, opts.min_samples) == (None, None, 3)  # 0 / empty = preset default
+    assert opts.use_lmm is True and opts.lmm_backend is None and opts.lmm_model is None
+    assert opts.lmm_samples == 2 and opts.exclude_ids == {"x.jpg"} and opts.exclude_groups == {"author"}
+    assert app.make_options(20, 25.0, None, "preset default", "ollama", "llava", None).use_lmm is None
+    assert app.make_options(None, None, None, "off", "ollama", "llava", None).lmm_backend == "ollama"
+    assert app.parse_truth(" 48.8584, 2.2945 ") == (48.8584, 2.2945)
+    assert app.parse_truth("(-33.9, 151.2)") == (-33.9, 151.2) and app.parse_truth("") is None
+    for bad in ("Paris", "91, 0", "10, 200"):
+        with pytest.raises(ValueError):
+            app.parse_truth(bad)
+    assert app.parse_example_key("im2gps3k-dev|1_a_2_3@N00.jpg|3@N00") == ({"1_a_2_3@N00.jpg"}, {"3@N00"})
+    assert app.parse_example_key("osv5m-sample|123|") == ({"123"}, set())
+    assert app.parse_example_key("") == (set(), set())
