@@ -8,6 +8,9 @@ Leave-one-photographer-out folds (held-out groups never seen in training):
     python scripts/train.py --preset offline-verifier --exclude-groups-file groups.txt --output ...
 One or many GPUs (DDP, mixed precision through accelerate):
     accelerate launch scripts/train.py --preset g3 --set data.path=features/mp16-vitl14 --set run.mixed_precision=bf16
+Where torchvision's C ops do not load (CPU torch beside a CUDA torchvision wheel, as on this CPU box),
+the accelerate CLI dies importing timm; the same command behind geodemo's guard works (also on CPU):
+    python -m geodemo.train.launch launch --cpu --num_processes 2 scripts/train.py --preset offline-verifier
 """
 
 from __future__ import annotations
@@ -53,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         exclude = {line.strip() for line in args.exclude_groups_file.read_text().splitlines() if line.strip()}
     trainer = Trainer(cfg, output_dir=args.output, progress=not args.no_progress, exclude_groups=exclude)
     summary = trainer.fit(resume=not args.no_resume)
-    held_groups = sorted(set(trainer.held_table.group_keys()))  # photographers never seen in training
-    folder = trainer.export(extra={"eval": summary.get("eval"), "held_out_groups": held_groups})
+    trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
+        held_groups = sorted(set(trainer.held_table.group_keys()))  # photographers never seen in training
+        folder = trainer.export(extra={"eval": summary.get("eval"), "held_out_groups": held_groups})
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         ev = summary.get("eval") or {}
         print(f"saved {folder}  steps={summary['steps']}  photos/s={summary['photos_per_s']:.0f}")
