@@ -61,6 +61,10 @@ def _check_encoder(enc, photos, embed_dim: int, tokens: tuple[int, int] | None) 
         tok = enc.encode_image_tokens(photos[:2])
         assert isinstance(tok, torch.Tensor) and tuple(tok.shape) == (2, *tokens)
         assert torch.isfinite(tok).all()
+        # frozen tokens can feed a trainable layer (no "inference tensor" error in backward)
+        head = torch.nn.Linear(tokens[1], 4)
+        head(tok).sum().backward()
+        assert head.weight.grad is not None
     if enc.has_text_tower:
         txt = enc.encode_texts(TEXTS)
         assert txt.shape == (3, embed_dim) and txt.dtype == np.float32

@@ -113,7 +113,7 @@ class CLIPEncoder:
             out.append(_unit(pooled))
         return np.concatenate(out)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the tokens feed trainable fusion layers (autograd saves them)
     def encode_image_tokens(
         self, images: list[Image.Image], batch_size: int = 16, progress: bool = False
     ) -> torch.Tensor:
