@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -93,6 +94,7 @@ class GeoLocator:
         self.name = f"geolocator:{self.preset}"  # the harness's Predictor name
         self._cache: dict[str, Any] = {}
         self._failures: dict[str, str] = {}  # optional components that could not be loaded
+        self._lock = threading.RLock()  # the app may call locate from several threads
 
     @classmethod
     def from_preset(cls, name: str = "offline", **overrides: Any) -> GeoLocator:
@@ -119,7 +121,9 @@ class GeoLocator:
 
     def _component(self, key: str, build) -> Any:
         if key not in self._cache:
-            self._cache[key] = build()
+            with self._lock:
+                if key not in self._cache:
+                    self._cache[key] = build()
         return self._cache[key]
 
     def _optional(self, key: str, build) -> Any:
