@@ -368,7 +368,7 @@ class PageRenderer:
                 MAP_HEIGHT, "clusters after re-ranking", "gd-map gd-clusters-after")
         if self._changed("lmm", len(result.lmm_records)):
             out["lmm_table"] = lmm_rows(result)
-        if self._changed("candidates", (len(result.candidates), final)):
+        if (result.candidates or final) and self._changed("candidates", (len(result.candidates), final)):
             out["candidates_table"] = candidate_rows(result)
             out["result_map"] = map_iframe(
                 result_map(result, self.truth if final else None, show_prediction=final),
