@@ -16,7 +16,7 @@ from geodemo.clues.scripts import char_script, dominant_script
 from geodemo.clues.tables import SCRIPT_TESSERACT, language_name
 from geodemo.result import ClueReport
 
-__all__ = ["ClueConfig", "read_clues"]
+__all__ = ["ClueConfig", "read_clues", "cached_clues"]
 
 # Scripts whose letters are syllables / words, or written without spaces (Tesseract then splits
 # them into single letters): fewer letters per "word" carry as much text.
@@ -120,6 +120,23 @@ def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None
     if cache_path is not None:
         cache_path.write_text(json.dumps(report.to_dict()))
     return report
+
+
+def cached_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None = None) -> ClueReport | None:
+    """The report ``read_clues(image, cfg)`` cached on disk, or None when it has not been read yet."""
+    cfg = cfg if isinstance(cfg, ClueConfig) else ClueConfig.from_dict(cfg)
+    try:
+        installed = tesseract_languages(cfg.tesseract_cmd)
+    except TesseractUnavailable:
+        return None
+    if not isinstance(image, Image.Image):
+        from geodemo.imageio import load_image
+
+        image = load_image(image)
+    from geodemo.paths import cache_dir
+
+    path = cache_dir("clues") / f"{_cache_key(prepare(image, cfg.ocr_side), cfg, installed)}.json"
+    return ClueReport(**json.loads(path.read_text())) if path.exists() else None
 
 
 def _read(prepared: Image.Image, installed: frozenset[str], cfg: ClueConfig) -> ClueReport:

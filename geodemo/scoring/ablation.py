@@ -78,13 +78,51 @@ def _locate_all(dataset: Any, progress: bool, limit: int | None) -> tuple[list[d
     return records, feats, locator
 
 
+def _shared_gps_gallery(aligners: list[Any], progress: bool) -> tuple[Any, Any]:
+    """One GPS-gallery database and location-embedding function for all fold aligners.
+
+    Fold verifiers keep GeoCLIP's location encoder frozen, so they share its cached 100K gallery
+    embeddings; this is checked on sample points, else each aligner embeds on its own (slow).
+    """
+    from geodemo.models.gps import geoclip_gps_gallery
+    from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
+
+    coords, emb = geoclip_gps_gallery(progress=progress)
+    sample = np.asarray(coords[:: max(1, len(coords) // 64)][:64], dtype=np.float64)
+    for a in aligners:
+        if not np.allclose(np.asarray(a.embed_locations(sample)), emb[:: max(1, len(coords) // 64)][:64], atol=1e-4):
+            return None, None
+    db = RetrievalDatabase.build(np.asarray(emb, dtype=np.float32),
+                                 GalleryMeta([f"gps-{i}" for i in range(len(coords))], np.asarray(coords, np.float64)),
+                                 "gps:geoclip-location-encoder", IndexConfig("flat"), progress=False)
+    cache: dict[tuple[float, float], np.ndarray] = {
+        (float(a), float(b)): e for (a, b), e in zip(np.asarray(coords, np.float64), emb, strict=True)}
+    encoder = aligners[0]
+
+    def embed(xy: np.ndarray) -> np.ndarray:
+        keys = [(float(a), float(b)) for a, b in np.asarray(xy, dtype=np.float64)]
+        missing = [k for k in dict.fromkeys(keys) if k not in cache]
+        if missing:
+            for k, e in zip(missing, np.asarray(encoder.embed_locations(np.array(missing))), strict=True):
+                cache[k] = e
+        return np.stack([cache[k] for k in keys])
+
+    return db, embed
+
+
 def collect(
-    dataset: Any, num_folds: int = 5, use_clues: bool = True, progress: bool = True, limit: int | None = None,
+    dataset: Any, num_folds: int = 5, use_clues: bool | str = True, progress: bool = True,
+    limit: int | None = None,
 ) -> tuple[list[PhotoEvidence], dict[str, float]]:
-    """Evidence of every photo (see module doc) and seconds spent per stage."""
+    """Evidence of every photo (see module doc) and seconds spent per stage.
+
+    ``use_clues``: True reads every photo's text (cached on disk), "cached" uses only reports already
+    cached (other photos get no clue, and are counted), False skips clues.
+    """
     from tqdm.auto import tqdm
 
     from geodemo.clues import read_clues
+    from geodemo.clues.reader import cached_clues
     from geodemo.models.aligners import load_aligner
     from geodemo.pipeline.presets import load_preset
     from geodemo.retrieval.galleries import gps_gallery
@@ -96,27 +134,36 @@ def collect(
     folds = group_folds([r["group"] for r in records], [r["id"] for r in records], num_folds)
     clue_cfg = {k: v for k, v in load_preset("offline").get("clues", {}).items() if k != "apply_prior"}
     clue_cfg["enabled"] = True
-    out: list[PhotoEvidence] = []
     by_sample = {s.id: s for s in dataset.samples}
-    timings["verifier+gps"] = timings["clues"] = 0.0
+    reports: dict[str, Any] = {}
+    t = time.perf_counter()
+    if use_clues:
+        for r in tqdm(records, desc="text clues", disable=not progress):
+            path = by_sample[r["id"]].image_path
+            reports[r["id"]] = read_clues(path, clue_cfg) if use_clues is True else cached_clues(path, clue_cfg)
+    timings["clues"] = time.perf_counter() - t
+    t = time.perf_counter()
+    aligners = [load_aligner(fold_verifier_name(k, num_folds)) for k in range(num_folds)]
+    shared_db, shared_embed = _shared_gps_gallery(aligners, progress)
+    if shared_embed is not None:  # all candidate locations at once (batched)
+        base_xy = [[c["lat"], c["lon"]] for r in records for c in r["result"]["candidates"]]
+        if base_xy:
+            shared_embed(np.array(base_xy, dtype=np.float64))
+    out: list[PhotoEvidence] = []
     for k in range(num_folds):
-        aligner = load_aligner(fold_verifier_name(k, num_folds))
-        gps_db = gps_gallery(aligner, progress=progress)
+        aligner = aligners[k]
+        gps_db = shared_db if shared_db is not None else gps_gallery(aligner, progress=progress)
         members = [i for i in range(len(records)) if folds[i] == k]
         for i in tqdm(members, desc=f"fold {k + 1}/{num_folds}", disable=not progress):
             r = records[i]
-            report = None
-            if use_clues:
-                t = time.perf_counter()
-                report = read_clues(dataset.open_image(by_sample[r["id"]]), clue_cfg)
-                timings["clues"] += time.perf_counter() - t
-            t = time.perf_counter()
+            report = reports.get(r["id"])
             emb = feats.embeddings[r["index"]]
-            base = gather_candidates(r["result"], emb, aligner, None, report)
-            full = gather_candidates(r["result"], emb, aligner, gps_db, report)
-            timings["verifier+gps"] += time.perf_counter() - t
+            base = gather_candidates(r["result"], emb, aligner, None, report, embed_locations=shared_embed)
+            full = gather_candidates(r["result"], emb, aligner, gps_db, report, embed_locations=shared_embed)
             out.append(PhotoEvidence(r["id"], r["group"], np.array([r["lat"], r["lon"]]), k, base, full,
                                      r["result"], report.summary if report is not None else ""))
+    timings["verifier+gps"] = time.perf_counter() - t
+    timings["clue_reports"] = float(sum(1 for v in reports.values() if v is not None))
     out.sort(key=lambda p: p.id)
     return out, timings
 
@@ -180,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--benchmark", default="im2gps3k-dev")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--no-clues", action="store_true")
+    ap.add_argument("--clues", choices=["read", "cached", "off"], default="read",
+                    help="read every photo's text, use only cached reports, or skip clues")
     ap.add_argument("--save-weights", metavar="NAME", help="fit on all photos and save geodemo/scoring/weights/NAME.json")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -189,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
 
     dataset = load_benchmark(args.benchmark)
     t0 = time.perf_counter()
-    photos, timings = collect(dataset, args.folds, use_clues=not args.no_clues, limit=args.limit)
+    photos, timings = collect(dataset, args.folds, use_clues={"read": True, "cached": "cached", "off": False}[args.clues],
+                               limit=args.limit)
     preds, fitted = rows(photos)
     truth = np.stack([p.truth for p in photos])
     table = {name: accuracy_table(pred, truth) for name, pred in preds.items()}

@@ -48,12 +48,14 @@ def gather_candidates(
     gps_candidates: int = 5,
     gps_top_n: int = 500,
     sources: tuple[str, ...] = BASE_SOURCES,
+    embed_locations: Any | None = None,
 ) -> CandidateSet:
     """Candidates of ``result`` (a LocationResult or its ``to_dict()``) whose source is in ``sources``,
     plus the aligner's top ``gps_candidates`` points of its GPS gallery, with their features.
 
     Without ``aligner`` the verifier and GPS-gallery features are 0 / floor; without ``clues`` the
-    clue feature is 0 (no effect).
+    clue feature is 0 (no effect). ``embed_locations`` replaces ``aligner.embed_locations`` (e.g. a
+    lookup of precomputed embeddings when many photos share candidates).
     """
     from geodemo.clues import clue_prior
 
@@ -78,7 +80,8 @@ def gather_candidates(
                 srcs.append("gps-gallery")
     xy = np.array(coords, dtype=np.float64).reshape(-1, 2)
     if photo is not None and len(xy):
-        ev.candidate_logits = aligner_logit_scale(aligner) * (np.asarray(aligner.embed_locations(xy)) @ photo)
+        embed = embed_locations or aligner.embed_locations
+        ev.candidate_logits = aligner_logit_scale(aligner) * (np.asarray(embed(xy)) @ photo)
     if clues is not None and len(xy):
         ev.clue_weights = clue_prior(clues, xy)
     return CandidateSet(xy, srcs, candidate_features(xy, ev))
