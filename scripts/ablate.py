@@ -110,8 +110,35 @@ ROWS: list[tuple[str, RowFn]] = [
 ]
 
 
-def run_photos(dataset, locator, out_file: Path, limit: int | None) -> list[dict]:
-    """Locate every photo (leave-one-photographer-out) and store one JSON line per photo."""
+def fold_locators(preset: str, pattern: str) -> dict[str, object]:
+    """Cross-fitting: one locator per trained fold; maps each held-out photographer to the locator whose
+    aligner never saw that photographer (``pattern`` like ``offline-verifier-fold{}of3``)."""
+    from geodemo.models.aligners import read_pretrained
+    from geodemo.paths import checkpoints_dir
+    from geodemo.pipeline import GeoLocator
+
+    by_group: dict[str, object] = {}
+    i = 0
+    while (checkpoints_dir() / pattern.format(i)).is_dir():
+        name = pattern.format(i)
+        cfg, _ = read_pretrained(checkpoints_dir() / name)
+        locator = GeoLocator.from_preset(preset, verifier={"aligner": name}, gallery={"progress": False})
+        for g in cfg.get("training", {}).get("held_out_groups", []):
+            by_group[g] = locator
+        i += 1
+    if i == 0:
+        raise FileNotFoundError(f"no fold checkpoints {pattern.format(0)} under {checkpoints_dir()}")
+    return by_group
+
+
+def run_photos(
+    dataset, locator, out_file: Path, limit: int | None, options=None, by_group: dict | None = None
+) -> list[dict]:
+    """Locate every photo (leave-one-photographer-out) and store one JSON line per photo.
+
+    With ``by_group`` (cross-fitting), each photo is located by the locator whose aligner was trained
+    without its photographer; photos of photographers in no fold are skipped.
+    """
     from tqdm.auto import tqdm
 
     from geodemo.models.features import image_features
@@ -125,12 +152,43 @@ def run_photos(dataset, locator, out_file: Path, limit: int | None) -> list[dict
             i = index[s.id]
             if not feats.valid[i]:
                 continue
+            use = locator
+            if by_group is not None:
+                use = by_group.get(s.group)
+                if use is None:
+                    continue
             q = QueryPhoto(s.id, dataset.open_image(s), s.group)
-            result = locator.locate_query(q, embedding=feats.embeddings[i])
+            result = use.locate_query(q, options, embedding=feats.embeddings[i])
             rec = {"id": s.id, "group": s.group, "lat": s.lat, "lon": s.lon, "result": result.to_dict()}
             fh.write(json.dumps(rec) + "\n")
             records.append(rec)
     return records
+
+
+def row_lmm_only(records: list[dict], ctx: Context) -> np.ndarray:
+    """The first LMM answer that parsed (NaN when none did): the LMM on its own."""
+    return _coords(records, lambda r: next(((x["lat"], x["lon"]) for x in r["result"]["lmm_records"]
+                                            if x["lat"] is not None), None))
+
+
+def lmm_summary(plain: list[dict], with_lmm: list[dict]) -> str:
+    """Parse rate, how often an LMM answer won verification, and seconds per photo with and without."""
+    answers = [x for r in with_lmm for x in r["result"]["lmm_records"]]
+    parsed = sum(x["lat"] is not None for x in answers)
+    failed = sum(bool(x["error"]) for x in answers)
+    won = sum(any(c["source"].startswith("lmm:") and c["lat"] == r["result"]["lat"] and c["lon"] == r["result"]["lon"]
+                  for c in r["result"]["candidates"]) for r in with_lmm)
+
+    def per_photo(recs: list[dict], stage: str | None = None) -> float:
+        t = [sum(r["result"]["timings"].values()) if stage is None else r["result"]["timings"].get(stage, 0.0)
+             for r in recs]
+        return float(np.mean(t)) if t else float("nan")
+
+    models = sorted({f"{x['backend']}:{x['model']}" for x in answers})
+    return (f"LMM ({', '.join(models)}): {parsed}/{len(answers)} answers parsed, {failed} failed calls; "
+            f"an LMM answer was the final answer for {won}/{len(with_lmm)} photos; "
+            f"time per photo {per_photo(plain):.1f} s without the LMM, {per_photo(with_lmm):.1f} s with it "
+            f"(LMM stage {per_photo(with_lmm, 'lmm'):.1f} s)")
 
 
 def table(rows: dict[str, dict], n_photos: int, benchmark: str, preset: str) -> str:
@@ -155,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N photos only (debugging)")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.jsonl and table.md")
     parser.add_argument("--reuse", action="store_true", help="recompute the table from stored results")
+    parser.add_argument(
+        "--cross-fit", default="auto",
+        help="fold checkpoint pattern, e.g. offline-verifier-fold{}of3: each photo is verified by an aligner "
+             "trained without its photographer. 'auto': <aligner>-fold{}of3 when present; 'none': the preset's "
+             "aligner as is (only honest if it never saw the benchmark's photos)")
+    parser.add_argument("--lmm-subset", type=int, default=0, metavar="N",
+                        help="also locate the first N photos with the LMM stage on and add the + LMM rows")
     args = parser.parse_args(argv)
 
     from geodemo.data import load_benchmark
@@ -164,12 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.jsonl"
     dataset = load_benchmark(args.benchmark)
-    locator = GeoLocator.from_preset(args.preset).warmup()
+    from geodemo.paths import checkpoints_dir
+
+    locator = GeoLocator.from_preset(args.preset, gallery={"progress": False}).warmup()
+    aligner = locator.config.get("verifier", {}).get("aligner")
+    pattern = args.cross_fit
+    if pattern == "auto":
+        pattern = f"{aligner}-fold{{}}of3" if aligner and (checkpoints_dir() / f"{aligner}-fold0of3").is_dir() else "none"
+    by_group = None if pattern == "none" else fold_locators(args.preset, pattern)
+    if by_group is None and locator.aligner is not None:
+        print(f"warning: verifying with aligner {aligner!r} as is; if it was trained on {args.benchmark} "
+              "photos the verification rows are optimistic (use --cross-fit)", file=sys.stderr)
     t0 = time.perf_counter()
     if args.reuse and results_file.is_file():
         records = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
     else:
-        records = run_photos(dataset, locator, results_file, args.limit)
+        records = run_photos(dataset, locator, results_file, args.limit, by_group=by_group)
     elapsed = time.perf_counter() - t0
     ctx = Context(args.benchmark, locator, locator.gallery.meta)
     truth = np.array([[r["lat"], r["lon"]] for r in records])
@@ -178,6 +253,31 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, len(records), args.benchmark, args.preset)
     text += f"\n\nverifier(s): {', '.join(verifiers)}; gallery: {len(locator.gallery)} photos "
     text += f"({', '.join(locator.config['gallery'].get('datasets', []))}); {elapsed:.0f} s for the photos"
+    text += f"; cross-fitted aligner folds: {pattern}"
+    if args.lmm_subset:
+        from geodemo.pipeline import LocateOptions
+
+        lmm_file = out / "results-lmm.jsonl"
+        t1 = time.perf_counter()
+        if args.reuse and lmm_file.is_file():
+            lmm_records = [json.loads(line) for line in lmm_file.read_text().splitlines() if line.strip()]
+        else:
+            lmm_records = run_photos(dataset, locator, lmm_file, args.lmm_subset, LocateOptions(use_lmm=True),
+                                     by_group=by_group)
+        lmm_elapsed = time.perf_counter() - t1
+        ids = {r["id"] for r in lmm_records}
+        plain = [r for r in records if r["id"] in ids]
+        sub_truth = np.array([[r["lat"], r["lon"]] for r in lmm_records])
+        plain_truth = np.array([[r["lat"], r["lon"]] for r in plain])
+        sub_rows = {
+            "+ verification (final answer), no LMM": accuracy_table(row_verified(plain, ctx), plain_truth),
+            "LMM answers alone (first parsed answer)": accuracy_table(row_lmm_only(lmm_records, ctx), sub_truth),
+            "+ LMM candidates (final answer)": accuracy_table(row_verified(lmm_records, ctx), sub_truth),
+            "oracle best-of-candidates incl. LMM": accuracy_table(row_oracle(lmm_records, ctx), sub_truth),
+        }
+        text += "\n\n" + table(sub_rows, len(lmm_records), args.benchmark, args.preset + " + LMM")
+        text += f"\n\n{lmm_summary(plain, lmm_records)}; {lmm_elapsed:.0f} s for the LMM photos"
+        rows.update({f"lmm subset: {k}": v for k, v in sub_rows.items()})
     print(text)
     (out / "table.md").write_text(text + "\n")
     (out / "metrics.json").write_text(json.dumps(rows, indent=2))

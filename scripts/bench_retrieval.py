@@ -76,7 +76,8 @@ def recall(found: list[np.ndarray], exact: list[np.ndarray], k: int) -> float:
 
 
 def bench_synthetic(
-    sizes: list[int], dim: int, n_queries: int, max_build_s: float, chunk: int, ivf: dict
+    sizes: list[int], dim: int, n_queries: int, max_build_s: float, chunk: int, ivf: dict,
+    kinds: tuple[str, ...] = KINDS,
 ) -> list[dict]:
     rows: list[dict] = []
     rate: dict[str, float] = {}  # seconds per row at the previous size
@@ -93,7 +94,7 @@ def bench_synthetic(
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         meta = GalleryMeta(ids=np.arange(n).astype(str).tolist(), coords=np.zeros((n, 2)))
         exact = None
-        for kind in KINDS:
+        for kind in ("flat", *[k for k in kinds if k != "flat"]):  # flat first: it is the ground truth
             est = rate.get(kind, 0.0) * n * (1.3 if kind == "hnsw" else 1.0)
             if est > max_build_s:
                 rows.append({"n": n, "kind": kind, "skipped": f"estimated build {est / 60:.0f} min > budget"})
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=50_000)
     parser.add_argument("--max-build-s", type=float, default=240.0, help="skip a build predicted to take longer")
     parser.add_argument("--threads", type=int, default=1, help="FAISS OpenMP threads (1 is fastest on a shared CPU)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="index kinds (flat always runs: ground truth)")
     parser.add_argument("--ivf-nlist", type=int, default=1024, help="IVF lists for the synthetic sets")
     parser.add_argument("--ivf-train", type=int, default=50_000, help="IVF-PQ training rows")
     parser.add_argument("--skip-synthetic", action="store_true")
@@ -202,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_synthetic:
         sizes = [int(s) for s in args.sizes.split(",")]
         ivf = {"nlist": args.ivf_nlist, "train_size": args.ivf_train}
-        rows = bench_synthetic(sizes, args.dim, args.queries, args.max_build_s, args.chunk, ivf)
+        kinds = tuple(k for k in args.kinds.split(",") if k)
+        rows = bench_synthetic(sizes, args.dim, args.queries, args.max_build_s, args.chunk, ivf, kinds)
         out.append(md_table(rows, f"Synthetic unit vectors, {args.dim} dims, {args.queries} single queries, "
                                   f"{args.threads} FAISS thread(s); hnsw M={IndexConfig.hnsw_m}, "
                                   f"efConstruction={IndexConfig.ef_construction}, efSearch={IndexConfig.ef_search}; "

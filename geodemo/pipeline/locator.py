@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -228,7 +229,8 @@ class GeoLocator:
         out: list[Any] = []
         for kind in cfg.get("order", ["aligner", "text", "support"]):
             if kind == "aligner" and self.aligner is not None:
-                out.append(AlignerVerifier(self.aligner))
+                label = Path(str(cfg.get("aligner"))).name  # the checkpoint asked for, e.g. a fold
+                out.append(AlignerVerifier(self.aligner, label=label))
             elif kind == "text" and getattr(self.encoder, "has_text_tower", False):
                 out.append(TextVerifier(self.encoder))
             elif kind == "support":
@@ -420,6 +422,19 @@ class GeoLocator:
             st.result.errors["verification"] = "; ".join(notes)
         if ver is None:
             return
+        fusion = self._section("fusion")
+        if fusion.get("weights") and self.aligner is not None and ver.verifier.startswith("aligner"):
+            try:  # geodemo.scoring: log-linear fusion of all evidence, weights fitted on the dev split
+                from geodemo.retrieval.verify import softmax_confidence
+                from geodemo.scoring.apply import fused_scores
+
+                fs, _ = fused_scores(coords, inp.neighbour_coords, inp.neighbour_similarities, st.embedding,
+                                     self.aligner, self._gps_gallery(), st.result.clues, fusion)
+                b = int(np.argmax(fs))
+                ver = replace(ver, verifier=f"fusion:{fusion['weights']}({ver.verifier})", scores=fs, best=b,
+                              confidence=softmax_confidence(fs, b, 1.0))
+            except Exception as exc:  # noqa: BLE001 - keep the aligner's verification
+                st.result.errors["fusion"] = _err(exc)
         scores = ver.scores
         cfg = self._section("clues")
         if cfg.get("apply_prior") and st.result.clues is not None:

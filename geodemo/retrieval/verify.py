@@ -92,9 +92,9 @@ class _Base:
 class AlignerVerifier(_Base):
     """G3's geo-verification with a GeoAligner: cos(image -> GPS space, location embedding)."""
 
-    def __init__(self, aligner: Any):
+    def __init__(self, aligner: Any, label: str | None = None):
         self.aligner = aligner
-        self.name = f"aligner:{getattr(aligner, 'name', type(aligner).__name__)}"
+        self.name = f"aligner:{label or getattr(aligner, 'name', type(aligner).__name__)}"
         scale = getattr(aligner, "logit_scale", None)
         if scale is not None:  # the aligner's own learned temperature
             try:
