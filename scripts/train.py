@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fold", type=int, help="... and hold out this one")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--epochs", type=int)
+    ap.add_argument("--harness", action="store_true",
+                    help="after training, score the held-out photos through geodemo.eval.evaluate (photo -> "
+                         "encoder -> aligner -> GPS gallery) into <output>/eval")
     ap.add_argument("--no-resume", action="store_true", help="ignore saved state and start afresh")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -69,6 +72,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:>13}: n={m['n']}  " + "  ".join(
                     f"{k}={m[k]:.3f}" for k in ("acc@1", "acc@25", "acc@200", "acc@750", "acc@2500")
                 ) + f"  median={m['median_km']:.0f} km")
+        if args.harness:
+            from geodemo.train.evaluate import harness_eval
+
+            report = harness_eval(trainer, folder / "eval", progress=not args.no_progress)
+            print(f"harness ({report.benchmark}, {report.n_photos} photos): " + "  ".join(
+                f"{k}={report.metrics[k]:.3f}" for k in ("acc@1", "acc@25", "acc@200", "acc@750", "acc@2500")
+            ) + f"  median={report.metrics['median_km']:.0f} km  -> {report.summary_path}")
     return 0
 
 

@@ -141,3 +141,24 @@ def test_augmented_image_source_is_seeded(shared):
     assert np.array_equal(a, b)  # resumable: the crop is a function of the seed
     assert not np.allclose(a, c) and not np.allclose(a, plain)
     assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
+
+
+def test_aligner_predictor_through_the_harness(shared, tmp_path):
+    """The harness path (photo -> encoder -> aligner -> GPS gallery) gives what the cached-feature path gives."""
+    from geodemo.data import load_benchmark
+    from geodemo.eval import evaluate, read_predictions
+    from geodemo.models.aligners import MLPGeoAligner
+    from geodemo.models.features import image_features
+    from geodemo.train.evaluate import AlignerPredictor
+
+    torch.manual_seed(0)
+    aligner = MLPGeoAligner("probe", "mobilenet-v1-imagenet", (1024, 16), location=TINY_LOC).eval()
+    rng = np.random.default_rng(0)
+    gallery = np.stack([rng.uniform(-60, 70, 200), rng.uniform(-180, 180, 200)], 1)
+    data = load_benchmark("osv5m-sample").subset(4)
+    report = evaluate(AlignerPredictor(aligner, gallery), data, tmp_path / "eval", progress=False, resume=False)
+    rows = read_predictions(report.csv_path)
+    feats = image_features("mobilenet-v1-imagenet", data, progress=False).embeddings
+    expect = gallery[np.argmax(aligner.embed_image_features(feats) @ aligner.embed_locations(gallery).T, axis=1)]
+    got = np.array([[float(rows[s.id]["pred_lat"]), float(rows[s.id]["pred_lon"])] for s in data.samples])
+    assert report.metrics["n"] == 4 and np.allclose(got, expect, atol=1e-4)

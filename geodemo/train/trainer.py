@@ -128,8 +128,6 @@ class Trainer:
             mixed_precision=run.get("mixed_precision", "no"),
             gradient_accumulation_steps=int(optim.get("grad_accum", 1)),
         )
-        torch.manual_seed(self.seed)
-
         self.images: ImageSource | None = None
         self._held_features: np.ndarray | None = None
         if table is None and dcfg.get("source") == "images":  # augmented training on raw photos
@@ -146,6 +144,7 @@ class Trainer:
         )
         if len(self.train_table) == 0:
             raise ValueError("the training split is empty; check holdout_fraction / folds / excluded groups")
+        torch.manual_seed(self.seed)  # after data loading, which may draw from the RNG (encoders, caches)
         self.model = build_model(cfg["model"])
         self.objective = build_objective(cfg["objective"]["kind"], self.model, cfg["objective"])
         if "logit_scale_init" in cfg["objective"] and hasattr(self.model, "reset_logit_scales"):
