@@ -143,8 +143,11 @@ def save_pretrained(model: nn.Module, folder: str | Path, config: dict[str, Any]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # written beside and renamed into place, so a reader never sees half a checkpoint
+    save_file(state, str(folder / f".{WEIGHTS_FILE}.tmp"), metadata={"format": "pt"})
+    (folder / f".{CONFIG_FILE}.tmp").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / f".{WEIGHTS_FILE}.tmp").replace(folder / WEIGHTS_FILE)
+    (folder / f".{CONFIG_FILE}.tmp").replace(folder / CONFIG_FILE)
     return folder
 
 
