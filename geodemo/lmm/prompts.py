@@ -139,11 +139,12 @@ def _completion_text(kind: str, refs: list[Neighbour], far: list[Neighbour], des
         lines.append("Cluster of the most similar geotagged photos:")
         lines.append(_json_lines(refs))
     elif refs:
-        lines.append("Locations of the most similar geotagged photos:")
-        lines.append(_json_lines(refs))
+        # base models lean on what they read last: the dissimilar list first, the similar one last
         if far:
             lines.append("Locations of dissimilar photos (unlikely):")
             lines.append(_json_lines(far))
+        lines.append("Locations of the most similar geotagged photos:")
+        lines.append(_json_lines(refs))
     lines.append("Best estimate of where this photo was taken:")
     return "\n".join(lines) + "\n" + ANSWER_PREFIX
 
