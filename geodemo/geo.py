@@ -112,7 +112,7 @@ def geodesic_km(a: Any, b: Any) -> np.ndarray:
     b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
     if len(a) != len(b):
         a, b = np.broadcast_arrays(a, b)
-    return np.array([geodesic(tuple(p), tuple(q)).km for p, q in zip(a, b)])
+    return np.array([geodesic(tuple(p), tuple(q)).km for p, q in zip(a, b, strict=True)])
 
 
 def latlon_to_unit(coords: Array) -> Array:
