@@ -182,6 +182,28 @@ def _pick(photos: list[PhotoEvidence], sets: list[CandidateSet], choice: np.ndar
     return out
 
 
+def baseline_rows(photos: list[PhotoEvidence], gallery_datasets: list[str]) -> dict[str, np.ndarray]:
+    """The rows of ``scripts/ablate.py`` on the same photos: density prior, retrieval top-1, re-ranked."""
+    from geodemo.data import load_benchmark
+    from geodemo.eval import QueryPhoto
+    from geodemo.eval.baselines import DensityPrior, Gallery
+
+    sets = [load_benchmark(name) for name in gallery_datasets]
+    gallery = Gallery("offline-gallery", np.concatenate([d.coords() for d in sets]),
+                      [i for d in sets for i in d.ids()], [g for d in sets for g in d.groups()])
+    prior = DensityPrior(gallery).predict([QueryPhoto(p.id, None, p.group) for p in photos])
+    top1 = np.full((len(photos), 2), np.nan)
+    reranked = np.full((len(photos), 2), np.nan)
+    for i, p in enumerate(photos):
+        nb = p.result.get("neighbours") or []
+        if nb:
+            top1[i] = nb[0]["lat"], nb[0]["lon"]
+            order = (p.result.get("clusters_after") or {}).get("order") or [0]
+            reranked[i] = nb[order[0]]["lat"], nb[order[0]]["lon"]
+    return {"density prior (200 km, photographer left out)": prior, "retrieval top-1": top1,
+            "+ re-ranking (DBSCAN 50 km, nearest to main centre)": reranked}
+
+
 def rows(photos: list[PhotoEvidence], **fit_kwargs: Any) -> tuple[dict[str, np.ndarray], list[FusionWeights]]:
     """Predictions ``(N, 2)`` of each added late stage, in order (fusion cross-validated by fold)."""
     folds = np.array([p.fold for p in photos])
@@ -200,9 +222,9 @@ def rows(photos: list[PhotoEvidence], **fit_kwargs: Any) -> tuple[dict[str, np.n
     verifier_only = np.array([int(np.argmax(cs.features[:, names.index("verifier")])) if len(cs.coords) else 0
                               for cs in base])
     out["+ learned verifier (fold-held-out), argmax over retrieval candidates"] = _pick(photos, base, verifier_only)
-    out["+ fusion: retrieval + support + verifier (CV weights)"], _ = cv(base, ["retrieval", "support", "verifier"])
+    out["+ fusion: retrieval + support (50/750 km) + verifier (CV weights)"], _ = cv(base, ["retrieval", "support", "support_wide", "verifier"])
     out["+ GPS-gallery candidates (fusion + gallery posterior)"], _ = cv(
-        full, ["retrieval", "support", "verifier", "gps_gallery"])
+        full, ["retrieval", "support", "support_wide", "verifier", "gps_gallery", "gps_wide"])
     out["+ text clues (full offline pipeline)"], fitted = cv(full, names)
     oracle = [int(np.argmin(_distances(cs, p.truth))) if len(cs.coords) else 0 for cs, p in zip(full, photos, strict=True)]
     out["oracle best of these candidates (incl. GPS gallery)"] = _pick(photos, full, np.array(oracle))
@@ -239,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     photos, timings = collect(dataset, args.folds, use_clues={"read": True, "cached": "cached", "off": False}[args.clues],
                                limit=args.limit)
+    from geodemo.pipeline.presets import load_preset
+
     preds, fitted = rows(photos)
+    preds = {**baseline_rows(photos, load_preset("offline")["gallery"]["datasets"]), **preds}
     truth = np.stack([p.truth for p in photos])
     table = {name: accuracy_table(pred, truth) for name, pred in preds.items()}
     head = " | ".join(f"acc@{k.split('@')[1]} km" for k in ACC_KEYS)

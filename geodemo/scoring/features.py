@@ -12,6 +12,10 @@ a weighted sum is a log-linear model:
 ``gps_gallery``  log(1e-4 + sum_g p_g k(d(c, g))): the aligner's posterior over its top-N hits in
                  GeoCLIP's 100K GPS gallery (softmax of their logits), smoothed around ``c``;
 ``clue``         log of the text-clue prior (0 without a clue).
+
+``support_wide`` and ``gps_wide`` are the same two kernels at ``wide_km`` (default 750 km): with a
+weak image encoder the evidence is regional, not local, and the fit picks the scale that carries it
+(as G3's location encoder mixes several RFF scales).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from geodemo.geo import pairwise_haversine_km
 
 __all__ = ["FEATURES", "Evidence", "candidate_features"]
 
-FEATURES = ("retrieval", "support", "verifier", "gps_gallery", "clue")
+FEATURES = ("retrieval", "support", "support_wide", "verifier", "gps_gallery", "gps_wide", "clue")
 
 
 @dataclass
@@ -41,32 +45,33 @@ class Evidence:
 
 
 def candidate_features(
-    coords: np.ndarray, ev: Evidence, radius_km: float = 25.0, support_km: float = 50.0
+    coords: np.ndarray, ev: Evidence, radius_km: float = 25.0, support_km: float = 50.0, wide_km: float = 750.0
 ) -> np.ndarray:
     """``(M, len(FEATURES))`` features of the candidate coordinates ``(M, 2)`` (see module doc)."""
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     m = len(coords)
+    col = {name: i for i, name in enumerate(FEATURES)}
     out = np.zeros((m, len(FEATURES)), dtype=np.float64)
     nb = np.asarray(ev.neighbour_coords, dtype=np.float64).reshape(-1, 2)
     sims = np.asarray(ev.neighbour_similarities, dtype=np.float64).reshape(-1)
+    out[:, col["support"]] = out[:, col["support_wide"]] = np.log(1e-3)
     if len(nb):
         d = pairwise_haversine_km(coords, nb)  # (M, K)
-        out[:, 0] = (sims[None, :] * np.exp(-d / radius_km)).max(1)
+        out[:, col["retrieval"]] = (sims[None, :] * np.exp(-d / radius_km)).max(1)
         w = np.clip(sims, 1e-6, None)
-        share = (w[None, :] * np.exp(-0.5 * (d / support_km) ** 2)).sum(1) / w.sum()
-        out[:, 1] = np.log(1e-3 + share)
-    else:
-        out[:, 1] = np.log(1e-3)
+        for name, width in (("support", support_km), ("support_wide", wide_km)):
+            share = (w[None, :] * np.exp(-0.5 * (d / width) ** 2)).sum(1) / w.sum()
+            out[:, col[name]] = np.log(1e-3 + share)
     if ev.candidate_logits is not None:
-        out[:, 2] = np.asarray(ev.candidate_logits, dtype=np.float64).reshape(-1)
+        out[:, col["verifier"]] = np.asarray(ev.candidate_logits, dtype=np.float64).reshape(-1)
+    out[:, col["gps_gallery"]] = out[:, col["gps_wide"]] = np.log(1e-4)
     if ev.gallery_coords is not None and ev.gallery_logits is not None and len(ev.gallery_coords):
         logits = np.asarray(ev.gallery_logits, dtype=np.float64)
         p = np.exp(logits - logits.max())
         p /= p.sum()
         d = pairwise_haversine_km(coords, np.asarray(ev.gallery_coords, dtype=np.float64))
-        out[:, 3] = np.log(1e-4 + (p[None, :] * np.exp(-0.5 * (d / radius_km) ** 2)).sum(1))
-    else:
-        out[:, 3] = np.log(1e-4)
+        for name, width in (("gps_gallery", radius_km), ("gps_wide", wide_km)):
+            out[:, col[name]] = np.log(1e-4 + (p[None, :] * np.exp(-0.5 * (d / width) ** 2)).sum(1))
     if ev.clue_weights is not None:
-        out[:, 4] = np.log(np.clip(np.asarray(ev.clue_weights, dtype=np.float64), 1e-6, None))
+        out[:, col["clue"]] = np.log(np.clip(np.asarray(ev.clue_weights, dtype=np.float64), 1e-6, None))
     return out
