@@ -41,10 +41,14 @@ def test_fit_finds_the_informative_feature():
         noise = rng.normal(0, 1, size=12)
         xs.append(np.stack([informative, noise], 1))
         ds.append(d)
-    w = fit_fusion(xs, ds, ["good", "noise"])
+    w = fit_fusion(xs, ds, ["good", "noise"], tau_km=50.0)
     assert w.weights[0] > 0.5
     assert abs(w.weights[1]) < 0.25 * w.weights[0]
-    assert cross_entropy(w, xs, ds, ["good", "noise"]) < cross_entropy(None, xs, ds, ["good", "noise"])
+    names = ["good", "noise"]
+    assert cross_entropy(w, xs, ds, names, tau_km=50.0) < cross_entropy(None, xs, ds, names, tau_km=50.0)
+    # a feature constrained non-negative cannot take the informative feature's negative sign
+    flipped = fit_fusion([-x for x in xs], ds, names, tau_km=50.0, nonnegative=("good",))
+    assert flipped.weights[0] == 0.0
 
 
 def test_weights_round_trip_and_missing_file(tmp_path):
@@ -101,7 +105,7 @@ def test_cross_validated_fit_on_real_dev_candidates(dev_candidates):
     xs = [cs.features[:, cols] for _, cs, _ in dev_candidates]
     ds = [d for _, _, d in dev_candidates]
     folds = group_folds([s.group for s, _, _ in dev_candidates], [s.id for s, _, _ in dev_candidates], 5)
-    choice, fitted = cross_validated_choices(xs, ds, folds, names)
+    choice, fitted = cross_validated_choices(xs, ds, folds, names, tau_km=50.0)
     assert len(fitted) == len(np.unique(folds)) >= 3
     # every fold learns that looking like the photo counts: a positive retrieval weight
     assert all(w.weights[0] > 0 for w in fitted)
@@ -110,7 +114,7 @@ def test_cross_validated_fit_on_real_dev_candidates(dev_candidates):
     for w in fitted:
         k = w.meta["held_out_fold"]
         test = [i for i in range(len(xs)) if folds[i] == k]
-        held_loss.append(cross_entropy(w, [xs[i] for i in test], [ds[i] for i in test], names))
-        chance.append(cross_entropy(None, [xs[i] for i in test], [ds[i] for i in test], names))
+        held_loss.append(cross_entropy(w, [xs[i] for i in test], [ds[i] for i in test], names, tau_km=50.0))
+        chance.append(cross_entropy(None, [xs[i] for i in test], [ds[i] for i in test], names, tau_km=50.0))
     assert np.mean(held_loss) < np.mean(chance) - 0.02
     assert all(0 <= c < len(x) for c, x in zip(choice, xs, strict=True))

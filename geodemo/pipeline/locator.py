@@ -423,7 +423,8 @@ class GeoLocator:
         if ver is None:
             return
         fusion = self._section("fusion")
-        if fusion.get("weights") and self.aligner is not None and ver.verifier.startswith("aligner"):
+        if (fusion.get("enabled", True) and fusion.get("weights") and self.aligner is not None
+                and ver.verifier.startswith("aligner")):
             try:  # geodemo.scoring: log-linear fusion of all evidence, weights fitted on the dev split
                 from geodemo.retrieval.verify import softmax_confidence
                 from geodemo.scoring.apply import fused_scores

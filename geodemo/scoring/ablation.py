@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="read every photo's text, use only cached reports, or skip clues")
     ap.add_argument("--save-weights", metavar="NAME", help="fit on all photos and save geodemo/scoring/weights/NAME.json")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--tau-km", type=float, default=3000.0, help="fusion target width (see fit_fusion)")
+    ap.add_argument("--l2", type=float, default=1e-2)
     args = ap.parse_args(argv)
     if args.benchmark != "im2gps3k-dev" and args.save_weights:
         raise SystemExit("fusion weights are fitted on the dev split only (im2gps3k-dev)")
@@ -263,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                                limit=args.limit)
     from geodemo.pipeline.presets import load_preset
 
-    preds, fitted = rows(photos)
+    preds, fitted = rows(photos, tau_km=args.tau_km, l2=args.l2)
     preds = {**baseline_rows(photos, load_preset("offline")["gallery"]["datasets"]), **preds}
     truth = np.stack([p.truth for p in photos])
     table = {name: accuracy_table(pred, truth) for name, pred in preds.items()}
@@ -286,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "table.md").write_text(text + "\n")
     (out / "metrics.json").write_text(json.dumps(table, indent=2))
     if args.save_weights:
-        w = fit_all(photos)
+        w = fit_all(photos, tau_km=args.tau_km, l2=args.l2)
         w.meta.update({"benchmark": args.benchmark, "verifiers": f"fold verifiers ({args.folds} folds) for features",
                        "deploy_verifier": "offline-verifier"})
         path = w.save(WEIGHTS_DIR / f"{args.save_weights}.json")
