@@ -180,7 +180,10 @@ def lmm_summary(plain: list[dict], with_lmm: list[dict]) -> str:
                   for c in r["result"]["candidates"]) for r in with_lmm)
 
     def per_photo(recs: list[dict], stage: str | None = None) -> float:
-        t = [sum(r["result"]["timings"].values()) if stage is None else r["result"]["timings"].get(stage, 0.0)
+        def total(timings: dict) -> float:
+            return timings["total"] if "total" in timings else sum(timings.values())
+
+        t = [total(r["result"]["timings"]) if stage is None else r["result"]["timings"].get(stage, 0.0)
              for r in recs]
         return float(np.mean(t)) if t else float("nan")
 
