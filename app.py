@@ -81,6 +81,14 @@ def available_presets() -> list[str]:
     return names or list(FALLBACK_PRESETS)
 
 
+LOCAL_BACKENDS = frozenset({"gguf", "transformers-text", "transformers", "transformers-vlm"})
+
+
+def allowed_local_models() -> list[str]:
+    """Local LMM models the page may ask for (``GEODEMO_LMM_MODELS``, comma-separated)."""
+    return [m.strip() for m in os.environ.get("GEODEMO_LMM_MODELS", "").split(",") if m.strip()]
+
+
 def available_backends() -> list[str]:
     """LMM backend names registered by ``geodemo.lmm`` (plus "preset default")."""
     try:
@@ -129,13 +137,22 @@ def make_options(
         return None if not v or v == PRESET_DEFAULT else v
 
     use_lmm = {"on": True, "off": False}.get((lmm_mode or "").strip().lower())
+    backend, model = _str(lmm_backend), _str(lmm_model)
+    if backend is not None and backend not in available_backends():
+        raise ValueError(f"unknown LMM backend {backend!r}; choose one of {', '.join(available_backends())}")
+    if model is not None and (backend or "") in LOCAL_BACKENDS and model not in allowed_local_models():
+        # a local backend would load whatever folder or hub id the page names: only the server's list
+        raise ValueError(
+            f"the page may not load the local model {model!r}; the server allows "
+            f"{', '.join(allowed_local_models()) or 'only the preset default'} (env GEODEMO_LMM_MODELS)"
+        )
     return LocateOptions(
         top_k=_int(top_k),
         eps_km=None if eps_km is None or eps_km <= 0 else float(eps_km),
         min_samples=_int(min_samples),
         use_lmm=use_lmm,
-        lmm_backend=_str(lmm_backend),
-        lmm_model=_str(lmm_model),
+        lmm_backend=backend,
+        lmm_model=model,
         lmm_samples=_int(lmm_samples),
         exclude_ids=set(exclude_ids or ()),
         exclude_groups=set(exclude_groups or ()),
@@ -162,9 +179,9 @@ class PhotoInput(gr.Image):
             return str(payload.path)
         url = getattr(payload, "url", None) or ""
         if url.startswith("data:"):
-            from gradio.processing_utils import decode_base64_to_file
+            from gradio.processing_utils import save_base64_to_cache
 
-            return decode_base64_to_file(url, self.GRADIO_CACHE, "png")
+            return save_base64_to_cache(url, self.GRADIO_CACHE)
         raise ImageError("the upload carried no file")
 
 
