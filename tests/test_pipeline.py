@@ -109,7 +109,8 @@ def test_failing_optional_stages_are_recorded_and_the_rest_runs(shared, dev):
     )
     r = loc.locate(dev.samples[0].image_path, LocateOptions(use_lmm=True))
     assert "no-such-segmenter" in r.errors["segmentation"]
-    assert "lmm" in r.errors and r.lmm_records == [] or all(rec.error for rec in r.lmm_records)
+    assert "lmm" in r.errors
+    assert all(rec.error for rec in r.lmm_records)  # no answer from a backend that does not exist
     assert math.isfinite(r.lat) and r.candidates and r.verifier != "none"
 
 

@@ -133,7 +133,10 @@ class LMMStage:
         rec = LMMRecord(prompt_kind=prompt.kind, prompt=prompt.text, sample=sample, raw_answer=None,
                         latency_s=round(float(latency), 4), backend=self.backend.name, model=self.backend.model,
                         cached=cached, error=error)
+        if error is None and raw is None:
+            error = "the backend returned no text"
         if error is not None:
+            rec.error = error
             return rec
         text = prompt.answer_prefix + raw if prompt.answer_prefix else raw
         rec.raw_answer = text

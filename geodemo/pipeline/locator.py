@@ -423,7 +423,7 @@ class GeoLocator:
         if ver is None:
             return
         fusion = self._section("fusion")
-        if (fusion.get("enabled", True) and fusion.get("weights") and self.aligner is not None
+        if (fusion.get("enabled", False) and fusion.get("weights") and self.aligner is not None
                 and ver.verifier.startswith("aligner")):
             try:  # geodemo.scoring: log-linear fusion of all evidence, weights fitted on the dev split
                 from geodemo.retrieval.verify import softmax_confidence
@@ -445,7 +445,8 @@ class GeoLocator:
                 prior = clue_prior(st.result.clues, coords)
                 scores = scores - scores.min() + 1e-6 if scores.min() <= 0 else scores
                 scores = scores * prior
-                ver = replace(ver, scores=scores, best=int(np.argmax(scores)))
+                best = int(np.argmax(scores))
+                ver = replace(ver, scores=scores, best=best, confidence=float(scores[best] / scores.sum()))
             except Exception as exc:  # noqa: BLE001
                 st.result.errors["clues"] = _err(exc)
         for c, sc in zip(cands, ver.scores, strict=True):
