@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:
         held_groups = sorted(set(trainer.held_table.group_keys()))  # photographers never seen in training
-        folder = trainer.export(extra={"eval": summary.get("eval"), "held_out_groups": held_groups})
+        trained_on = list(cfg["data"].get("benchmarks") or [])
+        folder = trainer.export(extra={"eval": summary.get("eval"), "held_out_groups": held_groups,
+                                       "datasets": trained_on})
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         ev = summary.get("eval") or {}
         print(f"saved {folder}  steps={summary['steps']}  photos/s={summary['photos_per_s']:.0f}")

@@ -6,6 +6,7 @@ options from the command line, and returns a :class:`geodemo.eval.harness.Predic
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,4 +92,27 @@ def _geolocator(dataset: GeoDataset | None, preset: str = "offline", **overrides
     from geodemo.pipeline import GeoLocator  # imported lazily: heavy, and built by the pipeline module
 
     overrides = {k: v for k, v in overrides.items() if k not in ("gallery", "radius_km", "seed")}
-    return GeoLocatorPredictor(GeoLocator.from_preset(preset, **overrides), preset)
+    locator = GeoLocator.from_preset(preset, **overrides)
+    leak = training_overlap(locator.aligner, dataset)
+    if leak:
+        warnings.warn(leak, stacklevel=2)
+    return GeoLocatorPredictor(locator, preset)
+
+
+def training_overlap(aligner: Any, dataset: GeoDataset | None) -> str | None:
+    """A warning when ``aligner`` was trained on photographers of ``dataset`` (optimistic figures)."""
+    info = getattr(aligner, "provenance", None) or {}
+    if dataset is None or not info:
+        return None
+    trained_on = set(info.get("datasets") or [])
+    if dataset.name not in trained_on:
+        return None
+    held_out = set(info.get("held_out_groups") or [])
+    seen = sorted({s.group for s in dataset.samples if s.group and s.group not in held_out})
+    if not seen:
+        return None
+    return (
+        f"the verifier {getattr(aligner, 'name', '?')!r} was trained on photos of {len(seen)} photographers of "
+        f"{dataset.name!r}: figures on this set are optimistic. For honest figures use scripts/ablate.py "
+        f"(cross-fitted fold verifiers) or a verifier trained without this set."
+    )

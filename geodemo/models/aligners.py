@@ -198,6 +198,7 @@ def _from_folder(folder: Path, device: str) -> nn.Module:
         raise ValueError(f"{folder / CONFIG_FILE}: architecture {arch!r} is not a GeoAligner "
                          f"(known: mlp-aligner, g3)")
     model.load_state_dict(state, strict=True)
+    model.provenance = dict(cfg.get("training") or {})  # what it was trained on, who was held out
     return model.to(device).eval()
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geodemo.paths import REPO_ROOT
+from geodemo.paths import REPO_ROOT, checkpoints_dir
 from geodemo.train.config import resolve_device
 from geodemo.train.data import (
     EpochSampler,
@@ -120,6 +120,8 @@ class Trainer:
         self.cfg, self.progress = cfg, progress
         run, optim, dcfg = cfg.get("run", {}), cfg["optim"], cfg["data"]
         out = Path(output_dir or run.get("output", f"runs/{cfg.get('preset', 'train')}"))
+        if not out.is_absolute() and out.parts[:1] == ("checkpoints",):
+            out = checkpoints_dir().joinpath(*out.parts[1:])  # where load_aligner looks ($GEODEMO_CHECKPOINTS)
         self.output = out if out.is_absolute() else REPO_ROOT / out
         self.seed = int(run.get("seed", 0))
         device = resolve_device(run.get("device", "auto"))
