@@ -15,7 +15,6 @@ never contributes to the weights that score it.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from geodemo.data.folds import group_fold
 from geodemo.paths import MissingResourceError
 
 __all__ = [
@@ -88,13 +88,11 @@ def load_weights(name_or_path: str | Path) -> FusionWeights:
 def group_folds(groups: list[str | None], ids: list[str], num_folds: int, seed: int = 0) -> np.ndarray:
     """Fold of each photo: a stable hash of its photographer (its id when there is none).
 
-    Identical to the trainer's ``geodemo.train.data.group_fold``, so fusion folds and fold verifiers
+    Uses :func:`geodemo.data.folds.group_fold`, as the trainer does, so fusion folds and fold verifiers
     hold out the same photographers.
     """
     keys = [g if g else f"id:{i}" for g, i in zip(groups, ids, strict=True)]
-    return np.array(
-        [int.from_bytes(hashlib.sha1(f"{seed}|{k}".encode()).digest()[:8], "little") % num_folds for k in keys]
-    )
+    return np.array([group_fold(k, num_folds, seed) for k in keys])
 
 
 def _soft_targets(distances_km: np.ndarray, tau_km: float) -> np.ndarray:

@@ -8,13 +8,14 @@ leave-photographer-out.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from geodemo.data.folds import group_fold
 
 __all__ = [
     "FeatureTable",
@@ -109,12 +110,6 @@ def load_feature_shards(folder: str | Path) -> FeatureTable:
     if meta.is_file():
         json.loads(meta.read_text())  # validates that the folder's description is readable
     return FeatureTable.concat(tables)
-
-
-def group_fold(key: str, num_folds: int, seed: int = 0) -> int:
-    """Stable fold of a photographer key (sha1 of seed and key), independent of row order."""
-    digest = hashlib.sha1(f"{seed}|{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % num_folds
 
 
 def split_table(

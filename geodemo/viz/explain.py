@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from geodemo.eval.metrics import SCALE_NAMES, THRESHOLDS_KM
 from geodemo.geo import haversine_km
 from geodemo.result import LocationResult, Neighbour
 
@@ -29,8 +30,8 @@ __all__ = [
     "explain_failure",
 ]
 
-ACCURACY_BANDS_KM: tuple[float, ...] = (1.0, 25.0, 200.0, 750.0, 2500.0)
-BAND_NAMES: dict[float, str] = {1.0: "street", 25.0: "city", 200.0: "region", 750.0: "country", 2500.0: "continent"}
+ACCURACY_BANDS_KM: tuple[float, ...] = THRESHOLDS_KM  # the evaluation protocol's thresholds
+BAND_NAMES: dict[float, str] = SCALE_NAMES
 LARGE_ERROR_KM = 200.0  # errors from here on get a failure explanation (outside the "region" band)
 
 PlaceFn = Callable[[float, float], str | None]
