@@ -70,9 +70,12 @@ def _open(browser, url: str):
     return page
 
 
-def _upload(page, path: Path) -> None:
+def _upload(page, path: Path, preview: bool = True) -> None:
     page.locator("#photo input[type=file]").set_input_files(str(path))
-    page.wait_for_timeout(500)  # the upload request finishes before the click
+    if preview:  # the upload request has finished once the photo's preview shows
+        page.wait_for_selector("#photo img", timeout=30_000)
+    else:  # a file that is no image shows no preview
+        page.wait_for_timeout(1500)
 
 
 def test_locate_a_dev_photo_shows_every_stage(app_url, browser, shared):
@@ -137,7 +140,7 @@ def test_non_image_and_truncated_uploads_get_a_readable_message(app_url, browser
     page = _open(browser, app_url)
     fake = tmp_path / "holiday.jpg"
     fake.write_text("these are my holiday notes, not a photo\n" * 20)
-    _upload(page, fake)
+    _upload(page, fake, preview=False)
     page.click("#locate")
     status = page.locator("#status")
     status.get_by_text("cannot be used as a photo").wait_for(timeout=30_000)
@@ -150,7 +153,7 @@ def test_non_image_and_truncated_uploads_get_a_readable_message(app_url, browser
     truncated.write_bytes(real[: len(real) // 3])
     page.reload()
     page.wait_for_selector("#locate")
-    _upload(page, truncated)
+    _upload(page, truncated, preview=False)
     page.click("#locate")
     status.get_by_text("cannot be used as a photo").wait_for(timeout=30_000)
     assert "cut.jpg" in status.inner_text()
