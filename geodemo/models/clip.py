@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 import geodemo  # noqa: F401  (runs the torchvision guard before open_clip / transformers vision code)
 from geodemo.models.base import ModelUnavailableError
 from geodemo.models.loading import (
+    from_pretrained,
     local_dir_or_none,
     resolve_device,
     resolve_dtype,
     resolve_hub_file,
-    resolve_hub_snapshot,
-    weights_source,
+    transformers_weights,
 )
 
 __all__ = [
@@ -354,28 +354,15 @@ def load_hf_clip(
     """Registry loader for transformers CLIP (hub id, local folder, or random weights of ``config``)."""
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    kind, source = weights_source(pretrained, local_dir, random_init)
-    folder = source if kind == "folder" else None
-    if kind == "hub":  # resolve before importing transformers: fail fast offline
-        folder = resolve_hub_snapshot(
-            name,
-            source,
-            how=f"pass local_dir=<folder saved by CLIPModel.save_pretrained> or go online once ({source})",
-            allow_patterns=["*.json", "*.safetensors", "*.txt"],
-            revision=revision,
-        )
+    folder = transformers_weights(name, pretrained, local_dir, random_init, saved_by="CLIPModel.save_pretrained",
+                                  allow_patterns=["*.json", "*.safetensors", "*.txt"], revision=revision)
 
     from transformers import CLIPConfig, CLIPModel
 
-    if kind == "random":
+    if folder is None:
         torch.manual_seed(seed)
         model = CLIPModel(CLIPConfig(**(config or VIT_L14_HF_CONFIG)))
     else:
-        try:
-            model = CLIPModel.from_pretrained(str(folder), dtype=torch_dtype)
-        except (OSError, ValueError) as exc:
-            raise ModelUnavailableError(
-                f"weights for {name} could not be loaded from {folder}: {exc}"
-            ) from exc
+        model = from_pretrained(CLIPModel, folder, name, torch_dtype)
     model = model.to(device=dev, dtype=torch_dtype)
     return HFCLIPEncoder(name, model, _hf_tokenizer(folder), _hf_image_cfg(folder), dev, torch_dtype)

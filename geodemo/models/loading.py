@@ -178,3 +178,39 @@ def resolve_hub_snapshot(
         except Exception as exc:  # noqa: BLE001
             last = exc
     raise _unavailable(model, f"the Hugging Face cache and hub repo {repo_id}", how, last)
+
+
+def transformers_weights(
+    name: str,
+    pretrained: str | os.PathLike | None,
+    local_dir: str | os.PathLike | None,
+    random_init: bool,
+    *,
+    saved_by: str,
+    allow_patterns: list[str],
+    revision: str | None = None,
+) -> Path | None:
+    """Folder of a transformers model's weights, or ``None`` for random weights of the architecture.
+
+    A hub id is resolved here, before transformers is imported, so an offline miss fails fast.
+    """
+    kind, source = weights_source(pretrained, local_dir, random_init)
+    if kind == "random":
+        return None
+    if kind == "folder":
+        return Path(source)
+    return resolve_hub_snapshot(
+        name,
+        source,
+        how=f"pass local_dir=<folder saved by {saved_by}> or go online once ({source})",
+        allow_patterns=allow_patterns,
+        revision=revision,
+    )
+
+
+def from_pretrained(model_cls: Any, folder: Path, name: str, dtype: Any) -> Any:
+    """``model_cls.from_pretrained(folder)`` with one clear error when the folder holds no usable weights."""
+    try:
+        return model_cls.from_pretrained(str(folder), dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"weights for {name} could not be loaded from {folder}: {exc}") from exc

@@ -17,8 +17,7 @@ import torch
 from PIL import Image
 
 import geodemo  # noqa: F401  (torchvision guard before transformers vision code)
-from geodemo.models.base import ModelUnavailableError
-from geodemo.models.loading import resolve_device, resolve_dtype, resolve_hub_snapshot, weights_source
+from geodemo.models.loading import from_pretrained, resolve_device, resolve_dtype, transformers_weights
 from geodemo.models.segmentation import ADE20K_CLASSES, make_result
 from geodemo.result import SegmentationResult
 
@@ -143,32 +142,19 @@ def load_segformer(
     """Registry loader for SegFormer (hub id, local folder, or random weights of ``config``, default B5)."""
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    kind, source = weights_source(pretrained, local_dir, random_init)
-    folder = source if kind == "folder" else None
-    if kind == "hub":  # resolve before importing transformers: fail fast offline
-        folder = resolve_hub_snapshot(
-            name,
-            source,
-            how=f"pass local_dir=<folder saved by save_pretrained> or go online once ({source})",
-            allow_patterns=["*.json", "*.safetensors"],
-            revision=revision,
-        )
+    folder = transformers_weights(name, pretrained, local_dir, random_init, saved_by="save_pretrained",
+                                  allow_patterns=["*.json", "*.safetensors"], revision=revision)
 
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-    if kind == "random":
+    if folder is None:
         cfg = dict(config or SEGFORMER_B5_CONFIG)
         cfg.setdefault("id2label", {i: ADE20K_CLASSES[i + 1] for i in range(cfg.get("num_labels", 150))})
         cfg.setdefault("label2id", {v: k for k, v in cfg["id2label"].items()})
         torch.manual_seed(seed)
         model = SegformerForSemanticSegmentation(SegformerConfig(**cfg))
     else:
-        try:
-            model = SegformerForSemanticSegmentation.from_pretrained(str(folder), dtype=torch_dtype)
-        except (OSError, ValueError) as exc:
-            raise ModelUnavailableError(
-                f"weights for {name} could not be loaded from {folder}: {exc}"
-            ) from exc
+        model = from_pretrained(SegformerForSemanticSegmentation, folder, name, torch_dtype)
     proc = _processor_cfg(folder, image_size)
     return SegFormerSegmenter(
         model.to(device=dev, dtype=torch_dtype),
