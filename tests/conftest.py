@@ -22,3 +22,32 @@ def shared() -> Path:
     if not (path / "data").is_dir():
         pytest.skip(f"shared data folder not found at {path}: set GEODEMO_SHARED (see README)")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one intra-op thread is faster than two fighting over a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def app_url(shared) -> str:
+    """The real app (app.py) served on a free port of 127.0.0.1 for one test module."""
+    import socket
+
+    import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app.build_demo()
+    demo.queue(default_concurrency_limit=2)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                            quiet=True, css=app.CSS, max_file_size=app.MAX_UPLOAD)
+    yield url
+    demo.close()

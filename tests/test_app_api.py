@@ -5,8 +5,6 @@ One in-thread app launch on a free 127.0.0.1 port is shared by the module.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 OSV_PHOTO = "546314506564628.jpg"  # Sardinia street view (OSV-5M sample)
@@ -15,24 +13,11 @@ DEV_PHOTO = "101220879_0a1be45b79_33_24311489@N00.jpg"  # Chicago area (IM2GPS3k
 SETTINGS = ("offline", 10, 50.0, 2, "off", "preset default", "", None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def client(shared):
+def client(app_url):
     from gradio_client import Client
 
-    import app
-
-    demo = app.build_demo()
-    demo.queue(default_concurrency_limit=2)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
-                            quiet=True, max_file_size=app.MAX_UPLOAD)
-    yield Client(url, verbose=False, download_files=False)
-    demo.close()
+    return Client(app_url, verbose=False, download_files=False)
 
 
 def _photo(shared, name: str):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -30,22 +29,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app_url(shared):
-    import app
-
-    demo = app.build_demo()
-    demo.queue(default_concurrency_limit=2)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
-                            quiet=True, css=app.CSS, max_file_size=app.MAX_UPLOAD)
-    yield url
-    demo.close()
 
 
 @pytest.fixture(scope="module")
