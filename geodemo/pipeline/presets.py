@@ -8,9 +8,10 @@ Overrides are deep-merged: ``load_preset("offline", rerank={"eps_km": 25})``.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
+
+from geodemo.configs import list_configs, read_config
 
 __all__ = ["PRESET_DIR", "list_presets", "load_preset", "deep_merge"]
 
@@ -19,7 +20,7 @@ PRESET_DIR = Path(__file__).with_name("presets")
 
 def list_presets() -> list[str]:
     """Names of the built-in presets."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+    return list_configs(PRESET_DIR)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -35,13 +36,5 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
     """The preset called ``name_or_path`` (built-in name or JSON file), with ``overrides`` merged in."""
-    path = Path(name_or_path)
-    if path.suffix != ".json":
-        path = PRESET_DIR / f"{name_or_path}.json"
-    if not path.is_file():
-        raise KeyError(
-            f"unknown preset {str(name_or_path)!r}: no {path}; built-in presets: {', '.join(list_presets())}"
-        )
-    cfg = json.loads(path.read_text())
-    cfg.setdefault("name", path.stem)
+    cfg = read_config(name_or_path, PRESET_DIR, what="preset", name_key="name", error=KeyError)
     return deep_merge(cfg, overrides)

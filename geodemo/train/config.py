@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from geodemo.configs import list_configs, read_config
+from geodemo.models.loading import resolve_device  # re-exported: one device rule for library and trainer
+
 __all__ = ["PRESET_DIR", "list_presets", "load_preset", "apply_overrides", "resolve_device"]
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -14,21 +17,12 @@ PRESET_DIR = Path(__file__).with_name("presets")
 
 def list_presets() -> list[str]:
     """Names of the built-in training presets."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+    return list_configs(PRESET_DIR)
 
 
 def load_preset(name_or_path: str | Path) -> dict[str, Any]:
     """A preset by name (``"offline-verifier"``) or by path to a JSON file."""
-    path = Path(name_or_path)
-    if not path.suffix == ".json":
-        path = PRESET_DIR / f"{name_or_path}.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"training preset {str(name_or_path)!r} not found at {path}; known presets: {', '.join(list_presets())}"
-        )
-    cfg = json.loads(path.read_text())
-    cfg.setdefault("preset", path.stem)
-    return cfg
+    return read_config(name_or_path, PRESET_DIR, what="training preset", name_key="preset", error=FileNotFoundError)
 
 
 def _parse_value(text: str) -> Any:
@@ -51,16 +45,3 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str] | dict[str, Any] |
             node = node.setdefault(key, {})
         node[leaf] = value
     return out
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` if available, then ``"mps"``, then ``"cpu"``; other values unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
