@@ -62,12 +62,14 @@ def _upload(page, path: Path, preview: bool = True) -> None:
 
 
 def test_locate_a_dev_photo_shows_every_stage(app_url, browser, shared):
+    from playwright.sync_api import expect  # assertions that wait for the maps' scripts
+
+    expect.set_options(timeout=30_000)  # map iframes load Leaflet (~370 KB) and draw once laid out
     photo = shared / "data" / "im2gps3k-dev" / "images" / DEV_PHOTO
     page = _open(browser, app_url)
     _upload(page, photo)
     page.click("#locate")
     page.wait_for_selector("#error-line :text('Error')", timeout=RESULT_TIMEOUT_MS)
-    page.wait_for_timeout(1500)  # the last maps' scripts run
 
     # Segmentation overlay and class shares.
     assert page.locator("#overlay img").count() == 1
@@ -76,20 +78,20 @@ def test_locate_a_dev_photo_shows_every_stage(app_url, browser, shared):
 
     # Neighbour map with one marker per retrieved neighbour (offline preset: top-k 20).
     neighbours = page.frame_locator("#neighbour-map iframe").locator("path.gd-neighbour")
-    assert neighbours.count() == 20
+    expect(neighbours).to_have_count(20)  # waits for the map's script to draw them
     # Both cluster views, each marking a cluster centre; the main one once.
     for view in ("#clusters-before", "#clusters-after"):
         frame = page.frame_locator(f"{view} iframe")
-        assert frame.locator("path.gd-neighbour").count() == 20, view
-        assert frame.locator("path.gd-centre").count() >= 1, view
-        assert frame.locator("path.gd-main-centre").count() == 1, view
+        expect(frame.locator("path.gd-neighbour")).to_have_count(20)
+        expect(frame.locator("path.gd-centre").first).to_be_attached()
+        expect(frame.locator("path.gd-main-centre")).to_have_count(1)
     # Final point with its uncertainty circle, and the truth.
     result_frame = page.frame_locator("#result-map iframe")
-    assert result_frame.locator("path.gd-prediction").count() == 1
-    assert result_frame.locator("path.gd-uncertainty").count() == 1
-    assert result_frame.locator("path.gd-truth").count() == 1
+    expect(result_frame.locator("path.gd-prediction")).to_have_count(1)
+    expect(result_frame.locator("path.gd-uncertainty")).to_have_count(1)
+    expect(result_frame.locator("path.gd-truth")).to_have_count(1)
     # The map works offline: country outlines are drawn from the bundled Natural Earth file.
-    assert result_frame.locator(".leaflet-outlines-pane path").count() > 100
+    expect(result_frame.locator(".leaflet-outlines-pane path").nth(100)).to_be_attached()  # > 100 outlines
 
     error_line = page.locator("#error-line").inner_text()
     assert re.search(r"Error [\d,]+(\.\d)? km", error_line), error_line

@@ -195,9 +195,18 @@ def test_maps_are_offline_and_mark_every_point(tmp_path):
 
 def test_map_iframe_escapes_the_document():
     snippet = map_iframe(result_map(paris_result()), height=300, title="final")
-    assert snippet.startswith("<iframe") and 'srcdoc="' in snippet and "height:300px" in snippet
+    assert "<iframe" in snippet and 'srcdoc="' in snippet and "height:300px" in snippet
     assert "<script" not in snippet  # escaped inside the attribute
     assert "&lt;script" in snippet
+
+
+def test_a_changed_map_is_a_new_element():
+    """Gradio patches same-tag HTML in place; a new map must come in an element with another tag."""
+    tag = re.compile(r"^<(gd-map-[0-9a-f]+)[ >]")
+    final = map_iframe(result_map(paris_result()), height=300, title="final")
+    partial = map_iframe(result_map(paris_result(), show_prediction=False), height=300, title="final")
+    assert tag.match(final).group(1) != tag.match(partial).group(1)
+    assert final.endswith(f"</{tag.match(final).group(1)}>")
 
 
 def test_country_outlines_asset_is_small_and_complete():

@@ -8,6 +8,7 @@ tiles cover them, offline the tiles fail and the outlines remain, so the map is 
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 from functools import lru_cache
@@ -180,8 +181,14 @@ def map_document(m: folium.Map) -> str:
 def map_iframe(m: folium.Map, height: int = 420, title: str = "map", elem_class: str = "gd-map") -> str:
     """The map as an ``<iframe srcdoc=...>`` snippet for ``gr.HTML`` (scripts run inside the frame)."""
     doc = html.escape(map_document(m), quote=True)
+    # Gradio patches a changed gr.HTML in place, attribute by attribute, unless an element's tag
+    # changes; a srcdoc swapped on a live iframe can keep showing the previous map. Wrapping the frame
+    # in a custom element whose tag is keyed by the content makes every new map a new element.
+    tag = f"gd-map-{hashlib.sha1(doc.encode()).hexdigest()[:12]}"
     return (
+        f'<{tag} style="display:block">'
         f'<iframe class="{html.escape(elem_class)}" title="{html.escape(title)}" srcdoc="{doc}" '
         f'style="width:100%;height:{int(height)}px;border:0;border-radius:6px" '
         'sandbox="allow-scripts allow-popups" loading="eager"></iframe>'
+        f"</{tag}>"
     )
