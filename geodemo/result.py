@@ -20,6 +20,7 @@ __all__ = [
     "SegmentationResult",
     "LMMRecord",
     "ClueReport",
+    "RetrievalMatch",
     "LocationResult",
     "to_jsonable",
 ]
@@ -161,6 +162,22 @@ class ClueReport(_JsonMixin):
 
 
 @dataclass
+class RetrievalMatch(_JsonMixin):
+    """The re-ranked top-1 gallery photo and whether it is a reciprocal neighbour of the query
+    (``reciprocal_rank < k``: the query would be among that photo's own k nearest gallery photos)."""
+
+    neighbour: int  # index into LocationResult.neighbours
+    id: str
+    similarity: float  # the query's multi-view similarity to it
+    reciprocal_rank: int
+    k: int
+
+    @property
+    def accepted(self) -> bool:
+        return self.reciprocal_rank < self.k
+
+
+@dataclass
 class LocationResult(_JsonMixin):
     """Everything ``GeoLocator.locate`` found for one photo, stage by stage."""
 
@@ -181,6 +198,7 @@ class LocationResult(_JsonMixin):
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     errors: dict[str, str] = field(default_factory=dict)  # stage -> message of a failed stage
     exif_gps: tuple[float, float] | None = None
+    match: RetrievalMatch | None = None  # multi-view re-ranking's top-1 and its reciprocity
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)

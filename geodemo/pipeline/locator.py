@@ -1,4 +1,4 @@
-"""``GeoLocator``: photo -> encoders -> retrieval -> clustering/re-ranking -> LMM -> verification.
+"""``GeoLocator``: photo -> encoders -> retrieval -> re-ranking/clustering -> LMM -> verification.
 
 >>> from geodemo.pipeline import GeoLocator
 >>> locator = GeoLocator.from_preset("offline")
@@ -26,7 +26,7 @@ import numpy as np
 
 from geodemo.geo import haversine_km
 from geodemo.pipeline.presets import load_preset
-from geodemo.result import Candidate, LocationResult, Neighbour
+from geodemo.result import Candidate, LocationResult, Neighbour, RetrievalMatch
 from geodemo.retrieval.database import IndexConfig, RetrievalDatabase
 from geodemo.retrieval.geocode import reverse_geocode
 from geodemo.retrieval.rerank import cluster_neighbours, retrieval_order
@@ -82,6 +82,7 @@ class _State:
         )
         self.image: Any = None
         self.embedding: np.ndarray | None = None
+        self.views: np.ndarray | None = None  # (V, D) multi-view query embeddings
         self.dissimilar: list[Neighbour] = []
         self.verification: Verification | None = None
 
@@ -196,6 +197,21 @@ class GeoLocator:
 
         return self._optional("aligner", build)
 
+    def view_bank(self) -> Any:
+        """The gallery's multi-view embeddings (``multiview`` section), or None when disabled or unavailable."""
+        cfg = self._section("multiview")
+        if not cfg.get("enabled"):
+            return None
+        from geodemo.retrieval.multiview import ViewBank
+
+        def build() -> Any:
+            meta = self.gallery.meta
+            paths = meta.image_paths or [None] * len(meta)
+            return ViewBank.build(self.encoder, paths, meta.ids, meta.groups or [None] * len(meta),
+                                  crop=float(cfg.get("crop", 0.6)), progress=self._section("gallery").get("progress", True))
+
+        return self._optional("multiview", build)
+
     def _gps_gallery(self) -> RetrievalDatabase | None:
         if not self._section("gps_gallery").get("enabled") or self.aligner is None:
             return None
@@ -249,8 +265,12 @@ class GeoLocator:
         if options.lmm_samples is not None:
             lmm["samples"] = int(options.lmm_samples)
         use_lmm = bool(lmm.get("enabled", False)) if options.use_lmm is None else bool(options.use_lmm)
+        mv = self._section("multiview")
         return {
             "top_k": int(options.top_k if options.top_k is not None else ret.get("top_k", 20)),
+            "multiview": bool(mv.get("enabled", False)),
+            "shortlist": int(mv.get("shortlist", 100)),
+            "reciprocal_k": int(mv.get("reciprocal_k", 0)),
             "k_dissimilar": int(ret.get("k_dissimilar", 0)),
             "eps_km": float(options.eps_km if options.eps_km is not None else rr.get("eps_km", 50.0)),
             "min_samples": int(options.min_samples if options.min_samples is not None else rr.get("min_samples", 2)),
@@ -277,15 +297,26 @@ class GeoLocator:
         except Exception as exc:  # noqa: BLE001 - optional stage
             st.result.errors["segmentation"] = _err(exc)
 
-    def _stage_encode(self, st: _State, embedding: np.ndarray | None = None) -> None:
+    def _stage_encode(
+        self, st: _State, s: dict[str, Any], embedding: np.ndarray | None = None, views: np.ndarray | None = None
+    ) -> None:
+        if s["multiview"] and views is None and self.view_bank() is not None:
+            from geodemo.retrieval.multiview import query_views
+
+            views = self.encoder.encode_images(query_views(st.image, float(self._section("multiview").get("crop", 0.6))))
+        if views is not None:
+            st.views = np.asarray(views, dtype=np.float32)
+            if embedding is None:
+                embedding = st.views[0]  # the whole-photo view is the global embedding
         if embedding is None:
             embedding = self.encoder.encode_images([st.image])[0]
         st.embedding = np.asarray(embedding, dtype=np.float32)
 
     def _stage_retrieval(self, st: _State, options: LocateOptions, s: dict[str, Any]) -> None:
         db = self.gallery
+        k = max(s["top_k"], s["shortlist"]) if st.views is not None else s["top_k"]
         hit = db.search(
-            st.embedding[None, :], k=s["top_k"], k_dissimilar=s["k_dissimilar"],
+            st.embedding[None, :], k=k, k_dissimilar=s["k_dissimilar"],
             encoder_name=self.config["encoder"],
             exclude_ids=set(options.exclude_ids), exclude_groups=set(options.exclude_groups),
         )[0]
@@ -295,7 +326,34 @@ class GeoLocator:
             top = st.result.neighbours[0]
             st.result.lat, st.result.lon = top.lat, top.lon  # provisional answer: retrieval top-1
 
-    def _stage_rerank(self, st: _State, s: dict[str, Any]) -> None:
+    def _multiview_rerank(self, st: _State, options: LocateOptions, s: dict[str, Any]) -> None:
+        """Re-score the shortlist with the multi-view similarity, keep the top ``top_k``, and test
+        whether the new top-1 is a reciprocal neighbour (``geodemo.retrieval.multiview``)."""
+        from geodemo.retrieval.multiview import multiview_similarities, reciprocal_rank
+
+        bank, nb = self.view_bank(), st.result.neighbours
+        rows = [bank.row_of(n.id) for n in nb]
+        usable = [i for i, r in enumerate(rows) if r is not None and bank.valid[r]]
+        sims = np.array([n.similarity for n in nb], dtype=np.float64)
+        if usable:
+            sims[usable] = multiview_similarities(st.views, bank.embeddings[[rows[i] for i in usable]])
+        order = np.argsort(-sims, kind="stable")[: s["top_k"]]
+        st.result.neighbours = [replace(nb[i], similarity=float(sims[i])) for i in order]
+        top, row = st.result.neighbours[0], rows[int(order[0])]
+        if s["reciprocal_k"] > 0 and row is not None:
+            keep = bank.keep_mask(set(options.exclude_ids), set(options.exclude_groups))
+            rank = reciprocal_rank(bank, row, top.similarity, keep)
+            st.result.match = RetrievalMatch(0, top.id, top.similarity, rank, s["reciprocal_k"])
+
+    def _stage_rerank(self, st: _State, options: LocateOptions, s: dict[str, Any]) -> None:
+        if st.views is not None and st.result.neighbours:
+            try:
+                self._multiview_rerank(st, options, s)
+            except Exception as exc:  # noqa: BLE001 - keep the global-descriptor order
+                st.result.errors["multiview"] = _err(exc)
+                st.result.neighbours = st.result.neighbours[: s["top_k"]]
+        elif s["multiview"] and "multiview" in self._failures:
+            st.result.errors["multiview"] = self._failures["multiview"]
         nb = st.result.neighbours
         if not nb:
             return
@@ -436,6 +494,8 @@ class GeoLocator:
                               confidence=softmax_confidence(fs, b, 1.0))
             except Exception as exc:  # noqa: BLE001 - keep the aligner's verification
                 st.result.errors["fusion"] = _err(exc)
+        for c, sc in zip(cands, ver.scores, strict=True):
+            c.details["verifier_score"] = float(sc)  # before the clue prior and the match acceptance
         scores = ver.scores
         cfg = self._section("clues")
         if cfg.get("apply_prior") and st.result.clues is not None:
@@ -443,6 +503,8 @@ class GeoLocator:
                 from geodemo.clues import clue_prior
 
                 prior = clue_prior(st.result.clues, coords)
+                for c, p in zip(cands, prior, strict=True):
+                    c.details["clue_prior"] = float(p)
                 scores = scores - scores.min() + 1e-6 if scores.min() <= 0 else scores
                 scores = scores * prior
                 best = int(np.argmax(scores))
@@ -451,6 +513,14 @@ class GeoLocator:
                 st.result.errors["clues"] = _err(exc)
         for c, sc in zip(cands, ver.scores, strict=True):
             c.score = float(sc)
+        match = st.result.match
+        if match is not None and match.accepted:  # a reciprocal neighbour: trust the photo match
+            i = next((i for i, c in enumerate(cands) if c.source == "retrieval" and c.details.get("id") == match.id), None)
+            if i is not None:
+                from geodemo.retrieval.verify import softmax_confidence
+
+                ver = replace(ver, verifier=f"reciprocal-match(k={match.k})", best=i,
+                              confidence=softmax_confidence(ver.scores, i, 1.0))
         best = cands[ver.best]
         st.verification = ver
         st.result.lat, st.result.lon = best.lat, best.lon
@@ -483,13 +553,14 @@ class GeoLocator:
             except Exception:  # noqa: BLE001 - reported by the segmentation stage
                 pass
         _ = self.aligner
+        self.view_bank()
         self._gps_gallery()
         self._text_gallery()
         return self
 
     def iter_locate(
         self, image: Any, options: LocateOptions | None = None, *, _embedding: np.ndarray | None = None,
-        _display: bool = True,
+        _views: np.ndarray | None = None, _display: bool = True,
     ) -> Iterator[tuple[str, LocationResult]]:
         """Run the pipeline, yielding ``(stage_name, partial LocationResult)`` after each stage.
 
@@ -511,11 +582,11 @@ class GeoLocator:
         if _display or s["use_lmm"]:
             timed("segmentation", self._stage_segmentation, st)
             yield "segmentation", st.result
-        timed("encode", self._stage_encode, st, _embedding)
+        timed("encode", self._stage_encode, st, s, _embedding, _views)
         yield "encode", st.result
         timed("retrieval", self._stage_retrieval, st, options, s)
         yield "retrieval", st.result
-        timed("rerank", self._stage_rerank, st, s)
+        timed("rerank", self._stage_rerank, st, options, s)
         yield "rerank", st.result
         if _display or s["use_lmm"] or self._section("clues").get("apply_prior"):
             timed("clues", self._stage_clues, st)
@@ -535,13 +606,13 @@ class GeoLocator:
         return result
 
     def locate_query(self, query: Any, options: LocateOptions | None = None, display: bool = False,
-                     embedding: np.ndarray | None = None) -> LocationResult:
+                     embedding: np.ndarray | None = None, views: np.ndarray | None = None) -> LocationResult:
         """Locate a :class:`geodemo.eval.QueryPhoto`, leaving its own photo and photographer out."""
         opts = replace(options or LocateOptions())
         opts.exclude_ids = set(opts.exclude_ids) | {str(query.id)}
         if query.group:
             opts.exclude_groups = set(opts.exclude_groups) | {str(query.group)}
-        *_, (_, result) = self.iter_locate(query.image, opts, _embedding=embedding, _display=display)
+        *_, (_, result) = self.iter_locate(query.image, opts, _embedding=embedding, _views=views, _display=display)
         return result
 
     def predict(self, batch: list[Any]) -> np.ndarray:

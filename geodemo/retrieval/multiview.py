@@ -1,0 +1,145 @@
+"""Multi-view re-ranking and reciprocal-neighbour matching for small image galleries.
+
+A global descriptor of the whole frame misses a place that fills only part of it, or that was
+shot mirror-wise. Two classic retrieval techniques correct this after the FAISS shortlist:
+
+* **multi-view query** - the query is embedded as seven views (whole, mirrored, four corner crops
+  and a centre crop, each ``crop`` of the side); a gallery photo's score is the best cosine between
+  any query view and the gallery photo's whole or mirrored view (``GALLERY_VIEWS``);
+* **reciprocal neighbours** (Qin et al., CVPR 2011) - the re-ranked top-1 gallery photo ``b`` is a
+  trusted match when the query would rank among ``b``'s own ``k`` nearest gallery photos: its
+  similarity to ``b`` beats all but ``k - 1`` of the similarities of ``b``'s views to the rest of
+  the gallery (``b``'s photographer and everything the query excludes left out).
+
+:class:`ViewBank` holds the seven view embeddings of every gallery photo, cached on disk per
+(encoder, gallery) under ``cache_dir("views")``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from geodemo.paths import cache_dir
+
+__all__ = [
+    "VIEW_NAMES",
+    "GALLERY_VIEWS",
+    "query_views",
+    "ViewBank",
+    "multiview_similarities",
+    "reciprocal_rank",
+]
+
+VIEW_NAMES = ("whole", "mirrored", "top-left", "top-right", "bottom-left", "bottom-right", "centre")
+GALLERY_VIEWS = (0, 1)  # a gallery photo is compared whole and mirrored
+
+
+def query_views(image: Image.Image, crop: float = 0.6) -> list[Image.Image]:
+    """The seven views of ``image`` named in ``VIEW_NAMES`` (crops keep ``crop`` of each side)."""
+    if not 0.0 < crop <= 1.0:
+        raise ValueError(f"crop must be in (0, 1], got {crop}")
+    image = image.convert("RGB")
+    w, h = image.size
+    cw, ch = max(1, int(w * crop)), max(1, int(h * crop))
+    corners = [(0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch), ((w - cw) // 2, (h - ch) // 2)]
+    return [image, ImageOps.mirror(image)] + [image.crop((x, y, x + cw, y + ch)) for x, y in corners]
+
+
+def multiview_similarities(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """``(K,)`` best cosine between any of the query's views ``(Vq, D)`` and the ``GALLERY_VIEWS``
+    of each gallery photo ``(K, V, D)`` (unit rows; zero rows never win)."""
+    q = np.asarray(query, dtype=np.float32).reshape(-1, query.shape[-1])
+    g = np.asarray(gallery, dtype=np.float32)[:, list(GALLERY_VIEWS), :]
+    return np.einsum("qd,kvd->kqv", q, g).reshape(len(g), -1).max(1)
+
+
+@dataclass
+class ViewBank:
+    """View embeddings ``(N, len(VIEW_NAMES), D)`` of a gallery's photos, rows aligned with it;
+    ``valid[i]`` is False where the photo could not be read (its rows are zero)."""
+
+    encoder_name: str
+    embeddings: np.ndarray
+    valid: np.ndarray
+    groups: list[str | None]
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def row_of(self, photo_id: str) -> int | None:
+        """Row of a gallery photo id (None when it is not in the bank)."""
+        if not hasattr(self, "_rows"):
+            self._rows = {pid: i for i, pid in enumerate(self.ids)}
+        return self._rows.get(photo_id)
+
+    @classmethod
+    def build(
+        cls, encoder: Any, image_paths: Sequence[str | None], ids: Sequence[str],
+        groups: Sequence[str | None], crop: float = 0.6, progress: bool = True, use_cache: bool = True,
+    ) -> ViewBank:
+        """Embed the views of every gallery photo (cached by encoder, ids, paths and crop)."""
+        from tqdm.auto import tqdm
+
+        from geodemo.imageio import load_image
+
+        name = getattr(encoder, "name", type(encoder).__name__)
+        key = hashlib.sha1(repr((name, crop, list(ids), [str(p) for p in image_paths])).encode()).hexdigest()[:12]
+        path = cache_dir("views") / f"{Path(str(name)).name}-{key}.npz"
+        if use_cache and path.is_file():
+            try:
+                z = np.load(path)
+                return cls(str(name), z["embeddings"], z["valid"], list(groups), list(ids))
+            except Exception:  # noqa: BLE001 - a broken cache is rebuilt, never trusted
+                pass
+        dim = int(getattr(encoder, "embed_dim", 0)) or None
+        out: np.ndarray | None = None
+        valid = np.zeros(len(ids), dtype=bool)
+        for i, p in enumerate(tqdm(image_paths, desc=f"gallery views ({name})", unit="photo", disable=not progress)):
+            try:
+                views = encoder.encode_images(query_views(load_image(p), crop), batch_size=len(VIEW_NAMES))
+            except Exception:  # noqa: BLE001 - unreadable or missing photo: zero rows
+                continue
+            if out is None:
+                out = np.zeros((len(ids), len(VIEW_NAMES), dim or views.shape[1]), dtype=np.float32)
+            out[i], valid[i] = views, True
+        if out is None:
+            raise FileNotFoundError(f"none of the {len(ids)} gallery photos could be read for multi-view re-ranking")
+        bank = cls(str(name), out, valid, list(groups), list(ids))
+        if use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, embeddings=out, valid=valid)
+            tmp.replace(path)
+        return bank
+
+    def keep_mask(self, exclude_ids: set[str] = frozenset(), exclude_groups: set[str] = frozenset()) -> np.ndarray:
+        """``(N,)`` True for gallery photos a query with these exclusions may use."""
+        keep = self.valid.copy()
+        if exclude_ids or exclude_groups:
+            for i, (pid, grp) in enumerate(zip(self.ids, self.groups, strict=True)):
+                if pid in exclude_ids or (grp is not None and grp in exclude_groups):
+                    keep[i] = False
+        return keep
+
+
+def reciprocal_rank(bank: ViewBank, b: int, similarity: float, keep: np.ndarray) -> int:
+    """How many gallery photos ``b`` is more similar to than to the query (0 = the query would be
+    ``b``'s nearest neighbour). ``similarity`` is the query's multi-view similarity to ``b``;
+    ``keep`` masks the photos the query may use; ``b`` itself and its photographer are left out."""
+    mask = keep.copy()
+    mask[b] = False
+    if bank.groups[b] is not None:
+        mask &= np.array([g != bank.groups[b] for g in bank.groups])
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return 0
+    sims = multiview_similarities(bank.embeddings[b], bank.embeddings[idx])
+    return int((sims > similarity).sum())
