@@ -4,9 +4,15 @@
     python scripts/ablate.py --benchmark im2gps3k-dev --preset offline
 
 Every photo of the benchmark is located once with the preset (its own photo and every photo by the
-same photographer are excluded from the gallery); the per-photo results are stored as JSON lines in
+same photographer are excluded from the gallery; the learned verifier that scores it was trained
+without its photographer, ``--cross-fit``); the per-photo results are stored as JSON lines in
 ``--out``. Each table row is a named function over those stored results, so adding a row is adding
 a function to ``ROWS`` and re-running with ``--reuse`` (no photo is located again).
+
+Two more tables follow: the log-linear fusion of all evidence with weights fitted by grouped
+cross-validation over photographers (``--fusion``, the default; ``--save-weights offline`` also fits
+the weights on every dev photo and saves them with the preset), and the LMM stage on the first
+``--lmm-subset`` photos.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ class Context:
     """What row functions may use besides the stored records."""
 
     benchmark: str
-    locator: object | None  # the GeoLocator (None with --reuse when it is not needed)
-    gallery_meta: object | None
+    locator: object  # the GeoLocator
+    gallery_meta: object
+    dataset: object
 
 
 RowFn = Callable[[list[dict], Context], np.ndarray]
@@ -60,8 +67,55 @@ def row_density_prior(records: list[dict], ctx: Context) -> np.ndarray:
 
 
 def row_retrieval_top1(records: list[dict], ctx: Context) -> np.ndarray:
+    """The gallery's nearest photo by the global descriptor (FAISS, before any re-ranking)."""
+    from geodemo.models.features import image_features
+
+    db = ctx.locator.gallery
+    feats = image_features(ctx.locator.config["encoder"], ctx.dataset, progress=False)
+    row = {sid: i for i, sid in enumerate(feats.ids)}
+    x = np.stack([feats.embeddings[row[r["id"]]] for r in records]).astype(np.float32)
+    hits = db.search(x, k=1, exclude_ids=[{r["id"]} for r in records],
+                     exclude_groups=[{r["group"]} if r["group"] else set() for r in records])
+    out = np.full((len(records), 2), np.nan)
+    for i, h in enumerate(hits):
+        if len(h.indices):
+            out[i] = db.meta.coords[h.indices[0]]
+    return out
+
+
+def row_multiview_top1(records: list[dict], ctx: Context) -> np.ndarray:
+    """The top-1 after multi-view re-ranking of the shortlist."""
     return _coords(records, lambda r: (r["result"]["neighbours"][0]["lat"], r["result"]["neighbours"][0]["lon"])
                    if r["result"]["neighbours"] else None)
+
+
+def _best_candidate(records: list[dict], key: str, sources: tuple[str, ...] | None) -> np.ndarray:
+    def pick(r: dict):
+        cands = [c for c in r["result"]["candidates"]
+                 if (sources is None or c["source"] in sources) and not c["source"].startswith("lmm:")]
+        vals = [c["details"].get(key, c["score"]) if key != "score" else c["score"] for c in cands]
+        ok = [(v, c) for v, c in zip(vals, cands, strict=True) if v is not None]
+        if not ok:
+            return None
+        best = max(ok, key=lambda vc: vc[0])[1]  # first of ties
+        return best["lat"], best["lon"]
+
+    return _coords(records, pick)
+
+
+def row_verifier_retrieval(records: list[dict], ctx: Context) -> np.ndarray:
+    """The learned verifier's best among the cluster centre and the retrieved photos."""
+    return _best_candidate(records, "verifier_score", ("cluster-centre", "retrieval"))
+
+
+def row_verifier_gps(records: list[dict], ctx: Context) -> np.ndarray:
+    """The learned verifier's best once GPS-gallery points are candidates too."""
+    return _best_candidate(records, "verifier_score", None)
+
+
+def row_clue_prior(records: list[dict], ctx: Context) -> np.ndarray:
+    """Verifier scores re-weighted by the text-clue prior (no clue: no change)."""
+    return _best_candidate(records, "score", None)
 
 
 def row_reranked_top1(records: list[dict], ctx: Context) -> np.ndarray:
@@ -102,10 +156,14 @@ def row_oracle(records: list[dict], ctx: Context) -> np.ndarray:
 
 ROWS: list[tuple[str, RowFn]] = [
     ("density prior", row_density_prior),
-    ("retrieval top-1", row_retrieval_top1),
-    ("+ re-ranking (DBSCAN, nearest to main centre)", row_reranked_top1),
-    ("+ re-ranking: main cluster centre", row_cluster_centre),
-    ("+ verification (final answer)", row_verified),
+    ("retrieval top-1 (global descriptor)", row_retrieval_top1),
+    ("+ re-ranking: multi-view query, top-1", row_multiview_top1),
+    ("+ DBSCAN clustering, nearest to main centre", row_reranked_top1),
+    ("+ DBSCAN clustering, main cluster centre", row_cluster_centre),
+    ("+ learned verifier (fold-held-out) over retrieval candidates", row_verifier_retrieval),
+    ("+ GPS-gallery candidates", row_verifier_gps),
+    ("+ text clues (clue prior)", row_clue_prior),
+    ("+ reciprocal-match acceptance = full pipeline (final answer)", row_verified),
     ("oracle best-of-candidates", row_oracle),
 ]
 
@@ -158,7 +216,10 @@ def run_photos(
                 if use is None:
                     continue
             q = QueryPhoto(s.id, dataset.open_image(s), s.group)
-            result = use.locate_query(q, options, embedding=feats.embeddings[i])
+            bank = use.view_bank()  # the benchmark's photos are in the gallery: reuse their views
+            row = bank.row_of(s.id) if bank is not None else None
+            views = bank.embeddings[row] if row is not None and bank.valid[row] else None
+            result = use.locate_query(q, options, embedding=feats.embeddings[i], views=views)
             rec = {"id": s.id, "group": s.group, "lat": s.lat, "lon": s.lon, "result": result.to_dict()}
             fh.write(json.dumps(rec) + "\n")
             records.append(rec)
@@ -209,6 +270,42 @@ def table(rows: dict[str, dict], n_photos: int, benchmark: str, preset: str) -> 
     return "\n".join(lines)
 
 
+def fusion_report(dataset, args: argparse.Namespace, pattern: str) -> tuple[str, dict[str, dict]]:
+    """The fusion rows (``geodemo.scoring.ablation``) as a table, and their metrics."""
+    import re
+
+    from geodemo.scoring.ablation import baseline_rows, collect, fit_all, rows
+    from geodemo.scoring.fusion import WEIGHTS_DIR
+
+    folds = re.fullmatch(r".*fold\{\}of(\d+)", pattern or "")
+    if folds is None:
+        return "fusion rows skipped: they need fold verifiers (--cross-fit)", {}
+    num_folds = int(folds.group(1))
+    t0 = time.perf_counter()
+    photos, timings = collect(dataset, num_folds, use_clues=True)
+    preds, fitted = rows(photos, tau_km=args.tau_km)
+    from geodemo.pipeline.presets import load_preset
+
+    preds = {**baseline_rows(photos, load_preset("offline")["gallery"]["datasets"]), **preds}
+    truth = np.stack([p.truth for p in photos])
+    metrics = {name: accuracy_table(pred, truth) for name, pred in preds.items()}
+    text = table(metrics, len(photos), args.benchmark, f"{args.preset}, log-linear fusion, {num_folds} photographer folds")
+    n_clues = sum(1 for p in photos if p.clue_summary)
+    text += (f"\n\nphotos with a text clue: {n_clues}; seconds: "
+             + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if k != "clue_reports")
+             + f"; total {time.perf_counter() - t0:.0f}")
+    for w in fitted:
+        text += f"\nfold {w.meta['held_out_fold']} weights: " + ", ".join(
+            f"{n}={v:.3f}" for n, v in zip(w.features, w.weights, strict=True))
+    if args.save_weights:
+        w = fit_all(photos, tau_km=args.tau_km)
+        w.meta.update({"benchmark": args.benchmark, "verifiers": f"fold verifiers ({num_folds} folds) for features",
+                       "deploy_verifier": "offline-verifier"})
+        path = w.save(WEIGHTS_DIR / f"{args.save_weights}.json")
+        text += f"\nsaved {path}"
+    return text, metrics
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default="im2gps3k-dev")
@@ -221,9 +318,17 @@ def main(argv: list[str] | None = None) -> int:
         help="fold checkpoint pattern, e.g. offline-verifier-fold{}of3: each photo is verified by an aligner "
              "trained without its photographer. 'auto': <aligner>-fold{}of3 when present; 'none': the preset's "
              "aligner as is (only honest if it never saw the benchmark's photos)")
-    parser.add_argument("--lmm-subset", type=int, default=0, metavar="N",
-                        help="also locate the first N photos with the LMM stage on and add the + LMM rows")
+    parser.add_argument("--lmm-subset", type=int, default=50, metavar="N",
+                        help="also locate the first N photos with the LMM stage on and add the + LMM rows (0: skip)")
+    parser.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the log-linear fusion rows (weights cross-validated over photographer folds)")
+    parser.add_argument("--save-weights", metavar="NAME",
+                        help="fit the fusion weights on every photo and save geodemo/scoring/weights/NAME.json "
+                             "(dev split only)")
+    parser.add_argument("--tau-km", type=float, default=3000.0, help="fusion target width (see fit_fusion)")
     args = parser.parse_args(argv)
+    if args.save_weights and args.benchmark != "im2gps3k-dev":
+        parser.error("fusion weights are fitted on the dev split only (im2gps3k-dev)")
 
     from geodemo.data import load_benchmark
     from geodemo.pipeline import GeoLocator
@@ -249,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         records = run_photos(dataset, locator, results_file, args.limit, by_group=by_group)
     elapsed = time.perf_counter() - t0
-    ctx = Context(args.benchmark, locator, locator.gallery.meta)
+    ctx = Context(args.benchmark, locator, locator.gallery.meta, dataset)
     truth = np.array([[r["lat"], r["lon"]] for r in records])
     rows = {name: accuracy_table(fn(records, ctx), truth) for name, fn in ROWS}
     verifiers = sorted({r["result"]["verifier"] for r in records})
@@ -281,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n\n" + table(sub_rows, len(lmm_records), args.benchmark, args.preset + " + LMM")
         text += f"\n\n{lmm_summary(plain, lmm_records)}; {lmm_elapsed:.0f} s for the LMM photos"
         rows.update({f"lmm subset: {k}": v for k, v in sub_rows.items()})
+    if args.fusion or args.save_weights:
+        fusion_text, fusion_rows = fusion_report(dataset, args, pattern)
+        text += "\n\n" + fusion_text
+        rows.update({f"fusion: {k}": v for k, v in fusion_rows.items()})
     print(text)
     (out / "table.md").write_text(text + "\n")
     (out / "metrics.json").write_text(json.dumps(rows, indent=2))

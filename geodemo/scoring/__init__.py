@@ -5,7 +5,7 @@
     best = cs.coords[np.argmax(weights.score(cs.features))]
 
 Features and the rule are documented in ``geodemo.scoring.features`` and ``geodemo.scoring.fusion``;
-``python -m geodemo.scoring.ablation`` fits the weights by photographer-grouped cross-validation.
+``scripts/ablate.py --save-weights offline`` fits the weights by photographer-grouped cross-validation.
 """
 
 from geodemo.scoring.evidence import CandidateSet, gather_candidates

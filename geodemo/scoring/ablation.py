@@ -1,6 +1,7 @@
-"""Stage-by-stage ablation of the offline pipeline's late stages, leave-one-photographer-out.
+"""Evidence for the fusion rows of the ablation, leave-one-photographer-out.
 
-    python -m geodemo.scoring.ablation --benchmark im2gps3k-dev --folds 5 --save-weights offline
+``scripts/ablate.py`` (``--fusion``, the default) calls :func:`collect` and :func:`rows`; with
+``--save-weights offline`` it also fits the weights the preset can ship (:func:`fit_all`).
 
 For each photo: the ``offline`` preset's retrieval and re-ranking with its own photo and its
 photographer excluded from the gallery; a learned verifier trained WITHOUT its photographer's fold
@@ -12,11 +13,8 @@ matches ``scripts/ablate.py``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +24,8 @@ from geodemo.scoring.evidence import CandidateSet, gather_candidates
 from geodemo.scoring.features import FEATURES
 from geodemo.scoring.fusion import FusionWeights, cross_validated_choices, fit_fusion, group_folds
 
-__all__ = ["PhotoEvidence", "fold_verifier_name", "fold_verifier_command", "collect", "rows", "main"]
+__all__ = ["PhotoEvidence", "fold_verifier_name", "fold_verifier_command", "collect", "rows", "fit_all",
+           "baseline_rows"]
 
 
 def fold_verifier_name(fold: int, num_folds: int) -> str:
@@ -66,13 +65,16 @@ def _locate_all(dataset: Any, progress: bool, limit: int | None) -> tuple[list[d
         verifier={"order": ["support"], "aligner": None}, lmm={"enabled": False},
     )
     feats = image_features(locator.config["encoder"], dataset, progress=progress)
+    bank = locator.view_bank()  # multi-view re-ranking: the benchmark's photos are in the gallery
     records = []
     samples = dataset.samples[:limit] if limit else dataset.samples
     for i, s in enumerate(tqdm(samples, desc="retrieval (LOPO)", disable=not progress)):
         if not feats.valid[i]:
             continue
         q = QueryPhoto(s.id, s.image_path, s.group)  # the locator decodes it (cheap next to OCR)
-        r = locator.locate_query(q, embedding=feats.embeddings[i])
+        row = bank.row_of(s.id) if bank is not None else None
+        views = bank.embeddings[row] if row is not None and bank.valid[row] else None
+        r = locator.locate_query(q, embedding=feats.embeddings[i], views=views)
         records.append({"id": s.id, "group": s.group, "lat": s.lat, "lon": s.lon, "index": i,
                         "result": r.to_dict()})
     return records, feats, locator
@@ -236,65 +238,3 @@ def fit_all(photos: list[PhotoEvidence], **fit_kwargs: Any) -> FusionWeights:
     xs = [p.full.features for p in photos]
     ds = [_distances(p.full, p.truth) for p in photos]
     return fit_fusion(xs, ds, list(FEATURES), **fit_kwargs)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import geodemo  # noqa: F401 - torchvision guard
-    from geodemo.data import load_benchmark
-    from geodemo.eval import accuracy_table
-    from geodemo.eval.metrics import ACC_KEYS
-    from geodemo.scoring.fusion import WEIGHTS_DIR
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--benchmark", default="im2gps3k-dev")
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--clues", choices=["read", "cached", "off"], default="read",
-                    help="read every photo's text, use only cached reports, or skip clues")
-    ap.add_argument("--save-weights", metavar="NAME", help="fit on all photos and save geodemo/scoring/weights/NAME.json")
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--tau-km", type=float, default=3000.0, help="fusion target width (see fit_fusion)")
-    ap.add_argument("--l2", type=float, default=1e-2)
-    args = ap.parse_args(argv)
-    if args.benchmark != "im2gps3k-dev" and args.save_weights:
-        raise SystemExit("fusion weights are fitted on the dev split only (im2gps3k-dev)")
-
-    dataset = load_benchmark(args.benchmark)
-    t0 = time.perf_counter()
-    photos, timings = collect(dataset, args.folds, use_clues={"read": True, "cached": "cached", "off": False}[args.clues],
-                               limit=args.limit)
-    from geodemo.pipeline.presets import load_preset
-
-    preds, fitted = rows(photos, tau_km=args.tau_km, l2=args.l2)
-    preds = {**baseline_rows(photos, load_preset("offline")["gallery"]["datasets"]), **preds}
-    truth = np.stack([p.truth for p in photos])
-    table = {name: accuracy_table(pred, truth) for name, pred in preds.items()}
-    head = " | ".join(f"acc@{k.split('@')[1]} km" for k in ACC_KEYS)
-    lines = [f"Late-stage ablation on {args.benchmark} ({len(photos)} photos, {args.folds} photographer folds)", "",
-             f"| Stage | {head} | median km |", "|---|" + "---:|" * (len(ACC_KEYS) + 1)]
-    for name, m in table.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ACC_KEYS) + f" | {m['median_km']:.0f} |")
-    n_clues = sum(1 for p in photos if p.clue_summary)
-    lines.append("")
-    lines.append(f"photos with a text clue: {n_clues}; seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
-                 + f"; total {time.perf_counter() - t0:.0f}")
-    for w in fitted:
-        lines.append(f"fold {w.meta['held_out_fold']} weights: " + ", ".join(
-            f"{n}={v:.3f}" for n, v in zip(w.features, w.weights, strict=True)))
-    text = "\n".join(lines)
-    print(text)
-    out = args.out or Path("runs") / f"ablate-late-{args.benchmark}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(text + "\n")
-    (out / "metrics.json").write_text(json.dumps(table, indent=2))
-    if args.save_weights:
-        w = fit_all(photos, tau_km=args.tau_km, l2=args.l2)
-        w.meta.update({"benchmark": args.benchmark, "verifiers": f"fold verifiers ({args.folds} folds) for features",
-                       "deploy_verifier": "offline-verifier"})
-        path = w.save(WEIGHTS_DIR / f"{args.save_weights}.json")
-        print(f"saved {path}: " + ", ".join(f"{n}={v:.3f}" for n, v in zip(w.features, w.weights, strict=True)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

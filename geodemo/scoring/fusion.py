@@ -80,7 +80,7 @@ def load_weights(name_or_path: str | Path) -> FusionWeights:
     if not path.is_file():
         raise MissingResourceError(
             f"fusion weights {str(name_or_path)!r} not found at {path}; fit them with "
-            "`python -m geodemo.scoring.ablation --benchmark im2gps3k-dev --save-weights offline`"
+            "`python scripts/ablate.py --benchmark im2gps3k-dev --save-weights offline`"
         )
     return FusionWeights.from_dict(json.loads(path.read_text()))
 
