@@ -326,11 +326,24 @@ def prediction_markdown(result: LocationResult) -> str:
         return "### ❓ No location could be predicted\nSee the stages that failed below."
     place = result.place or _place_of(result.lat, result.lon) or "unknown place"
     radius = f"±{result.uncertainty_km:,.0f} km" if math.isfinite(result.uncertainty_km) else "unknown"
-    return (
+    text = (
         f"### 📍 {place}\n"
         f"**{result.lat:.4f}, {result.lon:.4f}** · confidence {result.confidence:.2f} · "
         f"uncertainty {radius} · chosen by `{result.verifier}` · preset `{result.preset}`"
     )
+    return text + match_markdown(result)
+
+
+def match_markdown(result: LocationResult) -> str:
+    """One line on the re-ranked top photo match and whether it was trusted (reciprocal neighbour)."""
+    m = result.match
+    if m is None:
+        return ""
+    verdict = (f"a reciprocal neighbour (the photo would be among its {m.k} nearest gallery photos): "
+               "its place was taken" if m.accepted else
+               f"not a reciprocal neighbour ({m.reciprocal_rank} gallery photos are closer to it): "
+               "the verifier decided")
+    return f"\n\nTop photo match `{m.id}` (similarity {m.similarity:.2f}) is {verdict}."
 
 
 def truth_markdown(result: LocationResult, truth: tuple[float, float] | None, source: str) -> tuple[str, str]:
