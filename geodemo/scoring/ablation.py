@@ -202,7 +202,7 @@ def baseline_rows(photos: list[PhotoEvidence], gallery_datasets: list[str]) -> d
             top1[i] = nb[0]["lat"], nb[0]["lon"]
             order = (p.result.get("clusters_after") or {}).get("order") or [0]
             reranked[i] = nb[order[0]]["lat"], nb[order[0]]["lon"]
-    return {"density prior (200 km, photographer left out)": prior, "retrieval top-1": top1,
+    return {"density prior (200 km, photographer left out)": prior, "retrieval top-1 (multi-view re-ranked)": top1,
             "+ re-ranking (DBSCAN 50 km, nearest to main centre)": reranked}
 
 
@@ -227,7 +227,7 @@ def rows(photos: list[PhotoEvidence], **fit_kwargs: Any) -> tuple[dict[str, np.n
     out["+ fusion: retrieval + support (50/750 km) + verifier (CV weights)"], _ = cv(base, ["retrieval", "support", "support_wide", "verifier"])
     out["+ GPS-gallery candidates (fusion + gallery posterior)"], _ = cv(
         full, ["retrieval", "support", "support_wide", "verifier", "gps_gallery", "gps_wide"])
-    out["+ text clues (full offline pipeline)"], fitted = cv(full, names)
+    out["+ text clues (all evidence fused)"], fitted = cv(full, names)
     oracle = [int(np.argmin(_distances(cs, p.truth))) if len(cs.coords) else 0 for cs, p in zip(full, photos, strict=True)]
     out["oracle best of these candidates (incl. GPS gallery)"] = _pick(photos, full, np.array(oracle))
     return out, fitted
