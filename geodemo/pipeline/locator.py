@@ -346,14 +346,16 @@ class GeoLocator:
             st.result.match = RetrievalMatch(0, top.id, top.similarity, rank, s["reciprocal_k"])
 
     def _stage_rerank(self, st: _State, options: LocateOptions, s: dict[str, Any]) -> None:
-        if st.views is not None and st.result.neighbours:
+        if st.views is not None and st.result.neighbours and self.view_bank() is not None:
             try:
                 self._multiview_rerank(st, options, s)
             except Exception as exc:  # noqa: BLE001 - keep the global-descriptor order
                 st.result.errors["multiview"] = _err(exc)
                 st.result.neighbours = st.result.neighbours[: s["top_k"]]
-        elif s["multiview"] and "multiview" in self._failures:
-            st.result.errors["multiview"] = self._failures["multiview"]
+        else:
+            if s["multiview"] and "multiview" in self._failures:
+                st.result.errors["multiview"] = self._failures["multiview"]
+            st.result.neighbours = st.result.neighbours[: s["top_k"]]
         nb = st.result.neighbours
         if not nb:
             return
