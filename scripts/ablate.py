@@ -217,8 +217,7 @@ def run_photos(
                     continue
             q = QueryPhoto(s.id, dataset.open_image(s), s.group)
             bank = use.view_bank()  # the benchmark's photos are in the gallery: reuse their views
-            row = bank.row_of(s.id) if bank is not None else None
-            views = bank.embeddings[row] if row is not None and bank.valid[row] else None
+            views = bank.views_of(s.id) if bank is not None else None
             result = use.locate_query(q, options, embedding=feats.embeddings[i], views=views)
             rec = {"id": s.id, "group": s.group, "lat": s.lat, "lon": s.lon, "result": result.to_dict()}
             fh.write(json.dumps(rec) + "\n")

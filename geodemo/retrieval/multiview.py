@@ -74,11 +74,20 @@ class ViewBank:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __post_init__(self) -> None:
+        self._rows = {pid: i for i, pid in enumerate(self.ids)}
+        self._ids = np.asarray(self.ids, dtype=object)
+        self._groups = np.asarray(self.groups, dtype=object)
+
     def row_of(self, photo_id: str) -> int | None:
         """Row of a gallery photo id (None when it is not in the bank)."""
-        if not hasattr(self, "_rows"):
-            self._rows = {pid: i for i, pid in enumerate(self.ids)}
         return self._rows.get(photo_id)
+
+    def views_of(self, photo_id: str) -> np.ndarray | None:
+        """``(V, D)`` view embeddings of a gallery photo, or None when it is absent or unreadable
+        (a benchmark photo that is also in the gallery need not be encoded again)."""
+        row = self.row_of(photo_id)
+        return self.embeddings[row] if row is not None and self.valid[row] else None
 
     @classmethod
     def build(
@@ -123,10 +132,10 @@ class ViewBank:
     def keep_mask(self, exclude_ids: set[str] = frozenset(), exclude_groups: set[str] = frozenset()) -> np.ndarray:
         """``(N,)`` True for gallery photos a query with these exclusions may use."""
         keep = self.valid.copy()
-        if exclude_ids or exclude_groups:
-            for i, (pid, grp) in enumerate(zip(self.ids, self.groups, strict=True)):
-                if pid in exclude_ids or (grp is not None and grp in exclude_groups):
-                    keep[i] = False
+        if exclude_ids:
+            keep &= ~np.isin(self._ids, list(exclude_ids))
+        if exclude_groups:
+            keep &= ~np.isin(self._groups, [g for g in exclude_groups if g is not None])
         return keep
 
 
@@ -137,7 +146,7 @@ def reciprocal_rank(bank: ViewBank, b: int, similarity: float, keep: np.ndarray)
     mask = keep.copy()
     mask[b] = False
     if bank.groups[b] is not None:
-        mask &= np.array([g != bank.groups[b] for g in bank.groups])
+        mask &= bank._groups != bank.groups[b]
     idx = np.flatnonzero(mask)
     if len(idx) == 0:
         return 0

@@ -72,8 +72,7 @@ def _locate_all(dataset: Any, progress: bool, limit: int | None) -> tuple[list[d
         if not feats.valid[i]:
             continue
         q = QueryPhoto(s.id, s.image_path, s.group)  # the locator decodes it (cheap next to OCR)
-        row = bank.row_of(s.id) if bank is not None else None
-        views = bank.embeddings[row] if row is not None and bank.valid[row] else None
+        views = bank.views_of(s.id) if bank is not None else None
         r = locator.locate_query(q, embedding=feats.embeddings[i], views=views)
         records.append({"id": s.id, "group": s.group, "lat": s.lat, "lon": s.lon, "index": i,
                         "result": r.to_dict()})
