@@ -191,7 +191,7 @@ def _save_chunk(path: Path, chunk: _Chunk) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
     os.close(fd)
     try:
-        np.savez(tmp, descriptor=np.asarray(chunk.descriptor, np.float32).reshape(len(m), -1),
+        np.savez(tmp, descriptor=np.asarray(chunk.descriptor, np.float32),
                  ids=text(m.ids), coords=m.coords, places=text(m.places), image_paths=text(m.image_paths),
                  groups=text(m.groups), has_place=np.array([v is not None for v in m.places]),
                  has_path=np.array([v is not None for v in m.image_paths]),
