@@ -22,6 +22,10 @@ Without one, ``"weights": "random"`` builds the real architectures with seeded r
 
 :attr:`Descriptor.name` is the descriptor's identity: kind, model names and fingerprints of their
 weights. A database records it, and refuses queries made with another.
+
+In a pipeline: search the database with ``output.descriptor``; give a GeoAligner ``output.features``
+(the encoder's raw output: GeoCLIP's MLP takes the raw CLIP projection, not a unit row); verify with
+``output.gps`` against :meth:`Descriptor.embed_locations` when the descriptor has its own GPS head.
 """
 
 from __future__ import annotations
