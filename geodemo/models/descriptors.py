@@ -212,8 +212,8 @@ class G3Descriptor(Descriptor):
             raise ValueError(f"G3 heads take ({self.heads.clip_dim})-dim CLIP projections, got {feats.shape}")
         p = next(self.heads.parameters())
         x = torch.from_numpy(feats).to(p.device, p.dtype)
-        index = self.heads.index_descriptor(x) / np.sqrt(3.0)  # three unit parts -> a unit row
-        return DescriptorOutput(descriptor=index.float().cpu().numpy(), features=feats,
+        index = _unit(self.heads.index_descriptor(x))  # unit parts: / sqrt(number of parts)
+        return DescriptorOutput(descriptor=index, features=feats,
                                 gps=self.heads.image_embeddings(x).float().cpu().numpy())
 
     def embed_locations(self, coords: np.ndarray) -> np.ndarray:
@@ -256,7 +256,7 @@ class DualGeoDescriptor(Descriptor):
               else label_maps_to_tensor(label_maps, self.model.labelmap_size))
         image_view, seg_view = self.model.pooled_views(toks, lm.to(p.device))
         fused = self.model.gps_embeddings(image_view, seg_view)["fused"]
-        descriptor = np.concatenate([_unit(image_view), _unit(feats)], axis=1) / np.float32(np.sqrt(2.0))
+        descriptor = _unit(np.concatenate([_unit(image_view), _unit(feats)], axis=1))  # / sqrt(2)
         return DescriptorOutput(descriptor=descriptor, features=feats, gps=fused.float().cpu().numpy())
 
     def embed_locations(self, coords: np.ndarray) -> np.ndarray:
