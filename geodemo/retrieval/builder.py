@@ -73,21 +73,26 @@ class PhotoSource:
 
         part = GeoDataset(self.dataset.name, self.dataset.samples[start:stop], tar_store=self.dataset.tar_store)
         kept, images, skipped = [], [], []
+        vectors = [np.zeros((0, descriptor.dim), np.float32)]
         for sample, image, error in part.iter_images(progress=False):
             if image is None:
                 skipped.append(SkippedRow(sample.id, error or "unreadable"))
                 continue
             kept.append(sample)
             images.append(image)
+            if len(images) >= descriptor.batch_size:  # decoded photos are held one batch at a time
+                vectors.append(descriptor.describe(images).descriptor)
+                images = []
+        if images:
+            vectors.append(descriptor.describe(images).descriptor)
         coords = np.array([[s.lat, s.lon] for s in kept], dtype=np.float64).reshape(-1, 2)
-        vectors = descriptor.describe(images).descriptor if images else np.zeros((0, descriptor.dim), np.float32)
         meta = GalleryMeta(
             ids=[s.id for s in kept], coords=coords,
             places=[p.text for p in reverse_geocode_many(coords)] if len(kept) else [],
             image_paths=[str(s.image_path) if s.image_path else None for s in kept],
             groups=[s.group for s in kept],
         )
-        return _Chunk(vectors, meta, skipped)
+        return _Chunk(np.concatenate(vectors), meta, skipped)
 
 
 class ShardSource:
