@@ -169,3 +169,34 @@ def test_a_database_of_one_g3_checkpoint_refuses_another(photos, tmp_path):
     other = load_descriptor({**G3_RANDOM, "seed": 1})  # same architecture, other weights
     with pytest.raises(DescriptorMismatchError, match="cannot be compared"):
         RetrievalDatabase.load(tmp_path / "db", descriptor=other.name)
+
+
+def test_dualgeo_database_from_shards_with_side_grids_matches_photos(photos, tmp_path):
+    """Shards keep tokens and label maps as ``<shard>.<name>.npy`` beside the ``.npz`` (memory-mapped)."""
+    from geodemo.data import GeoDataset, GeoSample
+    from geodemo.models.dualgeo import label_maps_to_tensor
+    from geodemo.retrieval import RetrievalDatabase
+    from geodemo.retrieval.builder import PhotoSource, ShardSource, build_database
+
+    d = load_descriptor(DUALGEO_RANDOM)
+    samples = []
+    for i, im in enumerate(photos):
+        im.save(tmp_path / f"p{i}.png")
+        samples.append(GeoSample(f"p{i}", 10.0 * i, 20.0 * i, tmp_path / f"p{i}.png"))
+    build_database(PhotoSource(GeoDataset("tiny", samples)), d, tmp_path / "from-photos", index={"kind": "flat"},
+                   chunk_size=2, progress=False)
+    feats, tokens = d.encoder.encode_image_outputs(photos, tokens=True)
+    maps = label_maps_to_tensor([d.segmenter.label_map(im) for im in photos], d.model.labelmap_size).numpy()
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    np.savez(shards / "shard-00000.npz", ids=np.array([s.id for s in samples]), groups=np.array([""] * 3),
+             coords=np.array([[s.lat, s.lon] for s in samples], np.float32), feat_image=feats)
+    np.save(shards / "shard-00000.tokens.npy", tokens.numpy().astype(np.float16))
+    np.save(shards / "shard-00000.labelmap.npy", maps.astype(np.uint8))
+    build_database(ShardSource(shards), d, tmp_path / "from-shards", index={"kind": "flat"}, chunk_size=2,
+                   progress=False)
+    a, b = RetrievalDatabase.load(tmp_path / "from-photos"), RetrievalDatabase.load(tmp_path / "from-shards")
+    assert a.descriptor == b.descriptor == d.name and a.meta.ids == b.meta.ids
+    va, vb = a.index.reconstruct_n(0, 3), b.index.reconstruct_n(0, 3)
+    assert np.abs(va - vb).max() < 2e-3  # float16 tokens in the shards
+    assert (va * vb).sum(1).min() > 0.9999

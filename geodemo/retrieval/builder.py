@@ -99,12 +99,13 @@ class ShardSource:
     """Feature shards written by ``scripts/extract_features.py`` (``shard-*.npz`` + ``meta.json``).
 
     ``feat_image`` must be the encoder's raw output (what :meth:`Descriptor.describe_features`
-    takes); the dualgeo descriptor also needs ``feat_tokens`` and ``feat_labelmap``.
+    takes); the dualgeo descriptor also needs ``tokens`` and ``labelmap``, in the ``.npz`` or as
+    ``<shard>.<name>.npy`` beside it (memory-mapped, read a chunk at a time).
     """
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.shards = sorted(self.folder.glob("shard-*.npz"))
+        self.shards = sorted(p for p in self.folder.glob("shard-*.npz") if not p.name.endswith(".tmp.npz"))
         if not self.shards:
             raise FileNotFoundError(f"no feature shards (shard-*.npz) in {self.folder}; write them with "
                                     f"`python scripts/extract_features.py --out {self.folder} ...`")
@@ -141,7 +142,11 @@ class ShardSource:
                 break
             a, b = max(start, lo) - lo, min(stop, hi) - lo
             with np.load(self.shards[i], allow_pickle=False) as data:
-                yield {k: data[k][a:b] for k in data.files}, a, b
+                cols = {k: data[k][a:b] for k in data.files}
+            stem = self.shards[i].stem
+            for side in sorted(self.folder.glob(f"{stem}.*.npy")):  # per-photo grids beside the shard
+                cols[f"feat_{side.name[len(stem) + 1 : -4]}"] = np.load(side, mmap_mode="r")[a:b]
+            yield cols, a, b
 
     def chunk(self, start: int, stop: int, descriptor: Any) -> _Chunk:
         parts = list(self._rows(start, stop))
