@@ -279,7 +279,7 @@ def build_database(source: PhotoSource | ShardSource, descriptor: Any, out: str 
             continue
         start, stop = i * chunk_size, min(len(source), (i + 1) * chunk_size)
         chunk = source.chunk(start, stop, descriptor)
-        for s in chunk.skipped:
+        for s in chunk.skipped if progress else []:  # reported as they happen; the report lists them all
             bar.write(f"skipped {s.where}: {s.reason}")
         _save_chunk(path, chunk)
         bar.update(stop - start)
