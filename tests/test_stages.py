@@ -326,3 +326,38 @@ def test_confidence_features_and_uncertainty_follow_their_definitions():
     assert decision.uncertainty_km((0.0, 0.0), cands[:1], np.array([1.0]), 0, nb[:0], top=3, fallback_km=50) == 50
     # without verifier scores (DualGeo's rule) the radius comes from the re-ranked neighbours
     assert decision.uncertainty_km((48.85, 2.35), cands, None, None, nb, top=5) == 1.0
+
+
+class FakeAligner:
+    """GeoAligner over the fake features: every photo maps to the GPS-space direction of Tokyo."""
+
+    name, encoder_name = "fake-aligner", "clip-vit-l14"
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed_image_features(self, features):
+        self.calls += 1
+        return np.repeat(FakeDescriptor()._loc([[35.68, 139.69]]), len(features), 0)
+
+    def embed_locations(self, coords):
+        return FakeDescriptor()._loc(coords)
+
+
+def test_g3_plus_adds_gps_gallery_candidates_in_the_aligners_space_and_keeps_g3s_verifier():
+    coords = [[35.68, 139.69], [40.71, -74.0], [-33.87, 151.2]] * 5
+    cfg = _preset("g3-plus", clues={"enabled": False})
+    descriptor, aligner = FakeDescriptor(home=(48.85, 2.35)), FakeAligner()
+    gps_points = np.array([[35.7, 139.7], [34.7, 135.5], [-1.3, 36.8], [64.1, -21.9]])
+    gps_db = RetrievalDatabase.build(aligner.embed_locations(gps_points),
+                                     GalleryMeta([f"gps-{i}" for i in range(4)], gps_points),
+                                     "gps:fake-aligner", IndexConfig("flat"), progress=False)
+    lmm, _ = _lmm(['{"latitude": 48.9, "longitude": 2.3}'], cfg["lmm"]["prompts"])
+    loc = GeoLocator(cfg, descriptor=descriptor, gallery=_gallery(descriptor.name, coords), lmm=lmm,
+                     aligner=aligner, gps_gallery=gps_db)
+    r = loc.locate(_photo(8))
+    gps = [c for c in r.candidates if c.source == "gps-gallery"]
+    assert [(c.lat, c.lon) for c in gps][:2] == [(35.7, 139.7), (34.7, 135.5)]  # nearest to Tokyo first
+    assert len([c for c in r.candidates if c.source == "retrieval"]) == 15 and aligner.calls == 1
+    # G3's own head still verifies (it points at Paris): the LMM's Paris answer wins
+    assert r.verifier.startswith("gps-head:") and (r.lat, r.lon) == (48.9, 2.3)
