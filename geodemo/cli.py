@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     loc = sub.add_parser("locate", help="locate one photo")
     loc.add_argument("photo", help="path of the photo (JPEG, PNG, ...)")
-    loc.add_argument("--preset", default="offline", help="g3 | dualgeo | offline, or a preset JSON path")
+    loc.add_argument("--preset", default="offline", help="a preset name (`presets` lists them) or a preset JSON path")
     loc.add_argument("--json", action="store_true", help="print the whole LocationResult as JSON")
     lmm = loc.add_mutually_exclusive_group()
     lmm.add_argument("--lmm", dest="use_lmm", action="store_true", default=None, help="run the LMM stage")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples")
     loc.add_argument("--exclude-group", action="append", default=[], help="leave out a photographer's photos")
 
-    sub.add_parser("presets", help="list the built-in presets")
+    sub.add_parser("presets", help="list the built-in presets and their stages")
     add_index_parser(sub)
     return parser
 
@@ -111,6 +111,29 @@ def _summary(result) -> str:
     return "\n".join(lines)
 
 
+def _presets_text() -> str:
+    """Every preset: its name, what it is, and its stages in order (``*`` = a stage of the paper it runs
+    or builds on)."""
+    import textwrap
+
+    from geodemo.pipeline import GeoLocator, list_presets
+
+    blocks = []
+    for name in list_presets():
+        locator = GeoLocator.from_preset(name)
+        cfg = locator.config
+        kind = (f"faithful {cfg['paper']}" if cfg.get("paper")
+                else f"improves {cfg['based_on']}" if cfg.get("based_on") else "ours")
+        lines = [f"{name}  ({kind})"]
+        lines += textwrap.wrap(cfg.get("description", ""), 100, initial_indent="    ", subsequent_indent="    ")
+        stages = [f"{stage}{'*' if paper else ''}" for stage, _, paper in locator.describe()]
+        lines += textwrap.wrap("stages: " + " -> ".join(stages), 100, initial_indent="    ",
+                               subsequent_indent="        ", break_on_hyphens=False)
+        blocks.append("\n".join(lines))
+    blocks.append("* = a stage of the paper the preset runs or builds on")
+    return "\n\n".join(blocks)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
@@ -128,10 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
             return 2
     if args.command == "presets":
-        from geodemo.pipeline import list_presets, load_preset
-
-        for name in list_presets():
-            print(f"{name:10s} {load_preset(name).get('description', '')}")
+        print(_presets_text())
         return 0
 
     from geodemo.imageio import ImageError
