@@ -168,6 +168,7 @@ class AnalogueAblation:
     truth: np.ndarray
     rows: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
+    neighbour_ids: list[list[str]] = field(default_factory=list)  # retrieved by the main view, per photo
 
     def metrics(self) -> dict[str, dict[str, float]]:
         return {name: accuracy_table(pred, self.truth) for name, pred in self.rows.items()}
@@ -191,8 +192,14 @@ def run_analogue_ablation(
     num_folds: int = 3,
     limit: int | None = None,
     progress: bool = True,
+    table: Any = None,
+    query_ids: set[str] | None = None,
 ) -> AnalogueAblation:
-    """Every photo of ``benchmark`` scored by its fold model (see module doc); rows in table order."""
+    """Every photo of ``benchmark`` scored by its fold model (see module doc); rows in table order.
+
+    ``table`` (a :class:`~geodemo.train.data.FeatureTable` of the gallery) and ``query_ids`` replace the
+    preset's gallery datasets and the benchmark's photos (tests use a small subset).
+    """
     from geodemo.pipeline.presets import load_preset
     from geodemo.retrieval.rerank import cluster_neighbours
     from geodemo.train.data import load_benchmark_views
@@ -203,17 +210,22 @@ def run_analogue_ablation(
     if kind not in ("dualgeo", "g3"):
         raise ValueError(f"preset {preset_name!r} is not an offline analogue (descriptor kind {kind!r})")
     datasets = list(preset["gallery"]["datasets"])
-    if benchmark not in datasets:
+    if table is None and benchmark not in datasets:
         raise ValueError(f"{benchmark!r} must be one of the preset's gallery datasets {datasets} "
                          "(its photos are scored leave-one-photographer-out)")
     models = load_fold_models(spec.get("checkpoint", preset_name), num_folds)
     dual = kind == "dualgeo"
-    table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if dual else None,
-                                 tokens=dual, labelmap_size=int(getattr(models[0].model, "labelmap_size", 64)),
-                                 progress=progress)
-    from geodemo.data import load_benchmark
+    if table is None:
+        from geodemo.data import load_benchmark
 
-    bench_ids = set(load_benchmark(benchmark).ids())
+        table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if dual else None,
+                                     tokens=dual, labelmap_size=int(getattr(models[0].model, "labelmap_size", 64)),
+                                     progress=progress)
+        datasets_note = ", ".join(datasets)
+        query_ids = set(load_benchmark(benchmark).ids())
+    else:
+        datasets_note = "given table"
+    bench_ids = set(query_ids) if query_ids is not None else set(table.ids)
     query_rows = np.array([i for i, sid in enumerate(table.ids) if sid in bench_ids], dtype=np.int64)
     if limit:
         query_rows = query_rows[:limit]
@@ -288,8 +300,10 @@ def run_analogue_ablation(
                        for c, t in zip(candidates, truth, strict=True)])
     rows["oracle best of these candidates"] = oracle
     notes.append(f"{n} photos scored by {len(models)} fold models ({', '.join(m.name for m in models)}); "
-                 f"gallery {len(table)} photos ({', '.join(datasets)}), own photographer excluded")
-    return AnalogueAblation(preset_name, benchmark, [table.ids[i] for i in query_rows], truth, rows, notes)
+                 f"gallery {len(table)} photos ({datasets_note}), own photographer excluded")
+    neighbour_ids = [[table.ids[j] for j in r] for r in retrieved[main]]
+    return AnalogueAblation(preset_name, benchmark, [table.ids[i] for i in query_rows], truth, rows, notes,
+                            neighbour_ids)
 
 
 def save_ablation(ab: AnalogueAblation, folder: str | Path) -> None:

@@ -105,8 +105,8 @@ def train_checkpoint(cfg: dict[str, Any], output: str | Path, table: FeatureTabl
 
 
 def train_folds(cfg: dict[str, Any], num_folds: int, output_root: str | Path, preset: str,
-                progress: bool = True) -> list[Path]:
-    """``<output_root>/<preset>-fold{k}of{num_folds}`` for every fold (data loaded once)."""
-    table = load_table(cfg["data"], progress=progress)
+                progress: bool = True, table: FeatureTable | None = None) -> list[Path]:
+    """``<output_root>/<preset>-fold{k}of{num_folds}`` for every fold (data loaded once, unless given)."""
+    table = table if table is not None else load_table(cfg["data"], progress=progress)
     return [train_checkpoint(cfg, Path(output_root) / fold_checkpoint_name(preset, k, num_folds), table,
                              num_folds=num_folds, fold=k, progress=progress) for k in range(num_folds)]

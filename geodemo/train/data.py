@@ -224,14 +224,15 @@ class ImageSource:
 
 
 def load_benchmark_views(
-    benchmarks: list[str],
+    benchmarks: list,
     encoder: str,
     segmenter: str | None = None,
     tokens: bool = False,
     labelmap_size: int = 64,
     progress: bool = True,
 ) -> FeatureTable:
-    """Cached views of named benchmarks for the offline analogues (unreadable photos dropped).
+    """Cached views of named benchmarks (or dataset objects) for the offline analogues (unreadable
+    photos dropped).
 
     Features: ``image`` (N, D) pooled embeddings; with ``tokens``, ``tokens`` (N, T, D) float16 from the
     encoder's ``encode_image_tokens``; with ``segmenter``, ``labelmap`` (N, s, s) uint8 ADE20K ids
@@ -243,7 +244,7 @@ def load_benchmark_views(
 
     tables = []
     for name in benchmarks:
-        ds = load_benchmark(name)
+        ds = load_benchmark(name) if isinstance(name, str) else name
         fs = image_features(encoder, ds, progress=progress)
         feats: dict[str, np.ndarray] = {"image": fs.embeddings}
         valid = fs.valid.copy()
