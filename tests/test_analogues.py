@@ -106,18 +106,18 @@ def test_fold_models_never_score_their_own_photographers(dev64, tmp_path, monkey
     ab = run_analogue_ablation("g3-offline", "im2gps3k-dev", num_folds=3, progress=False, table=table)
     metrics = ab.metrics()
     assert len(ab.ids) == N_PHOTOS
-    for row in ("raw features (MobileNet top-1)", "G3 descriptor (raw + image->GPS), top-1",
-                "+ head verification (image->GPS vs location encoder) over the top-20",
+    for row in ("raw features (MobileNet top-1)", "G3 descriptor (raw + image->GPS; no text offline), top-1",
+                "+ head verification (image->GPS vs location encoder) over the top-15",
                 "density prior (200 km, photographer left out)", "oracle best of these candidates"):
         assert metrics[row]["n"] == N_PHOTOS and metrics[row]["n_failed"] == 0
     # the oracle picks among the verified candidates, so it is never further from the truth
     from geodemo.geo import haversine_km
 
     d_oracle = haversine_km(ab.rows["oracle best of these candidates"], ab.truth)
-    d_verified = haversine_km(ab.rows["+ head verification (image->GPS vs location encoder) over the top-20"], ab.truth)
+    d_verified = haversine_km(ab.rows["+ head verification (image->GPS vs location encoder) over the top-15"], ab.truth)
     assert np.all(d_oracle <= d_verified + 1e-6)
     # retrieval never returns the photo itself or a photo by its photographer
     by_id = dict(zip(table.ids, keys, strict=True))
-    assert len(ab.neighbour_ids) == N_PHOTOS and all(len(n) == 20 for n in ab.neighbour_ids)
+    assert len(ab.neighbour_ids) == N_PHOTOS and all(len(n) == 15 for n in ab.neighbour_ids)
     for sid, neighbours in zip(ab.ids, ab.neighbour_ids, strict=True):
         assert sid not in neighbours and all(by_id[n] != by_id[sid] for n in neighbours)

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from geodemo.eval.baselines import DensityPrior, Gallery
 from geodemo.eval.harness import QueryPhoto
@@ -34,7 +33,6 @@ from geodemo.geo import haversine_km
 
 __all__ = [
     "model_views",
-    "g3_descriptor",
     "FoldModel",
     "load_trained",
     "load_fold_models",
@@ -49,44 +47,45 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.where(n > 0, n, 1.0)).astype(np.float32)
 
 
-def g3_descriptor(parts: list[np.ndarray]) -> np.ndarray:
-    """G3's retrieval vector: each part L2-normalised, concatenated, scaled to a unit row."""
-    return np.concatenate([_unit(p) for p in parts], axis=1) / np.float32(np.sqrt(len(parts)))
-
-
 @torch.no_grad()
 def model_views(model: nn.Module, features: dict[str, np.ndarray], batch_size: int = 128) -> dict[str, np.ndarray]:
     """Unit retrieval vectors of every row under each view the trained model offers.
 
-    DualGeo (``tokens``, ``labelmap``, ``image``): ``image``, ``segmentation``, ``fused`` (DualGeoModel's
-    outputs) and ``dualgeo`` (enhanced image view + raw pooled features, as DualGeo's code builds its
-    index). G3 (``image``): ``gps`` (the image->GPS head) and ``g3`` (G3's descriptor). Always ``raw``.
-    One photo's vectors never depend on the other rows of its batch (per-sample model, eval mode).
+    DualGeo (``tokens``, ``labelmap``, ``image``): ``image``, ``segmentation``, ``fused`` (the model's GPS-space
+    embeddings) and ``descriptor`` (DualGeo's index vector, as :class:`DualGeoDescriptor` builds it). G3
+    (``image``): ``gps`` (the image->GPS head) and ``descriptor`` (G3's index vector, :class:`G3Descriptor`).
+    Always ``raw``. A photo's vectors never depend on the other rows of its batch (eval mode, per-sample model).
     """
+    from geodemo.models.descriptors import DualGeoDescriptor, G3Descriptor
+
     was_training = model.training
     model.eval()
-    raw = _unit(np.asarray(features["image"], dtype=np.float32))
+    raw = np.asarray(features["image"], dtype=np.float32)
+    dual = getattr(model, "architecture", None) == "dualgeo"
     out: dict[str, list[np.ndarray]] = {}
-    p = next(model.parameters())
     try:
+        if dual:
+            descriptor = DualGeoDescriptor(model.name, None, None, model, raw.shape[1])
+        else:
+            descriptor = G3Descriptor(model.name, None, model)
+        p = next(model.parameters())
         for s in range(0, len(raw), batch_size):
-            if getattr(model, "architecture", None) == "dualgeo":
-                tokens = torch.from_numpy(np.asarray(features["tokens"][s : s + batch_size], np.float32))
-                labels = torch.from_numpy(np.asarray(features["labelmap"][s : s + batch_size]).astype(np.int64))
-                views = model(tokens.to(p.device), labels.to(p.device))
+            rows = slice(s, s + batch_size)
+            if dual:
+                tokens = torch.from_numpy(np.asarray(features["tokens"][rows], np.float32)).to(p.device)
+                labels = torch.from_numpy(np.asarray(features["labelmap"][rows]).astype(np.int64)).to(p.device)
+                views = model(tokens, labels)
                 for k in ("image", "segmentation", "fused"):
                     out.setdefault(k, []).append(views[k].float().cpu().numpy())
+                d = descriptor.describe_features(raw[rows], tokens, labels)
             else:
-                x = torch.from_numpy(raw[s : s + batch_size]).to(p.device, p.dtype)
-                out.setdefault("gps", []).append(F.normalize(model.image_embeddings(x), dim=-1).float().cpu().numpy())
+                d = descriptor.describe_features(raw[rows])
+                out.setdefault("gps", []).append(d.gps)
+            out.setdefault("descriptor", []).append(d.descriptor)
     finally:
         model.train(was_training)
-    views = {k: np.concatenate(v) for k, v in out.items()}
-    views["raw"] = raw
-    if "fused" in views:
-        views["dualgeo"] = g3_descriptor([views["image"], raw])
-    if "gps" in views:
-        views["g3"] = g3_descriptor([raw, views["gps"]])
+    views = {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
+    views["raw"] = _unit(raw)
     return views
 
 
@@ -239,7 +238,7 @@ def run_analogue_ablation(
     rr = preset.get("rerank", {})
     n = len(query_rows)
 
-    names = (["raw", "image", "segmentation", "fused", "dualgeo"] if dual else ["raw", "gps", "g3"])
+    names = (["raw", "image", "segmentation", "fused", "descriptor"] if dual else ["raw", "gps", "descriptor"])
     retrieved: dict[str, list[np.ndarray]] = {v: [np.zeros(0, np.int64)] * n for v in names}
     sims: dict[str, list[np.ndarray]] = {v: [np.zeros(0)] * n for v in names}
     gps_view: list[np.ndarray] = [np.zeros(0)] * n
@@ -265,14 +264,15 @@ def run_analogue_ablation(
     def top1(view: str) -> np.ndarray:
         return np.stack([coords[r[0]] if len(r) else (np.nan, np.nan) for r in retrieved[view]])
 
-    main = "fused" if dual else "g3"
+    main = "descriptor"  # what the preset's database holds
     candidates = [coords[r] for r in retrieved[main]]
+    s_top = int((preset.get("candidates") or {}).get("retrieval_top") or top_k)  # G3: S retrieval candidates
     if dual:
         rows["retrieval top-1, raw MobileNet features"] = top1("raw")
         rows["image view only (top-1)"] = top1("image")
         rows["segmentation view only (top-1)"] = top1("segmentation")
         rows["dual view (fused), top-1"] = top1("fused")
-        rows["DualGeo descriptor (image view + raw features), top-1"] = top1("dualgeo")
+        rows["DualGeo descriptor (enhanced image view + raw features), top-1"] = top1("descriptor")
         reranked, centres = np.full((n, 2), np.nan), np.full((n, 2), np.nan)
         for i in range(n):
             if len(candidates[i]):
@@ -288,13 +288,14 @@ def run_analogue_ablation(
     else:
         rows["raw features (MobileNet top-1)"] = top1("raw")
         rows["image->GPS head only (top-1)"] = top1("gps")
-        rows["G3 descriptor (raw + image->GPS), top-1"] = top1("g3")
+        rows["G3 descriptor (raw + image->GPS; no text offline), top-1"] = top1("descriptor")
         verified = np.full((n, 2), np.nan)
+        candidates = [c[:s_top] for c in candidates]
         for i in range(n):
             if len(candidates[i]):
                 loc = scorer[i].embed_locations(candidates[i])
                 verified[i] = candidates[i][int(np.argmax(loc @ gps_view[i]))]
-        rows[f"+ head verification (image->GPS vs location encoder) over the top-{top_k}"] = verified
+        rows[f"+ head verification (image->GPS vs location encoder) over the top-{s_top}"] = verified
     truth = coords[query_rows]
     oracle = np.stack([c[int(np.argmin(haversine_km(c, t[None])))] if len(c) else (np.nan, np.nan)
                        for c, t in zip(candidates, truth, strict=True)])

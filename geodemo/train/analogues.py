@@ -68,7 +68,7 @@ def select_epochs(cfg: dict[str, Any], table: FeatureTable, output: Path, progre
     scores = {}
     for e in candidates:
         trainer.fit(resume=False, stop_after=e * trainer.steps_per_epoch)
-        m = _top1_score(model, trainer.train_table, trainer.held_table, sel.get("view", "fused"))
+        m = _top1_score(model, trainer.train_table, trainer.held_table, sel.get("view", "descriptor"))
         scores[e] = {k: m[k] for k in SELECT_KEYS}
     best = max(candidates, key=lambda e: (float(np.mean([scores[e][k] for k in SELECT_KEYS])), -e))
     return {"epochs": best, "inner_scores": scores, "inner_n_train": len(trainer.train_table),
