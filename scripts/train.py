@@ -38,14 +38,16 @@ ALL_FOLDS = 3
 def train_analogue(name: str, cfg: dict, folds: int | None, output: Path | None, progress: bool) -> None:
     """An analogue preset (one with a ``select`` section): its deployable model, or its fold models."""
     from geodemo.paths import checkpoints_dir
-    from geodemo.train.analogues import train_checkpoint, train_folds
+    from geodemo.train.analogues import build_preset_gallery, train_checkpoint, train_folds
 
     stem = Path(name).stem
     if folds:
         for folder in train_folds(cfg, folds, output or checkpoints_dir(), stem, progress=progress):
             print(f"saved {folder}")
-    else:
-        print(f"saved {train_checkpoint(cfg, output or checkpoints_dir() / stem, progress=progress)}")
+        return
+    print(f"saved {train_checkpoint(cfg, output or checkpoints_dir() / stem, progress=progress)}")
+    if output is None:  # the deployable model: its pipeline preset's gallery, from the cached features
+        print(f"gallery of the {stem} preset: {build_preset_gallery(stem, progress=progress)}")
 
 
 def main(argv: list[str] | None = None) -> int:

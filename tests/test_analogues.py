@@ -121,3 +121,44 @@ def test_fold_models_never_score_their_own_photographers(dev64, tmp_path, monkey
     assert len(ab.neighbour_ids) == N_PHOTOS and all(len(n) == 15 for n in ab.neighbour_ids)
     for sid, neighbours in zip(ab.ids, ab.neighbour_ids, strict=True):
         assert sid not in neighbours and all(by_id[n] != by_id[sid] for n in neighbours)
+
+
+@pytest.mark.parametrize("name", ["dualgeo-offline", "g3-offline"])
+def test_locate_with_an_analogue_preset_runs_every_stage(name, dev64, dual_views, tmp_path):
+    """Small real checkpoints (a few steps on 64 dev photos), a database of their descriptor built from the
+    cached views, then ``python -m geodemo locate PHOTO --preset <json> --json`` in a fresh process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from geodemo.models.descriptors import load_descriptor
+    from geodemo.paths import REPO_ROOT
+    from geodemo.pipeline.presets import load_preset as load_pipeline_preset
+    from geodemo.train.analogues import build_view_database, train_checkpoint
+
+    cfg = _small(load_preset(name), tmp_path, **{"optim.steps": 4})
+    folder = train_checkpoint(cfg, tmp_path / name, table=dual_views, progress=False)
+    preset = load_pipeline_preset(name)
+    spec = {**preset["descriptor"], "checkpoint": str(folder)}
+    descriptor = load_descriptor(spec)
+    db = build_view_database(descriptor, dual_views, tmp_path / "db", index=preset["gallery"]["index"],
+                             image_paths={s.id: str(s.image_path) for s in dev64.samples}, progress=False)
+    preset.update(descriptor=spec, gallery={**preset["gallery"], "path": str(db)})
+    (tmp_path / "preset.json").write_text(json.dumps(preset))
+    photo = dev64.samples[3].image_path
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "geodemo", "locate", str(photo), "--preset",
+                          str(tmp_path / "preset.json"), "--json"], capture_output=True, text=True, cwd=REPO_ROOT,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads(run.stdout)
+    assert data["errors"] == {} and not data.get("error_details")
+    assert -90 <= data["lat"] <= 90 and -180 <= data["lon"] <= 180
+    top_k = preset["retrieval"]["top_k"]
+    assert len(data["neighbours"]) == top_k
+    assert data["neighbours"][0]["id"] == dev64.samples[3].id  # the photo itself is in this small gallery
+    if name == "dualgeo-offline":
+        assert data["clusters_after"]["eps_km"] == 50 and data["segmentation"]["shares"]
+    else:
+        assert data["verifier"] and len(data["candidates"]) >= preset["candidates"]["retrieval_top"]

@@ -25,7 +25,8 @@ from geodemo.train.config import apply_overrides
 from geodemo.train.data import FeatureTable, split_table
 from geodemo.train.trainer import Trainer, load_table
 
-__all__ = ["fold_checkpoint_name", "select_epochs", "train_checkpoint", "train_folds", "git_commit"]
+__all__ = ["fold_checkpoint_name", "select_epochs", "train_checkpoint", "train_folds", "git_commit",
+           "build_view_database", "build_preset_gallery"]
 
 SELECT_KEYS = ("acc@25", "acc@200", "acc@750", "acc@2500")
 
@@ -110,3 +111,55 @@ def train_folds(cfg: dict[str, Any], num_folds: int, output_root: str | Path, pr
     table = table if table is not None else load_table(cfg["data"], progress=progress)
     return [train_checkpoint(cfg, Path(output_root) / fold_checkpoint_name(preset, k, num_folds), table,
                              num_folds=num_folds, fold=k, progress=progress) for k in range(num_folds)]
+
+
+def build_view_database(descriptor: Any, table: FeatureTable, out: str | Path, index: Any = None,
+                        image_paths: dict[str, str] | None = None, progress: bool = True) -> Path:
+    """A retrieval database of ``descriptor`` over cached views (``table`` from
+    :func:`~geodemo.train.data.load_benchmark_views`), through the database builder's feature-shard path:
+    no photo is decoded or segmented again. ``image_paths`` (id -> path) lets the page show the neighbours."""
+    import json
+    import tempfile
+
+    from geodemo.retrieval.builder import ShardSource, build_database
+    from geodemo.retrieval.database import RetrievalDatabase
+    from geodemo.train.data import write_feature_shard
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        write_feature_shard(Path(tmp) / "shard-00000.npz", table)
+        (Path(tmp) / "meta.json").write_text(json.dumps({"encoder": descriptor.encoder.name}))
+        build_database(ShardSource(tmp), descriptor, out, index=index, progress=progress, overwrite=True)
+    if image_paths:
+        db = RetrievalDatabase.load(out)
+        db.meta.image_paths = [image_paths.get(i) for i in db.meta.ids]
+        db.save(out)
+    return out
+
+
+def build_preset_gallery(preset_name: str, progress: bool = True) -> Path:
+    """The gallery a pipeline preset with a trained analogue descriptor searches (``gallery.datasets``),
+    built from the cached views into the folder the locator looks in, so its first photo is fast."""
+    from geodemo.data import load_benchmark
+    from geodemo.models.descriptors import load_descriptor
+    from geodemo.paths import cache_dir
+    from geodemo.pipeline.presets import load_preset
+    from geodemo.retrieval.database import IndexConfig
+    from geodemo.retrieval.galleries import gallery_key
+    from geodemo.train.data import load_benchmark_views
+
+    preset = load_preset(preset_name)
+    spec, cfg = preset["descriptor"], preset["gallery"]
+    descriptor = load_descriptor(spec)
+    datasets = list(cfg.get("datasets", []))
+    index = IndexConfig.from_dict(cfg.get("index"))
+    # the folder geodemo.pipeline.components.Components._descriptor_gallery reads
+    folder = cache_dir("galleries") / f"descriptor-{gallery_key('descriptor', descriptor.name, datasets, index.kind)}"
+    if (folder / "config.json").is_file():
+        return folder
+    dual = descriptor.kind == "dualgeo"
+    table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if dual else None, tokens=dual,
+                                 labelmap_size=int(getattr(getattr(descriptor, "model", None), "labelmap_size", 64)),
+                                 progress=progress)
+    paths = {s.id: str(s.image_path) for name in datasets for s in load_benchmark(name).samples if s.image_path}
+    return build_view_database(descriptor, table, folder, index=index, image_paths=paths, progress=progress)
