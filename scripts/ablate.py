@@ -1,308 +1,29 @@
 #!/usr/bin/env python
-"""Ablation of the pipeline's stages in one run, leave-one-photographer-out.
+"""Ablation of a preset's stages in one run, leave-one-photographer-out.
 
     python scripts/ablate.py --benchmark im2gps3k-dev --preset offline
+    python scripts/ablate.py --benchmark im2gps3k-dev --preset dualgeo-offline
+    python scripts/ablate.py --benchmark im2gps3k-dev --preset g3-offline
 
-Every photo of the benchmark is located once with the preset (its own photo and every photo by the
-same photographer are excluded from the gallery; the learned verifier that scores it was trained
-without its photographer, ``--cross-fit``); the per-photo results are stored as JSON lines in
-``--out``. Each table row is a named function over those stored results, so adding a row is adding
-a function to ``ROWS`` and re-running with ``--reuse`` (no photo is located again).
-
-Two more tables follow: the log-linear fusion of all evidence with weights fitted by grouped
-cross-validation over photographers (``--fusion``, the default; ``--save-weights offline`` also fits
-the weights on every dev photo and saves them with the preset), and the LMM stage on the first
-``--lmm-subset`` photos.
+Pipeline presets: every photo of the benchmark is located once with the preset (its own photo and every
+photo by the same photographer are excluded from the gallery; the learned verifier that scores it was
+trained without its photographer, ``--cross-fit``); per-photo results are stored as JSON lines in
+``--out``; the fusion table (weights cross-validated over photographers) and the LMM stage on the first
+``--lmm-subset`` photos follow. Offline analogues (``dualgeo-offline``, ``g3-offline``): each paper's stages
+as rows, every photo scored by the fold model trained without its photographer (make them with
+``python scripts/train.py --preset NAME --folds 3``). The library is ``geodemo.eval.ablation``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import geodemo  # noqa: E402,F401 - torchvision guard before any model code
-from geodemo.eval import QueryPhoto, accuracy_table  # noqa: E402
-from geodemo.eval.metrics import ACC_KEYS  # noqa: E402
-from geodemo.geo import haversine_km  # noqa: E402
-
-
-@dataclass
-class Context:
-    """What row functions may use besides the stored records."""
-
-    benchmark: str
-    locator: object  # the GeoLocator
-    gallery_meta: object
-    dataset: object
-
-
-RowFn = Callable[[list[dict], Context], np.ndarray]
-
-
-def _coords(records: list[dict], pick: Callable[[dict], tuple[float, float] | None]) -> np.ndarray:
-    out = np.full((len(records), 2), np.nan)
-    for i, r in enumerate(records):
-        p = pick(r)
-        if p is not None:
-            out[i] = p
-    return out
-
-
-def row_density_prior(records: list[dict], ctx: Context) -> np.ndarray:
-    """Always the densest gallery place (200 km), with the query's photographer left out."""
-    from geodemo.eval.baselines import DensityPrior, Gallery
-
-    meta = ctx.gallery_meta
-    prior = DensityPrior(Gallery(f"{ctx.benchmark}-gallery", meta.coords, meta.ids, meta.groups))
-    return prior.predict([QueryPhoto(r["id"], None, r["group"]) for r in records])
-
-
-def row_retrieval_top1(records: list[dict], ctx: Context) -> np.ndarray:
-    """The gallery's nearest photo by the global descriptor (FAISS, before any re-ranking)."""
-    from geodemo.models.features import image_features
-
-    db = ctx.locator.gallery
-    feats = image_features(ctx.locator.config["encoder"], ctx.dataset, progress=False)
-    row = {sid: i for i, sid in enumerate(feats.ids)}
-    x = np.stack([feats.embeddings[row[r["id"]]] for r in records]).astype(np.float32)
-    hits = db.search(x, k=1, exclude_ids=[{r["id"]} for r in records],
-                     exclude_groups=[{r["group"]} if r["group"] else set() for r in records])
-    out = np.full((len(records), 2), np.nan)
-    for i, h in enumerate(hits):
-        if len(h.indices):
-            out[i] = db.meta.coords[h.indices[0]]
-    return out
-
-
-def row_multiview_top1(records: list[dict], ctx: Context) -> np.ndarray:
-    """The top-1 after multi-view re-ranking of the shortlist."""
-    return _coords(records, lambda r: (r["result"]["neighbours"][0]["lat"], r["result"]["neighbours"][0]["lon"])
-                   if r["result"]["neighbours"] else None)
-
-
-def _best_candidate(records: list[dict], key: str, sources: tuple[str, ...] | None) -> np.ndarray:
-    def pick(r: dict):
-        cands = [c for c in r["result"]["candidates"]
-                 if (sources is None or c["source"] in sources) and not c["source"].startswith("lmm:")]
-        vals = [c["details"].get(key, c["score"]) if key != "score" else c["score"] for c in cands]
-        ok = [(v, c) for v, c in zip(vals, cands, strict=True) if v is not None]
-        if not ok:
-            return None
-        best = max(ok, key=lambda vc: vc[0])[1]  # first of ties
-        return best["lat"], best["lon"]
-
-    return _coords(records, pick)
-
-
-def row_verifier_retrieval(records: list[dict], ctx: Context) -> np.ndarray:
-    """The learned verifier's best among the cluster centre and the retrieved photos."""
-    return _best_candidate(records, "verifier_score", ("cluster-centre", "retrieval"))
-
-
-def row_verifier_gps(records: list[dict], ctx: Context) -> np.ndarray:
-    """The learned verifier's best once GPS-gallery points are candidates too."""
-    return _best_candidate(records, "verifier_score", None)
-
-
-def row_clue_prior(records: list[dict], ctx: Context) -> np.ndarray:
-    """Verifier scores re-weighted by the text-clue prior (no clue: no change)."""
-    return _best_candidate(records, "score", None)
-
-
-def row_reranked_top1(records: list[dict], ctx: Context) -> np.ndarray:
-    def pick(r: dict):
-        res = r["result"]
-        if not res["neighbours"] or not res["clusters_after"]:
-            return None
-        n = res["neighbours"][res["clusters_after"]["order"][0]]
-        return n["lat"], n["lon"]
-
-    return _coords(records, pick)
-
-
-def row_cluster_centre(records: list[dict], ctx: Context) -> np.ndarray:
-    def pick(r: dict):
-        ca = r["result"]["clusters_after"]
-        main = next((c for c in ca["clusters"] if c["is_main"]), None) if ca else None
-        return (main["centre_lat"], main["centre_lon"]) if main else None
-
-    return _coords(records, pick)
-
-
-def row_verified(records: list[dict], ctx: Context) -> np.ndarray:
-    return _coords(records, lambda r: (r["result"]["lat"], r["result"]["lon"]))
-
-
-def row_oracle(records: list[dict], ctx: Context) -> np.ndarray:
-    """The candidate nearest the truth: the ceiling any verifier over these candidates can reach."""
-    def pick(r: dict):
-        cands = r["result"]["candidates"]
-        if not cands:
-            return None
-        c = np.array([[x["lat"], x["lon"]] for x in cands])
-        return tuple(c[int(np.argmin(haversine_km(c, np.array([r["lat"], r["lon"]])[None, :])))])
-
-    return _coords(records, pick)
-
-
-ROWS: list[tuple[str, RowFn]] = [
-    ("density prior", row_density_prior),
-    ("retrieval top-1 (global descriptor)", row_retrieval_top1),
-    ("+ re-ranking: multi-view query, top-1", row_multiview_top1),
-    ("+ DBSCAN clustering, nearest to main centre", row_reranked_top1),
-    ("+ DBSCAN clustering, main cluster centre", row_cluster_centre),
-    ("+ learned verifier (fold-held-out) over retrieval candidates", row_verifier_retrieval),
-    ("+ GPS-gallery candidates", row_verifier_gps),
-    ("+ text clues (clue prior)", row_clue_prior),
-    ("+ reciprocal-match acceptance = full pipeline (final answer)", row_verified),
-    ("oracle best-of-candidates", row_oracle),
-]
-
-
-def fold_locators(preset: str, pattern: str) -> dict[str, object]:
-    """Cross-fitting: one locator per trained fold; maps each held-out photographer to the locator whose
-    aligner never saw that photographer (``pattern`` like ``offline-verifier-fold{}of3``)."""
-    from geodemo.models.aligners import read_pretrained
-    from geodemo.paths import checkpoints_dir
-    from geodemo.pipeline import GeoLocator
-
-    by_group: dict[str, object] = {}
-    i = 0
-    while (checkpoints_dir() / pattern.format(i)).is_dir():
-        name = pattern.format(i)
-        cfg, _ = read_pretrained(checkpoints_dir() / name)
-        locator = GeoLocator.from_preset(preset, verifier={"aligner": name}, gallery={"progress": False})
-        for g in cfg.get("training", {}).get("held_out_groups", []):
-            by_group[g] = locator
-        i += 1
-    if i == 0:
-        raise FileNotFoundError(f"no fold checkpoints {pattern.format(0)} under {checkpoints_dir()}")
-    return by_group
-
-
-def run_photos(
-    dataset, locator, out_file: Path, limit: int | None, options=None, by_group: dict | None = None
-) -> list[dict]:
-    """Locate every photo (leave-one-photographer-out) and store one JSON line per photo.
-
-    With ``by_group`` (cross-fitting), each photo is located by the locator whose aligner was trained
-    without its photographer; photos of photographers in no fold are skipped.
-    """
-    from tqdm.auto import tqdm
-
-    from geodemo.models.features import image_features
-
-    samples = dataset.samples[:limit] if limit else dataset.samples
-    feats = image_features(locator.config["encoder"], dataset, progress=True)  # cached on disk
-    index = {sid: i for i, sid in enumerate(feats.ids)}
-    records = []
-    with out_file.open("w") as fh:
-        for s in tqdm(samples, desc="locating", unit="photo"):
-            i = index[s.id]
-            if not feats.valid[i]:
-                continue
-            use = locator
-            if by_group is not None:
-                use = by_group.get(s.group)
-                if use is None:
-                    continue
-            q = QueryPhoto(s.id, dataset.open_image(s), s.group)
-            bank = use.view_bank()  # the benchmark's photos are in the gallery: reuse their views
-            views = bank.views_of(s.id) if bank is not None else None
-            result = use.locate_query(q, options, embedding=feats.embeddings[i], views=views)
-            rec = {"id": s.id, "group": s.group, "lat": s.lat, "lon": s.lon, "result": result.to_dict()}
-            fh.write(json.dumps(rec) + "\n")
-            records.append(rec)
-    return records
-
-
-def row_lmm_only(records: list[dict], ctx: Context) -> np.ndarray:
-    """The first LMM answer that parsed (NaN when none did): the LMM on its own."""
-    return _coords(records, lambda r: next(((x["lat"], x["lon"]) for x in r["result"]["lmm_records"]
-                                            if x["lat"] is not None), None))
-
-
-def lmm_summary(plain: list[dict], with_lmm: list[dict]) -> str:
-    """Parse rate, how often an LMM answer won verification, and seconds per photo with and without."""
-    answers = [x for r in with_lmm for x in r["result"]["lmm_records"]]
-    parsed = sum(x["lat"] is not None for x in answers)
-    failed = sum(bool(x["error"]) for x in answers)
-    won = sum(any(c["source"].startswith("lmm:") and c["lat"] == r["result"]["lat"] and c["lon"] == r["result"]["lon"]
-                  for c in r["result"]["candidates"]) for r in with_lmm)
-
-    def per_photo(recs: list[dict], stage: str | None = None) -> float:
-        def total(timings: dict) -> float:
-            return timings["total"] if "total" in timings else sum(timings.values())
-
-        t = [total(r["result"]["timings"]) if stage is None else r["result"]["timings"].get(stage, 0.0)
-             for r in recs]
-        return float(np.mean(t)) if t else float("nan")
-
-    models = sorted({f"{x['backend']}:{x['model']}" for x in answers})
-    return (f"LMM ({', '.join(models)}): {parsed}/{len(answers)} answers parsed, {failed} failed calls; "
-            f"an LMM answer was the final answer for {won}/{len(with_lmm)} photos; "
-            f"time per photo {per_photo(plain):.1f} s without the LMM, {per_photo(with_lmm):.1f} s with it "
-            f"(LMM stage {per_photo(with_lmm, 'lmm'):.1f} s)")
-
-
-def table(rows: dict[str, dict], n_photos: int, benchmark: str, preset: str) -> str:
-    head = " | ".join(f"acc@{k.split('@')[1]} km" for k in ACC_KEYS)
-    lines = [
-        f"Ablation on {benchmark} ({n_photos} photos, preset {preset}, leave-one-photographer-out; "
-        "accuracy = share of photos with error < threshold, %)",
-        "",
-        f"| Stage | {head} | median km |",
-        "|---|" + "---:|" * (len(ACC_KEYS) + 1),
-    ]
-    for name, m in rows.items():
-        accs = " | ".join(f"{100 * m[k]:.1f}" for k in ACC_KEYS)
-        lines.append(f"| {name} | {accs} | {m['median_km']:.0f} |")
-    return "\n".join(lines)
-
-
-def fusion_report(dataset, args: argparse.Namespace, pattern: str) -> tuple[str, dict[str, dict]]:
-    """The fusion rows (``geodemo.scoring.ablation``) as a table, and their metrics."""
-    import re
-
-    from geodemo.scoring.ablation import baseline_rows, collect, fit_all, rows
-    from geodemo.scoring.fusion import WEIGHTS_DIR
-
-    folds = re.fullmatch(r".*fold\{\}of(\d+)", pattern or "")
-    if folds is None:
-        return "fusion rows skipped: they need fold verifiers (--cross-fit)", {}
-    num_folds = int(folds.group(1))
-    t0 = time.perf_counter()
-    photos, timings = collect(dataset, num_folds, use_clues=True)
-    preds, fitted = rows(photos, tau_km=args.tau_km)
-    from geodemo.pipeline.presets import load_preset
-
-    preds = {**baseline_rows(photos, load_preset("offline")["gallery"]["datasets"]), **preds}
-    truth = np.stack([p.truth for p in photos])
-    metrics = {name: accuracy_table(pred, truth) for name, pred in preds.items()}
-    text = table(metrics, len(photos), args.benchmark, f"{args.preset}, log-linear fusion, {num_folds} photographer folds")
-    n_clues = sum(1 for p in photos if p.clue_summary)
-    text += (f"\n\nphotos with a text clue: {n_clues}; seconds: "
-             + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if k != "clue_reports")
-             + f"; total {time.perf_counter() - t0:.0f}")
-    for w in fitted:
-        text += f"\nfold {w.meta['held_out_fold']} weights: " + ", ".join(
-            f"{n}={v:.3f}" for n, v in zip(w.features, w.weights, strict=True))
-    if args.save_weights:
-        w = fit_all(photos, tau_km=args.tau_km)
-        w.meta.update({"benchmark": args.benchmark, "verifiers": f"fold verifiers ({num_folds} folds) for features",
-                       "deploy_verifier": "offline-verifier"})
-        path = w.save(WEIGHTS_DIR / f"{args.save_weights}.json")
-        text += f"\nsaved {path}"
-    return text, metrics
+from geodemo.eval.ablation import AblationOptions, run_ablation  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         help="fold checkpoint pattern, e.g. offline-verifier-fold{}of3: each photo is verified by an aligner "
              "trained without its photographer. 'auto': <aligner>-fold{}of3 when present; 'none': the preset's "
              "aligner as is (only honest if it never saw the benchmark's photos)")
+    parser.add_argument("--folds", type=int, default=3, help="offline analogues: number of photographer folds")
     parser.add_argument("--lmm-subset", type=int, default=50, metavar="N",
                         help="also locate the first N photos with the LMM stage on and add the + LMM rows (0: skip)")
     parser.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=True,
@@ -325,73 +47,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="fit the fusion weights on every photo and save geodemo/scoring/weights/NAME.json "
                              "(dev split only)")
     parser.add_argument("--tau-km", type=float, default=3000.0, help="fusion target width (see fit_fusion)")
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.save_weights and args.benchmark != "im2gps3k-dev":
         parser.error("fusion weights are fitted on the dev split only (im2gps3k-dev)")
-
-    from geodemo.data import load_benchmark
-    from geodemo.pipeline import GeoLocator
-
-    out = args.out or Path("runs") / f"ablate-{args.benchmark}-{args.preset}"
-    out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "results.jsonl"
-    dataset = load_benchmark(args.benchmark)
-    from geodemo.paths import checkpoints_dir
-
-    locator = GeoLocator.from_preset(args.preset, gallery={"progress": False}).warmup()
-    aligner = locator.config.get("verifier", {}).get("aligner")
-    pattern = args.cross_fit
-    if pattern == "auto":
-        pattern = f"{aligner}-fold{{}}of3" if aligner and (checkpoints_dir() / f"{aligner}-fold0of3").is_dir() else "none"
-    by_group = None if pattern == "none" else fold_locators(args.preset, pattern)
-    if by_group is None and locator.aligner is not None:
-        print(f"warning: verifying with aligner {aligner!r} as is; if it was trained on {args.benchmark} "
-              "photos the verification rows are optimistic (use --cross-fit)", file=sys.stderr)
-    t0 = time.perf_counter()
-    if args.reuse and results_file.is_file():
-        records = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
-    else:
-        records = run_photos(dataset, locator, results_file, args.limit, by_group=by_group)
-    elapsed = time.perf_counter() - t0
-    ctx = Context(args.benchmark, locator, locator.gallery.meta, dataset)
-    truth = np.array([[r["lat"], r["lon"]] for r in records])
-    rows = {name: accuracy_table(fn(records, ctx), truth) for name, fn in ROWS}
-    verifiers = sorted({r["result"]["verifier"] for r in records})
-    text = table(rows, len(records), args.benchmark, args.preset)
-    text += f"\n\nverifier(s): {', '.join(verifiers)}; gallery: {len(locator.gallery)} photos "
-    text += f"({', '.join(locator.config['gallery'].get('datasets', []))}); {elapsed:.0f} s for the photos"
-    text += f"; cross-fitted aligner folds: {pattern}"
-    if args.lmm_subset:
-        from geodemo.pipeline import LocateOptions
-
-        lmm_file = out / "results-lmm.jsonl"
-        t1 = time.perf_counter()
-        if args.reuse and lmm_file.is_file():
-            lmm_records = [json.loads(line) for line in lmm_file.read_text().splitlines() if line.strip()]
-        else:
-            lmm_records = run_photos(dataset, locator, lmm_file, args.lmm_subset, LocateOptions(use_lmm=True),
-                                     by_group=by_group)
-        lmm_elapsed = time.perf_counter() - t1
-        ids = {r["id"] for r in lmm_records}
-        plain = [r for r in records if r["id"] in ids]
-        sub_truth = np.array([[r["lat"], r["lon"]] for r in lmm_records])
-        plain_truth = np.array([[r["lat"], r["lon"]] for r in plain])
-        sub_rows = {
-            "+ verification (final answer), no LMM": accuracy_table(row_verified(plain, ctx), plain_truth),
-            "LMM answers alone (first parsed answer)": accuracy_table(row_lmm_only(lmm_records, ctx), sub_truth),
-            "+ LMM candidates (final answer)": accuracy_table(row_verified(lmm_records, ctx), sub_truth),
-            "oracle best-of-candidates incl. LMM": accuracy_table(row_oracle(lmm_records, ctx), sub_truth),
-        }
-        text += "\n\n" + table(sub_rows, len(lmm_records), args.benchmark, args.preset + " + LMM")
-        text += f"\n\n{lmm_summary(plain, lmm_records)}; {lmm_elapsed:.0f} s for the LMM photos"
-        rows.update({f"lmm subset: {k}": v for k, v in sub_rows.items()})
-    if args.fusion or args.save_weights:
-        fusion_text, fusion_rows = fusion_report(dataset, args, pattern)
-        text += "\n\n" + fusion_text
-        rows.update({f"fusion: {k}": v for k, v in fusion_rows.items()})
-    print(text)
-    (out / "table.md").write_text(text + "\n")
-    (out / "metrics.json").write_text(json.dumps(rows, indent=2))
+    print(run_ablation(AblationOptions(
+        benchmark=args.benchmark, preset=args.preset, limit=args.limit, out=args.out, reuse=args.reuse,
+        cross_fit=args.cross_fit, lmm_subset=args.lmm_subset, fusion=args.fusion, save_weights=args.save_weights,
+        tau_km=args.tau_km, num_folds=args.folds, progress=not args.no_progress)))
     return 0
 
 

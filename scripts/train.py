@@ -3,6 +3,12 @@
 
 CPU, a few minutes:
     python scripts/train.py --preset offline-verifier
+Every checkpoint the offline presets need (offline analogues of G3 and DualGeo: the deployable model
+and the photographer-fold models the ablation scores with; features cached on first use):
+    python scripts/train.py --all
+One analogue, its deployable model, or all its fold models (checkpoints/<preset>-fold{k}of3):
+    python scripts/train.py --preset dualgeo-offline
+    python scripts/train.py --preset dualgeo-offline --folds 3
 Leave-one-photographer-out folds (held-out groups never seen in training):
     python scripts/train.py --preset offline-verifier --num-folds 5 --fold 0 --output checkpoints/ov-fold0
     python scripts/train.py --preset offline-verifier --exclude-groups-file groups.txt --output ...
@@ -25,10 +31,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import geodemo  # noqa: E402,F401  (torchvision guard first)
 from geodemo.train import Trainer, apply_overrides, list_presets, load_preset  # noqa: E402
 
+ANALOGUE_PRESETS = ("g3-offline", "dualgeo-offline")  # what --all makes: deployable + fold models each
+ALL_FOLDS = 3
+
+
+def train_analogue(name: str, cfg: dict, folds: int | None, output: Path | None, progress: bool) -> None:
+    """An analogue preset (one with a ``select`` section): its deployable model, or its fold models."""
+    from geodemo.paths import checkpoints_dir
+    from geodemo.train.analogues import build_preset_gallery, train_checkpoint, train_folds
+
+    stem = Path(name).stem
+    if folds:
+        for folder in train_folds(cfg, folds, output or checkpoints_dir(), stem, progress=progress):
+            print(f"saved {folder}")
+        return
+    print(f"saved {train_checkpoint(cfg, output or checkpoints_dir() / stem, progress=progress)}")
+    if output is None:  # the deployable model: its pipeline preset's gallery, from the cached features
+        print(f"gallery of the {stem} preset: {build_preset_gallery(stem, progress=progress)}")
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", required=True, help=f"one of {', '.join(list_presets())} or a JSON path")
+    ap.add_argument("--preset", help=f"one of {', '.join(list_presets())} or a JSON path")
+    ap.add_argument("--all", action="store_true",
+                    help=f"every checkpoint of {', '.join(ANALOGUE_PRESETS)}: deployable + {ALL_FOLDS} fold models")
+    ap.add_argument("--folds", type=int, metavar="N",
+                    help="analogue presets: train all N photographer-fold models (checkpoints/<preset>-fold{k}ofN)")
     ap.add_argument("--output", help="run/checkpoint folder (default: the preset's run.output)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a preset entry, e.g. --set optim.lr=3e-4 (JSON values)")
@@ -44,8 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-resume", action="store_true", help="ignore saved state and start afresh")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if not args.all and not args.preset:
+        ap.error("give --preset NAME or --all")
 
+    if args.all:
+        for name in ANALOGUE_PRESETS:
+            cfg = apply_overrides(load_preset(name), args.set)
+            train_analogue(name, cfg, None, None, not args.no_progress)
+            train_analogue(name, cfg, ALL_FOLDS, None, not args.no_progress)
+        return 0
     cfg = load_preset(args.preset)
+    if "select" in cfg:  # offline analogues: epochs chosen inside the training photographers
+        overrides = list(args.set) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
+        if args.epochs is not None:
+            overrides += [f"optim.epochs={args.epochs}", "select.epochs=[]"]
+        train_analogue(args.preset, apply_overrides(cfg, overrides), args.folds, args.output, not args.no_progress)
+        return 0
     overrides = list(args.set)
     if args.num_folds is not None:
         overrides += [f"data.num_folds={args.num_folds}", f"data.fold={args.fold or 0}"]

@@ -109,7 +109,13 @@ def test_hf_clip_text_pooling_reads_the_end_token():
 def test_mobilenet_real_embeddings(photos):
     enc = create_model("mobilenet-v1-imagenet")
     assert (enc.name, enc.embed_dim, enc.has_text_tower) == ("mobilenet-v1-imagenet", 1024, False)
-    _check_encoder(enc, photos, 1024, None)
+    _check_encoder(enc, photos, 1024, (49, 1024))
+    # the 7x7 tokens are the feature map the graph average-pools into the embedding
+    tokens = enc.encode_image_tokens(photos, batch_size=2)
+    pooled = torch.nn.functional.normalize(tokens.mean(1), dim=-1).numpy()
+    assert np.all(np.sum(pooled * enc.encode_images(photos), axis=1) > 0.9999)
+    assert tokens.min() >= 0 and tokens.max() <= 6.0 + 1e-4  # dequantised ReLU6 activations
+    torch.testing.assert_close(enc.encode_image_tokens(photos[::-1], batch_size=1).flip(0), tokens)
     np.testing.assert_array_equal(
         enc.encode_images(photos, batch_size=16), enc.encode_images(photos, batch_size=1)
     )

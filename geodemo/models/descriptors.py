@@ -197,7 +197,7 @@ class G3Descriptor(Descriptor):
     kind = "g3"
 
     def __init__(self, name: str, encoder: Any, heads: Any, batch_size: int = 16):
-        super().__init__(name, 3 * heads.clip_dim, encoder, batch_size)
+        super().__init__(name, heads.index_dim, encoder, batch_size)
         self.heads = heads
 
     @property

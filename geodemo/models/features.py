@@ -34,6 +34,7 @@ __all__ = [
     "image_features",
     "cached_image_embeddings",
     "cached_label_maps",
+    "cached_image_tokens",
     "features_cache_path",
 ]
 
@@ -67,7 +68,7 @@ def _model_key(name: str, overrides: dict[str, Any]) -> str:
 
 
 def features_cache_path(kind: str, model: str, dataset_name: str, **overrides: Any) -> Path:
-    """Where the ``kind`` ("embeddings" | "labelmaps") cache of ``model`` on ``dataset_name`` lives."""
+    """Where the ``kind`` ("embeddings" | "labelmaps" | "tokens") cache of ``model`` on ``dataset_name`` lives."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_name)
     return cache_dir(kind, _model_key(model, overrides)) / f"{safe}.npz"
 
@@ -182,6 +183,69 @@ def cached_label_maps(
             arrays = {f"map_{i}": cached[k].astype(np.uint8) for i, k in enumerate(good)}
             _atomic_savez(path, keys=np.array(good), **arrays)
     return [cached.get(k) for k in keys]
+
+
+def cached_image_tokens(
+    encoder_name: str,
+    dataset: Any,
+    progress: bool = True,
+    batch_size: int = 16,
+    save_every: int = 128,
+    **overrides: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, T, D)`` float16 image tokens (``encode_image_tokens``) aligned with ``dataset.samples``,
+    and ``(N,)`` valid flags; zero tokens where the photo is unreadable.
+
+    Written every ``save_every`` new photos, so an interrupted run resumes where it stopped.
+    """
+    path = features_cache_path("tokens", encoder_name, dataset.name, **overrides)
+    cached = _read_tokens(path)
+    keys = [_photo_key(s) for s in dataset.samples]
+    missing = [i for i, k in enumerate(keys) if k not in cached]
+    if missing:
+        encoder = shared_model(encoder_name, **overrides)
+        buffer: list[tuple[str, Any]] = []
+        unsaved = 0
+
+        def flush() -> None:
+            if buffer:
+                tokens = encoder.encode_image_tokens([im for _, im in buffer], batch_size=len(buffer))
+                rows = np.asarray(tokens.detach().cpu().numpy(), dtype=np.float16)
+                cached.update({k: v for (k, _), v in zip(buffer, rows, strict=True)})
+                buffer.clear()
+
+        def save() -> None:
+            merged = {**_read_tokens(path), **cached}  # keep rows another process wrote meanwhile
+            good = sorted(merged)
+            _atomic_savez(path, keys=np.array(good), tokens=np.stack([merged[k] for k in good]))
+
+        for sample, image in _iter_missing(dataset, missing, progress, f"{encoder_name} tokens on {dataset.name}"):
+            if image is None:
+                continue
+            buffer.append((_photo_key(sample), image))
+            if len(buffer) >= batch_size:
+                unsaved += len(buffer)
+                flush()
+            if unsaved >= save_every:
+                save()
+                unsaved = 0
+        flush()
+        if cached:
+            save()
+    shape = next(iter(cached.values())).shape if cached else (0, 0)
+    tokens = np.zeros((len(keys), *shape), dtype=np.float16)
+    valid = np.array([k in cached for k in keys], dtype=bool)
+    for i, k in enumerate(keys):
+        if valid[i]:
+            tokens[i] = cached[k]
+    return tokens, valid
+
+
+def _read_tokens(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {str(k): row for k, row in zip(data["keys"], data["tokens"], strict=True)}
 
 
 def _iter_missing(dataset: Any, missing: list[int], progress: bool, desc: str) -> Iterator[tuple[Any, Any]]:

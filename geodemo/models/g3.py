@@ -39,12 +39,14 @@ class G3Heads(nn.Module):
     """G3's trainable heads, location encoder and logit scales (the keys of G3's state dict minus CLIP)."""
 
     architecture = "g3"
-    CONFIG_KEYS = ("name", "encoder_name", "clip_dim", "location", "logit_scale_init")
+    CONFIG_KEYS = ("name", "encoder_name", "clip_dim", "location", "logit_scale_init", "text_head")
 
     def __init__(self, name: str = "g3", encoder_name: str = "clip-vit-l14", clip_dim: int = 768,
-                 location: dict[str, Any] | None = None, logit_scale_init: float = G3_LOGIT_SCALE_INIT):
+                 location: dict[str, Any] | None = None, logit_scale_init: float = G3_LOGIT_SCALE_INIT,
+                 text_head: bool = True):
         super().__init__()
         self.name, self.encoder_name, self.clip_dim = name, encoder_name, int(clip_dim)
+        self.text_head = bool(text_head)  # False: trained without a text tower (offline), no image->text part
         loc_cfg = {"projection": "mercator", **(location or {})}
         self.location_encoder = LocationEncoder(**loc_cfg)
         gps_dim = self.location_encoder.embed_dim
@@ -58,7 +60,7 @@ class G3Heads(nn.Module):
     @property
     def config(self) -> dict[str, Any]:
         return {"architecture": self.architecture, "name": self.name, "encoder_name": self.encoder_name,
-                "clip_dim": self.clip_dim, "location": self.location_encoder.config}
+                "clip_dim": self.clip_dim, "location": self.location_encoder.config, "text_head": self.text_head}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> G3Heads:
@@ -92,8 +94,13 @@ class G3Heads(nn.Module):
     def index_descriptor(self, clip_image: torch.Tensor) -> torch.Tensor:
         """G3's retrieval vector ``(N, 3 * clip_dim)``: the CLIP projection, its image->text and its
         image->GPS embedding, each L2-normalised, concatenated in that order (G3's ``IndexSearch.py``)."""
-        return torch.cat([F.normalize(clip_image, dim=-1), self.image_text_embeddings(clip_image),
-                          self.image_embeddings(clip_image)], dim=-1)
+        text = [self.image_text_embeddings(clip_image)] if self.text_head else []  # untrained without text
+        return torch.cat([F.normalize(clip_image, dim=-1), *text, self.image_embeddings(clip_image)], dim=-1)
+
+    @property
+    def index_dim(self) -> int:
+        """Width of :meth:`index_descriptor` (3 x clip_dim; 2 x without a text head)."""
+        return (3 if self.text_head else 2) * self.clip_dim
 
     def location_embeddings(self, coords: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.location_projection_else(self.location_encoder(coords)), dim=-1)

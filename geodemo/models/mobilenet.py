@@ -1,7 +1,9 @@
 """The real offline MobileNet models (TFLite, ImageNet-trained) from the shared folder.
 
 ``mobilenet-v1-imagenet`` is geodemo's offline default image encoder: MobileNet V1 1.0/224 with
-the classifier removed, a 1024-d generic embedding (dequantized, then L2-normalised).
+the classifier removed, a 1024-d generic embedding (dequantized, then L2-normalised). Its image
+tokens are the last feature map before the average pool (``Conv2d_13_pointwise``, 7x7x1024),
+read from the interpreter's intermediate tensors: 49 tokens whose mean is the pooled embedding.
 ``mobilenet-v2-imagenet-classifier`` gives top-k ImageNet labels, a cheap text description of a photo.
 """
 
@@ -11,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -25,6 +28,7 @@ __all__ = [
 ]
 
 SHARED_SUBDIR = "mobilenet-imagenet"
+TOKEN_TENSOR = "MobilenetV1/MobilenetV1/Conv2d_13_pointwise/Relu6"  # (B, 7, 7, 1024) before AvgPool
 
 
 def mobilenet_preprocess(image: Image.Image, size: int = 224, central_fraction: float = 0.875) -> np.ndarray:
@@ -42,7 +46,11 @@ def mobilenet_preprocess(image: Image.Image, size: int = 224, central_fraction: 
 
 
 class MobileNetEncoder:
-    """ImageEncoder over the MobileNet V1 TFLite embedding extractor (1024-d, no text tower)."""
+    """ImageEncoder over the MobileNet V1 TFLite embedding extractor (1024-d, no text tower).
+
+    ``encode_image_tokens`` gives the 7x7 grid of the last feature map as 49 tokens of 1024
+    (a second interpreter that keeps its intermediate tensors, created on first use).
+    """
 
     has_text_tower = False
 
@@ -50,9 +58,34 @@ class MobileNetEncoder:
         self, path: Path, name: str = "mobilenet-v1-imagenet", num_threads: int | None = None
     ) -> None:
         self.name = name
+        self.path = Path(path)
+        self.num_threads = num_threads
         self.model = TFLiteModel(path, num_threads=num_threads)
         self.input_size = self.model.input_shape[1]
         self.embed_dim = 1024
+        self.token_dim = 1024
+        self._token_model: TFLiteModel | None = None
+
+    def _tokens_of(self, x: np.ndarray) -> np.ndarray:
+        if self._token_model is None:
+            self._token_model = TFLiteModel(self.path, num_threads=self.num_threads, preserve_all_tensors=True)
+        index = self._token_model.tensor_index(TOKEN_TENSOR)
+        grid = self._token_model.dequantize(self._token_model.run(x, tensor=index), tensor=index)
+        return grid.reshape(len(x), -1, grid.shape[-1])
+
+    def encode_image_tokens(
+        self, images: list[Image.Image], batch_size: int = 16, progress: bool = False
+    ) -> torch.Tensor:
+        """``(N, 49, 1024)`` float32 tokens: the dequantized 7x7 feature map, row-major (not normalised)."""
+        step = max(1, int(batch_size))
+        out = []
+        with tqdm(total=len(images), desc=f"{self.name} tokens", disable=not progress, unit="img") as bar:
+            for start in range(0, len(images), step):
+                chunk = images[start : start + step]
+                x = np.stack([mobilenet_preprocess(im, self.input_size) for im in chunk])
+                out.append(torch.from_numpy(self._tokens_of(x)))
+                bar.update(len(chunk))
+        return torch.cat(out) if out else torch.zeros(0, 49, self.token_dim)
 
     def encode_images(
         self, images: list[Image.Image], batch_size: int = 16, progress: bool = False

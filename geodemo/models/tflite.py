@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +39,23 @@ class TFLiteModel:
 
     The interpreter is created once per object; ``run`` resizes its batch dimension when the
     graph allows it (MobileNet does, DeepLab's XNNPack graph does not: then it loops).
+    With ``preserve_all_tensors=True`` the intermediate activations stay readable after a run:
+    ``run(batch, tensor=tensor_index("..."))`` returns one of them instead of the output.
     """
 
-    def __init__(self, path: Path, num_threads: int | None = None) -> None:
+    def __init__(
+        self, path: Path, num_threads: int | None = None, preserve_all_tensors: bool = False
+    ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
-        self._interpreter = Interpreter(
-            model_path=str(self.path), num_threads=num_threads or default_threads()
-        )
+        with warnings.catch_warnings():  # "intended for debugging": here it is how tokens are read
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            self._interpreter = Interpreter(
+                model_path=str(self.path),
+                num_threads=num_threads or default_threads(),
+                experimental_preserve_all_tensors=preserve_all_tensors,
+            )
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
@@ -61,9 +70,20 @@ class TFLiteModel:
     def input_dtype(self) -> type:
         return self._input["dtype"]
 
-    def dequantize(self, values: np.ndarray) -> np.ndarray:
-        """Output values as float32 (applies the output's scale and zero point when quantized)."""
-        scale, zero_point = self._output["quantization"]
+    def tensor_index(self, name: str) -> int:
+        """Index of the tensor whose name (or first ``;``-separated alias) is ``name``."""
+        for detail in self._interpreter.get_tensor_details():
+            if name in (detail["name"], detail["name"].split(";")[0]):
+                return int(detail["index"])
+        raise KeyError(f"{self.path.name} has no tensor named {name!r}")
+
+    def dequantize(self, values: np.ndarray, tensor: int | None = None) -> np.ndarray:
+        """Values of the output (or of tensor ``tensor``) as float32, applying its scale and zero point."""
+        if tensor is None:
+            scale, zero_point = self._output["quantization"]
+        else:
+            detail = next(d for d in self._interpreter.get_tensor_details() if d["index"] == tensor)
+            scale, zero_point = detail["quantization"]
         values = values.astype(np.float32)
         if scale:
             values = (values - zero_point) * scale
@@ -85,16 +105,20 @@ class TFLiteModel:
         self._output = self._interpreter.get_output_details()[0]
         return self._batchable
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run a ``(B, ...)`` input; one invoke when the model can resize its batch, else one per row."""
+    def run(self, batch: np.ndarray, tensor: int | None = None) -> np.ndarray:
+        """Run a ``(B, ...)`` input and read the output (or intermediate tensor ``tensor``, raw values).
+
+        One invoke when the model can resize its batch, else one per row.
+        """
         batch = batch.astype(self.input_dtype, copy=False)
+        index = self._output["index"] if tensor is None else int(tensor)
         with self._lock:
             if self._batchable and self._set_batch(len(batch)):
-                return self._invoke(batch)
+                return self._invoke(batch, index)
             self._set_batch(1)
-            return np.concatenate([self._invoke(row[None]) for row in batch])
+            return np.concatenate([self._invoke(row[None], index) for row in batch])
 
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+    def _invoke(self, batch: np.ndarray, index: int) -> np.ndarray:
         self._interpreter.set_tensor(self._input["index"], batch)
         self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output["index"]).copy()
+        return self._interpreter.get_tensor(index).copy()

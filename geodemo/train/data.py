@@ -20,6 +20,7 @@ from geodemo.data.folds import group_fold
 __all__ = [
     "FeatureTable",
     "load_benchmark_features",
+    "load_benchmark_views",
     "load_feature_shards",
     "write_feature_shard",
     "group_fold",
@@ -220,3 +221,42 @@ class ImageSource:
         emb = np.asarray(self.encoder.encode_images(images), dtype=np.float32)
         emb[~np.array(ok, dtype=bool)] = 0.0
         return emb
+
+
+def load_benchmark_views(
+    benchmarks: list,
+    encoder: str,
+    segmenter: str | None = None,
+    tokens: bool = False,
+    labelmap_size: int = 64,
+    progress: bool = True,
+) -> FeatureTable:
+    """Cached views of named benchmarks (or dataset objects) for the offline analogues (unreadable
+    photos dropped).
+
+    Features: ``image`` (N, D) pooled embeddings; with ``tokens``, ``tokens`` (N, T, D) float16 from the
+    encoder's ``encode_image_tokens``; with ``segmenter``, ``labelmap`` (N, s, s) uint8 ADE20K ids
+    resized (nearest) to ``labelmap_size``. All come from :mod:`geodemo.models.features`' disk cache.
+    """
+    from geodemo.data import load_benchmark
+    from geodemo.models.dualgeo import label_maps_to_tensor
+    from geodemo.models.features import cached_image_tokens, cached_label_maps, image_features
+
+    tables = []
+    for name in benchmarks:
+        ds = load_benchmark(name) if isinstance(name, str) else name
+        fs = image_features(encoder, ds, progress=progress)
+        feats: dict[str, np.ndarray] = {"image": fs.embeddings}
+        valid = fs.valid.copy()
+        if tokens:
+            feats["tokens"], ok = cached_image_tokens(encoder, ds, progress=progress)
+            valid &= ok
+        if segmenter:
+            maps = cached_label_maps(segmenter, ds, progress=progress)
+            valid &= np.array([m is not None for m in maps])
+            blank = np.zeros((labelmap_size, labelmap_size), dtype=np.uint8)
+            small = label_maps_to_tensor([m if m is not None else blank for m in maps], labelmap_size)
+            feats["labelmap"] = small.numpy().astype(np.uint8)
+        table = FeatureTable(ds.ids(), ds.groups(), ds.coords().astype(np.float32), feats)
+        tables.append(table.take(valid))
+    return FeatureTable.concat(tables)

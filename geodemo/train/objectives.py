@@ -82,7 +82,11 @@ class GeoAlignmentObjective(nn.Module):
 
 
 class G3Objective(nn.Module):
-    """G3 geo-alignment on cached CLIP outputs: image<->text and image<->GPS, summed."""
+    """G3 geo-alignment on cached CLIP outputs: image<->text and image<->GPS, summed.
+
+    A batch without ``"text"`` (an encoder with no text tower, e.g. the offline MobileNet) trains the
+    image<->GPS term alone.
+    """
 
     def __init__(self, model: nn.Module, gps_queue: int = 0):
         super().__init__()
@@ -90,8 +94,16 @@ class G3Objective(nn.Module):
         self.queue = _GPSQueue(gps_queue) if gps_queue > 0 else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        out = self.model(batch["image"], batch["text"], batch["coords"],
-                         extra_coords=self.queue.current() if self.queue is not None else None)
+        extra_coords = self.queue.current() if self.queue is not None else None
+        if "text" not in batch:
+            coords = batch["coords"] if extra_coords is None else torch.cat([batch["coords"], extra_coords])
+            logits = (self.model.logit_scale.exp() * self.model.image_embeddings(batch["image"])
+                      @ self.model.location_embeddings(coords).T)
+            if self.queue is not None and self.training:
+                self.queue.push(batch["coords"])
+            loss = clip_loss(logits, logits.shape[1] - logits.shape[0])
+            return loss, {"loss_img_gps": float(loss.detach())}
+        out = self.model(batch["image"], batch["text"], batch["coords"], extra_coords=extra_coords)
         if self.queue is not None and self.training:
             self.queue.push(batch["coords"])
         n_extra = out["logits_image_gps"].shape[1] - out["logits_image_gps"].shape[0]
@@ -110,7 +122,8 @@ class DualGeoObjective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.model(batch["tokens"], batch["labelmap"])
-        loc = self.model.location_embeddings(batch["coords"])
+        # a frozen location encoder's embeddings may come precomputed with the batch
+        loc = batch["location"] if "location" in batch else self.model.location_embeddings(batch["coords"])
         scale = self.model.logit_scale.exp()
         l_img = clip_loss(scale * out["image"] @ loc.T)
         l_seg = clip_loss(scale * out["segmentation"] @ loc.T)

@@ -31,6 +31,7 @@ from geodemo.train.data import (
     FeatureTable,
     ImageSource,
     load_benchmark_features,
+    load_benchmark_views,
     load_feature_shards,
     split_table,
 )
@@ -85,7 +86,11 @@ def load_table(dcfg: dict[str, Any], progress: bool = True) -> FeatureTable:
         return load_benchmark_features(list(dcfg["benchmarks"]), dcfg["encoder"], progress=progress)
     if source == "shards":
         return load_feature_shards(dcfg["path"])
-    raise ValueError(f"unknown data source {source!r}; choose benchmarks, shards or images")
+    if source == "benchmark-views":  # offline analogues: pooled features, image tokens, label maps
+        return load_benchmark_views(list(dcfg["benchmarks"]), dcfg["encoder"], dcfg.get("segmenter"),
+                                    tokens=bool(dcfg.get("tokens", False)),
+                                    labelmap_size=int(dcfg.get("labelmap_size", 64)), progress=progress)
+    raise ValueError(f"unknown data source {source!r}; choose benchmarks, benchmark-views, shards or images")
 
 
 def image_source(dcfg: dict[str, Any]) -> ImageSource:
@@ -198,8 +203,9 @@ class Trainer:
             photo_rows = batch.pop("row").cpu().numpy()
             feats = self.images.encode(photo_rows, seed=self.seed * 1_000_003 + step)
             batch["image"] = torch.from_numpy(feats).to(device)
-        if "image" in batch and batch["image"].dtype == torch.float16:
-            batch["image"] = batch["image"].float()
+        for key, value in batch.items():  # features cached as float16 (image, tokens) train in float32
+            if value.dtype == torch.float16:
+                batch[key] = value.float()
         if self.positive_km > 0:
             from geodemo.geo import pairwise_haversine_km
 

@@ -1,6 +1,6 @@
 """Evidence for the fusion rows of the ablation, leave-one-photographer-out.
 
-``scripts/ablate.py`` (``--fusion``, the default) calls :func:`collect` and :func:`rows`; with
+``geodemo.eval.ablation`` (``scripts/ablate.py --fusion``, the default) calls :func:`collect` and :func:`rows`; with
 ``--save-weights offline`` it also fits the weights the preset can ship (:func:`fit_all`).
 
 For each photo: the ``offline`` preset's retrieval and re-ranking with its own photo and its

@@ -1,0 +1,316 @@
+"""Cross-fitted ablation of the offline analogues of G3 and DualGeo on cached features.
+
+The analogues (``dualgeo-offline``, ``g3-offline``) are trained by photographer folds
+(``scripts/train.py --preset NAME --folds K`` writes ``checkpoints/NAME-fold{k}of{K}``). Here every
+photo of the benchmark is scored only by the fold model whose training never saw its photographer
+(:func:`fold_assignment`), against a gallery (the preset's gallery datasets) from which its own photo
+and every photo by its photographer are removed. Each stage of the paper adds one row:
+
+* DualGeo: image view only, segmentation view only, dual view (fused), DualGeo's descriptor
+  (enhanced image view + raw features), + DBSCAN re-ranking, the main-cluster centre.
+* G3: raw features, the image->GPS head alone, G3's descriptor (raw features + image->GPS embedding,
+  no text tower offline), + verification of the retrieved candidates by the trained head.
+
+Both add the density prior and the oracle best of the candidates. All views come from
+:func:`model_views`, the same embeddings the trained model gives the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from geodemo.eval.baselines import DensityPrior, Gallery
+from geodemo.eval.harness import QueryPhoto
+from geodemo.eval.metrics import accuracy_table
+from geodemo.geo import haversine_km
+
+__all__ = [
+    "model_views",
+    "FoldModel",
+    "load_trained",
+    "load_fold_models",
+    "fold_assignment",
+    "AnalogueAblation",
+    "run_analogue_ablation",
+]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(n > 0, n, 1.0)).astype(np.float32)
+
+
+@torch.no_grad()
+def model_views(model: nn.Module, features: dict[str, np.ndarray], batch_size: int = 128) -> dict[str, np.ndarray]:
+    """Unit retrieval vectors of every row under each view the trained model offers.
+
+    DualGeo (``tokens``, ``labelmap``, ``image``): ``image``, ``segmentation``, ``fused`` (the model's GPS-space
+    embeddings) and ``descriptor`` (DualGeo's index vector, as :class:`DualGeoDescriptor` builds it). G3
+    (``image``): ``gps`` (the image->GPS head) and ``descriptor`` (G3's index vector, :class:`G3Descriptor`).
+    Always ``raw``. A photo's vectors never depend on the other rows of its batch (eval mode, per-sample model).
+    """
+    from geodemo.models.descriptors import DualGeoDescriptor, G3Descriptor
+
+    was_training = model.training
+    model.eval()
+    raw = np.asarray(features["image"], dtype=np.float32)
+    dual = getattr(model, "architecture", None) == "dualgeo"
+    out: dict[str, list[np.ndarray]] = {}
+    try:
+        if dual:
+            descriptor = DualGeoDescriptor(model.name, None, None, model, raw.shape[1])
+        else:
+            descriptor = G3Descriptor(model.name, None, model)
+        p = next(model.parameters())
+        for s in range(0, len(raw), batch_size):
+            rows = slice(s, s + batch_size)
+            if dual:
+                tokens = torch.from_numpy(np.asarray(features["tokens"][rows], np.float32)).to(p.device)
+                labels = torch.from_numpy(np.asarray(features["labelmap"][rows]).astype(np.int64)).to(p.device)
+                views = model(tokens, labels)
+                for k in ("image", "segmentation", "fused"):
+                    out.setdefault(k, []).append(views[k].float().cpu().numpy())
+                d = descriptor.describe_features(raw[rows], tokens, labels)
+            else:
+                d = descriptor.describe_features(raw[rows])
+                out.setdefault("gps", []).append(d.gps)
+            out.setdefault("descriptor", []).append(d.descriptor)
+    finally:
+        model.train(was_training)
+    views = {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
+    views["raw"] = _unit(raw)
+    return views
+
+
+@dataclass
+class FoldModel:
+    """A fold checkpoint: its folder, model, and the photographers it held out and trained on."""
+
+    name: str
+    model: nn.Module
+    held_out_groups: set[str]
+    train_groups: set[str]
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def load_trained(folder: str | Path, device: str = "cpu") -> nn.Module:
+    """A trained checkpoint folder of any architecture the trainer writes (DualGeo included)."""
+    from geodemo.models.aligners import load_aligner, read_pretrained
+
+    cfg, _ = read_pretrained(folder)
+    if cfg.get("architecture") == "dualgeo":
+        from geodemo.models.dualgeo import DualGeoModel
+
+        model = DualGeoModel.from_pretrained(folder, device=device)
+        model.provenance = dict(cfg.get("training") or {})
+        return model
+    return load_aligner(folder, device=device)
+
+
+def load_fold_models(preset: str, num_folds: int) -> list[FoldModel]:
+    """``checkpoints/<preset>-fold{k}of{num_folds}`` for every k (clear error when one is missing)."""
+    from geodemo.models.aligners import read_pretrained
+    from geodemo.paths import MissingResourceError, checkpoints_dir
+
+    out = []
+    for k in range(num_folds):
+        name = f"{preset}-fold{k}of{num_folds}"
+        folder = checkpoints_dir() / name
+        if not (folder / "config.json").is_file():
+            raise MissingResourceError(
+                f"fold checkpoint {name} not found under {checkpoints_dir()}; make the fold models with "
+                f"`python scripts/train.py --preset {preset} --folds {num_folds}`")
+        cfg, _ = read_pretrained(folder)
+        training = cfg.get("training", {})
+        out.append(FoldModel(name, load_trained(folder), set(training.get("held_out_groups", [])),
+                             set(training.get("train_groups", [])), cfg))
+    return out
+
+
+def group_key(sample_id: str, group: str | None) -> str:
+    """The trainer's photographer key (``id:<id>`` for photos without one)."""
+    return group if group else f"id:{sample_id}"
+
+
+def fold_assignment(ids: list[str], groups: list[str | None], models: list[FoldModel]) -> np.ndarray:
+    """Index of the fold model that scores each photo: the one that held out its photographer.
+
+    -1 where no model held it out. Raises if a photo's photographer is among the training groups of
+    the model chosen for it (a model never scores photos of photographers it trained on).
+    """
+    out = np.full(len(ids), -1, dtype=np.int64)
+    for i, (sid, g) in enumerate(zip(ids, groups, strict=True)):
+        key = group_key(sid, g)
+        for k, m in enumerate(models):
+            if key in m.held_out_groups:
+                if key in m.train_groups:
+                    raise ValueError(f"photographer {key!r} is both held out by and trained into {m.name}")
+                out[i] = k
+                break
+    return out
+
+
+@dataclass
+class AnalogueAblation:
+    """Predictions of each row on the scored photos, and what the table's caption needs."""
+
+    preset: str
+    benchmark: str
+    ids: list[str]
+    truth: np.ndarray
+    rows: dict[str, np.ndarray]
+    notes: list[str] = field(default_factory=list)
+    neighbour_ids: list[list[str]] = field(default_factory=list)  # retrieved by the main view, per photo
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return {name: accuracy_table(pred, self.truth) for name, pred in self.rows.items()}
+
+
+def _search(view: np.ndarray, query_rows: np.ndarray, ids: list[str], groups: list[str | None],
+            coords: np.ndarray, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Top-``k`` gallery rows of each query row with its photo and photographer excluded (FAISS, exact)."""
+    from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
+
+    db = RetrievalDatabase.build(view, GalleryMeta(ids, coords, groups=groups), "view", IndexConfig("flat"),
+                                 progress=False)
+    hits = db.search(view[query_rows], k=k, exclude_ids=[{ids[i]} for i in query_rows],
+                     exclude_groups=[{groups[i]} if groups[i] else set() for i in query_rows])
+    return [h.indices for h in hits], [h.similarities for h in hits]
+
+
+def run_analogue_ablation(
+    preset_name: str,
+    benchmark: str = "im2gps3k-dev",
+    num_folds: int = 3,
+    limit: int | None = None,
+    progress: bool = True,
+    table: Any = None,
+    query_ids: set[str] | None = None,
+) -> AnalogueAblation:
+    """Every photo of ``benchmark`` scored by its fold model (see module doc); rows in table order.
+
+    ``table`` (a :class:`~geodemo.train.data.FeatureTable` of the gallery) and ``query_ids`` replace the
+    preset's gallery datasets and the benchmark's photos (tests use a small subset).
+    """
+    from geodemo.pipeline.presets import load_preset
+    from geodemo.retrieval.rerank import cluster_neighbours
+    from geodemo.train.data import load_benchmark_views
+
+    preset = load_preset(preset_name)
+    spec = preset.get("descriptor") or {}
+    kind = spec.get("kind")
+    if kind not in ("dualgeo", "g3"):
+        raise ValueError(f"preset {preset_name!r} is not an offline analogue (descriptor kind {kind!r})")
+    datasets = list(preset["gallery"]["datasets"])
+    if table is None and benchmark not in datasets:
+        raise ValueError(f"{benchmark!r} must be one of the preset's gallery datasets {datasets} "
+                         "(its photos are scored leave-one-photographer-out)")
+    models = load_fold_models(spec.get("checkpoint", preset_name), num_folds)
+    dual = kind == "dualgeo"
+    if table is None:
+        from geodemo.data import load_benchmark
+
+        table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if dual else None,
+                                     tokens=dual, labelmap_size=int(getattr(models[0].model, "labelmap_size", 64)),
+                                     progress=progress)
+        datasets_note = ", ".join(datasets)
+        query_ids = set(load_benchmark(benchmark).ids())
+    else:
+        datasets_note = "given table"
+    bench_ids = set(query_ids) if query_ids is not None else set(table.ids)
+    query_rows = np.array([i for i, sid in enumerate(table.ids) if sid in bench_ids], dtype=np.int64)
+    if limit:
+        query_rows = query_rows[:limit]
+    fold = fold_assignment([table.ids[i] for i in query_rows], [table.groups[i] for i in query_rows], models)
+    notes = []
+    if (fold < 0).any():
+        notes.append(f"{int((fold < 0).sum())} photos held out by no fold model were skipped")
+    query_rows, fold = query_rows[fold >= 0], fold[fold >= 0]
+    coords = table.coords.astype(np.float64)
+    top_k = int(preset.get("retrieval", {}).get("top_k", 20))
+    rr = preset.get("rerank", {})
+    n = len(query_rows)
+
+    names = (["raw", "image", "segmentation", "fused", "descriptor"] if dual else ["raw", "gps", "descriptor"])
+    retrieved: dict[str, list[np.ndarray]] = {v: [np.zeros(0, np.int64)] * n for v in names}
+    sims: dict[str, list[np.ndarray]] = {v: [np.zeros(0)] * n for v in names}
+    gps_view: list[np.ndarray] = [np.zeros(0)] * n
+    scorer: list[nn.Module | None] = [None] * n  # the fold model that scores each photo
+    for k, fm in enumerate(models):
+        members = np.flatnonzero(fold == k)
+        if not len(members):
+            continue
+        views = model_views(fm.model, table.features)
+        for v in names:
+            idx, sim = _search(views[v], query_rows[members], table.ids, table.groups, coords, top_k)
+            for j, m in enumerate(members):
+                retrieved[v][m], sims[v][m] = idx[j], sim[j]
+        for m in members:
+            scorer[m] = fm.model
+            if not dual:
+                gps_view[m] = views["gps"][query_rows[m]]
+    rows: dict[str, np.ndarray] = {}
+    gallery = Gallery(f"{preset_name}-gallery", coords, table.ids, table.groups)
+    rows["density prior (200 km, photographer left out)"] = DensityPrior(gallery).predict(
+        [QueryPhoto(table.ids[i], None, table.groups[i]) for i in query_rows])
+
+    def top1(view: str) -> np.ndarray:
+        return np.stack([coords[r[0]] if len(r) else (np.nan, np.nan) for r in retrieved[view]])
+
+    main = "descriptor"  # what the preset's database holds
+    candidates = [coords[r] for r in retrieved[main]]
+    s_top = int((preset.get("candidates") or {}).get("retrieval_top") or top_k)  # G3: S retrieval candidates
+    if dual:
+        rows["retrieval top-1, raw MobileNet features"] = top1("raw")
+        rows["image view only (top-1)"] = top1("image")
+        rows["segmentation view only (top-1)"] = top1("segmentation")
+        rows["dual view (fused), top-1"] = top1("fused")
+        rows["DualGeo descriptor (enhanced image view + raw features), top-1"] = top1("descriptor")
+        reranked, centres = np.full((n, 2), np.nan), np.full((n, 2), np.nan)
+        for i in range(n):
+            if len(candidates[i]):
+                c = cluster_neighbours(candidates[i], sims[main][i], eps_km=float(rr.get("eps_km", 50.0)),
+                                       min_samples=int(rr.get("min_samples", 2)))
+                reranked[i] = candidates[i][c.order[0]]
+                mc = next(x for x in c.clusters if x.is_main)
+                centres[i] = mc.centre_lat, mc.centre_lon
+                candidates[i] = np.concatenate([candidates[i], centres[i][None]])
+        rows[f"+ DBSCAN re-ranking ({rr.get('eps_km', 50.0):g} km, min {rr.get('min_samples', 2)}), "
+             "nearest to main centre"] = reranked
+        rows["+ DBSCAN main-cluster centre (answer when no LMM answer parses)"] = centres
+    else:
+        rows["raw features (MobileNet top-1)"] = top1("raw")
+        rows["image->GPS head only (top-1)"] = top1("gps")
+        rows["G3 descriptor (raw + image->GPS; no text offline), top-1"] = top1("descriptor")
+        verified = np.full((n, 2), np.nan)
+        candidates = [c[:s_top] for c in candidates]
+        for i in range(n):
+            if len(candidates[i]):
+                loc = scorer[i].embed_locations(candidates[i])
+                verified[i] = candidates[i][int(np.argmax(loc @ gps_view[i]))]
+        rows[f"+ head verification (image->GPS vs location encoder) over the top-{s_top}"] = verified
+    truth = coords[query_rows]
+    oracle = np.stack([c[int(np.argmin(haversine_km(c, t[None])))] if len(c) else (np.nan, np.nan)
+                       for c, t in zip(candidates, truth, strict=True)])
+    rows["oracle best of these candidates"] = oracle
+    notes.append(f"{n} photos scored by {len(models)} fold models ({', '.join(m.name for m in models)}); "
+                 f"gallery {len(table)} photos ({datasets_note}), own photographer excluded")
+    neighbour_ids = [[table.ids[j] for j in r] for r in retrieved[main]]
+    return AnalogueAblation(preset_name, benchmark, [table.ids[i] for i in query_rows], truth, rows, notes,
+                            neighbour_ids)
+
+
+def save_ablation(ab: AnalogueAblation, folder: str | Path) -> None:
+    """``predictions.json`` (per row, per photo) beside the table, for re-analysis."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"preset": ab.preset, "benchmark": ab.benchmark, "ids": ab.ids, "truth": ab.truth.tolist(),
+            "rows": {k: np.where(np.isfinite(v), v, None).tolist() for k, v in ab.rows.items()}}
+    (folder / "predictions.json").write_text(json.dumps(data))
