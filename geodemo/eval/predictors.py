@@ -86,6 +86,14 @@ class GeoLocatorPredictor:
     def predict(self, batch: list[QueryPhoto]) -> np.ndarray:
         return np.asarray(self.locator.predict(batch), dtype=np.float64).reshape(-1, 2)
 
+    def locate_batch(self, batch: list[QueryPhoto]) -> list[Any]:
+        """Each photo's full :class:`~geodemo.result.LocationResult` (``evaluate(..., explain=True)``),
+        located as :meth:`predict` does: one batched encoding, each photo's photographer left out."""
+        if not batch:
+            return []
+        embeddings = self.locator.encoder.encode_images([q.image for q in batch])
+        return [self.locator.locate_query(q, embedding=e) for q, e in zip(batch, embeddings, strict=True)]
+
 
 @register_predictor("geolocator")
 def _geolocator(dataset: GeoDataset | None, preset: str = "offline", **overrides: Any):
