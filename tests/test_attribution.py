@@ -275,3 +275,20 @@ def test_evaluate_explain_on_the_osv_sample(shared: Path, tmp_path: Path):
     density = subprocess.run([*cmd[:4], "--predictor", "density-prior", "--explain", "--limit", "3", "--out", str(tmp_path / "d"),
                               "--no-progress"], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert density.returncode == 2 and "cannot be explained" in density.stderr and "Traceback" not in density.stderr
+
+
+# ---- the single-photo explanation uses the same words ----------------------------------------
+
+
+def test_the_page_explanation_opens_with_the_cause_of_the_table():
+    from geodemo.viz import error_report
+
+    for name in ("near neighbour outvoted", "LMM far", "verifier chose far", "nothing near"):
+        result, expected = CASES[name]
+        report = error_report(result, PARIS)
+        assert report.attribution == attribute(result, PARIS)
+        assert report.explanation[0] == f"Lost at **{expected}** (failures from 750 km on): {report.attribution.detail}"
+    between = make_result(BRUSSELS, [BRUSSELS])  # 264 km: explained (>= 200 km) but not a failure
+    report = error_report(between, PARIS)
+    assert report.attribution.cause == CORRECT
+    assert report.explanation[0].startswith("Not a failure at the benchmark's 750 km threshold")
