@@ -173,7 +173,8 @@ def attribute(
         else:
             d_main = float(_distances([(main.centre_lat, main.centre_lon)], t)[0])
             where = f"none was in the main cluster ({main.support} photos, centre {_km(d_main)} from the truth)"
-        return cause("re-ranking", f"{near_nb.size} of {len(d_nb)} retrieved neighbours were within {T:g} km of "
+        were = "was" if near_nb.size == 1 else "were"
+        return cause("re-ranking", f"{near_nb.size} of {len(d_nb)} retrieved neighbours {were} within {T:g} km of "
                                    f"the truth (the first at rank {int(near_nb[0]) + 1}), but {where}.")
 
     lmm_on = bool(result.lmm_records) or "lmm" in result.errors
