@@ -148,7 +148,8 @@ def attribute(
     if err < T:
         return cause(CORRECT, f"The prediction is {_km(err)} from the truth, within {T:g} km: not a failure.")
     if not has_point:
-        stage = next((s for s in _STAGE_ORDER if s in result.errors), "") or next(iter(result.errors), "verification")
+        order = [*result.stages, *_STAGE_ORDER]  # the stages the preset ran, in order
+        stage = next((s for s in order if s in result.errors), "") or next(iter(result.errors), "verification")
         return cause("stage error", f"No location was predicted: the {stage} stage failed.", stage)
 
     near_nb = np.flatnonzero(d_nb < T)

@@ -87,12 +87,8 @@ class GeoLocatorPredictor:
         return np.asarray(self.locator.predict(batch), dtype=np.float64).reshape(-1, 2)
 
     def locate_batch(self, batch: list[QueryPhoto]) -> list[Any]:
-        """Each photo's full :class:`~geodemo.result.LocationResult` (``evaluate(..., explain=True)``),
-        located as :meth:`predict` does: one batched encoding, each photo's photographer left out."""
-        if not batch:
-            return []
-        embeddings = self.locator.encoder.encode_images([q.image for q in batch])
-        return [self.locator.locate_query(q, embedding=e) for q, e in zip(batch, embeddings, strict=True)]
+        """Each photo's full :class:`~geodemo.result.LocationResult` (``evaluate(..., explain=True)``)."""
+        return self.locator.locate_batch(batch)
 
 
 @register_predictor("geolocator")

@@ -17,7 +17,6 @@ import html
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +32,7 @@ from geodemo.eval.attribution import (
 )
 from geodemo.eval.results import ResultStore, StoredResult
 from geodemo.paths import REPO_ROOT
+from geodemo.pipeline.failures import plain_words  # stored results may hold server paths
 from geodemo.result import LocationResult
 
 __all__ = [
@@ -220,14 +220,6 @@ def _round(text: str) -> float | None:
     return round(value, 1) if math.isfinite(value) else None
 
 
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s/'\"(),;:]+){2,}/?")
-
-
-def plain(text: str) -> str:
-    """A recorded message with any file path cut to its last part (stored results may hold server paths)."""
-    return _PATH.sub(lambda m: Path(m.group(0).rstrip("/")).name or "…", str(text))
-
-
 @dataclass
 class PhotoView:
     """Everything the page shows for one photo (Markdown/HTML strings, table rows, the photo)."""
@@ -262,7 +254,7 @@ def photo_view(view: RunView, photo_id: str) -> PhotoView:
         head.append("The pipeline failed on this photo; no stage was recorded.")
         blank = ""
         return PhotoView("\n\n".join(head), f"- Cause: **{row.get('cause', 'stage error')}**", blank, blank, blank,
-                         blank, [], [], photo, f"- {plain(stored.error)}" if stored.error else "")
+                         blank, [], [], photo, f"- {plain_words(stored.error)}" if stored.error else "")
     report = error_report(result, truth, failure_km=view.attribution.threshold_km) if _has_point(result) else None
     if report is not None:
         place = f" ({html.escape(result.place)})" if result.place else ""
@@ -276,7 +268,7 @@ def photo_view(view: RunView, photo_id: str) -> PhotoView:
         sentences = [cause_sentence(attribute(result, truth, threshold_km=view.attribution.threshold_km))]
     if result.timings:
         head.append(f"Timings: {timing_text(result)}")
-    explanation = "#### Why\n" + "\n".join(f"- {plain(s)}" for s in sentences)
+    explanation = "#### Why\n" + "\n".join(f"- {plain_words(s)}" for s in sentences)
     maps = {
         "neighbours": map_iframe(neighbour_map(result, truth), MAP_HEIGHT, "neighbours", "gd-map gd-neighbours"),
         "before": map_iframe(cluster_map(result, result.clusters_before, title="before re-ranking", truth=truth),
@@ -286,8 +278,8 @@ def photo_view(view: RunView, photo_id: str) -> PhotoView:
         "result": map_iframe(result_map(result, truth, show_prediction=_has_point(result)), MAP_HEIGHT,
                              "prediction", "gd-map gd-result"),
     }
-    errors = "\n".join(f"- **{html.escape(stage)}**: {html.escape(plain(msg))}" for stage, msg in result.errors.items())
-    lmm = [[*r[:3], plain(str(r[3])), r[4]] for r in lmm_rows(result)]
+    errors = "\n".join(f"- **{html.escape(stage)}**: {html.escape(plain_words(msg))}" for stage, msg in result.errors.items())
+    lmm = [[*r[:3], plain_words(str(r[3])), r[4]] for r in lmm_rows(result)]
     return PhotoView("\n\n".join(head), explanation, maps["neighbours"], maps["before"], maps["after"],
                      maps["result"], lmm, candidate_rows(result), photo,
                      ("#### Stages that reported a problem\n" + errors) if errors else "")
