@@ -289,15 +289,40 @@ def test_failing_optional_components_are_recorded_and_the_locator_goes_on():
 
 
 # ---------------------------------------------------------------------------------------------- decision
-def test_confidence_grows_with_support_and_uncertainty_is_the_median_distance_to_the_next_candidates():
+def test_confidence_is_a_logistic_calibration_fitted_by_photographer_folds():
+    # the shipped calibration says what it is and where it came from
     cal = decision.load_calibration("offline")
-    assert cal.provenance.get("split") and cal.radius_km == 25.0
+    assert cal.radius_km == 25.0 and cal.features == list(decision.FEATURES)
+    assert cal.provenance["split"] == "im2gps3k-dev" and cal.provenance["fit"]["folds"] == 5
+    # its map: P = sigmoid(intercept + coef . x)
+    x = np.array([0.5, 1.0, 1.0])
+    z = cal.intercept + float(np.dot(cal.coef, x))
+    assert decision.confidence(x, cal) == pytest.approx(1 / (1 + math.exp(-z)))
+    # fitting: on synthetic photos where support decides the hit, the fit finds it and is calibrated
+    rng = np.random.default_rng(0)
+    n = 600
+    support = rng.uniform(0, 1, n)
+    X = np.stack([support, np.clip(support + rng.uniform(0, 0.3, n), 0, 1), rng.integers(0, 2, n)], 1)
+    p_true = 1 / (1 + np.exp(-(-3 + 5 * support)))
+    hit = rng.uniform(0, 1, n) < p_true
+    folds = np.arange(n) % 5
+    fitted, report = decision.fit_calibration(X, hit, folds, provenance={"split": "synthetic"})
+    assert fitted.coef[0] > 1 and report["cv_log_loss"] < report["base_rate_log_loss"]
+    assert report["C"] in (0.01, 0.1, 1.0, 10.0, 100.0) and fitted.provenance["split"] == "synthetic"
+    strong = decision.confidence(np.array([0.9, 1.0, 0]), fitted)
+    weak = decision.confidence(np.array([0.1, 0.2, 0]), fitted)
+    assert weak < 0.3 < 0.7 < strong
+
+
+def test_confidence_features_and_uncertainty_follow_their_definitions():
     nb = np.array([[48.85, 2.35]] * 8 + [[40.7, -74.0]] * 2)
-    sims = np.full(10, 0.5)
-    strong = decision.confidence(decision.confidence_features((48.86, 2.34), nb, sims, False), cal)
-    weak = decision.confidence(decision.confidence_features((40.71, -74.0), nb, sims, False), cal)
-    assert 0.0 < weak < strong < 1.0
+    sims = np.array([0.5] * 8 + [1.0] * 2)
+    x = decision.confidence_features((48.86, 2.34), nb, sims, True)
+    assert x == pytest.approx([4.0 / 6.0, 4.0 / 6.0, 1.0])  # similarity mass within 25 / 200 km
+    assert decision.confidence_features((math.nan, 0.0), nb, sims, True) == pytest.approx([0, 0, 0])
     cands = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 3.0]])
     u = decision.uncertainty_km((0.0, 0.0), cands, np.array([4.0, 3.0, 2.0, 1.0]), 0, nb, top=3)
     assert u == pytest.approx(float(np.median(haversine_km(cands[1:3], np.array([[0.0, 0.0]])))))
     assert decision.uncertainty_km((0.0, 0.0), cands[:1], np.array([1.0]), 0, nb[:0], top=3, fallback_km=50) == 50
+    # without verifier scores (DualGeo's rule) the radius comes from the re-ranked neighbours
+    assert decision.uncertainty_km((48.85, 2.35), cands, None, None, nb, top=5) == 1.0
