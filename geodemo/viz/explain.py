@@ -99,7 +99,7 @@ def error_report(
     t = (float(truth[0]), float(truth[1]))
     err = _dist(result.lat, result.lon, t)
     cause = attribute(result, t, threshold_km=failure_km)
-    explanation = explain_failure(result, t, place_of=place_of, failure_km=failure_km) if err >= large_km else []
+    explanation = explain_failure(result, t, place_of=place_of, attribution=cause) if err >= large_km else []
     return ErrorReport(error_km=err, truth=t, bands=accuracy_bands(err), explanation=explanation, attribution=cause)
 
 
@@ -116,13 +116,14 @@ def explain_failure(
     truth: tuple[float, float] | Sequence[float],
     *,
     place_of: PlaceFn | None = None,
-    failure_km: float = FAILURE_KM,
+    attribution: Attribution | None = None,
 ) -> list[str]:
     """Sentences that trace a wrong prediction through the recorded stages: the cause first (as
-    :func:`geodemo.eval.attribution.attribute` words it), then the evidence stage by stage."""
+    :func:`geodemo.eval.attribution.attribute` words it; computed at 750 km unless given), then the
+    evidence stage by stage."""
     t = (float(truth[0]), float(truth[1]))
     err = _dist(result.lat, result.lon, t)
-    out: list[str] = [cause_sentence(attribute(result, t, threshold_km=failure_km))]
+    out: list[str] = [cause_sentence(attribution or attribute(result, t, threshold_km=FAILURE_KM))]
     truth_place = place_of(*t) if place_of else None
     pred_place = result.place or (place_of(result.lat, result.lon) if place_of else None)
     out.append(
