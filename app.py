@@ -661,6 +661,10 @@ def build_demo() -> gr.Blocks:
         api_button = gr.Button(visible=False)
         api_button.click(locate_api, inputs=[photo, *settings], outputs=api_out, api_name="locate",
                          concurrency_limit=2)
+    with demo.route("Failure explorer", "/explorer"):  # explained evaluations under $GEODEMO_RUNS (runs/)
+        from geodemo.viz.explorer import failure_explorer
+
+        failure_explorer()
     return demo
 
 

@@ -7,8 +7,10 @@ The pipeline fills a :class:`LocationResult`; the app, the CLI and the benchmark
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 
@@ -206,3 +208,33 @@ class LocationResult(_JsonMixin):
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LocationResult:
+        """The inverse of :meth:`to_dict` (``None`` floats read back as NaN; unknown keys ignored),
+        so a stored result can be shown and attributed again without running any model."""
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from its ``to_dict`` form, reading each field by its type hint."""
+    hints = get_type_hints(cls)
+    kwargs = {f.name: _read(hints[f.name], data[f.name]) for f in fields(cls)
+              if f.name in data and f.metadata.get("json") is not False}
+    return cls(**kwargs)
+
+
+def _read(hint: Any, value: Any) -> Any:
+    """One JSON value read back as ``hint``: nested dataclasses, lists of them, tuples, NaN floats."""
+    if value is None:
+        return math.nan if hint is float else None  # to_jsonable wrote NaN as None
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _read(inner[0], value) if len(inner) == 1 else value
+    if origin is list and args:
+        return [_read(args[0], v) for v in value]
+    if origin is tuple:
+        return tuple(value)
+    if is_dataclass(hint) and isinstance(value, dict):
+        return _from_dict(hint, value)
+    return value

@@ -7,7 +7,9 @@ Examples:
     .venv/bin/python scripts/evaluate.py --benchmark-csv my.csv --images photos/ --predictor geolocator --preset offline
 
 Outputs go to ``--out`` (default ``runs/<benchmark>/<predictor>``): predictions.csv (resumable),
-summary.json and table.md.
+summary.json and table.md. ``--explain`` (pipeline predictors) also keeps each photo's full result
+in results/, writes attribution.csv (the stage that lost each failure) and prints the cause table;
+the app's failure explorer opens such a folder.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--predictor", default="density-prior", choices=list_predictors())
     parser.add_argument("--preset", default="offline", help="GeoLocator preset for --predictor geolocator")
     parser.add_argument(
+        "--lmm",
+        choices=["preset", "on", "off"],
+        default="preset",
+        help="--predictor geolocator: switch the preset's LMM stage on or off (output folder gets -lmm-on/-lmm-off)",
+    )
+    parser.add_argument(
         "--gallery",
         default="self",
         help="baseline gallery: 'self' (evaluated set, leave-one-photographer-out), 'geoclip-100k' or a CSV",
@@ -46,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/<set>/<predictor>)")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing predictions.csv instead of resuming")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="keep each photo's full result, attribute every failure to the stage that lost it (attribution.csv)",
+    )
+    parser.add_argument("--failure-km", type=float, default=750.0, help="--explain: an error from here on is a failure")
     args = parser.parse_args(argv)
     if args.images is not None and args.benchmark_csv is None:
         parser.error("--images goes with --benchmark-csv")
@@ -68,20 +82,36 @@ def main(argv: list[str] | None = None) -> int:
     options = {"gallery": args.gallery, "radius_km": args.radius_km, "seed": args.seed}
     if args.predictor == "geolocator":
         options = {"preset": args.preset}
+        if args.lmm != "preset":
+            options["lmm"] = {"enabled": args.lmm == "on"}
     predictor = create_predictor(args.predictor, dataset, **options)
     suffix = f"-{args.gallery}" if args.predictor != "geolocator" and args.gallery != "self" else ""
+    if args.predictor == "geolocator" and args.lmm != "preset":
+        suffix = f"-lmm-{args.lmm}"
     name = predictor.name.replace(":", "-") + suffix
     out = args.out or REPO_ROOT / "runs" / dataset.name / name
-    report = evaluate(
-        predictor,
-        dataset,
-        out,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        resume=not args.fresh,
-    )
+    try:
+        report = evaluate(
+            predictor,
+            dataset,
+            out,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            resume=not args.fresh,
+            explain=args.explain,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(report.table_path.read_text())
+    if args.explain:
+        from geodemo.eval.attribution import attribute_run, cause_table_markdown
+
+        ids = [s.id for s in dataset.subset(args.limit).samples]
+        attribution = attribute_run(report.out_dir, ids, threshold_km=args.failure_km)
+        print(cause_table_markdown(attribution))
+        print()
     m = report.metrics
     print(
         f"{report.predictor} on {report.benchmark}: {m['n']} photos scored, {m['n_failed']} without an answer, "

@@ -21,6 +21,7 @@ from PIL import Image
 
 from geodemo.data.dataset import GeoDataset, GeoSample
 from geodemo.eval.metrics import accuracy_table, distances_km, geoscore
+from geodemo.eval.results import ResultStore
 from geodemo.result import to_jsonable
 
 __all__ = ["QueryPhoto", "Predictor", "EvalReport", "evaluate", "read_predictions", "CSV_COLUMNS"]
@@ -90,24 +91,48 @@ def _float(value: str | None) -> float:
 
 def _predict_batch(predictor: Predictor, batch: list[QueryPhoto]) -> tuple[np.ndarray, list[str]]:
     """Predict a batch; if the batch fails, retry photo by photo so one bad photo costs only itself."""
+
+    def call(photos: list[QueryPhoto]) -> list[np.ndarray]:
+        pred = np.asarray(predictor.predict(photos), dtype=np.float64).reshape(-1, 2)
+        if len(pred) != len(photos):
+            raise ValueError(f"predictor {predictor.name!r} returned {len(pred)} rows for {len(photos)} photos")
+        return list(pred)
+
+    preds, errors = _per_photo_fallback(call, batch)
+    return np.stack([np.full(2, math.nan) if p is None else p for p in preds]), errors
+
+
+def _per_photo_fallback(call: Any, batch: list[QueryPhoto]) -> tuple[list[Any], list[str]]:
+    """``call(batch)``; when the batch fails, ``call([photo])`` for each photo (None + the error when it fails)."""
     try:
-        pred = np.asarray(predictor.predict(batch), dtype=np.float64).reshape(-1, 2)
-        if len(pred) != len(batch):
-            raise ValueError(f"predictor {predictor.name!r} returned {len(pred)} rows for {len(batch)} photos")
-        return pred, [""] * len(batch)
+        return call(batch), [""] * len(batch)
     except Exception:  # noqa: BLE001 - fall back to one photo at a time to isolate the failure
         if len(batch) == 1:
             raise
-    preds, errors = [], []
+    outs, errors = [], []
     for query in batch:
         try:
-            one = np.asarray(predictor.predict([query]), dtype=np.float64).reshape(-1, 2)[0]
-            preds.append(one)
+            outs.append(call([query])[0])
             errors.append("")
         except Exception as exc:  # noqa: BLE001 - recorded in the CSV, scored as a failure
-            preds.append(np.array([math.nan, math.nan]))
+            outs.append(None)
             errors.append(f"predictor failed: {type(exc).__name__}: {exc}")
-    return np.stack(preds), errors
+    return outs, errors
+
+
+def _locate_batch(
+    predictor: Any, pending: list[tuple[GeoSample, Image.Image]], store: ResultStore
+) -> tuple[np.ndarray, list[str]]:
+    """Locate a batch keeping each photo's full result, store the results, return the points."""
+    batch = [QueryPhoto(s.id, img, s.group) for s, img in pending]
+    try:
+        results, errors = _per_photo_fallback(lambda photos: list(predictor.locate_batch(photos)), batch)
+    except Exception as exc:  # noqa: BLE001 - a single-photo batch that failed
+        results, errors = [None], [f"predictor failed: {type(exc).__name__}: {exc}"]
+    for (sample, image), result, err in zip(pending, results, errors, strict=True):
+        store.save(sample.id, (sample.lat, sample.lon), result, group=sample.group, error=err, image=image)
+    pred = np.array([[r.lat, r.lon] if r is not None else [math.nan, math.nan] for r in results], dtype=np.float64)
+    return pred.reshape(-1, 2), errors
 
 
 def evaluate(
@@ -118,11 +143,15 @@ def evaluate(
     batch_size: int = 16,
     progress: bool = True,
     resume: bool = True,
+    explain: bool = False,
 ) -> EvalReport:
     """Score ``predictor`` on ``dataset`` (first ``limit`` photos) and write the results to ``out_dir``.
 
     Files: ``predictions.csv`` (one row per photo, appended as the run goes), ``summary.json``
     (metrics and run facts) and ``table.md`` (ours beside the published rows for this benchmark).
+    ``explain=True`` also keeps each photo's full result in ``results/`` (:class:`ResultStore`;
+    the predictor needs ``locate_batch(batch) -> list[LocationResult]``); photos scored by an
+    earlier run without their result are located again.
     """
     from tqdm.auto import tqdm
 
@@ -136,7 +165,13 @@ def evaluate(
     done = read_predictions(csv_path) if resume else {}
     if not resume and csv_path.exists():
         csv_path.unlink()
-    todo = [s for s in data.samples if s.id not in done]
+    store = ResultStore(out) if explain else None
+    if store is not None and not resume:
+        store.clear()
+    if store is not None and not callable(getattr(predictor, "locate_batch", None)):
+        raise ValueError(f"predictor {name!r} keeps no stage-by-stage result, so its failures cannot be "
+                         "explained; use a pipeline predictor (--predictor geolocator)")
+    todo = [s for s in data.samples if s.id not in done or (store is not None and not store.has(s.id))]
 
     new_file = not csv_path.exists()
     started = time.perf_counter()
@@ -152,7 +187,7 @@ def evaluate(
                 return
             batch = [QueryPhoto(s.id, img, s.group) for s, img in pending]
             try:
-                pred, errors = _predict_batch(predictor, batch)
+                pred, errors = _locate_batch(predictor, pending, store) if store else _predict_batch(predictor, batch)
             except Exception as exc:  # noqa: BLE001 - a single-photo batch that failed
                 pred = np.full((len(batch), 2), math.nan)
                 errors = [f"predictor failed: {type(exc).__name__}: {exc}"] * len(batch)

@@ -86,6 +86,10 @@ class GeoLocatorPredictor:
     def predict(self, batch: list[QueryPhoto]) -> np.ndarray:
         return np.asarray(self.locator.predict(batch), dtype=np.float64).reshape(-1, 2)
 
+    def locate_batch(self, batch: list[QueryPhoto]) -> list[Any]:
+        """Each photo's full :class:`~geodemo.result.LocationResult` (``evaluate(..., explain=True)``)."""
+        return self.locator.locate_batch(batch)
+
 
 @register_predictor("geolocator")
 def _geolocator(dataset: GeoDataset | None, preset: str = "offline", **overrides: Any):

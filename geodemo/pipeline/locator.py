@@ -209,14 +209,18 @@ class GeoLocator:
         gallery (leave-one-photographer-out). Display-only stages (segmentation, clues without a
         prior) are skipped; a photo that cannot be placed gets NaN.
         """
-        if not batch:
-            return np.zeros((0, 2))
-        rows = self._encode_batch([q.image for q in batch])
         out = np.full((len(batch), 2), np.nan)
-        for i, (q, row) in enumerate(zip(batch, rows, strict=True)):
-            r = self.locate_query(q, **row)
+        for i, r in enumerate(self.locate_batch(batch)):
             out[i] = (r.lat, r.lon)
         return out
+
+    def locate_batch(self, batch: list[Any]) -> list[LocationResult]:
+        """Each QueryPhoto's full result, as :meth:`predict` locates it (one batched encoding, the
+        photographer left out); ``evaluate(..., explain=True)`` stores them."""
+        if not batch:
+            return []
+        rows = self._encode_batch([q.image for q in batch])
+        return [self.locate_query(q, **row) for q, row in zip(batch, rows, strict=True)]
 
     def warmup(self) -> GeoLocator:
         """Load every component the preset's stages use now (models, galleries, indexes), not on the first call."""

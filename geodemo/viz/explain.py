@@ -5,6 +5,8 @@
 (1, 25, 200, 750, 2500 km, strict ``<`` as in the evaluation protocol) and, when the error is
 large, sentences that trace the failure through the stages: where the neighbours were, how far the
 main cluster was, whether a better candidate (or the LMM) lost verification, which stage failed.
+The first sentence names the cause with the same words as the benchmark's cause table
+(:func:`geodemo.eval.attribution.attribute`, failures from 750 km on).
 Pure functions: no model runs here, only the recorded result is read.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from geodemo.eval.attribution import FAILURE_KM, Attribution, attribute
 from geodemo.eval.metrics import SCALE_NAMES, THRESHOLDS_KM
 from geodemo.geo import haversine_km
 from geodemo.result import LocationResult, Neighbour
@@ -26,6 +29,7 @@ __all__ = [
     "BAND_NAMES",
     "ErrorReport",
     "accuracy_bands",
+    "cause_sentence",
     "error_report",
     "explain_failure",
 ]
@@ -45,6 +49,7 @@ class ErrorReport:
     truth: tuple[float, float]
     bands: dict[float, bool]  # threshold km -> error < threshold
     explanation: list[str] = field(default_factory=list)  # empty when the error is small
+    attribution: Attribution | None = None  # the stage that lost the truth (as in attribution.csv)
 
     @property
     def level(self) -> str:
@@ -82,17 +87,28 @@ def error_report(
     truth: tuple[float, float] | Sequence[float],
     *,
     large_km: float = LARGE_ERROR_KM,
+    failure_km: float = FAILURE_KM,
     place_of: PlaceFn | None = None,
 ) -> ErrorReport:
-    """Error, accuracy bands and (for errors >= ``large_km``) the failure explanation.
+    """Error, accuracy bands, the cause (failures from ``failure_km``) and, for errors >= ``large_km``,
+    the failure explanation, whose first sentence is the cause.
 
     ``place_of(lat, lon) -> "City, Country"`` names places (e.g. the app's reverse geocoder);
     without it, neighbours' own ``place`` texts are used and points are given as coordinates.
     """
     t = (float(truth[0]), float(truth[1]))
     err = _dist(result.lat, result.lon, t)
-    explanation = explain_failure(result, t, place_of=place_of) if err >= large_km else []
-    return ErrorReport(error_km=err, truth=t, bands=accuracy_bands(err), explanation=explanation)
+    cause = attribute(result, t, threshold_km=failure_km)
+    explanation = explain_failure(result, t, place_of=place_of, attribution=cause) if err >= large_km else []
+    return ErrorReport(error_km=err, truth=t, bands=accuracy_bands(err), explanation=explanation, attribution=cause)
+
+
+def cause_sentence(attribution: Attribution) -> str:
+    """The cause in the cause table's words, e.g. "Lost at re-ranking (failures from 750 km on): ..."."""
+    if not attribution.failed:
+        return (f"Not a failure at the benchmark's {attribution.threshold_km:g} km threshold, "
+                "so it is not in the cause table.")
+    return f"Lost at **{attribution.cause}** (failures from {attribution.threshold_km:g} km on): {attribution.detail}"
 
 
 def explain_failure(
@@ -100,11 +116,14 @@ def explain_failure(
     truth: tuple[float, float] | Sequence[float],
     *,
     place_of: PlaceFn | None = None,
+    attribution: Attribution | None = None,
 ) -> list[str]:
-    """Sentences that trace a wrong prediction through the recorded stages, most telling first."""
+    """Sentences that trace a wrong prediction through the recorded stages: the cause first (as
+    :func:`geodemo.eval.attribution.attribute` words it; computed at 750 km unless given), then the
+    evidence stage by stage."""
     t = (float(truth[0]), float(truth[1]))
     err = _dist(result.lat, result.lon, t)
-    out: list[str] = []
+    out: list[str] = [cause_sentence(attribution or attribute(result, t, threshold_km=FAILURE_KM))]
     truth_place = place_of(*t) if place_of else None
     pred_place = result.place or (place_of(result.lat, result.lon) if place_of else None)
     out.append(
