@@ -26,7 +26,7 @@ PHOTOS = ["1041241079_904c456418_1430_7132415@N03.jpg",  # a poster: the gate le
 @pytest.fixture(scope="module")
 def locator(shared):
     loc = GeoLocator.from_preset("offline", gallery={"datasets": ["osv5m-sample"], "progress": False},
-                                 clues={"enabled": True, "cache": False})
+                                 clues={"enabled": True, "cache": False, "timeout_s": 120})  # no time-outs on a busy CPU
     return loc.warmup()
 
 

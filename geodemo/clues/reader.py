@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -166,16 +167,24 @@ def cached_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | No
 
 
 def _read(prepared: Image.Image, installed: frozenset[str], cfg: ClueConfig) -> ClueReport:
-    osd = detect_script(prepared, cfg.timeout_s) if cfg.osd and "osd" in installed else None
-    scripts: list[str] = []
-    if osd is not None:
-        scripts += [osd[0], *cfg.osd_confusions.get(osd[0], [])]
-    scripts += [s for s in cfg.fallback_scripts if s not in scripts]
-    best: list[str] = []
-    for script in scripts:
-        words = _read_pass(prepared, script, installed, cfg)
-        if _letters(" ".join(words)) > _letters(" ".join(best)):
-            best = words
+    # Script detection (OSD) and the fallback scripts' passes are independent Tesseract processes:
+    # they run at once, the passes of the scripts OSD names follow; the best pass is chosen in the
+    # same order as when they ran one after the other.
+    with ThreadPoolExecutor(max_workers=2 + len(cfg.fallback_scripts)) as pool:
+        passes = {s: pool.submit(_read_pass, prepared, s, installed, cfg) for s in cfg.fallback_scripts}
+        osd = detect_script(prepared, cfg.timeout_s) if cfg.osd and "osd" in installed else None
+        scripts: list[str] = []
+        if osd is not None:
+            scripts += [osd[0], *cfg.osd_confusions.get(osd[0], [])]
+        scripts += [s for s in cfg.fallback_scripts if s not in scripts]
+        for script in scripts:
+            if script not in passes:
+                passes[script] = pool.submit(_read_pass, prepared, script, installed, cfg)
+        best: list[str] = []
+        for script in scripts:
+            words = passes[script].result()
+            if _letters(" ".join(words)) > _letters(" ".join(best)):
+                best = words
     text = " ".join(best)
     script = dominant_script(text)
     if script is None:
