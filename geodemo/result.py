@@ -161,6 +161,8 @@ class ClueReport(_JsonMixin):
     summary: str = ""  # e.g. "reads Cyrillic text, language: Russian"
     floor: float = 1.0  # prior weight of every country not in ``countries`` (1.0 = no clue)
     skipped: str | None = None  # why no OCR ran (tesseract missing, disabled ...), None when it ran
+    gate_score: float | None = None  # the text gate's score (geodemo.clues.gate); None: no gate ran
+    gated_out: bool = False  # the gate saw no text, so OCR did not run (the report is empty)
 
 
 @dataclass

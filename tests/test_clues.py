@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from geodemo.clues import ClueConfig, clue_prior, read_clues
+from geodemo.clues.gate import text_score
 from geodemo.clues.prior import country_weights
 from geodemo.clues.tables import language_name
 from geodemo.result import ClueReport
@@ -31,7 +33,7 @@ SIGNS = [
 ]
 
 
-def _sign(font: Path, text: str) -> Image.Image:
+def render_sign(font: Path, text: str) -> Image.Image:
     image = Image.new("RGB", (900, 300), (250, 250, 245))
     draw = ImageDraw.Draw(image)
     draw.multiline_text((30, 40), text, font=ImageFont.truetype(str(font), 56), fill=(20, 20, 60), spacing=20)
@@ -43,7 +45,7 @@ def _sign(font: Path, text: str) -> Image.Image:
 def test_reads_script_language_and_country(script, font, text, language, countries):
     if not font.exists():
         pytest.skip(f"font {font} not installed (Debian fonts-noto-core / fonts-noto-cjk)")
-    report = read_clues(_sign(font, text))
+    report = read_clues(render_sign(font, text))
     assert report.skipped is None
     assert report.scripts == [script]
     assert report.language == language
@@ -111,3 +113,47 @@ def test_language_id_is_offline_and_bundled():
     # Restricted to the script: Cyrillic text never comes back as a Latin-script language.
     assert all(code in {"ru", "uk", "be", "bg", "sr", "mk", "kk", "mn"}
                for code, _ in identify_language("Продукты и аптека", "Cyrillic"))
+
+
+# ---------------------------------------------------------------------------------------------- text gate
+DEV_IMAGES = Path("data/im2gps3k-dev/images")
+SEA_LION = "1021054395_ca7cfe55b3_1061_7132415@N03.jpg"  # no text anywhere
+POSTER = "1041241079_904c456418_1430_7132415@N03.jpg"  # "TORTURA / NI ARTE / NI CULTURA" on a poster
+
+
+def test_gate_lets_every_test_sign_through():
+    cfg = ClueConfig()
+    scores = {script: text_score(render_sign(font, text), cfg.gate_side)
+              for script, font, text, *_ in SIGNS if font.exists()}
+    assert scores and all(s >= cfg.gate_threshold for s in scores.values()), scores
+
+
+def test_gate_scores_text_photos_above_photos_without_text(shared):
+    cfg = ClueConfig()
+    poster = text_score(Image.open(shared / DEV_IMAGES / POSTER), cfg.gate_side)
+    sea_lion = text_score(Image.open(shared / DEV_IMAGES / SEA_LION), cfg.gate_side)
+    assert poster >= cfg.gate_threshold > sea_lion
+    assert text_score(Image.new("RGB", (640, 480), (120, 160, 200))) == 0
+
+
+@needs_tesseract
+def test_gated_out_photo_is_not_read_and_gives_no_clue(shared):
+    report = read_clues(Image.open(shared / DEV_IMAGES / SEA_LION))
+    assert report.gated_out and report.gate_score is not None and report.skipped is None
+    assert report.text == "" and report.countries == {} and report.floor == 1.0
+    ungated = read_clues(Image.open(shared / DEV_IMAGES / SEA_LION), {"gate": False})
+    assert not ungated.gated_out and ungated.gate_score is None
+
+
+@needs_tesseract
+def test_gate_changes_whether_ocr_runs_never_what_it_reads(shared, tmp_path, monkeypatch):
+    monkeypatch.setenv("GEODEMO_CACHE", str(tmp_path))
+    photo = Image.open(shared / DEV_IMAGES / POSTER)
+    gated = read_clues(photo, {"cache": True})
+    assert not gated.gated_out and "TORTURA" in gated.text
+    ungated = read_clues(photo, {"cache": True, "gate": False})
+    assert ungated == replace(gated, gate_score=None)
+    # one cached reading serves every gate setting: the gate's keys are not part of the cache key
+    assert len(list((tmp_path / "clues").glob("*.json"))) == 1
+    again = read_clues(photo, {"cache": True, "gate_threshold": 1})
+    assert replace(again, gate_score=None) == ungated

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from PIL import Image
@@ -16,7 +17,7 @@ from geodemo.clues.scripts import char_script, dominant_script
 from geodemo.clues.tables import SCRIPT_TESSERACT, language_name
 from geodemo.result import ClueReport
 
-__all__ = ["ClueConfig", "read_clues", "cached_clues"]
+__all__ = ["ClueConfig", "read_clues", "cached_clues", "gate_score"]
 
 # Scripts whose letters are syllables / words, or written without spaces (Tesseract then splits
 # them into single letters): fewer letters per "word" carry as much text.
@@ -45,6 +46,11 @@ class ClueConfig:
     min_language_probability: float = 0.5
     tesseract_cmd: str | None = None
     cache: bool = False  # cache reports on disk under cache_dir("clues")
+    # The text gate (``geodemo.clues.gate``): OCR runs only when the photo's text score reaches
+    # ``gate_threshold`` (chosen by photographer-fold cross-validation: scripts/measure_ocr_gate.py).
+    gate: bool = True
+    gate_side: int = 512  # long side (px) of the greyscale image the gate looks at
+    gate_threshold: int = 14
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any] | None) -> ClueConfig:
@@ -84,15 +90,32 @@ def _letters(text: str) -> int:
 
 
 def _cache_key(image: Image.Image, cfg: ClueConfig, installed: frozenset[str]) -> str:
+    """Key of the OCR report: the prepared image and every setting but the gate's (which decides
+    whether OCR runs, never what it reads)."""
+    settings = {k: v for k, v in asdict(cfg).items() if not k.startswith("gate")}
     h = hashlib.sha1(image.tobytes())
-    h.update(json.dumps([asdict(cfg), sorted(installed), image.size], sort_keys=True).encode())
+    h.update(json.dumps([settings, sorted(installed), image.size], sort_keys=True).encode())
     return h.hexdigest()
+
+
+def gate_score(image: Image.Image, cfg: ClueConfig) -> float | None:
+    """The text gate's score of ``image`` (``geodemo.clues.gate``), or None when no gate runs
+    (``cfg.gate`` off, or OpenCV missing: then every photo is read, as before the gate)."""
+    if not cfg.gate:
+        return None
+    from geodemo.clues.gate import GateUnavailable, text_score
+
+    try:
+        return float(text_score(image, cfg.gate_side))
+    except GateUnavailable:
+        return None
 
 
 def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None = None) -> ClueReport:
     """Read text in ``image`` and the country prior it implies.
 
     Never raises for a missing Tesseract: the report is empty (no prior) and ``skipped`` says why.
+    A photo the text gate finds no text in is not read: its report is empty with ``gated_out``.
     ``image`` is a PIL image, or anything ``geodemo.imageio.load_image`` accepts.
     """
     cfg = cfg if isinstance(cfg, ClueConfig) else ClueConfig.from_dict(cfg)
@@ -106,6 +129,9 @@ def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None
         from geodemo.imageio import load_image
 
         image = load_image(image)
+    score = gate_score(image, cfg)
+    if score is not None and score < cfg.gate_threshold:
+        return ClueReport(gate_score=score, gated_out=True)
     prepared = prepare(image, cfg.ocr_side)
 
     cache_path = None
@@ -114,12 +140,13 @@ def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None
 
         cache_path = cache_dir("clues") / f"{_cache_key(prepared, cfg, installed)}.json"
         if cache_path.exists():
-            return ClueReport(**json.loads(cache_path.read_text()))
+            return replace(ClueReport(**json.loads(cache_path.read_text())), gate_score=score)
 
     report = _read(prepared, installed, cfg)
     if cache_path is not None:
-        cache_path.write_text(json.dumps(report.to_dict()))
-    return report
+        # Without the gate's fields: the cached reading is the same whatever the gate said.
+        cache_path.write_text(json.dumps({k: v for k, v in report.to_dict().items() if not k.startswith("gate")}))
+    return replace(report, gate_score=score)
 
 
 def cached_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None = None) -> ClueReport | None:
@@ -140,16 +167,24 @@ def cached_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | No
 
 
 def _read(prepared: Image.Image, installed: frozenset[str], cfg: ClueConfig) -> ClueReport:
-    osd = detect_script(prepared, cfg.timeout_s) if cfg.osd and "osd" in installed else None
-    scripts: list[str] = []
-    if osd is not None:
-        scripts += [osd[0], *cfg.osd_confusions.get(osd[0], [])]
-    scripts += [s for s in cfg.fallback_scripts if s not in scripts]
-    best: list[str] = []
-    for script in scripts:
-        words = _read_pass(prepared, script, installed, cfg)
-        if _letters(" ".join(words)) > _letters(" ".join(best)):
-            best = words
+    # Script detection (OSD) and the fallback scripts' passes are independent Tesseract processes:
+    # they run at once, the passes of the scripts OSD names follow; the best pass is chosen in the
+    # same order as when they ran one after the other.
+    with ThreadPoolExecutor(max_workers=2 + len(cfg.fallback_scripts)) as pool:
+        passes = {s: pool.submit(_read_pass, prepared, s, installed, cfg) for s in cfg.fallback_scripts}
+        osd = detect_script(prepared, cfg.timeout_s) if cfg.osd and "osd" in installed else None
+        scripts: list[str] = []
+        if osd is not None:
+            scripts += [osd[0], *cfg.osd_confusions.get(osd[0], [])]
+        scripts += [s for s in cfg.fallback_scripts if s not in scripts]
+        for script in scripts:
+            if script not in passes:
+                passes[script] = pool.submit(_read_pass, prepared, script, installed, cfg)
+        best: list[str] = []
+        for script in scripts:
+            words = passes[script].result()
+            if _letters(" ".join(words)) > _letters(" ".join(best)):
+                best = words
     text = " ".join(best)
     script = dominant_script(text)
     if script is None:

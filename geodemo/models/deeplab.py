@@ -47,8 +47,7 @@ class DeepLabSegmenter:
         resized = np.asarray(image.resize((rw, rh), Image.Resampling.BILINEAR), dtype=np.float32)
         x = np.zeros((1, s, s, 3), dtype=np.float32)  # 0 = mean pixel after scaling
         x[0, :rh, :rw] = resized / 127.5 - 1.0
-        logits = self.model.run(x)[0, :rh, :rw]
-        labels = np.argmax(logits, axis=-1).astype(np.uint8)
+        labels = self.model.run_argmax(x, rh, rw).astype(np.uint8)  # logits [0, :rh, :rw], read in place
         return resize_label_map(labels, (w, h))
 
     def label_maps(self, images: list[Image.Image], batch_size: int = 1) -> list[np.ndarray]:

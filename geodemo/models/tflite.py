@@ -66,6 +66,15 @@ class TFLiteModel:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(x) for x in self._input["shape"])
 
+    def run_argmax(self, batch: np.ndarray, rows: int, cols: int) -> np.ndarray:
+        """``argmax`` over the last axis of ``output[0, :rows, :cols]`` for one ``(1, ...)`` input, read in
+        place: DeepLab's 513x513x151 logits (159 MB) are never copied out of the interpreter."""
+        with self._lock:
+            self._set_batch(1)
+            self._interpreter.set_tensor(self._input["index"], batch.astype(self.input_dtype, copy=False))
+            self._interpreter.invoke()
+            return np.argmax(self._interpreter.tensor(self._output["index"])()[0, :rows, :cols], axis=-1)
+
     @property
     def input_dtype(self) -> type:
         return self._input["dtype"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,13 @@ class LocateContext:
     top_k: int = 20  # neighbours kept after retrieval (per-call option or preset)
     verification: Verification | None = None
     _aligner_gps: np.ndarray | None = None
+    background: dict[str, Future] = field(default_factory=dict)  # stage name -> its work started early
+
+    def background_value(self, stage: str, work: Callable[[], Any]) -> Any:
+        """The value of ``stage``'s work: the one started in the background (its exception re-raised
+        here), else ``work()`` computed now."""
+        future = self.background.pop(stage, None)
+        return work() if future is None else future.result()
 
     def aligner_gps(self) -> np.ndarray | None:
         """The photo in the aligner's GPS space (computed once), or None without an aligner."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -57,6 +58,13 @@ class Stage:
 
     def run(self, ctx: LocateContext) -> None:  # pragma: no cover - every stage overrides it
         raise NotImplementedError
+
+    def background(self, ctx: LocateContext) -> Callable[[], Any] | None:
+        """This stage's work on the decoded photo alone (``ctx.image`` and the stage's config), as a
+        thread-safe callable the locator may start as soon as the photo is loaded, beside the stages
+        listed before this one; ``run`` then takes its value with ``ctx.background_value``. None
+        (the default): the stage does all its work in ``run``."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +38,14 @@ class Clues(Stage):
         used = ctx.display or ctx.use_lmm or "verify.clue_prior" in ctx.stage_names
         return not (self.config.enabled and used)
 
+    def background(self, ctx: LocateContext) -> Callable[[], Any]:
+        # OCR needs the photo alone: it runs beside segmentation, encoding and retrieval
+        from geodemo.clues import read_clues
+
+        return functools.partial(read_clues, ctx.image, {"enabled": True, **self.config.reader})
+
     def run(self, ctx: LocateContext) -> None:
         try:
-            from geodemo.clues import read_clues
-
-            ctx.result.clues = read_clues(ctx.image, {"enabled": True, **self.config.reader})
+            ctx.result.clues = ctx.background_value(self.name, self.background(ctx))
         except Exception as exc:  # noqa: BLE001 - optional stage
             record_failure(ctx.result, self.name, exc)

@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Time to first answer and per-photo latency of a preset's locator, per stage, as a Markdown table.
+
+1. **First answer**: a fresh Python process imports geodemo, builds the preset's locator and
+   locates one photo; the figure is the time from starting that process to its answer.
+2. **Per photo**: in this process, the locator is built and warmed up, then locates ``--photos``
+   other photos one by one; each stage's wall time (``LocationResult.timings``), the whole call's
+   wall time and its CPU time (this process and its children, e.g. Tesseract) are reported as
+   median / p95 / max.
+
+The photos are drawn (``--seed``) from the shared IM2GPS3k dev split, or from the photos bundled in
+``assets/`` when there is no shared folder. Every run starts from an empty cache (a temporary
+``GEODEMO_CACHE``) unless ``--cache`` names one, so nothing is answered from an earlier run. The
+machine's load average is printed beside the figures: on a shared machine wall times grow with
+the load, CPU times much less.
+
+    python scripts/bench_locate.py --preset offline --photos 20
+    python scripts/bench_locate.py --preset offline --photos 50 --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# Run in a fresh interpreter by the first-answer measurement: argv = preset, photo.
+_FIRST_ANSWER = """
+import json, sys, time
+t0 = time.perf_counter()
+from geodemo.pipeline import GeoLocator
+locator = GeoLocator.from_preset(sys.argv[1], gallery={"progress": False})
+t1 = time.perf_counter()
+result = locator.locate(sys.argv[2])
+print(json.dumps({"import_s": t1 - t0, "locate_s": time.perf_counter() - t1,
+                  "lat": result.lat, "lon": result.lon, "errors": result.errors}))
+"""
+
+
+def _photos(n: int, seed: int) -> tuple[list[str], str]:
+    """``n`` photo paths and where they come from (the shared dev split, else the bundled photos)."""
+    try:
+        from geodemo.data import load_benchmark
+
+        samples = [s for s in load_benchmark("im2gps3k-dev").samples if s.image_path]
+        source = "shared IM2GPS3k dev split"
+        paths = [str(s.image_path) for s in samples]
+    except Exception:  # noqa: BLE001 - no shared folder: the photos bundled with the project
+        paths = sorted(str(p) for p in (REPO / "assets").rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        source = "photos bundled in assets/"
+    if not paths:
+        raise SystemExit("no photos: neither the shared dev split nor any photo in assets/ was found")
+    random.Random(seed).shuffle(paths)
+    return paths[:n], source
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its finished children (Tesseract runs as a child)."""
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + child.ru_utime + child.ru_stime
+
+
+def _quantiles(values: list[float]) -> tuple[float, float, float]:
+    import numpy as np
+
+    a = np.asarray(values, dtype=float)
+    return float(np.median(a)), float(np.percentile(a, 95)), float(a.max())
+
+
+def first_answer(preset: str, photo: str, env: dict[str, str]) -> dict:
+    """Seconds from starting a fresh Python process to its first answer, with the child's own split."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _FIRST_ANSWER, preset, photo], env=env, cwd=REPO,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise SystemExit(f"the first-answer process failed: {tail[0]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["first_answer_s"] = wall
+    return out
+
+
+def per_photo(preset: str, photos: list[str], cpu_stages: bool, own_cache: bool) -> dict:
+    """Warm-up time, then per-photo wall / CPU time and per-stage timings of ``photos``.
+
+    With ``cpu_stages`` the photos are located a second time with the stages strictly in turn
+    (``GeoLocator.overlap = False``) and each stage's CPU time (this process and its children) is read
+    between the stages ``iter_locate`` yields; in a cache of its own (``own_cache``) the first pass's
+    OCR reports are removed first, so the photos are read again.
+    """
+    from geodemo.paths import cache_dir
+    from geodemo.pipeline import GeoLocator
+
+    t0 = time.perf_counter()
+    locator = GeoLocator.from_preset(preset, gallery={"progress": False}).warmup()
+    warmup = time.perf_counter() - t0
+    rows = []
+    for path in photos:
+        c0, t0 = _cpu_s(), time.perf_counter()
+        result = locator.locate(path)
+        rows.append({"photo": Path(path).name, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0,
+                     "stages": dict(result.timings), "errors": dict(result.errors),
+                     "ocr": bool(result.clues is not None and not result.clues.gated_out
+                                 and result.clues.skipped is None)})
+    if cpu_stages:
+        if own_cache:
+            shutil.rmtree(cache_dir("clues"), ignore_errors=True)
+        locator.overlap = False
+        for row, path in zip(rows, photos, strict=True):
+            row["cpu_stages"], c0 = {}, _cpu_s()
+            for stage, _ in locator.iter_locate(path):
+                c1 = _cpu_s()
+                row["cpu_stages"][stage], c0 = c1 - c0, c1
+    return {"warmup_s": warmup, "rows": rows}
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table: one line per stage, then the whole call's wall and CPU time."""
+    stages: list[str] = []
+    for r in rows:
+        stages += [s for s in r["stages"] if s not in stages and s != "total"]
+    cpu = all("cpu_stages" in r for r in rows)
+    head = "| stage | median ms | p95 ms | max ms |" + (" CPU median ms | CPU p95 ms |" if cpu else "")
+    lines = [head, "|---|---:|---:|---:|" + ("---:|---:|" if cpu else "")]
+    for stage in stages:
+        med, p95, top = _quantiles([r["stages"].get(stage, 0.0) for r in rows])
+        line = f"| {stage} | {med * 1e3:.0f} | {p95 * 1e3:.0f} | {top * 1e3:.0f} |"
+        if cpu:
+            cmed, cp95, _ = _quantiles([r["cpu_stages"].get(stage, 0.0) for r in rows])
+            line += f" {cmed * 1e3:.0f} | {cp95 * 1e3:.0f} |"
+        lines.append(line)
+    med, p95, top = _quantiles([r["wall_s"] for r in rows])
+    line = f"| **per photo** | **{med * 1e3:.0f}** | **{p95 * 1e3:.0f}** | **{top * 1e3:.0f}** |"
+    if cpu:
+        cmed, cp95, _ = _quantiles([sum(r["cpu_stages"].values()) for r in rows])
+        line += f" {cmed * 1e3:.0f} | {cp95 * 1e3:.0f} |"
+    lines.append(line)
+    med, p95, top = _quantiles([r["cpu_s"] for r in rows])
+    lines.append(f"| per photo, CPU (overlapped, incl. Tesseract) | {med * 1e3:.0f} | {p95 * 1e3:.0f} | "
+                 f"{top * 1e3:.0f} |" + (" | |" if cpu else ""))
+    return "\n".join(lines)
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min) on {os.cpu_count()} cores"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="offline", help="preset name or JSON path (default: offline)")
+    ap.add_argument("--photos", type=int, default=20, help="photos timed after the warm-up (default: 20)")
+    ap.add_argument("--seed", type=int, default=0, help="which photos are drawn")
+    ap.add_argument("--cache", help="cache folder to use (default: a new empty one, removed afterwards)")
+    ap.add_argument("--no-first-answer", action="store_true", help="skip the fresh-process measurement")
+    ap.add_argument("--cpu-stages", action="store_true",
+                    help="also locate the photos again, stages in turn, and report each stage's CPU time "
+                         "(what a quiet machine would take when the load makes wall times meaningless)")
+    ap.add_argument("--json", help="also write every figure to this JSON file")
+    args = ap.parse_args(argv)
+    if args.photos < 1:
+        ap.error("--photos must be at least 1")
+
+    photos, source = _photos(args.photos + 1, args.seed)
+    if len(photos) < 2:
+        ap.error(f"only {len(photos)} photo(s) found in the {source}")
+    cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="geodemo-bench-"))
+    os.environ["GEODEMO_CACHE"] = str(cache)
+    env = {**os.environ, "GEODEMO_CACHE": str(cache)}
+    report: dict = {"preset": args.preset, "photos": len(photos) - 1, "source": source, "cache": str(cache),
+                    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                    "python": platform.python_version()}
+    print(f"# bench_locate: preset {args.preset}, {len(photos) - 1} photos from the {source}")
+    print(f"cache: {'empty, temporary' if not args.cache else cache}")
+    try:
+        if not args.no_first_answer:
+            report["load_before_first"] = _load()
+            first = first_answer(args.preset, photos[0], env)
+            report["first_answer"] = first
+            print(f"\nfirst answer {first['first_answer_s']:.1f} s after process start "
+                  f"(imports + locator {first['import_s']:.1f} s, first locate {first['locate_s']:.1f} s); "
+                  f"load average {report['load_before_first']}")
+        report["load_before"] = _load()
+        timed = per_photo(args.preset, photos[1:], args.cpu_stages, own_cache=not args.cache)
+        report.update(timed)
+        report["load_after"] = _load()
+    finally:
+        if not args.cache:
+            shutil.rmtree(cache, ignore_errors=True)
+    ocr = sum(r["ocr"] for r in timed["rows"])
+    print(f"warm-up {timed['warmup_s']:.1f} s; OCR ran on {ocr} of {len(timed['rows'])} photos")
+    print(f"load average before {report['load_before']}, after {report['load_after']}\n")
+    print(table(timed["rows"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

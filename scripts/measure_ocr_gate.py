@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Recall and pass rate of the OCR text gate (``geodemo.clues.gate``) on the dev split and the OCR
+test signs; the threshold is chosen by photographer-fold cross-validation, never on the figure shown.
+
+For every dev photo it needs the OCR report read without the gate (``read_clues`` with the
+preset's clue settings: cached on disk, so a shared ``GEODEMO_CACHE`` that already holds the dev
+split's reports makes this quick) and the gate's score. A photo "where OCR reads text" is one
+whose report the reader shows (``summary``: enough letters to name a language); a photo with any
+kept word at all is reported too.
+
+Cross-validation: photographers are split into ``--folds`` folds (``geodemo.data.folds``); for
+each fold the threshold is the highest one that keeps ``--target`` of the other folds' text photos,
+and the fold's photos are scored with it. The pooled held-out recall and pass rate are the figures;
+the threshold for ``ClueConfig.gate_threshold`` is the same rule over all folds.
+
+    GEODEMO_CACHE=/work/cache-shared python scripts/measure_ocr_gate.py
+    python scripts/measure_ocr_gate.py --cached-only --json gate.json   # photos already read only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def highest_threshold(scores: np.ndarray, positive: np.ndarray, target: float) -> int:
+    """The highest integer threshold whose pass (``score >= t``) keeps ``target`` of the positives."""
+    pos = np.sort(scores[positive])
+    if len(pos) == 0:
+        return 0
+    allowed_misses = int(np.floor((1.0 - target) * len(pos) + 1e-9))
+    return int(pos[allowed_misses])
+
+
+def cross_validate(scores: np.ndarray, positive: np.ndarray, folds: np.ndarray, target: float) -> dict:
+    """Held-out pass decisions per photo, with the threshold each fold got from the others."""
+    passed = np.zeros(len(scores), dtype=bool)
+    per_fold = []
+    for f in np.unique(folds):
+        train, test = folds != f, folds == f
+        t = highest_threshold(scores[train], positive[train], target)
+        passed[test] = scores[test] >= t
+        per_fold.append({"fold": int(f), "threshold": t, "photos": int(test.sum()),
+                         "text_photos": int((test & positive).sum())})
+    return {"passed": passed, "folds": per_fold}
+
+
+def _rate(mask: np.ndarray, of: np.ndarray) -> str:
+    n = int(of.sum())
+    return f"{(mask & of).sum()}/{n} = {100.0 * (mask & of).sum() / n:.1f}%" if n else "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="offline", help="preset whose clue settings are measured")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--target", type=float, default=0.95, help="recall the threshold keeps on training folds")
+    ap.add_argument("--cached-only", action="store_true", help="leave out photos whose OCR report is not cached")
+    ap.add_argument("--json", help="write every photo's score and report to this file")
+    args = ap.parse_args(argv)
+
+    from tqdm.auto import tqdm
+
+    from geodemo.clues.gate import text_score
+    from geodemo.clues.reader import ClueConfig, cached_clues, read_clues
+    from geodemo.data import load_benchmark
+    from geodemo.data.folds import group_fold
+    from geodemo.imageio import load_image
+    from geodemo.pipeline.presets import load_preset
+
+    section = {k: v for k, v in (load_preset(args.preset).get("clues") or {}).items() if k != "apply_prior"}
+    cfg = ClueConfig.from_dict({**section, "enabled": True, "cache": True, "gate": False})
+    dev = load_benchmark("im2gps3k-dev")
+    rows = []
+    for s in tqdm(dev.samples, desc="dev photos", unit="photo"):
+        image = load_image(s.image_path)
+        report = cached_clues(image, cfg) if args.cached_only else read_clues(image, cfg)
+        if report is None:
+            continue
+        rows.append({"id": s.id, "author": s.group or s.id, "score": text_score(image, cfg.gate_side),
+                     "reads_text": bool(report.summary), "any_text": bool(report.text), "text": report.text,
+                     "language": report.language})
+    if not rows:
+        raise SystemExit("no dev photo has a cached OCR report; run without --cached-only")
+    scores = np.array([r["score"] for r in rows], dtype=float)
+    reads, any_text = np.array([r["reads_text"] for r in rows]), np.array([r["any_text"] for r in rows])
+    folds = np.array([group_fold(r["author"], args.folds) for r in rows])
+    cv = cross_validate(scores, reads, folds, args.target)
+    final = highest_threshold(scores, reads, args.target)
+
+    print(f"# OCR gate on {len(rows)} of {len(dev.samples)} dev photos (preset {args.preset})")
+    print(f"OCR reads text in {reads.sum()} photos, keeps some word in {any_text.sum()}")
+    print(f"\n{args.folds}-fold photographer cross-validation (threshold keeps {args.target:.0%} on the other folds):")
+    for f in cv["folds"]:
+        print(f"  fold {f['fold']}: threshold {f['threshold']}, {f['photos']} photos, {f['text_photos']} with text")
+    everyone = np.ones(len(rows), dtype=bool)
+    print(f"  held-out recall on photos where OCR reads text: {_rate(cv['passed'], reads)}")
+    print(f"  held-out recall on photos with any word read:    {_rate(cv['passed'], any_text)}")
+    print(f"  held-out share of photos let through to OCR:     {_rate(cv['passed'], everyone)}")
+    print(f"\nthreshold from all folds (ClueConfig.gate_threshold): {final}")
+
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        from test_clues import SIGNS, render_sign
+    except ImportError:
+        SIGNS = []
+    signs = [(script, text_score(render_sign(font, text), cfg.gate_side)) for script, font, text, *_ in SIGNS
+             if Path(font).exists()]
+    if signs:
+        kept = sum(score >= final for _, score in signs)
+        print(f"OCR test signs let through at {final}: {kept}/{len(signs)} "
+              f"({', '.join(f'{s} {v}' for s, v in signs)})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"threshold": final, "folds": cv["folds"], "rows": rows,
+                                               "signs": signs}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
