@@ -214,7 +214,7 @@ def validate_request(
                                "preset), not by the page; leave the LMM model empty")
         if model not in allowed_local_models():
             raise RequestError(
-                f"the page may not choose the LMM model {model[:60]!r}; the server allows "
+                "the page may not choose this LMM model; the server allows "
                 f"{', '.join(allowed_local_models()) or 'only the preset default'} (env GEODEMO_LMM_MODELS)")
     try:
         options = LocateOptions(
