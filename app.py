@@ -80,8 +80,15 @@ _LOCATORS: dict[str, Any] = {}
 _LOCATORS_LOCK = threading.Lock()
 
 
+def server_presets() -> dict[str, str]:
+    """Extra preset files the server offers (``GEODEMO_EXTRA_PRESETS``: JSON paths separated by
+    commas), by name (the file's stem): the page sees the name, never the path."""
+    return {Path(p).stem: p for p in _env_list("GEODEMO_EXTRA_PRESETS")}
+
+
 def available_presets() -> list[str]:
-    """Preset names shipped with the pipeline (``geodemo/pipeline/presets/*.json``)."""
+    """Preset names the page may choose: the pipeline's (``geodemo/pipeline/presets/*.json``) and
+    the server's extra ones (:func:`server_presets`)."""
     try:
         from geodemo.pipeline import list_presets
 
@@ -89,7 +96,8 @@ def available_presets() -> list[str]:
     except Exception:  # noqa: BLE001 - the page must load even when the pipeline does not
         logger.exception("could not list the pipeline presets")
         names = []
-    return names or list(FALLBACK_PRESETS)
+    names = names or list(FALLBACK_PRESETS)
+    return names + [n for n in server_presets() if n not in names]
 
 
 class RequestError(ValueError):
@@ -136,7 +144,7 @@ def get_locator(preset: str):
             from geodemo.pipeline import GeoLocator
 
             t0 = time.perf_counter()
-            locator = GeoLocator.from_preset(preset)
+            locator = GeoLocator.from_preset(server_presets().get(preset, preset))
             logger.info("loaded preset %s in %.1f s", preset, time.perf_counter() - t0)
             _LOCATORS[preset] = locator
         return locator
@@ -173,7 +181,7 @@ def preset_lmm_backend(preset: str) -> str | None:
     """The LMM backend a preset configures (None when it has none)."""
     from geodemo.pipeline import load_preset
 
-    return (load_preset(preset).get("lmm") or {}).get("backend")
+    return (load_preset(server_presets().get(preset, preset)).get("lmm") or {}).get("backend")
 
 
 def validate_request(

@@ -14,6 +14,7 @@ the GPS position a camera wrote.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import warnings
@@ -270,7 +271,7 @@ def _orientation_fix(image: Image.Image, name: str) -> Image.Transpose | None:
     try:
         return _ORIENTATION.get(int(image.getexif().get(0x0112, 1)))
     except Exception as exc:  # noqa: BLE001 - a broken EXIF block must not lose the photo
-        warnings.warn(f"ignoring unreadable EXIF orientation in {name}: {exc}", stacklevel=2)
+        logging.getLogger(__name__).debug("ignoring unreadable EXIF orientation in %s: %s", name, exc)
         return None
 
 
