@@ -254,5 +254,6 @@ def test_memory_a_small_file_of_huge_pixel_size_is_decoded_at_the_working_size(t
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     peak_kb = int(proc.stderr.split("PEAK_KB")[-1].split()[0])
+    print(f"memory: CLI peak {peak_kb / 1e6:.2f} GB")
     assert peak_kb < 1_600_000, f"peak {peak_kb / 1e6:.2f} GB"
     shutil.rmtree(tmp_path, ignore_errors=True)

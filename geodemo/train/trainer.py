@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from geodemo.paths import REPO_ROOT, checkpoints_dir
-from geodemo.storage import atomic_dir
+from geodemo.storage import atomic_dir, drop_torn_tail
 from geodemo.train.config import resolve_device
 from geodemo.train.data import (
     EpochSampler,
@@ -315,6 +315,7 @@ class Trainer:
         self.output.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         log_path = self.output / "log.csv"
+        drop_torn_tail(log_path, "training log")  # a run killed mid-row: the next row starts on its own line
         log_file = open(log_path, "a", newline="")
         log = csv.writer(log_file)
         if log_file.tell() == 0:
