@@ -184,20 +184,15 @@ def read_json(path: str | Path, what: str, validate: Callable[[Any], Any] | None
     ``validate`` raises (ValueError, TypeError, KeyError) for content of the wrong shape, e.g. an
     entry written by another version.
     """
-    path = Path(path)
-    stat = _stat(path)
-    if stat is None:
-        return None
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+    parsed: list[Any] = []
+
+    def check(text: str) -> None:
+        obj = json.loads(text)
         if validate is not None:
             validate(obj)
-        return obj
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        discard_corrupt(path, what, exc, stat)
-        return None
+        parsed.append(obj)
+
+    return parsed[0] if read_text(path, what, check) is not None else None
 
 
 def load_npz(path: str | Path, what: str, required: tuple[str, ...] = ()) -> dict[str, np.ndarray] | None:

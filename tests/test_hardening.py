@@ -196,11 +196,8 @@ def test_d10_truncated_embeddings_cache_is_reported_deleted_and_rebuilt(shared, 
 
 # ------------------------------------------------------------------------------------ D11
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def test_d11_gguf_assembly_killed_midway_leaves_no_partial_model(tmp_path, monkeypatch):
