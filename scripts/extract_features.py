@@ -22,7 +22,6 @@ is refused. Unreadable photos are reported and left out.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import geodemo  # noqa: E402,F401
+from geodemo.storage import read_json, write_json  # noqa: E402
 
 
 def _dataset(args):
@@ -94,11 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             "segmenter": args.segmenter, "labelmap_size": args.labelmap_size, "shard_size": args.shard_size}
     args.out.mkdir(parents=True, exist_ok=True)
     meta_path = args.out / "meta.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old != meta:
-            raise SystemExit(f"{args.out} holds features made with {old}; use another --out for {meta}")
-    meta_path.write_text(json.dumps(meta, indent=2))
+    old = read_json(meta_path, "feature folder description")
+    if old is not None and old != meta:
+        raise SystemExit(f"{args.out} holds features made with {old}; use another --out for {meta}")
+    write_json(meta_path, meta, indent=2)
 
     kwargs = {} if args.device == "auto" else {"device": args.device}
     encoder = create_model(args.encoder, **kwargs)

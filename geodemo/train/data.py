@@ -82,14 +82,11 @@ def load_benchmark_features(benchmarks: list[str], encoder: str, progress: bool 
 
 def write_feature_shard(path: str | Path, table: FeatureTable) -> Path:
     """One npz shard: ``ids``, ``groups``, ``coords`` and one array per feature (written atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
+    from geodemo.storage import save_npz
+
     groups = np.array([g or "" for g in table.groups])
-    np.savez(tmp, ids=np.array(table.ids), groups=groups, coords=table.coords.astype(np.float32),
-             **{f"feat_{k}": v for k, v in table.features.items()})
-    tmp.replace(path)
-    return path
+    return save_npz(path, ids=np.array(table.ids), groups=groups, coords=table.coords.astype(np.float32),
+                    **{f"feat_{k}": v for k, v in table.features.items()})
 
 
 def load_feature_shards(folder: str | Path) -> FeatureTable:
