@@ -51,6 +51,8 @@ class LMM(Stage):
         out = dict(self.config.settings)
         o = ctx.options
         if o.lmm_backend is not None:
+            if o.lmm_backend != out.get("backend"):
+                out.pop("model", None)  # the preset's model belongs to its own backend: use the new one's default
             out["backend"] = o.lmm_backend
         if o.lmm_model is not None:
             out["model"] = o.lmm_model
