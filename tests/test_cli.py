@@ -55,7 +55,8 @@ def test_module_entry_point_lists_presets():
     assert proc.returncode == 0
     blocks = proc.stdout.strip().split("\n\n")
     names = [b.split()[0] for b in blocks[:-1]]
-    assert names == ["dualgeo", "dualgeo-plus", "g3", "g3-plus", "offline"]
+    assert names == sorted(names)
+    assert {"dualgeo", "dualgeo-plus", "g3", "g3-plus", "offline", "g3-offline", "dualgeo-offline"} <= set(names)
     by_name = dict(zip(names, blocks, strict=False))
     assert "(faithful g3)" in by_name["g3"] and "(improves dualgeo)" in by_name["dualgeo-plus"]
     stages = " ".join(by_name["g3"].split("stages:")[1].split())
