@@ -17,6 +17,7 @@ import html
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +33,7 @@ from geodemo.eval.attribution import (
 )
 from geodemo.eval.results import ResultStore, StoredResult
 from geodemo.paths import REPO_ROOT
-from geodemo.pipeline.failures import plain_words  # stored results may hold server paths
+from geodemo.pipeline.failures import plain_words as _plain_words
 from geodemo.result import LocationResult
 
 __all__ = [
@@ -218,6 +219,15 @@ def failure_rows(view: RunView, cause: str = ALL_FAILURES, sort: str = "error, l
 def _round(text: str) -> float | None:
     value = _float(text)
     return round(value, 1) if math.isfinite(value) else None
+
+
+_CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception|Warning): ")
+
+
+def plain_words(message: str) -> str:
+    """A recorded message for the page: no server path and no exception class name (results stored by
+    older versions of the pipeline kept both)."""
+    return _plain_words(_CLASS_NAME.sub("", str(message)))
 
 
 @dataclass
