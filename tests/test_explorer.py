@@ -172,7 +172,7 @@ def test_the_explorer_page_opens_a_run_and_shows_a_failures_maps(explorer_runs, 
         assert failures.get_by_text("good", exact=True).count() == 0  # not a failure: not listed
         expect(failures.locator("img[src^='data:image/jpeg']").first).to_be_attached()
 
-        failures.get_by_text("outvoted", exact=True).first.click()
+        failures.get_by_text("outvoted", exact=True).locator("visible=true").first.click()  # not the sizing copy
         expect(page.locator("#explorer-explanation")).to_contain_text("Lost at re-ranking")
         expect(page.locator("#explorer-header")).to_contain_text("48.8566, 2.3522")
         neighbours = page.frame_locator("#explorer-neighbour-map iframe")

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import statistics
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -169,8 +170,7 @@ def summary_markdown(view: RunView) -> str:
     errors = [_float(r["error_km"]) for r in view.attribution.rows]
     if errors:
         accs = " · ".join(f"< {t:g} km: {100.0 * sum(e < t for e in errors) / len(errors):.1f}%" for t in THRESHOLDS_KM)
-        finite = sorted(e for e in errors if math.isfinite(e))
-        median = f"{finite[len(finite) // 2]:,.0f} km" if finite else "–"
+        median = f"{statistics.median(errors):,.0f} km" if all(map(math.isfinite, errors)) else "–"
         lines.append(f"{len(errors)} photos · {accs} · median error {median}")
     n_fail = len(view.failures)
     lines.append(f"\n**{n_fail}** of {len(view.attribution.rows)} photos are {view.attribution.threshold_km:g} km "
