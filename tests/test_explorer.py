@@ -41,7 +41,8 @@ def _result(prediction: tuple[float, float], near_in_main: bool) -> LocationResu
         verifier="support:50km", preset="offline", neighbours=nb, clusters_before=clustering,
         clusters_after=clustering,
         candidates=[Candidate(p[0], p[1], "retrieval", score=0.5 - 0.1 * i) for i, p in enumerate(pts)],
-        errors={"verification": "aligner unavailable: looked in /srv/secret/checkpoints/offline-verifier; fell back"},
+        errors={"verification": "aligner unavailable (MissingResourceError: looked in "
+                                "/srv/secret/checkpoints/offline-verifier); fell back"},
         timings={"encode": 0.2, "retrieval": 0.01, "rerank": 0.02, "total": 0.3},
     )
 
@@ -121,6 +122,7 @@ def test_a_photo_view_shows_every_stage_with_the_truth_and_no_server_path(tmp_pa
     assert "gd-main-centre" in v.after_map and "gd-prediction" in v.result_map
     assert len(v.candidate_rows) == 4 and v.photo is not None and v.photo.size[0] > 0
     assert "aligner unavailable" in v.stage_errors and "/srv/secret" not in v.stage_errors + v.explanation
+    assert "MissingResourceError" not in v.stage_errors + v.explanation
     with pytest.raises(ValueError, match="no stored result"):
         photo_view(open_run("hand-built-set/offline", root), "not-a-photo")
 
@@ -170,7 +172,7 @@ def test_the_explorer_page_opens_a_run_and_shows_a_failures_maps(explorer_runs, 
         assert failures.get_by_text("good", exact=True).count() == 0  # not a failure: not listed
         expect(failures.locator("img[src^='data:image/jpeg']").first).to_be_attached()
 
-        failures.get_by_text("outvoted", exact=True).first.click()
+        failures.get_by_text("outvoted", exact=True).locator("visible=true").first.click()  # not the sizing copy
         expect(page.locator("#explorer-explanation")).to_contain_text("Lost at re-ranking")
         expect(page.locator("#explorer-header")).to_contain_text("48.8566, 2.3522")
         neighbours = page.frame_locator("#explorer-neighbour-map iframe")

@@ -17,6 +17,8 @@ import html
 import json
 import math
 import os
+import re
+import statistics
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +34,7 @@ from geodemo.eval.attribution import (
 )
 from geodemo.eval.results import ResultStore, StoredResult
 from geodemo.paths import REPO_ROOT
-from geodemo.pipeline.failures import plain_words  # stored results may hold server paths
+from geodemo.pipeline.failures import plain_words as _plain_words
 from geodemo.result import LocationResult
 
 __all__ = [
@@ -168,8 +170,7 @@ def summary_markdown(view: RunView) -> str:
     errors = [_float(r["error_km"]) for r in view.attribution.rows]
     if errors:
         accs = " · ".join(f"< {t:g} km: {100.0 * sum(e < t for e in errors) / len(errors):.1f}%" for t in THRESHOLDS_KM)
-        finite = sorted(e for e in errors if math.isfinite(e))
-        median = f"{finite[len(finite) // 2]:,.0f} km" if finite else "–"
+        median = f"{statistics.median(errors):,.0f} km" if all(map(math.isfinite, errors)) else "–"
         lines.append(f"{len(errors)} photos · {accs} · median error {median}")
     n_fail = len(view.failures)
     lines.append(f"\n**{n_fail}** of {len(view.attribution.rows)} photos are {view.attribution.threshold_km:g} km "
@@ -218,6 +219,15 @@ def failure_rows(view: RunView, cause: str = ALL_FAILURES, sort: str = "error, l
 def _round(text: str) -> float | None:
     value = _float(text)
     return round(value, 1) if math.isfinite(value) else None
+
+
+_CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception|Warning): ")
+
+
+def plain_words(message: str) -> str:
+    """A recorded message for the page: no server path and no exception class name (results stored by
+    older versions of the pipeline kept both)."""
+    return _plain_words(_CLASS_NAME.sub("", str(message)))
 
 
 @dataclass
