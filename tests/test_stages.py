@@ -361,3 +361,56 @@ def test_g3_plus_adds_gps_gallery_candidates_in_the_aligners_space_and_keeps_g3s
     assert len([c for c in r.candidates if c.source == "retrieval"]) == 15 and aligner.calls == 1
     # G3's own head still verifies (it points at Paris): the LMM's Paris answer wins
     assert r.verifier.startswith("gps-head:") and (r.lat, r.lon) == (48.9, 2.3)
+
+
+class FakeSegmenter:
+    name = "fake-segmenter"
+
+    def __init__(self):
+        self.calls = 0
+
+    def segment(self, image):
+        from geodemo.models.segmentation import make_result
+
+        self.calls += 1
+        return make_result(self.name, image, np.full(image.size[::-1], 3, dtype=np.uint8), 0.5)
+
+    def label_maps(self, images):
+        return [self.segment(im).label_map for im in images]
+
+
+class FakeDualDescriptor(FakeDescriptor):
+    """Dual-view: tokens from the encoder, label maps from its own segmenter (DualGeo's interface)."""
+
+    def __init__(self):
+        super().__init__()
+        self.segmenter, self.encoder, self.batch_size, self.seen_maps = FakeSegmenter(), self, 4, []
+
+    def encode_image_outputs(self, images, batch_size=16, tokens=False):
+        vec = np.stack([_vector(im) for im in images])
+        return vec, (np.repeat(vec[:, None, :], 3, 1) if tokens else None)
+
+    def describe(self, images):
+        feats, tokens = self.encode_image_outputs(images, tokens=True)
+        return self.describe_features(feats, tokens, self.segmenter.label_maps(images))
+
+    def describe_features(self, features, tokens=None, label_maps=None):
+        self.seen_maps.append([np.asarray(m) for m in label_maps])
+        return FakeOutput(np.asarray(features), np.asarray(features), self._loc([self.home] * len(features)))
+
+
+def test_dualgeo_segments_each_photo_once_for_the_page_and_the_descriptor():
+    photo = _photo(9)
+    coords, vectors = _antimeridian_gallery(photo)
+    cfg = _preset("dualgeo")
+    d = FakeDualDescriptor()
+    lmm, _ = _lmm(['{"latitude": -18.1, "longitude": 178.4}'], cfg["lmm"]["prompts"])
+    # the preset's segmenter is the descriptor's own (same registered name): one model, one pass
+    loc = GeoLocator(cfg, descriptor=d, gallery=_gallery(d.name, coords, vectors), lmm=lmm)
+    r = loc.locate(photo)
+    assert "segment" in r.stages and r.segmentation is not None and d.segmenter.calls == 1
+    assert len(d.seen_maps) == 1 and np.array_equal(d.seen_maps[0][0], r.segmentation.label_map)
+    # without the page (batch prediction, no LMM) the descriptor segments by itself
+    before = d.segmenter.calls
+    loc.locate_query(type("Q", (), {"id": "q", "group": None, "image": photo})(), LocateOptions(use_lmm=False))
+    assert d.segmenter.calls == before + 1
