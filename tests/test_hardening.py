@@ -224,10 +224,13 @@ def test_d11_gguf_assembly_killed_midway_leaves_no_partial_model(tmp_path, monke
     if caught is None or (target.is_file() and _sha256(target) == pkg.EXPECTED_SHA256 and caught >= target.stat().st_size):
         pytest.skip("the assembly finished before it could be killed")
     assert not target.exists() or _sha256(target) == pkg.EXPECTED_SHA256  # never a partial file under its name
+    for left in folder.glob(".*.tmp"):  # the killed run's partial copy, made to look old
+        os.utime(left, (time.time() - 3600, time.time() - 3600))
 
     monkeypatch.setenv("GEODEMO_CACHE", str(tmp_path))
-    path = gemma_gguf_path()  # the next run assembles it (no reinstall needed)
+    path = gemma_gguf_path()  # the next run assembles it (no reinstall needed) and clears the partial copy
     assert path == target and _sha256(path) == pkg.EXPECTED_SHA256
+    assert sorted(p.name for p in folder.iterdir()) == [pkg.MODEL_NAME]
     path.write_bytes(path.read_bytes()[: 1 << 20])  # a damaged copy (e.g. left by an older version)
     assert _sha256(gemma_gguf_path()) == pkg.EXPECTED_SHA256
     importlib.invalidate_caches()
