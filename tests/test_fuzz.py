@@ -89,7 +89,7 @@ def make_corpus(shared: Path, folder: Path) -> list[Path]:
 
 # The CLI in one process: each input through main() on a worker thread, 30 s to answer.
 _CLI_DRIVER = r"""
-import contextlib, io, json, os, resource, sys, threading, time
+import contextlib, io, json, os, sys, threading, time
 from geodemo.cli import main
 
 preset, files = sys.argv[1], sys.argv[2:]
@@ -113,7 +113,8 @@ for path in files:
     print("ROW " + json.dumps(row), flush=True)
     if worker.is_alive():
         break
-print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+# VmHWM: this process's own peak (ru_maxrss would include the parent's pages it was forked with)
+print("PEAK_KB", open("/proc/self/status").read().split("VmHWM:")[1].split()[0], flush=True)
 os._exit(0)
 """
 
