@@ -99,6 +99,8 @@ def _index(args: argparse.Namespace) -> int:
                             progress=not args.no_progress, overwrite=args.overwrite)
     print(report.summary())
     return 0
+
+
 _FLAGS = {"top_k": "--top-k", "eps_km": "--eps-km", "min_samples": "--min-samples",
           "lmm_backend": "--lmm-backend", "lmm_model": "--lmm-model", "lmm_samples": "--lmm-samples"}
 log = logging.getLogger("geodemo.cli")

@@ -13,12 +13,14 @@ returns ``None``: the caller rebuilds the entry instead of failing on every late
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ __all__ = [
     "load_npz",
     "discard_corrupt",
     "drop_torn_tail",
+    "remove_stale_temps",
 ]
 
 log = logging.getLogger("geodemo.storage")
@@ -99,6 +102,22 @@ def atomic_dir(folder: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temps(path: str | Path, older_than_s: float = 3600.0) -> int:
+    """Delete the temporary files :func:`atomic_path` left beside ``path`` in runs that were killed
+    (older than ``older_than_s``, so a write in progress elsewhere is never touched); returns how many."""
+    path = Path(path)
+    removed = 0
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

@@ -10,6 +10,7 @@ import io
 import json
 import re
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -109,15 +110,16 @@ def test_openai_key_on_the_server_is_spent_only_on_the_servers_model(client, sha
     server = _OpenAIServer()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-server-side")
     monkeypatch.setenv("OPENAI_BASE_URL", server.url)
-    monkeypatch.setenv("OPENAI_MODEL", "server-model")
+    server_model = f"server-model-{uuid.uuid4().hex[:8]}"  # a new name: no answer of it is in the LMM cache
+    monkeypatch.setenv("OPENAI_MODEL", server_model)
     try:
         with pytest.raises(AppError, match="model is set on the server"):
             client.predict(_photo(shared), "offline", 5, None, None, "on", "openai", "gpt-4-32k", 1,
                            api_name="/locate")
         assert "gpt-4-32k" not in server.models
         result = client.predict(_photo(shared), "offline", 5, None, None, "on", "openai", "", 1, api_name="/locate")
-        assert server.models and set(server.models) == {"server-model"}
-        assert {r["model"] for r in result["lmm_records"]} == {"server-model"}
+        assert server.models and set(server.models) == {server_model}
+        assert {r["model"] for r in result["lmm_records"]} == {server_model}
     finally:
         server.httpd.shutdown()
 

@@ -78,12 +78,9 @@ class Calibration:
         return float(1.0 / (1.0 + math.exp(-z)))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        from geodemo.storage import write_text
+
+        return write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
 
 @lru_cache(maxsize=8)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ import numpy as np
 
 from geodemo.data.dataset import GeoDataset, SkippedRow
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
+from geodemo.storage import save_npz, write_json
 
 __all__ = ["PhotoSource", "ShardSource", "BuildReport", "BuildMismatchError", "build_database",
            "descriptor_spec"]
@@ -198,20 +197,13 @@ def _save_chunk(path: Path, chunk: _Chunk) -> None:
         return np.array(["" if v is None else str(v) for v in values], dtype=str)
 
     m = chunk.meta
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, descriptor=np.asarray(chunk.descriptor, np.float32),
-                 ids=text(m.ids), coords=m.coords, places=text(m.places), image_paths=text(m.image_paths),
-                 groups=text(m.groups), has_place=np.array([v is not None for v in m.places]),
-                 has_path=np.array([v is not None for v in m.image_paths]),
-                 has_group=np.array([v is not None for v in m.groups]),
-                 skipped_where=text([s.where for s in chunk.skipped]),
-                 skipped_reason=text([s.reason for s in chunk.skipped]))
-        os.replace(tmp, path)  # a chunk file exists whole or not at all
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_npz(path, descriptor=np.asarray(chunk.descriptor, np.float32),  # a chunk file exists whole or not at all
+             ids=text(m.ids), coords=m.coords, places=text(m.places), image_paths=text(m.image_paths),
+             groups=text(m.groups), has_place=np.array([v is not None for v in m.places]),
+             has_path=np.array([v is not None for v in m.image_paths]),
+             has_group=np.array([v is not None for v in m.groups]),
+             skipped_where=text([s.where for s in chunk.skipped]),
+             skipped_reason=text([s.reason for s in chunk.skipped]))
 
 
 def _load_chunk(path: Path, vectors: bool = True) -> _Chunk:
@@ -240,7 +232,7 @@ def _prepare(work: Path, state: dict[str, Any], overwrite: bool) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    state_path.write_text(json.dumps(state, indent=2))
+    write_json(state_path, state, indent=2)
 
 
 def build_database(source: PhotoSource | ShardSource, descriptor: Any, out: str | Path,

