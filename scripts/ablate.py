@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fit the fusion weights on every photo and save geodemo/scoring/weights/NAME.json "
                              "(dev split only)")
     parser.add_argument("--tau-km", type=float, default=3000.0, help="fusion target width (see fit_fusion)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="offline analogues: score only the photos whose label maps are already cached")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.save_weights and args.benchmark != "im2gps3k-dev":
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     print(run_ablation(AblationOptions(
         benchmark=args.benchmark, preset=args.preset, limit=args.limit, out=args.out, reuse=args.reuse,
         cross_fit=args.cross_fit, lmm_subset=args.lmm_subset, fusion=args.fusion, save_weights=args.save_weights,
-        tau_km=args.tau_km, num_folds=args.folds, progress=not args.no_progress)))
+        tau_km=args.tau_km, num_folds=args.folds, progress=not args.no_progress,
+        cached_only=args.cached_only)))
     return 0
 
 

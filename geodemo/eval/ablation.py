@@ -48,6 +48,7 @@ class AblationOptions:
     tau_km: float = 3000.0
     num_folds: int = 3
     progress: bool = True
+    cached_only: bool = False  # offline analogues: only photos whose label maps are cached
 
 
 @dataclass
@@ -334,7 +335,7 @@ def run_analogue(args: AblationOptions, out: Path) -> str:
 
     t0 = time.perf_counter()
     ab = run_analogue_ablation(args.preset, args.benchmark, num_folds=args.num_folds, limit=args.limit,
-                               progress=args.progress)
+                               progress=args.progress, cached_only=args.cached_only)
     metrics = ab.metrics()
     text = table(metrics, len(ab.ids), args.benchmark,
                  f"{args.preset}, each photo scored by the fold model trained without its photographer "
