@@ -324,9 +324,16 @@ def fusion_report(dataset, args: AblationOptions, pattern: str) -> tuple[str, di
 
 
 def _is_analogue(preset: str) -> bool:
+    """A preset whose descriptor is a model trained here by photographer folds (a training preset of the
+    same name with a ``select`` section): its rows come from :mod:`geodemo.eval.analogues`."""
     from geodemo.pipeline.presets import load_preset
+    from geodemo.train.config import list_presets as training_presets
+    from geodemo.train.config import load_preset as training_preset
 
-    return (load_preset(preset).get("descriptor") or {}).get("kind") in ("dualgeo", "g3")
+    if (load_preset(preset).get("descriptor") or {}).get("kind") not in ("dualgeo", "g3"):
+        return False
+    name = Path(preset).stem
+    return name in training_presets() and "select" in training_preset(name)
 
 
 def run_analogue(args: AblationOptions, out: Path) -> str:
