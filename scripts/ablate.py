@@ -47,14 +47,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="fit the fusion weights on every photo and save geodemo/scoring/weights/NAME.json "
                              "(dev split only)")
     parser.add_argument("--tau-km", type=float, default=3000.0, help="fusion target width (see fit_fusion)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="offline analogues: score only the photos whose label maps are already cached")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.save_weights and args.benchmark != "im2gps3k-dev":
         parser.error("fusion weights are fitted on the dev split only (im2gps3k-dev)")
-    print(run_ablation(AblationOptions(
-        benchmark=args.benchmark, preset=args.preset, limit=args.limit, out=args.out, reuse=args.reuse,
-        cross_fit=args.cross_fit, lmm_subset=args.lmm_subset, fusion=args.fusion, save_weights=args.save_weights,
-        tau_km=args.tau_km, num_folds=args.folds, progress=not args.no_progress)))
+    from geodemo.models.base import ModelUnavailableError
+    from geodemo.paths import MissingResourceError
+
+    try:
+        print(run_ablation(AblationOptions(
+            benchmark=args.benchmark, preset=args.preset, limit=args.limit, out=args.out, reuse=args.reuse,
+            cross_fit=args.cross_fit, lmm_subset=args.lmm_subset, fusion=args.fusion,
+            save_weights=args.save_weights, tau_km=args.tau_km, num_folds=args.folds,
+            progress=not args.no_progress, cached_only=args.cached_only)))
+    except (MissingResourceError, ModelUnavailableError, FileNotFoundError, KeyError) as exc:  # missing weights/preset
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
     return 0
 
 

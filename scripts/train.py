@@ -35,12 +35,24 @@ ANALOGUE_PRESETS = ("g3-offline", "dualgeo-offline")  # what --all makes: deploy
 ALL_FOLDS = 3
 
 
-def train_analogue(name: str, cfg: dict, folds: int | None, output: Path | None, progress: bool) -> None:
-    """An analogue preset (one with a ``select`` section): its deployable model, or its fold models."""
+def train_analogue(name: str, cfg: dict, folds: int | None, output: Path | None, progress: bool,
+                   one_fold: tuple[int, int] | None = None) -> None:
+    """An analogue preset (one with a ``select`` section): its deployable model, all its fold models, or
+    one fold model (``one_fold`` = (num_folds, fold), e.g. to train the folds in parallel processes)."""
     from geodemo.paths import checkpoints_dir
-    from geodemo.train.analogues import build_preset_gallery, train_checkpoint, train_folds
+    from geodemo.train.analogues import (
+        build_preset_gallery,
+        fold_checkpoint_name,
+        train_checkpoint,
+        train_folds,
+    )
 
     stem = Path(name).stem
+    if one_fold:
+        n, k = one_fold
+        folder = output or checkpoints_dir() / fold_checkpoint_name(stem, k, n)
+        print(f"saved {train_checkpoint(cfg, folder, num_folds=n, fold=k, progress=progress)}")
+        return
     if folds:
         for folder in train_folds(cfg, folds, output or checkpoints_dir(), stem, progress=progress):
             print(f"saved {folder}")
@@ -86,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.set) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
         if args.epochs is not None:
             overrides += [f"optim.epochs={args.epochs}", "select.epochs=[]"]
-        train_analogue(args.preset, apply_overrides(cfg, overrides), args.folds, args.output, not args.no_progress)
+        one_fold = (args.num_folds, args.fold or 0) if args.num_folds else None
+        train_analogue(args.preset, apply_overrides(cfg, overrides), args.folds, args.output, not args.no_progress,
+                       one_fold)
         return 0
     overrides = list(args.set)
     if args.num_folds is not None:

@@ -27,9 +27,9 @@ def dev64(shared):
 
 @pytest.fixture(scope="module")
 def dual_views(dev64):
-    """Tokens (MobileNet V1 7x7x1024), DeepLab label maps (64x64) and pooled features of 64 dev photos."""
+    """Tokens (MobileNet V1 7x7x1024), DeepLab label maps (32x32) and pooled features of 64 dev photos."""
     return load_benchmark_views([dev64], "mobilenet-v1-imagenet", "deeplab-mnv2-ade", tokens=True,
-                                labelmap_size=64, progress=False)
+                                labelmap_size=32, progress=False)
 
 
 def _small(cfg: dict, tmp_path, **extra) -> dict:
@@ -41,7 +41,7 @@ def test_dual_view_model_learns_and_embeds_each_photo_alone(dual_views, tmp_path
     from geodemo.eval.analogues import model_views
 
     assert dual_views.features["tokens"].shape == (N_PHOTOS, 49, 1024)
-    assert dual_views.features["labelmap"].shape == (N_PHOTOS, 64, 64)
+    assert dual_views.features["labelmap"].shape == (N_PHOTOS, 32, 32)
     assert len(np.unique(dual_views.features["labelmap"])) > 10  # real ADE20K classes, not a blank map
     cfg = _small(load_preset("dualgeo-offline"), tmp_path, **{"optim.steps": 12, "optim.lr": 1e-3})
     trainer = Trainer(cfg, progress=False, table=dual_views)

@@ -48,6 +48,7 @@ class AblationOptions:
     tau_km: float = 3000.0
     num_folds: int = 3
     progress: bool = True
+    cached_only: bool = False  # offline analogues: only photos whose label maps are cached
 
 
 @dataclass
@@ -323,9 +324,16 @@ def fusion_report(dataset, args: AblationOptions, pattern: str) -> tuple[str, di
 
 
 def _is_analogue(preset: str) -> bool:
+    """A preset whose descriptor is a model trained here by photographer folds (a training preset of the
+    same name with a ``select`` section): its rows come from :mod:`geodemo.eval.analogues`."""
     from geodemo.pipeline.presets import load_preset
+    from geodemo.train.config import list_presets as training_presets
+    from geodemo.train.config import load_preset as training_preset
 
-    return (load_preset(preset).get("descriptor") or {}).get("kind") in ("dualgeo", "g3")
+    if (load_preset(preset).get("descriptor") or {}).get("kind") not in ("dualgeo", "g3"):
+        return False
+    name = Path(preset).stem
+    return name in training_presets() and "select" in training_preset(name)
 
 
 def run_analogue(args: AblationOptions, out: Path) -> str:
@@ -334,7 +342,7 @@ def run_analogue(args: AblationOptions, out: Path) -> str:
 
     t0 = time.perf_counter()
     ab = run_analogue_ablation(args.preset, args.benchmark, num_folds=args.num_folds, limit=args.limit,
-                               progress=args.progress)
+                               progress=args.progress, cached_only=args.cached_only)
     metrics = ab.metrics()
     text = table(metrics, len(ab.ids), args.benchmark,
                  f"{args.preset}, each photo scored by the fold model trained without its photographer "

@@ -193,11 +193,13 @@ def run_analogue_ablation(
     progress: bool = True,
     table: Any = None,
     query_ids: set[str] | None = None,
+    cached_only: bool = False,
 ) -> AnalogueAblation:
     """Every photo of ``benchmark`` scored by its fold model (see module doc); rows in table order.
 
     ``table`` (a :class:`~geodemo.train.data.FeatureTable` of the gallery) and ``query_ids`` replace the
-    preset's gallery datasets and the benchmark's photos (tests use a small subset).
+    preset's gallery datasets and the benchmark's photos (tests use a small subset). ``cached_only`` keeps
+    the photos whose label maps are already cached (nothing is segmented; the notes say how many).
     """
     from geodemo.pipeline.presets import load_preset
     from geodemo.retrieval.rerank import cluster_neighbours
@@ -219,17 +221,21 @@ def run_analogue_ablation(
 
         table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if dual else None,
                                      tokens=dual, labelmap_size=int(getattr(models[0].model, "labelmap_size", 64)),
-                                     progress=progress)
+                                     progress=progress, cached_labelmaps_only=cached_only)
         datasets_note = ", ".join(datasets)
+        if cached_only:
+            datasets_note += "; only photos with cached label maps"
         query_ids = set(load_benchmark(benchmark).ids())
     else:
         datasets_note = "given table"
     bench_ids = set(query_ids) if query_ids is not None else set(table.ids)
+    notes = []
+    if bench_ids - set(table.ids):
+        notes.append(f"{len(bench_ids - set(table.ids))} {benchmark} photos left out (unreadable, or label maps not cached)")
     query_rows = np.array([i for i, sid in enumerate(table.ids) if sid in bench_ids], dtype=np.int64)
     if limit:
         query_rows = query_rows[:limit]
     fold = fold_assignment([table.ids[i] for i in query_rows], [table.groups[i] for i in query_rows], models)
-    notes = []
     if (fold < 0).any():
         notes.append(f"{int((fold < 0).sum())} photos held out by no fold model were skipped")
     query_rows, fold = query_rows[fold >= 0], fold[fold >= 0]

@@ -150,9 +150,10 @@ def cached_image_embeddings(
 
 
 def cached_label_maps(
-    segmenter_name: str, dataset: Any, progress: bool = True, **overrides: Any
+    segmenter_name: str, dataset: Any, progress: bool = True, cached_only: bool = False, **overrides: Any
 ) -> list[np.ndarray | None]:
-    """ADE20K label maps (uint8, at each photo's size) aligned with ``dataset.samples``; None if unreadable."""
+    """ADE20K label maps (uint8, at each photo's size) aligned with ``dataset.samples``; None if unreadable
+    (or, with ``cached_only``, not in the cache yet: nothing is segmented)."""
     path = features_cache_path("labelmaps", segmenter_name, dataset.name, **overrides)
     cached: dict[str, np.ndarray] = {}
     data = load_npz(path, "label-map cache", required=("keys",))
@@ -160,7 +161,7 @@ def cached_label_maps(
         cached = {str(k): data[f"map_{i}"] for i, k in enumerate(data["keys"])}
     keys = [_photo_key(s) for s in dataset.samples]
     missing = [i for i, k in enumerate(keys) if k not in cached]
-    if missing:
+    if missing and not cached_only:
         segmenter = shared_model(segmenter_name, **overrides)
         by_key = {k: i for i, k in enumerate(keys)}
         for sample, image in _iter_missing(dataset, missing, progress, f"{segmenter_name} on {dataset.name}"):

@@ -94,7 +94,7 @@ def train_checkpoint(cfg: dict[str, Any], output: str | Path, table: FeatureTabl
     summary = trainer.fit(resume=False)
     assert set(trainer.held_table.ids) == set(held_rows.ids)  # one split rule for selection and training
     extra = {
-        "datasets": list(cfg["data"].get("benchmarks") or []),
+        "datasets": list(cfg["data"].get("benchmarks") or []), "data": cfg["data"],
         "num_folds": num_folds, "fold": fold if num_folds else None,
         "held_out_groups": sorted(set(trainer.held_table.group_keys())),
         "train_groups": sorted(set(trainer.train_table.group_keys())),

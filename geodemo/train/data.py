@@ -227,13 +227,15 @@ def load_benchmark_views(
     tokens: bool = False,
     labelmap_size: int = 64,
     progress: bool = True,
+    cached_labelmaps_only: bool = False,
 ) -> FeatureTable:
     """Cached views of named benchmarks (or dataset objects) for the offline analogues (unreadable
     photos dropped).
 
     Features: ``image`` (N, D) pooled embeddings; with ``tokens``, ``tokens`` (N, T, D) float16 from the
     encoder's ``encode_image_tokens``; with ``segmenter``, ``labelmap`` (N, s, s) uint8 ADE20K ids
-    resized (nearest) to ``labelmap_size``. All come from :mod:`geodemo.models.features`' disk cache.
+    resized (nearest) to ``labelmap_size``. All come from :mod:`geodemo.models.features`' disk cache;
+    ``cached_labelmaps_only`` keeps only the photos whose label maps are cached (segments nothing).
     """
     from geodemo.data import load_benchmark
     from geodemo.models.dualgeo import label_maps_to_tensor
@@ -249,7 +251,7 @@ def load_benchmark_views(
             feats["tokens"], ok = cached_image_tokens(encoder, ds, progress=progress)
             valid &= ok
         if segmenter:
-            maps = cached_label_maps(segmenter, ds, progress=progress)
+            maps = cached_label_maps(segmenter, ds, progress=progress, cached_only=cached_labelmaps_only)
             valid &= np.array([m is not None for m in maps])
             blank = np.zeros((labelmap_size, labelmap_size), dtype=np.uint8)
             small = label_maps_to_tensor([m if m is not None else blank for m in maps], labelmap_size)

@@ -90,7 +90,8 @@ def load_table(dcfg: dict[str, Any], progress: bool = True) -> FeatureTable:
     if source == "benchmark-views":  # offline analogues: pooled features, image tokens, label maps
         return load_benchmark_views(list(dcfg["benchmarks"]), dcfg["encoder"], dcfg.get("segmenter"),
                                     tokens=bool(dcfg.get("tokens", False)),
-                                    labelmap_size=int(dcfg.get("labelmap_size", 64)), progress=progress)
+                                    labelmap_size=int(dcfg.get("labelmap_size", 64)), progress=progress,
+                                    cached_labelmaps_only=bool(dcfg.get("cached_labelmaps_only", False)))
     raise ValueError(f"unknown data source {source!r}; choose benchmarks, benchmark-views, shards or images")
 
 
