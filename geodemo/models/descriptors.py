@@ -34,6 +34,7 @@ In a pipeline: search the database with ``output.descriptor``; give a GeoAligner
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ __all__ = ["DESCRIPTOR_KINDS", "DescriptorOutput", "Descriptor", "FeatureDescrip
 DESCRIPTOR_KINDS = ("features", "g3", "dualgeo")
 SPEC_KEYS = {"kind", "encoder", "segmenter", "checkpoint", "weights", "seed", "batch_size"}
 # loader options that change where or how fast a model runs, never what it computes
-_RUNTIME_KEYS = {"device", "dtype", "num_threads", "name", "overlay_opacity", "location_init"}
+_RUNTIME_KEYS = {"device", "dtype", "num_threads", "name", "overlay_opacity"}
 
 
 @dataclass
@@ -276,8 +277,6 @@ def _load_registered(name: str, device: str, random: bool, seed: int) -> tuple[A
     if "device" in spec.config:
         overrides["device"] = device
     module_name, func_name = spec.loader.split(":")
-    import importlib
-
     loader = getattr(importlib.import_module(module_name), func_name)
     if random and "random_init" in inspect.signature(loader).parameters:  # TFLite models are real only
         overrides.update(random_init=True, seed=int(seed))
