@@ -147,15 +147,19 @@ def load_image(
     *,
     max_pixels: int | None = None,
     exif_transpose: bool = True,
+    draft: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Read a photo as an upright RGB image, or raise :class:`ImageError` with a readable reason.
 
     ``source`` is a path, raw bytes, a binary file object or a PIL image. The size limit
     (``max_pixels``, default :func:`max_image_pixels`) is checked from the header before decoding.
+    ``draft`` lets a JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) that keeps at least that size.
     """
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
     name = _describe(source)
     image = _open(source, limit)
+    if draft is not None and image.format == "JPEG":
+        image.draft("RGB", draft)
     try:
         image.load()
     except OSError as exc:  # truncated data, broken compression stream

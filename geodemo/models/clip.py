@@ -50,14 +50,10 @@ def clip_preprocess(
     image: Image.Image, size: int, mean: tuple[float, ...] = OPENAI_MEAN, std: tuple[float, ...] = OPENAI_STD
 ) -> torch.Tensor:
     """CLIP's eval transform: bicubic resize of the short side to ``size``, centre crop, normalise."""
-    image = image.convert("RGB")
-    w, h = image.size
-    scale = size / min(w, h)
-    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
-    w, h = image.size
-    left, top = (w - size) // 2, (h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    from geodemo.extraction.pixels import PixelRecipe, worker_pixels
+
+    pixels = worker_pixels(image, PixelRecipe(size, "short-side", "bicubic"))
+    x = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
@@ -113,6 +109,22 @@ class CLIPEncoder:
             out.append(_unit(pooled))
         return np.concatenate(out)
 
+    def pixel_recipe(self):
+        """The eval transform as a :class:`~geodemo.extraction.pixels.PixelRecipe` (batched extraction)."""
+        from geodemo.extraction.pixels import PixelRecipe
+
+        return PixelRecipe(self.image_size, "short-side", "bicubic", mean=tuple(self.mean), std=tuple(self.std))
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor, tokens: bool = False) -> dict[str, torch.Tensor]:
+        """A normalised ``(B, 3, size, size)`` batch -> ``{"image": unit rows, "tokens": patch tokens}``
+        as tensors on the encoder's device (tokens only when asked)."""
+        pooled, toks = self._image_forward(pixels.to(self.device, self.dtype))
+        out = {"image": torch.nn.functional.normalize(pooled.float(), dim=-1)}
+        if tokens:
+            out["tokens"] = toks
+        return out
+
     @torch.no_grad()  # not inference_mode: the tokens feed trainable fusion layers (autograd saves them)
     def encode_image_tokens(
         self, images: list[Image.Image], batch_size: int = 16, progress: bool = False
@@ -151,6 +163,10 @@ class OpenCLIPEncoder(CLIPEncoder):
         super().__init__(name, model, embed_dim, token_dim, device, dtype)
         self.preprocess = preprocess
         self.tokenizer = tokenizer
+        size = getattr(visual, "image_size", 224)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = tuple(getattr(visual, "image_mean", None) or OPENAI_MEAN)
+        self.std = tuple(getattr(visual, "image_std", None) or OPENAI_STD)
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
         batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images])
