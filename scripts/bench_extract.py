@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", default="mobilenet-v1-imagenet", help="any registered image encoder")
     ap.add_argument("--random-init", action="store_true", help="real architecture, random weights (no download)")
+    ap.add_argument("--model-options", default="{}", help='more create_model options as JSON, e.g. {"config": ...}')
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", help="auto, fp32, bf16, fp16")
     ap.add_argument("--benchmark", default="im2gps3k-dev")
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from geodemo.models.loading import resolve_device
 
     device = resolve_device(args.device)
-    overrides = {"device": device, "dtype": args.dtype}
+    overrides = {"device": device, "dtype": args.dtype, **json.loads(args.model_options)}
     if args.random_init:
         overrides["random_init"] = True
     encoder = create_model(args.encoder, **overrides)

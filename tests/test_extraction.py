@@ -143,3 +143,33 @@ def test_killed_extraction_resumes_without_duplicates(dev32, tmp_path):
     table = load_feature_shards(out)
     expected = [line.split(",")[0] for line in csv.read_text().splitlines()[1:]]
     assert table.ids == expected and len(set(table.ids)) == n  # every photo once, in order
+
+
+def test_clip_tokens_go_to_float16_memory_mapped_shards(dev32, tmp_path):
+    """A real CLIP architecture (tiny, random weights): embeddings as encode_images, tokens as
+    encode_image_tokens, stored float16 in a .npy per shard that training memory-maps."""
+    from geodemo.extraction import extract_to_shards
+    from geodemo.models import create_model
+    from geodemo.train import load_feature_shards
+    from geodemo.train.data import ShardedArray
+
+    tiny = {"projection_dim": 32,
+            "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+                            "num_hidden_layers": 2, "max_position_embeddings": 77, "vocab_size": 49408,
+                            "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1},
+            "vision_config": {"hidden_size": 48, "intermediate_size": 64, "num_attention_heads": 2,
+                              "num_hidden_layers": 2, "image_size": 64, "patch_size": 16}}
+    enc = create_model("hf-clip-vit-l14", random_init=True, config=tiny, device="cpu")
+    photos = dev32.subset(7)
+    report = extract_to_shards(photos, enc, tmp_path / "out", shard_size=3, tokens=True, batch_size=2,
+                               workers=1, resize_on="workers", progress=False)
+    assert report.encoded == 7 and report.shards_written == 3
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.npy")) == [
+        f"shard-0000{i}.tokens.npy" for i in range(3)]
+    table = load_feature_shards(tmp_path / "out")
+    tokens = table.features["tokens"]
+    assert isinstance(tokens, ShardedArray) and tokens.dtype == np.float16 and tokens.shape == (7, 16, 48)
+    images = [photos.open_image(s) for s in photos.samples]
+    assert np.abs(table.features["image"] - enc.encode_images(images)).max() <= 1e-3
+    want = enc.encode_image_tokens(images).numpy()
+    assert np.allclose(tokens[np.arange(7)].astype(np.float32), want, atol=1e-2 * np.abs(want).max())

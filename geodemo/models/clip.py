@@ -281,7 +281,8 @@ class HFCLIPEncoder(CLIPEncoder):
     """A transformers ``CLIPModel`` (e.g. ``openai/clip-vit-large-patch14`` or a local folder)."""
 
     def __init__(
-        self, name: str, model: Any, tokenizer: Any, image_cfg: dict[str, Any], device: str, dtype: Any
+        self, name: str, model: Any, tokenizer: Any, image_cfg: dict[str, Any], device: str, dtype: Any,
+        tokenizer_folder: Path | None = None,
     ):
         super().__init__(
             name,
@@ -291,10 +292,17 @@ class HFCLIPEncoder(CLIPEncoder):
             device=device,
             dtype=dtype,
         )
-        self.tokenizer = tokenizer
+        self._tokenizer, self._tokenizer_folder = tokenizer, tokenizer_folder
         self.image_size = int(image_cfg.get("size", model.config.vision_config.image_size))
         self.mean = tuple(image_cfg.get("mean", OPENAI_MEAN))
         self.std = tuple(image_cfg.get("std", OPENAI_STD))
+
+    @property
+    def tokenizer(self) -> Any:
+        """Loaded on first use: image-only work (feature extraction) never needs it."""
+        if self._tokenizer is None:
+            self._tokenizer = _hf_tokenizer(self._tokenizer_folder)
+        return self._tokenizer
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
         batch = torch.stack([clip_preprocess(im, self.image_size, self.mean, self.std) for im in images])
@@ -381,4 +389,4 @@ def load_hf_clip(
     else:
         model = from_pretrained(CLIPModel, folder, name, torch_dtype)
     model = model.to(device=dev, dtype=torch_dtype)
-    return HFCLIPEncoder(name, model, _hf_tokenizer(folder), _hf_image_cfg(folder), dev, torch_dtype)
+    return HFCLIPEncoder(name, model, None, _hf_image_cfg(folder), dev, torch_dtype, tokenizer_folder=folder)
