@@ -47,7 +47,8 @@ class _Decoder(Dataset):
         position = self.positions[i]
         sample = self.dataset.samples[position]
         try:
-            image = self.dataset.open_image(sample, draft=self.draft)
+            image = (self.dataset.open_image(sample) if self.draft is None
+                     else self.dataset.open_image(sample, draft=self.draft))
             pixels = worker_pixels(image, self.recipe) if self.fit_in_worker else np.asarray(image.convert("RGB"))
         except Exception as exc:  # noqa: BLE001 - one broken photo must not end a million-photo run
             return position, None, str(exc) or type(exc).__name__
