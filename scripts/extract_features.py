@@ -27,6 +27,7 @@ listed in ``shard-NNNNN.skipped.json`` and left out.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", help="encoder precision: auto, fp32, bf16, fp16")
+    ap.add_argument("--model-options", default="{}",
+                    help='more encoder options as JSON, e.g. {"local_dir": "weights/clip"}')
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     meta = {"dataset": ds.name, "encoder": args.encoder, "text": args.text, "tokens": args.tokens,
             "segmenter": args.segmenter, "labelmap_size": args.labelmap_size}
-    encoder = create_model(args.encoder, device=device, dtype=args.dtype)
+    encoder = create_model(args.encoder, device=device, dtype=args.dtype, **json.loads(args.model_options))
     segmenter = create_model(args.segmenter) if args.segmenter else None
     try:
         report = extract_to_shards(
