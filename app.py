@@ -11,6 +11,15 @@ so ``gradio_client.Client(url).predict(handle_file(path), api_name="/locate")`` 
 Run: ``.venv/bin/python app.py`` (env ``GEODEMO_HOST``, ``GEODEMO_PORT`` (default 127.0.0.1:7860, or
 Gradio's ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``), ``GEODEMO_PRESET`` (default ``offline``),
 ``GEODEMO_WARMUP=0`` to skip loading the models before serving).
+
+Whatever a client sends is checked here, on the server (:func:`validate_request`): the preset, the
+LMM backend and model against the server's allow-lists (``GEODEMO_WEB_LMM_BACKENDS``,
+``GEODEMO_LMM_MODELS``; a model never names a path unless the server lists it, and the
+OpenAI-compatible backend's model comes from the server's config only), every number against its
+range. Every photo, uploaded, pasted, sent as a ``data:`` URL or through the API, has the same
+budget (:class:`geodemo.imageio.PhotoBudget`: ``GEODEMO_MAX_UPLOAD_MB``, ``GEODEMO_WEB_MAX_PIXELS``).
+Answers carry no server paths (:func:`geodemo.redact.public_dict`); a neighbour's thumbnail is
+served by its gallery id (API ``/thumbnail``).
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ import gradio as gr
 from PIL import Image
 
 # Importing geodemo (any submodule) first installs its torchvision guard before vision libraries.
-from geodemo.imageio import ImageError, load_image, read_exif_gps
+from geodemo.imageio import ImageError, PhotoBudget, read_exif_gps
+from geodemo.redact import public_dict, redact, redact_paths
 from geodemo.result import LocationResult
 from geodemo.viz import error_report, lmm_rows, map_iframe, timing_text
 from geodemo.viz.maps import cluster_map, neighbour_map, result_map
@@ -42,7 +52,8 @@ DEFAULT_PRESET = os.environ.get("GEODEMO_PRESET", "offline")
 FALLBACK_PRESETS = ("offline", "g3", "dualgeo")
 PRESET_DEFAULT = "preset default"
 FALLBACK_BACKENDS = ("ollama", "openai", "transformers", "gguf")
-MAX_UPLOAD = "40mb"
+BUDGET = PhotoBudget.for_web()  # one budget for every way a photo arrives
+MAX_UPLOAD = BUDGET.max_bytes  # Gradio's own upload route refuses larger files (HTTP 413)
 MAP_HEIGHT = 420
 EXAMPLE_SETS = (("im2gps3k-dev", 5), ("osv5m-sample", 3))  # (benchmark, how many photos)
 
@@ -69,8 +80,15 @@ _LOCATORS: dict[str, Any] = {}
 _LOCATORS_LOCK = threading.Lock()
 
 
+def server_presets() -> dict[str, str]:
+    """Extra preset files the server offers (``GEODEMO_EXTRA_PRESETS``: JSON paths separated by
+    commas), by name (the file's stem): the page sees the name, never the path."""
+    return {Path(p).stem: p for p in _env_list("GEODEMO_EXTRA_PRESETS")}
+
+
 def available_presets() -> list[str]:
-    """Preset names shipped with the pipeline (``geodemo/pipeline/presets/*.json``)."""
+    """Preset names the page may choose: the pipeline's (``geodemo/pipeline/presets/*.json``) and
+    the server's extra ones (:func:`server_presets`)."""
     try:
         from geodemo.pipeline import list_presets
 
@@ -78,19 +96,35 @@ def available_presets() -> list[str]:
     except Exception:  # noqa: BLE001 - the page must load even when the pipeline does not
         logger.exception("could not list the pipeline presets")
         names = []
-    return names or list(FALLBACK_PRESETS)
+    names = names or list(FALLBACK_PRESETS)
+    return names + [n for n in server_presets() if n not in names]
 
 
-LOCAL_BACKENDS = frozenset({"gguf", "transformers-text", "transformers", "transformers-vlm"})
+class RequestError(ValueError):
+    """A setting the page or an API client sent that the server does not accept (message for the user)."""
+
+
+#: Backends whose model is fixed by the server's config (an API key pays for it): never from the page.
+SERVER_MODEL_BACKENDS = frozenset({"openai", "openai-compatible"})
+
+#: What a web request may ask for (inclusive ranges; the library's own ranges are wider).
+WEB_RANGES: dict[str, tuple[float, float]] = {
+    "top_k": (1, 200), "eps_km": (0.1, 5000), "min_samples": (1, 50), "lmm_samples": (1, 20),
+}
+
+
+def _env_list(name: str) -> list[str]:
+    return [m.strip() for m in os.environ.get(name, "").split(",") if m.strip()]
 
 
 def allowed_local_models() -> list[str]:
-    """Local LMM models the page may ask for (``GEODEMO_LMM_MODELS``, comma-separated)."""
-    return [m.strip() for m in os.environ.get("GEODEMO_LMM_MODELS", "").split(",") if m.strip()]
+    """LMM models the page may ask for (``GEODEMO_LMM_MODELS``, comma-separated; none by default)."""
+    return _env_list("GEODEMO_LMM_MODELS")
 
 
 def available_backends() -> list[str]:
-    """LMM backend names registered by ``geodemo.lmm`` (plus "preset default")."""
+    """LMM backends the page may choose ("preset default" first): the registered ones, narrowed by
+    ``GEODEMO_WEB_LMM_BACKENDS`` when set."""
     try:
         from geodemo.lmm.backends import list_backends
 
@@ -98,7 +132,8 @@ def available_backends() -> list[str]:
     except Exception:  # noqa: BLE001
         logger.exception("could not list the LMM backends")
         names = list(FALLBACK_BACKENDS)
-    return [PRESET_DEFAULT, *names]
+    allowed = _env_list("GEODEMO_WEB_LMM_BACKENDS")
+    return [PRESET_DEFAULT, *(n for n in names if not allowed or n in allowed)]
 
 
 def get_locator(preset: str):
@@ -109,54 +144,101 @@ def get_locator(preset: str):
             from geodemo.pipeline import GeoLocator
 
             t0 = time.perf_counter()
-            locator = GeoLocator.from_preset(preset)
+            locator = GeoLocator.from_preset(server_presets().get(preset, preset))
             logger.info("loaded preset %s in %.1f s", preset, time.perf_counter() - t0)
             _LOCATORS[preset] = locator
         return locator
 
 
-def make_options(
-    top_k: float | None,
-    eps_km: float | None,
-    min_samples: float | None,
-    lmm_mode: str | None,
-    lmm_backend: str | None,
-    lmm_model: str | None,
-    lmm_samples: float | None,
+def _choice(v: Any) -> str | None:
+    """A text choice from the page: None for empty or "preset default"."""
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise RequestError(f"expected a name, got {type(v).__name__}")
+    v = v.strip()
+    return None if not v or v == PRESET_DEFAULT else v
+
+
+def _web_number(name: str, label: str, v: Any, whole: bool) -> float | None:
+    """A number from the page within :data:`WEB_RANGES`; None (empty) keeps the preset's value."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    if isinstance(v, bool):
+        raise RequestError(f"{label} must be a number")
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise RequestError(f"{label} must be a number, got {str(v)[:40]!r}") from None
+    lo, hi = WEB_RANGES[name]
+    if not math.isfinite(x) or not lo <= x <= hi or (whole and x != int(x)):
+        kind = "a whole number" if whole else "a number"
+        raise RequestError(f"{label} must be {kind} from {lo:g} to {hi:g} (or empty for the preset's value)")
+    return int(x) if whole else x
+
+
+def preset_lmm_backend(preset: str) -> str | None:
+    """The LMM backend a preset configures (None when it has none)."""
+    from geodemo.pipeline import load_preset
+
+    return (load_preset(server_presets().get(preset, preset)).get("lmm") or {}).get("backend")
+
+
+def validate_request(
+    preset: Any,
+    top_k: Any,
+    eps_km: Any,
+    min_samples: Any,
+    lmm_mode: Any,
+    lmm_backend: Any,
+    lmm_model: Any,
+    lmm_samples: Any,
     exclude_ids: set[str] | None = None,
     exclude_groups: set[str] | None = None,
 ):
-    """The page's settings as :class:`geodemo.pipeline.LocateOptions` (empty = preset default)."""
+    """``(preset, LocateOptions)`` from what a client sent, or :class:`RequestError` saying what is refused.
+
+    The one rule for every web choice: presets, backends and models come from the server's
+    allow-lists, numbers from :data:`WEB_RANGES`; nothing the page sends is used as a path.
+    """
     from geodemo.pipeline import LocateOptions
+    from geodemo.pipeline.locator import InvalidOptionError
 
-    def _int(v: float | None) -> int | None:
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) or v <= 0 else int(v)
-
-    def _str(v: str | None) -> str | None:
-        v = (v or "").strip()
-        return None if not v or v == PRESET_DEFAULT else v
-
-    use_lmm = {"on": True, "off": False}.get((lmm_mode or "").strip().lower())
-    backend, model = _str(lmm_backend), _str(lmm_model)
-    if backend is not None and backend not in available_backends():
-        raise ValueError(f"unknown LMM backend {backend!r}; choose one of {', '.join(available_backends())}")
-    if model is not None and (backend or "") in LOCAL_BACKENDS and model not in allowed_local_models():
-        # a local backend would load whatever folder or hub id the page names: only the server's list
-        raise ValueError(
-            f"the page may not load the local model {model!r}; the server allows "
-            f"{', '.join(allowed_local_models()) or 'only the preset default'} (env GEODEMO_LMM_MODELS)"
+    preset_name = _choice(preset) or DEFAULT_PRESET
+    presets = available_presets()
+    if preset_name not in presets:
+        raise RequestError(f"unknown preset {preset_name[:60]!r}; choose one of {', '.join(presets)}")
+    mode = (_choice(lmm_mode) or "").lower()
+    if mode not in ("", "on", "off"):
+        raise RequestError(f"LMM stage must be {PRESET_DEFAULT!r}, 'on' or 'off'")
+    backend, model = _choice(lmm_backend), _choice(lmm_model)
+    backends = available_backends()
+    if backend is not None and backend not in backends:
+        raise RequestError(f"unknown LMM backend {backend[:60]!r}; choose one of {', '.join(backends)}")
+    if model is not None:
+        effective = backend or preset_lmm_backend(preset_name)
+        if effective in SERVER_MODEL_BACKENDS:
+            raise RequestError("the OpenAI-compatible backend's model is set on the server (OPENAI_MODEL or the "
+                               "preset), not by the page; leave the LMM model empty")
+        if model not in allowed_local_models():
+            raise RequestError(
+                "the page may not choose this LMM model; the server allows "
+                f"{', '.join(allowed_local_models()) or 'only the preset default'} (env GEODEMO_LMM_MODELS)")
+    try:
+        options = LocateOptions(
+            top_k=_web_number("top_k", "top-k neighbours", top_k, True),
+            eps_km=_web_number("eps_km", "DBSCAN eps (km)", eps_km, False),
+            min_samples=_web_number("min_samples", "DBSCAN min samples", min_samples, True),
+            use_lmm={"on": True, "off": False}.get(mode),
+            lmm_backend=backend,
+            lmm_model=model,
+            lmm_samples=_web_number("lmm_samples", "answers per prompt", lmm_samples, True),
+            exclude_ids=set(exclude_ids or ()),
+            exclude_groups=set(exclude_groups or ()),
         )
-    return LocateOptions(
-        top_k=_int(top_k),
-        eps_km=None if eps_km is None or eps_km <= 0 else float(eps_km),
-        min_samples=_int(min_samples),
-        use_lmm=use_lmm,
-        lmm_backend=backend,
-        lmm_model=model,
-        lmm_samples=_int(lmm_samples),
-        exclude_ids=set(exclude_ids or ()),
-        exclude_groups=set(exclude_groups or ()),
-    )
+    except InvalidOptionError as exc:
+        raise RequestError(str(exc)) from None
+    return preset_name, options
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,16 +255,32 @@ class PhotoInput(gr.Image):
     is_template = True  # rendered by the built-in Image front end
 
     def preprocess(self, payload):  # type: ignore[override]
+        """The file's path, after the photo budget's byte check (uploads, pastes and data URLs alike)."""
         if payload is None:
             return None
         if getattr(payload, "path", None):
-            return str(payload.path)
+            path = Path(payload.path)
+            try:
+                BUDGET.check_bytes(path.stat().st_size, "the photo")
+            except OSError:
+                raise gr.Error("the uploaded photo could not be found on the server; upload it again") from None
+            except ImageError as exc:
+                raise gr.Error(str(exc)) from None
+            return str(path)
         url = getattr(payload, "url", None) or ""
         if url.startswith("data:"):
             from gradio.processing_utils import save_base64_to_cache
 
-            return save_base64_to_cache(url, self.GRADIO_CACHE)
-        raise ImageError("the upload carried no file")
+            encoded = len(url) - url.find(",") - 1
+            try:  # checked on the text, before anything is decoded or written
+                BUDGET.check_bytes(encoded * 3 // 4, "the photo (sent as a data URL)")
+            except ImageError as exc:
+                raise gr.Error(str(exc)) from None
+            try:
+                return save_base64_to_cache(url, self.GRADIO_CACHE)
+            except Exception:  # noqa: BLE001 - malformed base64 or header
+                raise gr.Error("the photo's data URL could not be decoded") from None
+        raise gr.Error("the upload carried no file")
 
 
 _COORD_RE = re.compile(r"^\s*\(?\s*(-?\d+(?:\.\d+)?)\s*[,; ]\s*(-?\d+(?:\.\d+)?)\s*\)?\s*$")
@@ -210,12 +308,9 @@ def parse_example_key(key: str | None) -> tuple[set[str], set[str]]:
 
 
 def read_photo(path: str) -> tuple[Image.Image, tuple[float, float] | None]:
-    """The uploaded photo (RGB, upright) and its EXIF GPS; :class:`ImageError` when unreadable."""
-    name = Path(path).name
-    try:
-        image = load_image(path)
-    except ImageError as exc:
-        raise ImageError(str(exc).replace(str(path), name)) from exc
+    """The uploaded photo (RGB, upright, at most the working size) and its EXIF GPS, within the photo
+    budget; :class:`ImageError` (naming the file only, never its server path) when unreadable."""
+    image = BUDGET.load(path, name=Path(path).name)
     return image, read_exif_gps(path)
 
 
@@ -312,7 +407,7 @@ def status_markdown(stages: list[str], result: LocationResult | None, running: s
 def errors_markdown(result: LocationResult) -> str:
     if not result.errors:
         return ""
-    lines = [f"- **{stage}** failed: {message}" for stage, message in result.errors.items()]
+    lines = [f"- **{stage}** failed: {redact_paths(message)}" for stage, message in result.errors.items()]
     return "#### Stages that failed (the rest still ran)\n" + "\n".join(lines)
 
 
@@ -397,7 +492,7 @@ class PageRenderer:
                 cluster_map(result, result.clusters_after, title="after re-ranking", truth=self.truth),
                 MAP_HEIGHT, "clusters after re-ranking", "gd-map gd-clusters-after")
         if self._changed("lmm", len(result.lmm_records)):
-            out["lmm_table"] = lmm_rows(result)
+            out["lmm_table"] = redact(lmm_rows(result))
         if (result.candidates or final) and self._changed("candidates", (len(result.candidates), final)):
             out["candidates_table"] = candidate_rows(result)
             out["result_map"] = map_iframe(
@@ -464,7 +559,13 @@ def locate_stream(
             if truth is None:
                 truth = (float(sample.lat), float(sample.lon))
                 truth_source = f"{bench} ground truth, recognised by file name"
-        options = make_options(top_k, eps_km, min_samples, lmm_mode, lmm_backend, lmm_model, lmm_samples, ids, groups)
+        try:
+            preset, options = validate_request(preset, top_k, eps_km, min_samples, lmm_mode, lmm_backend,
+                                               lmm_model, lmm_samples, ids, groups)
+        except RequestError as exc:
+            yield _message(f"⚠️ {exc}")
+            return
+        opacity = min(max(float(opacity), 0.0), 1.0) if isinstance(opacity, (int, float)) and math.isfinite(opacity) else 0.5
         yield _message(f"⏳ loading the `{preset}` pipeline (first use only) …")
         locator = get_locator(preset)
         renderer = PageRenderer(image, truth, opacity)
@@ -489,13 +590,13 @@ def locate_stream(
             prediction=prediction_markdown(last),
             error_line=error_line,
             explanation=explanation,
-            result_json=last.to_dict(),
+            result_json=public_dict(last),
         )
         logger.info("located %s in %.2f s (preset %s)", Path(photo).name, elapsed, preset)
         yield update
     except Exception as exc:  # noqa: BLE001 - the page shows a message, the log keeps the traceback
         logger.exception("locate failed")
-        yield _message(f"⚠️ Something went wrong while locating this photo ({type(exc).__name__}: {exc}). "
+        yield _message(f"⚠️ Something went wrong while locating this photo ({redact_paths(str(exc))[:300]}). "
                        "The details are in the server log.")
 
 
@@ -511,23 +612,65 @@ def locate_api(
     lmm_model: str | None = "",
     lmm_samples: float | None = None,
 ) -> dict[str, Any]:
-    """API: locate one photo and return the ``LocationResult`` as JSON (errors as ``{"error": ...}``)."""
+    """API: locate one photo and return the ``LocationResult`` as JSON, without server paths.
+
+    Refused settings, unusable photos and failures raise ``gr.Error`` with a one-line message.
+    """
+    try:
+        preset, options = validate_request(preset, top_k, eps_km, min_samples, lmm_mode, lmm_backend,
+                                           lmm_model, lmm_samples)
+    except RequestError as exc:
+        raise gr.Error(str(exc)) from None
     if not photo:
         raise gr.Error("no photo given")
     try:
         image, exif_gps = read_photo(photo)
     except ImageError as exc:
-        raise gr.Error(f"this file cannot be used as a photo: {exc}") from exc
+        raise gr.Error(f"this file cannot be used as a photo: {exc}") from None
     try:
-        options = make_options(top_k, eps_km, min_samples, lmm_mode, lmm_backend, lmm_model, lmm_samples)
-        result = get_locator(preset or DEFAULT_PRESET).locate(image, options)
-    except Exception as exc:
+        result = get_locator(preset).locate(image, options)
+    except Exception as exc:  # noqa: BLE001 - the log keeps the traceback, the caller gets one line
         logger.exception("API locate failed")
-        raise gr.Error(f"locating failed ({type(exc).__name__}: {exc})") from exc
-    out = result.to_dict()
+        raise gr.Error(f"locating failed: {redact_paths(str(exc))[:300]}") from None
+    out = public_dict(result)
     if exif_gps is not None and out.get("exif_gps") is None:
         out["exif_gps"] = list(exif_gps)
     return out
+
+
+THUMBNAIL_SIDE = 256
+
+
+@lru_cache(maxsize=8)
+def _gallery_files(preset: str) -> dict[str, str]:
+    """Gallery id -> photo file of a preset's image gallery (the only files ``/thumbnail`` serves)."""
+    meta = get_locator(preset).gallery.meta
+    paths = meta.image_paths or []
+    return {str(i): str(p) for i, p in zip(meta.ids, paths, strict=False) if p}
+
+
+def thumbnail_api(neighbour_id: str | None, preset: str | None = DEFAULT_PRESET) -> Image.Image:
+    """API: the thumbnail of the gallery photo a result names by id (``neighbours[].id``)."""
+    try:
+        preset_name, _ = validate_request(preset, None, None, None, None, None, None, None)
+    except RequestError as exc:
+        raise gr.Error(str(exc)) from None
+    key = str(neighbour_id or "").strip()
+    path = _gallery_files(preset_name).get(key) if key and len(key) <= 300 else None
+    if path is None:
+        raise gr.Error(f"no gallery photo with id {key[:60]!r} in preset {preset_name!r}")
+    try:
+        return _thumbnail(path, key)
+    except ImageError:
+        raise gr.Error(f"the gallery photo {key[:60]!r} cannot be read") from None
+
+
+def _thumbnail(path: str, name: str) -> Image.Image:
+    from geodemo.imageio import load_image
+
+    image = load_image(path, max_side=THUMBNAIL_SIDE, max_pixels=BUDGET.max_pixels, name=name)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    return image
 
 
 def rerender_overlay(seg_state: dict | None, opacity: float) -> Image.Image | None:
@@ -581,11 +724,12 @@ def build_demo() -> gr.Blocks:
                     preset = gr.Dropdown(presets, value=default_preset, label="Preset", elem_id="preset")
                     with gr.Row():
                         top_k = gr.Number(None, label="top-k neighbours", placeholder="preset default",
-                                          precision=0, minimum=0, maximum=200)
+                                          precision=0, minimum=WEB_RANGES["top_k"][0], maximum=WEB_RANGES["top_k"][1])
                         eps_km = gr.Number(None, label="DBSCAN eps (km)", placeholder="preset default",
-                                           minimum=0, maximum=5000)
+                                           minimum=WEB_RANGES["eps_km"][0], maximum=WEB_RANGES["eps_km"][1])
                         min_samples = gr.Number(None, label="DBSCAN min samples", placeholder="preset default",
-                                                precision=0, minimum=0, maximum=50)
+                                                precision=0, minimum=WEB_RANGES["min_samples"][0],
+                                                maximum=WEB_RANGES["min_samples"][1])
                     lmm_mode = gr.Radio([PRESET_DEFAULT, "on", "off"], value=PRESET_DEFAULT, label="LMM stage",
                                         elem_id="lmm-mode")
                     with gr.Row():
@@ -593,7 +737,8 @@ def build_demo() -> gr.Blocks:
                                                   allow_custom_value=True)
                         lmm_model = gr.Textbox(label="LMM model", placeholder="preset default")
                         lmm_samples = gr.Number(None, label="answers per prompt", placeholder="preset default",
-                                                precision=0, minimum=0, maximum=20)
+                                                precision=0, minimum=WEB_RANGES["lmm_samples"][0],
+                                                maximum=WEB_RANGES["lmm_samples"][1])
             with gr.Column(scale=2):
                 status = gr.Markdown("", elem_id="status")
                 prediction = gr.Markdown("", elem_id="prediction")
@@ -661,6 +806,10 @@ def build_demo() -> gr.Blocks:
         api_button = gr.Button(visible=False)
         api_button.click(locate_api, inputs=[photo, *settings], outputs=api_out, api_name="locate",
                          concurrency_limit=2)
+        thumb_id = gr.Textbox(visible=False)
+        thumb_out = gr.Image(type="pil", visible=False, format="jpeg")
+        gr.Button(visible=False).click(thumbnail_api, inputs=[thumb_id, preset], outputs=thumb_out,
+                                       api_name="thumbnail", concurrency_limit=4)
     return demo
 
 

@@ -1,29 +1,39 @@
 """Safe photo reading: any source and any mode in, an upright RGB ``PIL.Image`` out.
 
-``load_image`` checks the pixel count from the file header *before* decoding (a 30000x30000 PNG
-header is refused without allocating its 2.7 GB), turns truncated files and non-images into a
-readable :class:`ImageError`, applies the EXIF orientation and converts every mode (palette,
-alpha, 16-bit, CMYK, float) to 8-bit RGB. ``read_exif_gps`` reads the GPS position a camera wrote.
+``load_image`` checks the file size and the pixel count from the file header *before* decoding
+(a 30000x30000 PNG header is refused without allocating its 2.7 GB), decodes no larger than the
+working size (a JPEG is decoded at 1/2, 1/4 or 1/8 scale by PIL's draft mode; other formats are
+reduced right after decoding, so nothing downstream holds more than ``working_side`` pixels on the
+long side), turns truncated files and non-images into a readable :class:`ImageError`, applies the
+EXIF orientation and converts every mode (palette, alpha, 16-bit, CMYK, float) to 8-bit RGB.
+:class:`PhotoBudget` is the one size/pixel budget for a photo however it arrives (the web app
+applies it to uploads, pasted images, ``data:`` URLs and API calls alike). ``read_exif_gps`` reads
+the GPS position a camera wrote.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "ImageError",
     "MissingImageError",
     "ImageSource",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_WORKING_SIDE",
+    "PhotoBudget",
     "max_image_pixels",
+    "working_side",
     "load_image",
     "to_rgb",
     "read_exif_gps",
@@ -33,6 +43,9 @@ ImageSource = str | Path | bytes | bytearray | memoryview | Image.Image | IO[byt
 
 #: Largest photo accepted, in pixels (~100 MP); override with ``GEODEMO_MAX_IMAGE_PIXELS``.
 DEFAULT_MAX_PIXELS = 100_000_000
+#: Long side (pixels) a photo is reduced to while decoding; ``GEODEMO_WORKING_SIDE`` (0 = full size).
+#: Every model works far below it (MobileNet 224, DeepLab 513, OCR <= 1600).
+DEFAULT_WORKING_SIDE = 2048
 
 _GPS_IFD = 0x8825
 _GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
@@ -46,10 +59,54 @@ class MissingImageError(ImageError, FileNotFoundError):
     """The photo file does not exist."""
 
 
+def _env_int(name: str, default: int) -> int:
+    env = os.environ.get(name, "").strip()
+    try:
+        return int(float(env)) if env else default
+    except ValueError:
+        raise ValueError(f"${name} must be a whole number, got {env!r}") from None
+
+
 def max_image_pixels() -> int:
     """Pixel limit in force: ``$GEODEMO_MAX_IMAGE_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
-    env = os.environ.get("GEODEMO_MAX_IMAGE_PIXELS")
-    return int(env) if env else DEFAULT_MAX_PIXELS
+    return _env_int("GEODEMO_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS)
+
+
+def working_side() -> int:
+    """Long side photos are reduced to when decoded: ``$GEODEMO_WORKING_SIDE`` or :data:`DEFAULT_WORKING_SIDE`."""
+    return _env_int("GEODEMO_WORKING_SIDE", DEFAULT_WORKING_SIDE)
+
+
+@dataclass(frozen=True)
+class PhotoBudget:
+    """What one photo may cost: file bytes, header pixels and the decoded working size."""
+
+    max_bytes: int | None  # None = no byte limit
+    max_pixels: int
+    working_side: int  # 0 = keep the full size
+
+    @classmethod
+    def for_web(cls) -> PhotoBudget:
+        """The web app's budget, for uploads, pasted images, data URLs and API calls alike.
+
+        ``$GEODEMO_MAX_UPLOAD_MB`` (default 40) and ``$GEODEMO_WEB_MAX_PIXELS`` (default 40 MP,
+        never above the library's ``GEODEMO_MAX_IMAGE_PIXELS``).
+        """
+        return cls(
+            max_bytes=_env_int("GEODEMO_MAX_UPLOAD_MB", 40) * 1024 * 1024,
+            max_pixels=min(_env_int("GEODEMO_WEB_MAX_PIXELS", 40_000_000), max_image_pixels()),
+            working_side=working_side(),
+        )
+
+    def check_bytes(self, size: int, name: str = "the photo") -> None:
+        """:class:`ImageError` when ``size`` bytes exceed the budget."""
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise ImageError(f"{name} is {size / 2**20:.1f} MB, over the {self.max_bytes / 2**20:.0f} MB limit")
+
+    def load(self, source: ImageSource, name: str | None = None) -> Image.Image:
+        """:func:`load_image` under this budget."""
+        return load_image(source, max_pixels=self.max_pixels, max_side=self.working_side,
+                          max_bytes=self.max_bytes, name=name)
 
 
 def _describe(source: Any) -> str:
@@ -60,17 +117,22 @@ def _describe(source: Any) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _open(source: ImageSource, max_pixels: int) -> Image.Image:
-    """Open lazily (header only) and enforce the pixel limit before any decoding."""
+def _open(source: ImageSource, max_pixels: int, max_bytes: int | None = None, name: str | None = None
+          ) -> Image.Image:
+    """Open lazily (header only) and enforce the byte and pixel limits before any decoding."""
     if isinstance(source, Image.Image):
         return source
-    name = _describe(source)
+    name = name or _describe(source)
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise MissingImageError(f"image file not found: {path}")
+            raise MissingImageError(f"image file not found: {name}")
+        if max_bytes is not None:
+            PhotoBudget(max_bytes, max_pixels, 0).check_bytes(path.stat().st_size, name)
         fp: Any = path
     elif isinstance(source, (bytes, bytearray, memoryview)):
+        if max_bytes is not None:
+            PhotoBudget(max_bytes, max_pixels, 0).check_bytes(len(source), name)
         fp = io.BytesIO(bytes(source))
     elif hasattr(source, "read"):
         fp = source
@@ -142,36 +204,79 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def _shrink(image: Image.Image, side: int) -> Image.Image:
+    """``image`` with its long side at most ``side`` (box-reduced by an integer factor, then resampled)."""
+    if not side or max(image.size) <= side:
+        return image
+    factor = max(image.size) // side
+    if factor >= 2:
+        try:
+            image = image.reduce(factor)
+        except (ValueError, NotImplementedError):  # modes reduce() does not take (palette, 16-bit)
+            image = to_rgb(image).reduce(factor)
+    if max(image.size) > side:
+        if image.mode not in ("RGB", "RGBA", "L", "LA"):
+            image = to_rgb(image)
+        image = image.copy()
+        image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return image
+
+
 def load_image(
     source: ImageSource,
     *,
     max_pixels: int | None = None,
+    max_side: int | None = None,
+    max_bytes: int | None = None,
     exif_transpose: bool = True,
+    name: str | None = None,
     draft: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Read a photo as an upright RGB image, or raise :class:`ImageError` with a readable reason.
 
-    ``source`` is a path, raw bytes, a binary file object or a PIL image. The size limit
-    (``max_pixels``, default :func:`max_image_pixels`) is checked from the header before decoding.
-    ``draft`` lets a JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) that keeps at least that size.
+    ``source`` is a path, raw bytes, a binary file object or a PIL image. The byte limit
+    (``max_bytes``, default none) and the pixel limit (``max_pixels``, default
+    :func:`max_image_pixels`) are checked before decoding; the photo is decoded no larger than
+    ``max_side`` on its long side (default :func:`working_side`, 0 = full size). ``name`` is how
+    error messages call the photo (default: the path or ``<N bytes>``). ``draft`` instead lets a JPEG
+    decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps at least that size (batch extraction).
     """
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
-    name = _describe(source)
-    image = _open(source, limit)
+    side = working_side() if max_side is None else int(max_side)
+    name = name or _describe(source)
+    image = _open(source, limit, max_bytes, name)
+    transpose = _orientation_fix(image, name) if exif_transpose else None
     if draft is not None and image.format == "JPEG":
-        image.draft("RGB", draft)
+        image.draft(None, draft)
+    elif side and max(image.size) > side and image.format == "JPEG":
+        scale = side / max(image.size)  # decode at 1/2, 1/4 or 1/8 scale, never below the working size
+        image.draft(None, (max(1, math.ceil(image.size[0] * scale)), max(1, math.ceil(image.size[1] * scale))))
     try:
         image.load()
+        image = _shrink(image, side)
     except OSError as exc:  # truncated data, broken compression stream
         raise ImageError(f"{name} is damaged or truncated and cannot be decoded: {exc}") from exc
     except (ValueError, SyntaxError) as exc:
         raise ImageError(f"{name} could not be decoded: {exc}") from exc
-    if exif_transpose:
-        try:
-            image = ImageOps.exif_transpose(image)
-        except Exception as exc:  # noqa: BLE001 - a broken EXIF block must not lose the photo
-            warnings.warn(f"ignoring unreadable EXIF orientation in {name}: {exc}", stacklevel=2)
+    if transpose is not None:
+        image = image.transpose(transpose)
     return to_rgb(image)
+
+
+_ORIENTATION = {  # EXIF orientation -> the transposition that makes the photo upright (as ImageOps)
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation_fix(image: Image.Image, name: str) -> Image.Transpose | None:
+    """The transposition the EXIF orientation tag asks for (read from the header, before decoding)."""
+    try:
+        return _ORIENTATION.get(int(image.getexif().get(0x0112, 1)))
+    except Exception as exc:  # noqa: BLE001 - a broken EXIF block must not lose the photo
+        logging.getLogger(__name__).debug("ignoring unreadable EXIF orientation in %s: %s", name, exc)
+        return None
 
 
 def _rational(value: Any) -> float:

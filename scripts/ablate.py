@@ -33,6 +33,7 @@ import geodemo  # noqa: E402,F401 - torchvision guard before any model code
 from geodemo.eval import QueryPhoto, accuracy_table  # noqa: E402
 from geodemo.eval.metrics import ACC_KEYS  # noqa: E402
 from geodemo.geo import haversine_km  # noqa: E402
+from geodemo.storage import write_json, write_text  # noqa: E402
 
 
 @dataclass
@@ -390,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n\n" + fusion_text
         rows.update({f"fusion: {k}": v for k, v in fusion_rows.items()})
     print(text)
-    (out / "table.md").write_text(text + "\n")
-    (out / "metrics.json").write_text(json.dumps(rows, indent=2))
+    write_text(out / "table.md", text + "\n")
+    write_json(out / "metrics.json", rows, indent=2)
     return 0
 
 

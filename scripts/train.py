@@ -16,13 +16,13 @@ the accelerate CLI dies importing timm; the same command behind geodemo's guard 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import geodemo  # noqa: E402,F401  (torchvision guard first)
+from geodemo.storage import write_json  # noqa: E402
 from geodemo.train import Trainer, apply_overrides, list_presets, load_preset  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         trained_on = list(cfg["data"].get("benchmarks") or [])
         folder = trainer.export(extra={"eval": summary.get("eval"), "held_out_groups": held_groups,
                                        "datasets": trained_on})
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        write_json(folder / "summary.json", summary, indent=2, default=float)
         ev = summary.get("eval") or {}
         print(f"saved {folder}  steps={summary['steps']}  photos/s={summary['photos_per_s']:.0f}")
         for name in ("held_out", "density_prior"):

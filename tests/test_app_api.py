@@ -88,15 +88,20 @@ def test_exif_gps_of_an_upload_is_the_truth(shared, tmp_path):
     assert any("segmentation" in s for s in stages) and "done in" in stages[-1]
 
 
-def test_page_settings_map_to_locate_options():
+def test_page_settings_map_to_locate_options(monkeypatch):
     import app
 
-    opts = app.make_options(0, None, 3.0, "on", "preset default", "  ", 2.0, {"x.jpg"}, {"author"})
-    assert (opts.top_k, opts.eps_km, opts.min_samples) == (None, None, 3)  # 0 / empty = preset default
+    preset, opts = app.validate_request("offline", None, "", 3.0, "on", "preset default", "  ", 2.0,
+                                        {"x.jpg"}, {"author"})
+    assert preset == "offline" and (opts.top_k, opts.eps_km, opts.min_samples) == (None, None, 3)  # empty = default
     assert opts.use_lmm is True and opts.lmm_backend is None and opts.lmm_model is None
     assert opts.lmm_samples == 2 and opts.exclude_ids == {"x.jpg"} and opts.exclude_groups == {"author"}
-    assert app.make_options(20, 25.0, None, "preset default", "ollama", "llava", None).use_lmm is None
-    assert app.make_options(None, None, None, "off", "ollama", "llava", None).lmm_backend == "ollama"
+    assert app.validate_request("g3", 20, 25.0, None, "preset default", "ollama", "", None)[1].use_lmm is None
+    monkeypatch.setenv("GEODEMO_LMM_MODELS", "llava:7b")
+    assert app.validate_request(None, None, None, None, "off", "ollama", "llava:7b", None)[1].lmm_model == "llava:7b"
+    for bad in ((0, None, None), (201, None, None), (None, -5, None), (None, float("nan"), None), (None, None, 2.5)):
+        with pytest.raises(app.RequestError, match="must be"):
+            app.validate_request("offline", *bad, None, None, None, None)
     assert app.parse_truth(" 48.8584, 2.2945 ") == (48.8584, 2.2945)
     assert app.parse_truth("(-33.9, 151.2)") == (-33.9, 151.2) and app.parse_truth("") is None
     for bad in ("Paris", "91, 0", "10, 200"):

@@ -15,6 +15,7 @@ from geodemo.clues.prior import country_weights
 from geodemo.clues.scripts import char_script, dominant_script
 from geodemo.clues.tables import SCRIPT_TESSERACT, language_name
 from geodemo.result import ClueReport
+from geodemo.storage import read_json, write_json
 
 __all__ = ["ClueConfig", "read_clues", "cached_clues"]
 
@@ -113,12 +114,13 @@ def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None
         from geodemo.paths import cache_dir
 
         cache_path = cache_dir("clues") / f"{_cache_key(prepared, cfg, installed)}.json"
-        if cache_path.exists():
-            return ClueReport(**json.loads(cache_path.read_text()))
+        stored = read_json(cache_path, "text-clue cache", validate=lambda d: ClueReport(**d))
+        if stored is not None:
+            return ClueReport(**stored)
 
     report = _read(prepared, installed, cfg)
     if cache_path is not None:
-        cache_path.write_text(json.dumps(report.to_dict()))
+        write_json(cache_path, report.to_dict())
     return report
 
 
@@ -136,7 +138,8 @@ def cached_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | No
     from geodemo.paths import cache_dir
 
     path = cache_dir("clues") / f"{_cache_key(prepare(image, cfg.ocr_side), cfg, installed)}.json"
-    return ClueReport(**json.loads(path.read_text())) if path.exists() else None
+    stored = read_json(path, "text-clue cache", validate=lambda d: ClueReport(**d))
+    return ClueReport(**stored) if stored is not None else None
 
 
 def _read(prepared: Image.Image, installed: frozenset[str], cfg: ClueConfig) -> ClueReport:

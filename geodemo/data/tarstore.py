@@ -8,12 +8,12 @@ Reading a photo is then one ``seek`` + ``read``; no pickle, no extraction to dis
 from __future__ import annotations
 
 import hashlib
-import json
 import tarfile
 from pathlib import Path
 
 from geodemo.imageio import MissingImageError
 from geodemo.paths import cache_dir
+from geodemo.storage import read_json, write_json
 
 __all__ = ["TarImageStore", "TarShardStore", "build_tar_index", "open_tar_store"]
 
@@ -49,8 +49,8 @@ class TarImageStore:
         return cache_dir("tar-index") / f"{self.tar_path.stem}-{digest}.json"
 
     def _load_or_build(self, progress: bool) -> dict[str, list[int]]:
-        if self.index_path.is_file():
-            data = json.loads(self.index_path.read_text())
+        data = read_json(self.index_path, "tar index", validate=lambda d: d["members"].items())
+        if data is not None:
             if data.get("version") == _INDEX_VERSION and data.get("size") == self.tar_path.stat().st_size:
                 return {k: list(v) for k, v in data["members"].items()}
         members = build_tar_index(self.tar_path, progress=progress)
@@ -61,9 +61,7 @@ class TarImageStore:
             "size": self.tar_path.stat().st_size,
             "members": members,
         }
-        tmp = self.index_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(self.index_path)
+        write_json(self.index_path, payload)
         return members
 
     def __len__(self) -> int:

@@ -3,13 +3,13 @@
 ``evaluate`` feeds photos to the predictor in batches (the predictor never sees ground truth),
 appends one CSV row per photo as it goes, and writes ``summary.json`` and ``table.md`` at the end.
 Re-running with the same ``out_dir`` skips the photos already in ``predictions.csv``, so a long
-run that was interrupted resumes where it stopped.
+run that was interrupted resumes where it stopped. A run killed mid-row leaves a torn last line:
+it is dropped on resume and that photo is predicted again (rows that do not parse are redone too).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +22,7 @@ from PIL import Image
 from geodemo.data.dataset import GeoDataset, GeoSample
 from geodemo.eval.metrics import accuracy_table, distances_km, geoscore
 from geodemo.result import to_jsonable
+from geodemo.storage import drop_torn_tail, write_json, write_text
 
 __all__ = ["QueryPhoto", "Predictor", "EvalReport", "evaluate", "read_predictions", "CSV_COLUMNS"]
 
@@ -72,13 +73,24 @@ class EvalReport:
         return data
 
 
+def _complete_row(row: dict[str | None, Any]) -> bool:
+    """A row with every column and a readable ground truth (a torn or glued row fails this)."""
+    if None in row or any(row.get(c) is None for c in CSV_COLUMNS) or not row.get("id"):
+        return False
+    truth = (_float(row["true_lat"]), _float(row["true_lon"]))
+    if not all(math.isfinite(v) for v in truth) or abs(truth[0]) > 90 or abs(truth[1]) > 180:
+        return False
+    pred = (row["pred_lat"], row["pred_lon"])
+    return all(v == "" or math.isfinite(_float(v)) for v in pred) and (pred[0] == "") == (pred[1] == "")
+
+
 def read_predictions(csv_path: str | Path) -> dict[str, dict[str, str]]:
-    """Rows of a ``predictions.csv`` by photo id (empty when the file does not exist)."""
+    """Complete rows of a ``predictions.csv`` by photo id (the last one wins; {} when there is no file)."""
     path = Path(csv_path)
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        return {row["id"]: row for row in csv.DictReader(fh) if row.get("id")}
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return {row["id"]: row for row in csv.DictReader(fh) if _complete_row(row)}
 
 
 def _float(value: str | None) -> float:
@@ -133,12 +145,14 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "predictions.csv"
     data = dataset.subset(limit) if limit is not None else dataset
+    if resume:
+        drop_torn_tail(csv_path, "predictions file")
     done = read_predictions(csv_path) if resume else {}
     if not resume and csv_path.exists():
         csv_path.unlink()
     todo = [s for s in data.samples if s.id not in done]
 
-    new_file = not csv_path.exists()
+    new_file = not csv_path.exists() or csv_path.stat().st_size == 0
     started = time.perf_counter()
     with open(csv_path, "a", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
@@ -204,8 +218,8 @@ def evaluate(
             "seconds_per_photo": round(seconds / max(len(todo), 1), 4),
         },
     )
-    summary_path.write_text(json.dumps(to_jsonable(report.to_dict()), indent=2, allow_nan=False))
-    table_path.write_text(markdown_table({name: metrics}, benchmark=data.name) + "\n")
+    write_json(summary_path, to_jsonable(report.to_dict()), indent=2, allow_nan=False)
+    write_text(table_path, markdown_table({name: metrics}, benchmark=data.name) + "\n")
     return report
 
 

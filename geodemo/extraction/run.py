@@ -9,7 +9,6 @@ missing shard and never writes a photo twice. With ``num_processes > 1`` (one pe
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -101,15 +100,13 @@ def encode_photos(
 
 
 def _meta_check(out: Path, meta: dict[str, Any], write: bool) -> None:
-    path = out / "meta.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != meta:
-            raise ValueError(f"{out} holds features made with {old}; use another output folder for {meta}")
-    elif write:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(path)
+    from geodemo.storage import read_json, write_json
+
+    old = read_json(out / "meta.json", "feature folder description")
+    if old is not None and old != meta:
+        raise ValueError(f"{out} holds features made with {old}; use another output folder for {meta}")
+    if old is None and write:
+        write_json(out / "meta.json", meta, indent=2)
 
 
 def extract_to_shards(
@@ -141,6 +138,7 @@ def extract_to_shards(
     """
     from tqdm.auto import tqdm
 
+    from geodemo.storage import write_json
     from geodemo.train.data import FeatureTable, feature_shards, write_feature_shard
 
     out = Path(out)
@@ -175,8 +173,8 @@ def extract_to_shards(
         write_feature_shard(out / f"shard-{shard:05d}.npz", table)
         bad = [p for p in range(lo, hi) if p in failed]
         if bad:  # listed beside the shard, so a resumed run reports them without retrying
-            (out / f"shard-{shard:05d}.skipped.json").write_text(json.dumps(
-                {dataset.samples[p].id: failed[p] for p in bad}, indent=1))
+            write_json(out / f"shard-{shard:05d}.skipped.json", {dataset.samples[p].id: failed[p] for p in bad},
+                       indent=1)
         for p in range(lo, hi):
             rows.pop(p, None)
             failed.pop(p, None)

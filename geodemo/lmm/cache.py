@@ -2,15 +2,14 @@
 
 Keys are the sha256 of a canonical JSON of everything that produced the answer, so a change of
 prompt wording, model, temperature, seed or sample index is a different entry. Only answers are
-cached, never failures. Files are written atomically, so concurrent runs never read half a file.
+cached, never failures. Files are written atomically (``geodemo.storage``), so concurrent runs never
+read half a file; an unreadable entry is reported once, deleted and asked again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from geodemo.paths import cache_dir
+from geodemo.storage import read_json, write_json
 
 __all__ = ["image_hash", "answer_key", "AnswerCache"]
 
@@ -47,23 +47,15 @@ class AnswerCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored entry (``{"answer", "latency_s", "fields"}``), or None."""
-        path = self._path(key)
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return entry if isinstance(entry, dict) and isinstance(entry.get("answer"), str) else None
+        return read_json(self._path(key), "LMM answer cache entry", validate=_check_entry)
 
     def put(self, key: str, answer: str, latency_s: float, fields: dict[str, Any]) -> None:
         """Store one answer with what produced it (written to a temp file, then renamed)."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         entry = {"answer": answer, "latency_s": float(latency_s), "fields": fields}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entry, f, ensure_ascii=False, default=str)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(self._path(key), entry, ensure_ascii=False, default=str)
+
+
+def _check_entry(entry: Any) -> None:
+    if not (isinstance(entry, dict) and isinstance(entry.get("answer"), str)):
+        raise ValueError("not an answer entry")
+    float(entry.get("latency_s", 0.0))

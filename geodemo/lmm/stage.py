@@ -4,18 +4,24 @@
 :class:`~geodemo.result.LMMRecord` per answer (prompt kind, full prompt, raw answer, parsed
 coordinate or rejection reason, latency, backend, model, cached flag, error). The locator turns
 accepted records into candidates ``lmm:<prompt kind>`` for verification.
+
+Time-outs are wall-clock budgets: ``timeout_s`` bounds the whole stage and ``call_timeout_s``
+(default: ``timeout_s``) each prompt's call, retries included. A call still running when its budget
+ends becomes an error record; it runs on a daemon thread, so it never keeps the process alive.
 """
 
 from __future__ import annotations
 
+import math
+import queue
+import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
-from geodemo.lmm.backends import BackendError, LMMBackend, create_backend
+from geodemo.lmm.backends import BackendError, LMMBackend, call_deadline, create_backend
 from geodemo.lmm.cache import AnswerCache, answer_key, image_hash
 from geodemo.lmm.parse import parse_coordinate
 from geodemo.lmm.prompts import DEFAULT_PROMPTS, Prompt, build_prompts, prompt_kinds_valid
@@ -38,8 +44,8 @@ class LMMContext:
     clues: ClueReport | None = None
 
 
-_STAGE_KEYS = ("backend", "model", "prompts", "samples", "temperature", "seed", "timeout_s", "concurrency",
-               "cache", "cluster_max")
+_STAGE_KEYS = ("backend", "model", "prompts", "samples", "temperature", "seed", "timeout_s", "call_timeout_s",
+               "concurrency", "cache", "cluster_max")
 
 
 @dataclass
@@ -52,11 +58,17 @@ class LMMConfig:
     samples: int = 5
     temperature: float = 0.7  # G3: 0.7 with LLaVA, 1.2 with GPT-4V
     seed: int | None = 0
-    timeout_s: float = 120.0
+    timeout_s: float = 120.0  # the whole stage, wall clock
+    call_timeout_s: float | None = None  # one prompt's call, retries included (None: timeout_s)
     concurrency: int = 2
     cache: bool = True
     cluster_max: int = 15
     backend_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def call_budget_s(self) -> float:
+        """Seconds one prompt's call may take (never more than the stage's budget)."""
+        return min(self.call_timeout_s or self.timeout_s, self.timeout_s)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> LMMConfig:
@@ -65,11 +77,14 @@ class LMMConfig:
         if "prompts" in known:
             known["prompts"] = prompt_kinds_valid(list(known["prompts"]))
         for key, cast in (("samples", int), ("concurrency", int), ("cluster_max", int),
-                          ("temperature", float), ("timeout_s", float)):
+                          ("temperature", float), ("timeout_s", float), ("call_timeout_s", float)):
             if key in known:
                 known[key] = cast(known[key])
         if known.get("samples", 1) < 1 or known.get("concurrency", 1) < 1:
             raise ValueError(f"lmm.samples and lmm.concurrency must be >= 1, got {cfg}")
+        for key in ("timeout_s", "call_timeout_s"):
+            if key in known and not (math.isfinite(known[key]) and known[key] > 0):
+                raise ValueError(f"lmm.{key} must be a positive number of seconds, got {known[key]}")
         extra = {k: v for k, v in cfg.items() if k not in _STAGE_KEYS}
         return cls(**known, backend_options=extra)
 
@@ -81,7 +96,7 @@ class LMMStage:
         self.config = config
         if backend is None:
             options = dict(config.backend_options)
-            options.setdefault("timeout_s", config.timeout_s)
+            options.setdefault("timeout_s", config.call_budget_s)
             backend = create_backend(config.backend, model=config.model, **options)
         self.backend = backend
         self.cache = (cache or AnswerCache()) if config.cache else None
@@ -147,12 +162,7 @@ class LMMStage:
             rec.rejection = parsed.reason
         return rec
 
-    def _generate(self, image: Image.Image | None, prompt: Prompt, started: dict[int, float], slot: int
-                  ) -> tuple[list[str], float]:
-        load = getattr(self.backend, "load", None)
-        if callable(load):
-            load()  # loading a local model once is not part of the per-call time budget
-        started[slot] = time.monotonic()
+    def _generate(self, image: Image.Image | None, prompt: Prompt) -> tuple[list[str], float]:
         t0 = time.perf_counter()
         answers = self.backend.generate(image, prompt.text, n=self.config.samples,
                                         temperature=self.config.temperature, seed=self.config.seed)
@@ -183,39 +193,68 @@ class LMMStage:
 
     def _run_calls(self, image: Image.Image | None, img: str, todo: list[tuple[int, Prompt, list[str]]],
                    by_prompt: dict[int, list[LMMRecord]]) -> None:
-        n, timeout = self.config.samples, self.config.timeout_s
-        started: dict[int, float] = {}
-        pool = ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(todo)),
-                                  thread_name_prefix="geodemo-lmm")
-        futures: dict[Future, int] = {}
-        for slot, (_, prompt, _) in enumerate(todo):
-            futures[pool.submit(self._generate, image, prompt, started, slot)] = slot
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    i, prompt, keys = todo[futures[fut]]
-                    try:
-                        answers, latency = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a failed call degrades, never aborts
-                        msg = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
-                        by_prompt[i] = [self._record(prompt, s, None, 0.0, False, error=msg) for s in range(n)]
-                        continue
-                    per_answer = latency / n
-                    by_prompt[i] = [self._record(prompt, s, a, per_answer, False) for s, a in enumerate(answers)]
-                    if self.cache is not None:
-                        for s, a in enumerate(answers):
-                            self.cache.put(keys[s], a, per_answer, self._key_fields(img, prompt, s))
-                now = time.monotonic()
-                for fut in list(pending):
-                    t0 = started.get(futures[fut])
-                    if t0 is not None and now - t0 > timeout:
-                        pending.discard(fut)
-                        fut.cancel()
-                        i, prompt, _ = todo[futures[fut]]
-                        msg = (f"{self.backend.name} ({self.backend.model}) gave no answer within "
-                               f"{timeout:g} s (lmm.timeout_s)")
-                        by_prompt[i] = [self._record(prompt, s, None, now - t0, False, error=msg) for s in range(n)]
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        """Ask the backend for every prompt in ``todo``, at most ``concurrency`` at once, within the budgets."""
+        cfg, n = self.config, self.config.samples
+        load = getattr(self.backend, "load", None)
+        if callable(load):
+            try:
+                load()  # loading a local model once is not part of the time budget
+            except Exception as exc:  # noqa: BLE001 - a model that cannot load fails every call
+                msg = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+                for i, prompt, _ in todo:
+                    by_prompt[i] = [self._record(prompt, s, None, 0.0, False, error=msg) for s in range(n)]
+                return
+        stage_end = time.monotonic() + cfg.timeout_s
+        results: queue.Queue = queue.Queue()
+        waiting = list(range(len(todo)))
+        running: dict[int, tuple[float, float]] = {}  # slot -> (started, deadline)
+
+        def call(slot: int, deadline: float) -> None:
+            with call_deadline(deadline):
+                try:
+                    results.put((slot, self._generate(image, todo[slot][1]), None))
+                except BaseException as exc:  # noqa: BLE001 - handed to the stage's thread
+                    results.put((slot, None, exc))
+
+        def give_up(slot: int, msg: str, latency: float) -> None:
+            i, prompt, _ = todo[slot]
+            by_prompt[i] = [self._record(prompt, s, None, latency, False, error=msg) for s in range(n)]
+
+        while waiting or running:
+            now = time.monotonic()
+            while waiting and len(running) < cfg.concurrency and now < stage_end:
+                slot = waiting.pop(0)
+                deadline = min(now + cfg.call_budget_s, stage_end)
+                running[slot] = (now, deadline)
+                # daemon: a call that overruns its budget is abandoned and never holds up the exit
+                threading.Thread(target=call, args=(slot, deadline), daemon=True,
+                                 name=f"geodemo-lmm-{slot}").start()
+            if not running:
+                break
+            try:
+                slot, value, exc = results.get(timeout=max(0.0, min(d for _, d in running.values()) - now))
+            except queue.Empty:
+                slot = None
+            if slot is not None and slot in running:
+                started, _ = running.pop(slot)
+                i, prompt, keys = todo[slot]
+                if exc is not None:
+                    msg = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+                    give_up(slot, msg, time.monotonic() - started)
+                    continue
+                answers, latency = value
+                per_answer = latency / n
+                by_prompt[i] = [self._record(prompt, s, a, per_answer, False) for s, a in enumerate(answers)]
+                if self.cache is not None:
+                    for s, a in enumerate(answers):
+                        self.cache.put(keys[s], a, per_answer, self._key_fields(img, prompt, s))
+            now = time.monotonic()
+            for slot, (started, deadline) in list(running.items()):
+                if now >= deadline:
+                    del running[slot]
+                    budget = "lmm.timeout_s" if deadline >= stage_end else "lmm.call_timeout_s"
+                    give_up(slot, f"{self.backend.name} ({self.backend.model}) gave no answer within "
+                                  f"{deadline - started:.3g} s ({budget})", now - started)
+        for slot in waiting:  # never started: the stage's budget was spent
+            give_up(slot, f"not asked: the LMM stage's {cfg.timeout_s:g} s budget (lmm.timeout_s) was spent "
+                          "on the prompts before it", 0.0)

@@ -20,6 +20,7 @@ from torch import nn
 
 from geodemo.models.gps import LocationEncoder, _geoclip_file, load_geoclip_location_encoder
 from geodemo.paths import MissingResourceError, checkpoints_dir
+from geodemo.storage import atomic_path, write_text
 
 __all__ = [
     "CONFIG_FILE",
@@ -144,10 +145,9 @@ def save_pretrained(model: nn.Module, folder: str | Path, config: dict[str, Any]
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # written beside and renamed into place, so a reader never sees half a checkpoint
-    save_file(state, str(folder / f".{WEIGHTS_FILE}.tmp"), metadata={"format": "pt"})
-    (folder / f".{CONFIG_FILE}.tmp").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (folder / f".{WEIGHTS_FILE}.tmp").replace(folder / WEIGHTS_FILE)
-    (folder / f".{CONFIG_FILE}.tmp").replace(folder / CONFIG_FILE)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return folder
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +26,7 @@ import numpy as np
 
 from geodemo.models.registry import create_model, get_spec
 from geodemo.paths import cache_dir
+from geodemo.storage import load_npz, save_npz
 
 __all__ = [
     "FeatureSet",
@@ -84,17 +84,6 @@ def _photo_key(sample: Any) -> str:
     return f"{sample.id}|{path or member}|{size}"
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def image_features(
     encoder_name: str,
     dataset: Any,
@@ -144,9 +133,8 @@ def image_features(
         if cached:
             merged = {**_read_embeddings(path), **cached}  # keep rows another process wrote meanwhile
             good = sorted(merged)
-            _atomic_savez(
-                path, keys=np.array(good), embeddings=np.stack([merged[k] for k in good]).astype(np.float32)
-            )
+            save_npz(path, compressed=True, keys=np.array(good),
+                     embeddings=np.stack([merged[k] for k in good]).astype(np.float32))
     dim = next(iter(cached.values())).shape[0] if cached else 0
     emb = np.zeros((len(keys), dim), dtype=np.float32)
     valid = np.zeros(len(keys), dtype=bool)
@@ -174,10 +162,11 @@ def _encode_missing(encoder: Any, dataset: Any, missing: list[int], keys: list[s
 
 
 def _read_embeddings(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
+    """Cached rows by photo key; {} when the cache is missing or was corrupt (then it is rebuilt)."""
+    data = load_npz(path, "embeddings cache", required=("keys", "embeddings"))
+    if data is None or len(data["keys"]) != len(data["embeddings"]):
         return {}
-    with np.load(path, allow_pickle=False) as data:
-        return {str(k): row for k, row in zip(data["keys"], data["embeddings"], strict=True)}
+    return {str(k): row for k, row in zip(data["keys"], data["embeddings"], strict=True)}
 
 
 def cached_image_embeddings(
@@ -193,10 +182,9 @@ def cached_label_maps(
     """ADE20K label maps (uint8, at each photo's size) aligned with ``dataset.samples``; None if unreadable."""
     path = features_cache_path("labelmaps", segmenter_name, dataset.name, **overrides)
     cached: dict[str, np.ndarray] = {}
-    if path.exists():
-        with np.load(path, allow_pickle=False) as data:
-            keys = [str(k) for k in data["keys"]]
-            cached = {k: data[f"map_{i}"] for i, k in enumerate(keys)}
+    data = load_npz(path, "label-map cache", required=("keys",))
+    if data is not None and all(f"map_{i}" in data for i in range(len(data["keys"]))):
+        cached = {str(k): data[f"map_{i}"] for i, k in enumerate(data["keys"])}
     keys = [_photo_key(s) for s in dataset.samples]
     missing = [i for i, k in enumerate(keys) if k not in cached]
     if missing:
@@ -208,7 +196,7 @@ def cached_label_maps(
         if cached:
             good = sorted(cached)
             arrays = {f"map_{i}": cached[k].astype(np.uint8) for i, k in enumerate(good)}
-            _atomic_savez(path, keys=np.array(good), **arrays)
+            save_npz(path, compressed=True, keys=np.array(good), **arrays)
     return [cached.get(k) for k in keys]
 
 

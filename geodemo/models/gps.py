@@ -25,6 +25,7 @@ from torch import nn
 
 from geodemo.geo import equal_earth_projection, mercator_projection, validate_coords
 from geodemo.paths import MissingResourceError, cache_dir
+from geodemo.storage import load_npz, save_npz
 
 __all__ = [
     "PROJECTIONS",
@@ -210,17 +211,12 @@ def geoclip_gps_gallery(progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     csv = _geoclip_file("gps_gallery", "coordinates_100K.csv")
     key = hashlib.sha256((_sha256(weights) + _sha256(csv)).encode()).hexdigest()[:16]
     path = cache_dir("gps-gallery") / f"geoclip-100k-{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as data:
-                return data["coords"], data["embeddings"]
-        except (OSError, KeyError, ValueError) as exc:
-            log.warning("ignoring unreadable gallery cache %s: %s", path, exc)
+    data = load_npz(path, "GPS gallery cache", required=("coords", "embeddings"))
+    if data is not None:
+        return data["coords"], data["embeddings"]
     coords = geoclip_gallery_coords()
     encoder = load_geoclip_location_encoder()
     emb = encoder.encode(coords, batch_size=4096, progress=progress)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, coords=coords, embeddings=emb)
-    tmp.replace(path)
+    save_npz(path, coords=coords, embeddings=emb)
     return coords, emb
 

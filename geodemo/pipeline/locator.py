@@ -38,7 +38,7 @@ from geodemo.retrieval.verify import (
     VerifyInput,
 )
 
-__all__ = ["GeoLocator", "LocateOptions", "STAGES"]
+__all__ = ["GeoLocator", "LocateOptions", "InvalidOptionError", "STAGES"]
 
 STAGES = (
     "load",
@@ -53,9 +53,32 @@ STAGES = (
 )
 
 
+class InvalidOptionError(ValueError):
+    """A :class:`LocateOptions` value out of its range; ``option`` names the field."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option} {message}")
+        self.option = option
+        self.reason = message
+
+
+#: Accepted ranges of the numeric options (inclusive); eps_km must also be above 0.
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "top_k": (1, 1000),
+    "eps_km": (0.0, 20_038.0),  # half the Earth's circumference
+    "min_samples": (1, 1000),
+    "lmm_samples": (1, 50),
+}
+_MAX_NAME = 300
+
+
 @dataclass
 class LocateOptions:
-    """Per-call settings; ``None`` keeps the preset's value."""
+    """Per-call settings; ``None`` keeps the preset's value.
+
+    Values are checked when the object is made: an out-of-range number, a non-integer count or an
+    empty name raises :class:`InvalidOptionError` with a one-line reason.
+    """
 
     top_k: int | None = None
     eps_km: float | None = None
@@ -66,6 +89,52 @@ class LocateOptions:
     lmm_samples: int | None = None
     exclude_ids: set[str] = field(default_factory=set)
     exclude_groups: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "min_samples", "lmm_samples"):
+            setattr(self, name, _count_option(name, getattr(self, name)))
+        if self.eps_km is not None:
+            lo, hi = OPTION_RANGES["eps_km"]
+            eps = _number_option("eps_km", self.eps_km)
+            if not lo < eps <= hi:
+                raise InvalidOptionError("eps_km", f"must be above {lo:g} and at most {hi:g} km, got {eps:g}")
+            self.eps_km = eps
+        if self.use_lmm is not None and not isinstance(self.use_lmm, bool):
+            raise InvalidOptionError("use_lmm", f"must be true, false or unset, got {self.use_lmm!r}")
+        for name in ("lmm_backend", "lmm_model"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME or "\x00" in value:
+                raise InvalidOptionError(name, f"must be a non-empty name of at most {_MAX_NAME} characters")
+            setattr(self, name, value.strip())
+        if self.lmm_backend is not None:
+            from geodemo.lmm.backends import list_backends
+
+            if self.lmm_backend not in list_backends():
+                raise InvalidOptionError(
+                    "lmm_backend", f"{self.lmm_backend!r} is not a backend; choose one of {', '.join(list_backends())}")
+        self.exclude_ids = {str(x) for x in self.exclude_ids}
+        self.exclude_groups = {str(x) for x in self.exclude_groups}
+
+
+def _number_option(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidOptionError(name, f"must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidOptionError(name, f"must be a finite number, got {value!r}")
+    return number
+
+
+def _count_option(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    number = _number_option(name, value)
+    lo, hi = OPTION_RANGES[name]
+    if number != int(number) or not lo <= number <= hi:
+        raise InvalidOptionError(name, f"must be a whole number from {lo:g} to {hi:g}, got {value!r}")
+    return int(number)
 
 
 def _err(exc: BaseException) -> str:
@@ -259,6 +328,8 @@ class GeoLocator:
     def _settings(self, options: LocateOptions) -> dict[str, Any]:
         ret, rr, lmm = self._section("retrieval"), self._section("rerank"), self._section("lmm")
         if options.lmm_backend is not None:
+            if options.lmm_backend != lmm.get("backend"):
+                lmm.pop("model", None)  # the preset's model belongs to its own backend: use the new one's default
             lmm["backend"] = options.lmm_backend
         if options.lmm_model is not None:
             lmm["model"] = options.lmm_model

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from geodemo.geo import validate_coords
 from geodemo.paths import MissingResourceError
 from geodemo.result import Neighbour
+from geodemo.storage import atomic_path, write_json
 
 __all__ = [
     "IndexConfig",
@@ -474,8 +475,10 @@ class RetrievalDatabase:
         index = self.index
         if hasattr(faiss, "index_gpu_to_cpu") and type(index).__name__.startswith("Gpu"):
             index = faiss.index_gpu_to_cpu(index)
-        faiss.write_index(index, str(directory / "index.faiss"))
-        self.meta.to_frame().to_parquet(directory / "meta.parquet", index=False)
+        with atomic_path(directory / "index.faiss") as tmp:
+            faiss.write_index(index, str(tmp))
+        with atomic_path(directory / "meta.parquet") as tmp:
+            self.meta.to_frame().to_parquet(tmp, index=False)
         info = {
             "format_version": FORMAT_VERSION,
             "encoder_name": self.encoder_name,
@@ -483,7 +486,7 @@ class RetrievalDatabase:
             "ntotal": len(self),
             "index": asdict(self.config),
         }
-        (directory / "config.json").write_text(json.dumps(info, indent=2))
+        write_json(directory / "config.json", info, indent=2)
         return directory
 
     @classmethod

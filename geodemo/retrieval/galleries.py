@@ -22,6 +22,7 @@ import numpy as np
 from geodemo.paths import cache_dir
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 from geodemo.retrieval.geocode import PLACE_TEMPLATE, geonames_cities, place_prompt, reverse_geocode_many
+from geodemo.storage import atomic_dir, discard_corrupt
 
 __all__ = ["image_gallery", "gps_gallery", "text_gallery", "gallery_key"]
 
@@ -36,10 +37,11 @@ def _cached(directory: Path, builder) -> RetrievalDatabase:
     if (directory / "config.json").is_file():
         try:
             return RetrievalDatabase.load(directory)
-        except Exception:  # a partial or outdated cache is rebuilt, never trusted
-            pass
+        except Exception as exc:  # noqa: BLE001 - a damaged or outdated cache is rebuilt, never trusted
+            discard_corrupt(directory, "gallery cache", exc)
     db = builder()
-    db.save(directory)
+    with atomic_dir(directory) as tmp:  # a run killed mid-save leaves no half gallery
+        db.save(tmp)
     return db
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from geodemo.paths import cache_dir
+from geodemo.storage import load_npz, save_npz
 
 __all__ = [
     "VIEW_NAMES",
@@ -102,12 +103,9 @@ class ViewBank:
         name = getattr(encoder, "name", type(encoder).__name__)
         key = hashlib.sha1(repr((name, crop, list(ids), [str(p) for p in image_paths])).encode()).hexdigest()[:12]
         path = cache_dir("views") / f"{Path(str(name)).name}-{key}.npz"
-        if use_cache and path.is_file():
-            try:
-                z = np.load(path)
-                return cls(str(name), z["embeddings"], z["valid"], list(groups), list(ids))
-            except Exception:  # noqa: BLE001 - a broken cache is rebuilt, never trusted
-                pass
+        z = load_npz(path, "gallery view cache", required=("embeddings", "valid")) if use_cache else None
+        if z is not None and len(z["valid"]) == len(ids) == len(z["embeddings"]):
+            return cls(str(name), z["embeddings"], z["valid"].astype(bool), list(groups), list(ids))
         dim = int(getattr(encoder, "embed_dim", 0)) or None
         out: np.ndarray | None = None
         valid = np.zeros(len(ids), dtype=bool)
@@ -123,10 +121,7 @@ class ViewBank:
             raise FileNotFoundError(f"none of the {len(ids)} gallery photos could be read for multi-view re-ranking")
         bank = cls(str(name), out, valid, list(groups), list(ids))
         if use_cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, embeddings=out, valid=valid)
-            tmp.replace(path)
+            save_npz(path, embeddings=out, valid=valid)
         return bank
 
     def keep_mask(self, exclude_ids: set[str] = frozenset(), exclude_groups: set[str] = frozenset()) -> np.ndarray:

@@ -60,10 +60,9 @@ class FusionWeights:
         return json.dumps(asdict(self), indent=2)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json() + "\n")
-        return path
+        from geodemo.storage import write_text
+
+        return write_text(path, self.to_json() + "\n")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FusionWeights:

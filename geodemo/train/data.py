@@ -168,36 +168,28 @@ def load_benchmark_features(benchmarks: list[str], encoder: str, progress: bool 
     return FeatureTable.concat(tables)
 
 
-def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-    tmp.replace(path)
-
-
 def write_feature_shard(path: str | Path, table: FeatureTable) -> Path:
     """One shard: ``ids``, ``groups``, ``coords`` and the per-photo vectors in ``path`` (an ``.npz``);
     every per-photo grid (``ndim >= 3``: tokens, label maps) in ``<stem>.<name>.npy`` beside it, to be
     memory-mapped. The side files are written first and the ``.npz`` last, each atomically, so a shard
     whose ``.npz`` exists is complete (what a resumed extraction checks)."""
+    from geodemo.storage import atomic_open, save_npz
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     vectors = {}
     for name, values in table.features.items():
         if np.ndim(values) >= 3:
-            _atomic_npy(path.with_name(f"{path.stem}.{name}.npy"), np.asarray(values))
+            with atomic_open(path.with_name(f"{path.stem}.{name}.npy"), "wb", encoding=None) as fh:
+                np.save(fh, np.ascontiguousarray(values), allow_pickle=False)
         else:
             vectors[f"feat_{name}"] = values
-    tmp = path.with_name(path.stem + ".tmp.npz")
     groups = np.array([g or "" for g in table.groups])
-    np.savez(tmp, ids=np.array(table.ids), groups=groups, coords=table.coords.astype(np.float32), **vectors)
-    tmp.replace(path)
-    return path
+    return save_npz(path, ids=np.array(table.ids), groups=groups, coords=table.coords.astype(np.float32), **vectors)
 
 
 def feature_shards(folder: str | Path) -> list[Path]:
     """The complete shards (``shard-NNNNN.npz``) of a feature folder, in order."""
-    return sorted(p for p in Path(folder).glob("shard-*.npz") if not p.name.endswith(".tmp.npz"))
+    return sorted(Path(folder).glob("shard-[0-9]*.npz"))
 
 
 def load_feature_shards(folder: str | Path) -> FeatureTable:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from geodemo.paths import REPO_ROOT, checkpoints_dir
+from geodemo.storage import atomic_dir, drop_torn_tail
 from geodemo.train.config import resolve_device
 from geodemo.train.data import (
     EpochSampler,
@@ -249,18 +250,14 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return self.state_dir()
         folder = self.state_dir() / f"step-{self.step:07d}"
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         objective = self.accelerator.unwrap_model(self.objective)
         state = {k: v.detach().cpu().contiguous() for k, v in objective.state_dict().items()}
-        save_file(state, str(tmp / "train_state.safetensors"))
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-        (tmp / "trainer_state.json").write_text(json.dumps(
-            {"step": self.step, "total_steps": self.total_steps, "seed": self.seed, "config": self.cfg}, indent=2))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        with atomic_dir(folder) as tmp:  # a run killed mid-save leaves the previous state intact
+            save_file(state, str(tmp / "train_state.safetensors"))
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+            (tmp / "trainer_state.json").write_text(json.dumps(
+                {"step": self.step, "total_steps": self.total_steps, "seed": self.seed, "config": self.cfg}, indent=2))
         for old in sorted(self.state_dir().glob("step-???????"))[:-2]:
             shutil.rmtree(old, ignore_errors=True)
         return folder
@@ -349,6 +346,7 @@ class Trainer:
         self.output.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         log_path = self.output / "log.csv"
+        drop_torn_tail(log_path, "training log")  # a run killed mid-row: the next row starts on its own line
         log_file = open(log_path, "a", newline="")
         log = csv.writer(log_file)
         if log_file.tell() == 0:

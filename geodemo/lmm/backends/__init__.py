@@ -7,12 +7,14 @@ Registered names: ``ollama``, ``openai`` (alias ``openai-compatible``), ``transf
 from geodemo.lmm.backends.base import (
     BackendError,
     LMMBackend,
+    call_deadline,
     create_backend,
     jpeg_base64,
     jpeg_bytes,
     list_backends,
     register_backend,
     retry_call,
+    time_left,
 )
 
 __all__ = [
@@ -24,4 +26,6 @@ __all__ = [
     "list_backends",
     "register_backend",
     "retry_call",
+    "call_deadline",
+    "time_left",
 ]

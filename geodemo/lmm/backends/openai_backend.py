@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from geodemo.lmm.backends.base import BackendError, jpeg_base64, register_backend
+from geodemo.lmm.backends.base import BackendError, jpeg_base64, register_backend, retry_call, time_left
 
 __all__ = ["OpenAICompatibleBackend", "DEFAULT_OPENAI_MODEL"]
 
@@ -40,6 +40,7 @@ class OpenAICompatibleBackend:
         image_detail: str = "auto",
         image_max_side: int = 1024,
         json_mode: bool = False,
+        backoff_s: float = 0.5,
         **_: Any,
     ) -> None:
         self.model = model or os.environ.get("OPENAI_MODEL") or DEFAULT_OPENAI_MODEL
@@ -52,6 +53,7 @@ class OpenAICompatibleBackend:
         self.image_detail = image_detail
         self.image_max_side = int(image_max_side)
         self.json_mode = bool(json_mode)
+        self.backoff_s = float(backoff_s)
         self._client: Any = None
 
     def _get_client(self) -> Any:
@@ -66,9 +68,8 @@ class OpenAICompatibleBackend:
                         f"(or lmm.api_key_env to the variable that holds it)"
                     )
                 key = "not-needed"  # local servers (vLLM, llama.cpp) accept any key
-            self._client = openai.OpenAI(
-                base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=self.retries
-            )
+            # retries are ours (retry_call), so that they end with the call's time budget
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=0)
         return self._client
 
     def _create(self, messages: list[dict[str, Any]], n: int, temperature: float, seed: int | None) -> list[str]:
@@ -88,17 +89,20 @@ class OpenAICompatibleBackend:
             kwargs["response_format"] = {"type": "json_object"}
         where = f"{self.base_url} (model {self.model})"
         try:
-            response = self._get_client().chat.completions.create(**kwargs)
+            client = self._get_client().with_options(timeout=time_left(self.timeout_s))
+            response = client.chat.completions.create(**kwargs)
         except openai.NotFoundError as exc:
             raise BackendError(f"model {self.model!r} not found at {self.base_url}: {exc.message}; set lmm.model") from None
         except openai.AuthenticationError as exc:
             raise BackendError(f"{where} refused the API key from ${self.api_key_env}: {exc.message}") from None
         except openai.APITimeoutError:
-            raise BackendError(f"{where} did not answer within {self.timeout_s:g} s") from None
+            raise BackendError(f"{where} did not answer within {self.timeout_s:g} s", retryable=True) from None
         except openai.APIConnectionError:
-            raise BackendError(f"no OpenAI-compatible server answers at {self.base_url}; check lmm.base_url") from None
+            raise BackendError(f"no OpenAI-compatible server answers at {self.base_url}; check lmm.base_url",
+                               retryable=True) from None
         except openai.APIStatusError as exc:
-            raise BackendError(f"{where} answered HTTP {exc.status_code}: {exc.message}") from None
+            retryable = exc.status_code >= 500 or exc.status_code in (408, 409, 429)
+            raise BackendError(f"{where} answered HTTP {exc.status_code}: {exc.message}", retryable=retryable) from None
         if not response.choices:
             raise BackendError(f"{where} returned no choices")
         return [c.message.content or "" for c in sorted(response.choices, key=lambda c: c.index)]
@@ -116,5 +120,6 @@ class OpenAICompatibleBackend:
         while len(out) < n:
             want = n - len(out) if self.use_n else 1
             s = None if seed is None else int(seed) + len(out)
-            out.extend(self._create(messages, want, temperature, s)[:want])
+            out.extend(retry_call(lambda w=want, s=s: self._create(messages, w, temperature, s), self.retries,
+                                  self.backoff_s)[:want])
         return out

@@ -1,0 +1,56 @@
+"""What a web answer may carry: no server paths.
+
+The library's own results keep full paths (the CLI's user and the scripts need them); the web app
+and its API answer with :func:`public_dict`, where neighbours are named by gallery id (a thumbnail
+is fetched by that id through the app) and every path inside a message is cut to its file name.
+
+>>> redact_paths("checkpoint folder /srv/app/checkpoints/offline-verifier lacks config.json")
+'checkpoint folder offline-verifier lacks config.json'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["redact_paths", "redact", "public_dict"]
+
+# An absolute, home or dot-relative POSIX path (not the path part of a URL: no ':' or '/' before it),
+# or a Windows drive path.
+_PATH = re.compile(
+    r"(?<![\w.:/\\-])(?:~|\.{1,2})?/(?:[^\s/'\"`<>|:;,()\[\]{}]+/)+([^\s/'\"`<>|:;,()\[\]{}]*)"
+    r"|\b[A-Za-z]:\\(?:[^\s\\'\"<>|]+\\)+([^\s\\'\"<>|]*)"
+)
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every file path replaced by its last component (the resource's name)."""
+
+    def name(m: re.Match) -> str:
+        last = m.group(1) if m.group(1) is not None else m.group(2)
+        if last:
+            return last
+        parts = [p for p in re.split(r"[/\\]", m.group(0)) if p and p not in (".", "..", "~")]
+        return parts[-1] if parts else "…"
+
+    return _PATH.sub(name, text)
+
+
+def redact(value: Any) -> Any:
+    """:func:`redact_paths` applied to every string inside lists, tuples and dicts."""
+    if isinstance(value, str):
+        return redact_paths(value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def public_dict(result: Any) -> dict[str, Any]:
+    """``result.to_dict()`` for a web answer: neighbours without ``image_path``, no path in any text."""
+    out = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    for n in out.get("neighbours") or []:
+        if isinstance(n, dict):
+            n.pop("image_path", None)
+    return redact(out)

@@ -1,0 +1,221 @@
+"""Fuzz (issue 16): 200 random byte strings and mutated JPEG/PNG files fed to the CLI and the API.
+
+Every input must end with a clean answer or a one-line error: no traceback, no hang over 30 s,
+memory under 2 GB. The CLI part calls ``geodemo.cli.main`` in one separate process (so its peak
+memory is its own), plus a few real ``python -m geodemo`` runs; the API part runs ``app.py`` as a
+real server process and calls it through ``gradio_client``. Both use ``tests/presets/light.json``
+(offered to the web page through ``GEODEMO_EXTRA_PRESETS``) so that decodable inputs cost little.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+LIGHT = REPO / "tests" / "presets" / "light.json"
+N_INPUTS = 200
+HANG_S = 30.0
+MAX_RSS_KB = 2 * 1024 * 1024
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def _mutate(seed: bytes, rng: np.random.Generator, png: bool) -> bytes:
+    data = bytearray(seed)
+    how = int(rng.integers(6))
+    if how == 0:  # flip a few bytes anywhere
+        for i in rng.integers(0, len(data), size=int(rng.integers(1, 24))):
+            data[int(i)] = int(rng.integers(256))
+    elif how == 1:  # truncate
+        data = data[: int(rng.integers(1, len(data)))]
+    elif how == 2:  # flip bytes in the header only (sizes, markers, chunk lengths)
+        for i in rng.integers(0, min(len(data), 200), size=int(rng.integers(1, 6))):
+            data[int(i)] = int(rng.integers(256))
+    elif how == 3:  # drop or duplicate a block
+        a = int(rng.integers(0, len(data)))
+        b = min(len(data), a + int(rng.integers(1, 2048)))
+        data = data[:a] + (data[a:b] * 2 if rng.random() < 0.5 else b"") + data[b:]
+    elif how == 4:  # insert random bytes
+        a = int(rng.integers(0, len(data)))
+        data = data[:a] + bytearray(rng.integers(0, 256, size=int(rng.integers(1, 512)), dtype=np.uint8).tobytes()) + data[a:]
+    elif png:  # a valid IHDR (right CRC) claiming a huge or odd size
+        w, h = (int(x) for x in rng.choice([1, 7, 10000, 50000, 2**31 - 1, 0], size=2))
+        ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, int(rng.choice([0, 2, 3, 4, 6])), 0, 0, 0])
+        data = data[:8] + bytearray(_png_chunk(b"IHDR", ihdr)) + data[33:]
+    else:  # JPEG: overwrite the frame size in the SOF0 marker
+        i = bytes(data).find(b"\xff\xc0")
+        if i > 0:
+            data[i + 5 : i + 9] = int(rng.integers(0, 65536)).to_bytes(2, "big") + int(rng.integers(0, 65536)).to_bytes(2, "big")
+    return bytes(data)
+
+
+def make_corpus(shared: Path, folder: Path) -> list[Path]:
+    """``N_INPUTS`` files: 80 random byte strings (some behind a JPEG/PNG signature), 120 mutations."""
+    rng = np.random.default_rng(16)
+    with Image.open(sorted((shared / "data" / "osv5m-sample" / "images").glob("*.jpg"))[0]) as im:
+        small = im.convert("RGB").resize((96, 64))
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    small.save(jpeg, format="JPEG", quality=85)
+    small.save(png, format="PNG")
+    seeds = {"jpg": jpeg.getvalue(), "png": png.getvalue()}
+    files = []
+    for k in range(N_INPUTS):
+        if k < 80:
+            body = rng.integers(0, 256, size=int(rng.integers(0, 4096)), dtype=np.uint8).tobytes()
+            prefix = [b"", b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n"][k % 3]
+            ext, data = ["bin", "jpg", "png"][k % 3], prefix + body
+        else:
+            ext = "jpg" if k % 2 else "png"
+            data = _mutate(seeds[ext], rng, png=ext == "png")
+        path = folder / f"fuzz-{k:03d}.{ext}"
+        path.write_bytes(data)
+        files.append(path)
+    return files
+
+
+# The CLI in one process: each input through main() on a worker thread, 30 s to answer.
+_CLI_DRIVER = r"""
+import contextlib, io, json, os, resource, sys, threading, time
+from geodemo.cli import main
+
+preset, files = sys.argv[1], sys.argv[2:]
+for path in files:
+    out, err, box = io.StringIO(), io.StringIO(), {}
+
+    def run():
+        try:
+            box["rc"] = main(["locate", path, "--preset", preset])
+        except BaseException as exc:  # an escaped exception is a failure the test reports
+            box["escaped"] = f"{type(exc).__name__}: {exc}"
+
+    t0 = time.monotonic()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(30.0)
+    row = {"file": os.path.basename(path), "s": round(time.monotonic() - t0, 2), "rc": box.get("rc"),
+           "escaped": box.get("escaped"), "hang": worker.is_alive(), "out": out.getvalue()[-300:],
+           "err": err.getvalue()[-600:]}
+    print("ROW " + json.dumps(row), flush=True)
+    if worker.is_alive():
+        break
+print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+os._exit(0)
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
+
+
+def _check_cli_answer(rc: int | None, out: str, err: str, name: str) -> None:
+    assert rc in (0, 1, 2), f"{name}: exit status {rc}"
+    assert "Traceback" not in out + err, f"{name}: {err[-600:]}"
+    if rc == 0:
+        assert out.strip(), f"{name}: no answer printed"
+    else:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert out == "" and len(lines) == 1 and lines[0].startswith("error: "), f"{name}: {err[-600:]}"
+
+
+@pytest.fixture(scope="module")
+def corpus(shared, tmp_path_factory) -> list[Path]:
+    return make_corpus(shared, tmp_path_factory.mktemp("fuzz"))
+
+
+def test_fuzz_cli(corpus):
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _CLI_DRIVER, str(LIGHT), *map(str, corpus)], capture_output=True,
+                          text=True, env=_env(), cwd=REPO, timeout=900)
+    rows = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+    assert len(rows) == len(corpus), proc.stderr[-2000:]
+    for row in rows:
+        assert not row["hang"], f"{row['file']} hung over {HANG_S:g} s"
+        assert row["escaped"] is None, f"{row['file']}: {row['escaped']}"
+        _check_cli_answer(row["rc"], row["out"], row["err"], row["file"])
+    peak_kb = int(proc.stdout.split("PEAK_KB")[1].split()[0])
+    assert peak_kb < MAX_RSS_KB, f"the CLI process peaked at {peak_kb / 1e6:.2f} GB"
+    located = sum(r["rc"] == 0 for r in rows)
+    print(f"fuzz CLI: {len(rows)} inputs, {located} located, {len(rows) - located} refused, "
+          f"slowest {max(r['s'] for r in rows):.1f} s, peak {peak_kb / 1e6:.2f} GB, {time.monotonic() - t0:.0f} s")
+    assert 0 < located < len(rows)  # the corpus reaches both the decoder's refusals and the pipeline
+
+    for path in (corpus[1], corpus[81]):  # real processes: random bytes behind a JPEG signature, a mutated JPEG
+        run = subprocess.run([sys.executable, "-m", "geodemo", "locate", str(path), "--preset", str(LIGHT)],
+                             capture_output=True, text=True, env=_env(), cwd=REPO, timeout=120)
+        _check_cli_answer(run.returncode, run.stdout, run.stderr, path.name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _peak_rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
+def test_fuzz_api(corpus, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen([sys.executable, "app.py"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                              env=_env(GEODEMO_PORT=str(port), GEODEMO_HOST="127.0.0.1", GEODEMO_PRESET="light",
+                                       GEODEMO_EXTRA_PRESETS=str(LIGHT)))
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 300
+        client = None
+        while client is None:
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                client = Client(url, verbose=False, download_files=False)
+            except Exception:  # noqa: BLE001 - not listening yet
+                time.sleep(1.0)
+        t0 = time.monotonic()
+        located = refused = 0
+        for pair in zip(corpus[0::2], corpus[1::2], strict=True):  # two in flight: the app's concurrency limit
+            jobs = [(path, time.monotonic(), client.submit(handle_file(str(path)), "light", None, None, None, "off",
+                                                           "preset default", "", None, api_name="/locate"))
+                    for path in pair]
+            for path, start, job in jobs:
+                try:
+                    answer = job.result(timeout=HANG_S)
+                    assert isinstance(answer, dict) and "lat" in answer, f"{path.name}: {str(answer)[:300]}"
+                    located += 1
+                except AppError as exc:
+                    message = str(exc)
+                    assert "Traceback" not in message and "\n" not in message.strip(), f"{path.name}: {message[:600]}"
+                    assert str(tmp_path.parent) not in message and "/tmp/gradio" not in message, f"{path.name}: {message}"
+                    refused += 1
+                assert time.monotonic() - start < HANG_S, f"{path.name} took over {HANG_S:g} s"
+        peak_kb = _peak_rss_kb(server.pid)
+        print(f"fuzz API: {located} located, {refused} refused, {time.monotonic() - t0:.0f} s, "
+              f"server peak {peak_kb / 1e6:.2f} GB")
+        assert peak_kb < MAX_RSS_KB, f"the app server peaked at {peak_kb / 1e6:.2f} GB"
+        assert server.poll() is None  # still serving
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
