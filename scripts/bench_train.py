@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -158,16 +159,16 @@ def main(argv: list[str] | None = None) -> int:
         gb = args.features_on_device_gb if args.features_on_device_gb == "auto" else float(args.features_on_device_gb)
         figures = trainer_vs_heads(args.rows, args.steps, device, args.preset,
                                    args.batch_size, gb)
-        print(f"trainer ({args.preset}) on {figures['rows']:,} cached rows, batch {figures['batch_size']}, "
-              f"{figures['steps']} steps on {figures['device']} "
-              f"(features {'on the device' if figures['features_resident'] else 'prefetched'})")
-        print(f"  real trainer      {figures['trainer_photos_per_s']:10.1f} photos/s")
-        print(f"  heads step alone  {figures['heads_step_photos_per_s']:10.1f} photos/s")
-        print(f"  ratio             {figures['ratio']:10.2f}")
-        print(f"  (table built and trainer set up in {figures['setup_s']:.1f} s)")
-        if args.json:
-            args.json.write_text(json.dumps(figures, indent=2))
-        return 0
+        return _report(figures, args.json, [
+            f"trainer ({args.preset}) on {figures['rows']:,} cached rows, batch {figures['batch_size']}, "
+            f"{figures['steps']} steps on {figures['device']} "
+            f"(features {'on the device' if figures['features_resident'] else 'prefetched'})",
+            f"  real trainer      {figures['trainer_photos_per_s']:10.1f} photos/s",
+            f"  heads step alone  {figures['heads_step_photos_per_s']:10.1f} photos/s",
+            f"  ratio             {figures['ratio']:10.2f}",
+            f"  (table built and trainer set up in {figures['setup_s']:.1f} s; "
+            f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())})",
+        ])
 
     from geodemo.models.g3 import G3Heads
     from geodemo.train.config import resolve_device
@@ -230,14 +231,21 @@ def main(argv: list[str] | None = None) -> int:
         "g3_reference_photos_per_s": G3_PHOTOS_PER_S,
         "peak_memory_mb": _peak_mb(device),
     }
-    print(f"device: {name}  arch={args.arch} dtype={args.dtype} batch={b} (heads batch {hb})")
-    print(f"  feature extraction       {figures['extract_photos_per_s']:10.1f} photos/s")
-    print(f"  heads step, cached feats {figures['heads_step_cached_photos_per_s']:10.1f} photos/s")
-    print(f"  G3-style step (tower+heads) {figures['g3_style_step_photos_per_s']:7.1f} photos/s")
-    print(f"  G3 reference (4.1M / 7 h) {G3_PHOTOS_PER_S:9.1f} photos/s")
-    print(f"  peak memory              {figures['peak_memory_mb']:10.0f} MB ({'GPU allocated' if device.startswith('cuda') else 'process RSS'})")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    return _report(figures, args.json, [
+        f"device: {name}  arch={args.arch} dtype={args.dtype} batch={b} (heads batch {hb})",
+        f"  feature extraction       {figures['extract_photos_per_s']:10.1f} photos/s",
+        f"  heads step, cached feats {figures['heads_step_cached_photos_per_s']:10.1f} photos/s",
+        f"  G3-style step (tower+heads) {figures['g3_style_step_photos_per_s']:7.1f} photos/s",
+        f"  G3 reference (4.1M / 7 h) {G3_PHOTOS_PER_S:9.1f} photos/s",
+        f"  peak memory              {figures['peak_memory_mb']:10.0f} MB "
+        f"({'GPU allocated' if device.startswith('cuda') else 'process RSS'})",
+    ])
+
+
+def _report(figures: dict, json_path: Path | None, lines: list[str]) -> int:
+    print("\n".join(lines))
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2))
     return 0
 
 
