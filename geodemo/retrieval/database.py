@@ -264,7 +264,6 @@ class RetrievalDatabase:
                 axes = np.ascontiguousarray(vecs[:, ::-1][:, : lt.d_out].T, dtype=np.float32)
                 faiss.copy_array_to_vector(axes.ravel(), lt.A)
                 lt.is_trained = True
-                index.is_trained = False
         index.train(train)
 
     @staticmethod

@@ -261,7 +261,7 @@ class EpochSampler:
         self._order: torch.Tensor | None = None
 
     def order(self, epoch: int) -> torch.Tensor:
-        if self._epoch != epoch or self._order is None:
+        if self._epoch != epoch or self._order is None or self._order.device != self.device:
             if not self.shuffle:
                 order = torch.arange(self.n)
             else:
