@@ -21,7 +21,8 @@ Shards ``shard-00000.npz`` hold ``ids``, ``groups``, ``coords``, ``feat_image`` 
 tokens and label maps go to ``shard-00000.tokens.npy`` / ``.labelmap.npy`` beside it. Existing
 shards are skipped, so an interrupted run resumes; ``meta.json`` records what produced them and a
 different encoder or shard size in the same folder is refused. Unreadable photos are reported,
-listed in ``shard-NNNNN.skipped.json`` and left out.
+listed in ``shard-NNNNN.skipped.json`` and left out. A shard is held in memory until it is complete:
+with ``--tokens`` (512 KB per photo for ViT-L/14) pick ``--shard-size 1024`` or so.
 """
 
 from __future__ import annotations

@@ -69,29 +69,34 @@ def encode_photos(
     device = torch.device(getattr(encoder, "device", "cpu"))
     dtype = getattr(encoder, "dtype", torch.float32)
     dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
-    pending: tuple[list[int], dict[str, torch.Tensor], list[tuple[int, str]]] | None = None
+    pending = None  # (positions, host tensors, failures, copy-done event) of the previous batch
 
-    def to_host(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def to_host(outputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
         host = {}
         for k, v in outputs.items():
             v = v.detach().to(torch.float16 if k == "tokens" else torch.float32)
             host[k] = v.to("cpu", non_blocking=True) if v.is_cuda else v
-        return host
+        if device.type != "cuda":
+            return host, None
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(device))
+        return host, done
 
     def finish(item) -> EncodedBatch:
-        pos, host, failures = item
-        if device.type == "cuda":
-            torch.cuda.current_stream(device).synchronize()
+        pos, host, failures, done = item
+        if done is not None:  # waits for this batch's copies only, not for the batch computing now
+            done.synchronize()
         return EncodedBatch(pos, {k: v.numpy() for k, v in host.items()}, failures)
 
     batches = photo_batches(dataset, positions, recipe_of(encoder), device, batch_size, workers, resize_on,
                             prefetch, dtype)
     for pos, pixels, failures in batches:
         if pixels is None:
-            current = (pos, {}, failures)
+            current = (pos, {}, failures, None)
         else:
             with torch.inference_mode():
-                current = (pos, to_host(encoder.encode_pixels(pixels, tokens=tokens)), failures)
+                host, done = to_host(encoder.encode_pixels(pixels, tokens=tokens))
+            current = (pos, host, failures, done)
         if pending is not None:
             yield finish(pending)
         pending = current
