@@ -36,8 +36,10 @@ import torch  # noqa: E402
 import geodemo  # noqa: E402,F401
 
 
-def synthetic_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 0):
-    """``n`` JPEG photos (smooth random colour fields, quality 90) and a CSV dataset of them."""
+def synthetic_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 0, distinct: int = 256):
+    """``n`` JPEG photos (smooth random colour fields, quality 90) and a CSV dataset of them; beyond
+    ``distinct`` photos the files are hard links to the first ones (decoding costs the same, writing
+    8192 JPEGs would not fit a short GPU lease)."""
     from PIL import Image
 
     from geodemo.data import load_csv
@@ -47,10 +49,13 @@ def synthetic_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 0)
     w, h = size
     lines = ["IMG_ID,LAT,LON"]
     for i in range(n):
-        small = rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8)
-        noise = rng.integers(-12, 13, (h, w, 3))
-        img = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16) + noise
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
+        if i >= distinct:
+            os.link(folder / f"{i % distinct:06d}.jpg", folder / f"{i:06d}.jpg")
+        else:
+            small = rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8)
+            noise = rng.integers(-12, 13, (h, w, 3))
+            img = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16) + noise
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
         lines.append(f"{i:06d}.jpg,{rng.uniform(-60, 70):.5f},{rng.uniform(-180, 180):.5f}")
     (folder.parent / "photos.csv").write_text("\n".join(lines) + "\n")
     return load_csv(folder.parent / "photos.csv", images_dir=folder)

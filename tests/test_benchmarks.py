@@ -33,10 +33,12 @@ def test_bench_extract_mobilenet_on_cpu(shared, tmp_path, capsys):
 
 
 def test_bench_extract_writes_synthetic_jpegs(tmp_path):
-    dataset = _script("bench_extract").synthetic_photos(tmp_path / "photos", 3, (96, 64))
-    assert len(dataset) == 3
+    dataset = _script("bench_extract").synthetic_photos(tmp_path / "photos", 5, (96, 64), distinct=2)
+    assert len(dataset) == 5
     image = dataset.open_image(dataset.samples[0])
     assert image.size == (96, 64) and np.asarray(image).std() > 10  # a real, non-flat JPEG
+    files = [s.image_path for s in dataset.samples]
+    assert files[4].read_bytes() == files[0].read_bytes() != files[1].read_bytes()
 
 
 def test_bench_train_rows_runs_the_real_trainer(tmp_path):
