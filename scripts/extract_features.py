@@ -6,12 +6,12 @@ script still recomputes ViT-L/14 for every photo in every epoch. Here they are c
 photos decoded by ``--workers`` processes and resized/normalised on the GPU in batches:
 
     # G3: image projections + CLIP text embeddings of the place prompt (MP16-Pro: CSV + tar shards)
-    python scripts/extract_features.py --csv mp16pro.csv --images mp16pro-tars/ --encoder hf-clip-vit-l14 \\
+    python scripts/extract_features.py --csv mp16pro.csv --images mp16pro-tars/ --encoder clip-vit-l14 \\
         --dtype bf16 --batch-size 256 --workers 16 --text --out features/mp16pro-clip-vit-l14
     # the same on every GPU of the machine (the photo list is split by process)
     accelerate launch scripts/extract_features.py --csv ... --out ...
     # DualGeo: patch tokens (float16, memory-mappable .npy per shard) + ADE20K label maps
-    python scripts/extract_features.py --csv ... --encoder hf-clip-vit-l14 --tokens \\
+    python scripts/extract_features.py --csv ... --encoder clip-vit-l14 --tokens --shard-size 1024 \\
         --segmenter segformer-b5-ade --out features/mp16pro-dualgeo
     # offline, real weights: MobileNet V1 on the dev split
     python scripts/extract_features.py --benchmark im2gps3k-dev --out features/dev-mobilenet

@@ -8,13 +8,7 @@ import pytest
 
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def _recall(db: RetrievalDatabase, queries: np.ndarray, exact: np.ndarray) -> float:

@@ -7,22 +7,32 @@
 ...                            "features/dev-mobilenet", workers=2)
 
 ``scripts/extract_features.py`` is the command line; ``scripts/bench_extract.py`` measures it
-against the encoder alone.
+against the encoder alone. Names load lazily, as in ``geodemo``: the encoders' preprocessing
+(``pixels``) needs none of the loader's machinery.
 """
 
-from geodemo.extraction.loader import PhotoBatch, photo_batches
-from geodemo.extraction.pixels import PixelRecipe, device_pixels, recipe_of, worker_pixels
-from geodemo.extraction.run import EncodedBatch, ExtractionReport, encode_photos, extract_to_shards
+from __future__ import annotations
 
-__all__ = [
-    "EncodedBatch",
-    "ExtractionReport",
-    "PhotoBatch",
-    "PixelRecipe",
-    "device_pixels",
-    "encode_photos",
-    "extract_to_shards",
-    "photo_batches",
-    "recipe_of",
-    "worker_pixels",
-]
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "EncodedBatch": "geodemo.extraction.run",
+    "ExtractionReport": "geodemo.extraction.run",
+    "encode_photos": "geodemo.extraction.run",
+    "extract_to_shards": "geodemo.extraction.run",
+    "PhotoBatch": "geodemo.extraction.loader",
+    "photo_batches": "geodemo.extraction.loader",
+    "PixelRecipe": "geodemo.extraction.pixels",
+    "device_pixels": "geodemo.extraction.pixels",
+    "recipe_of": "geodemo.extraction.pixels",
+    "worker_pixels": "geodemo.extraction.pixels",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'geodemo.extraction' has no attribute {name!r}")

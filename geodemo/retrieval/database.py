@@ -5,11 +5,11 @@ Index kinds (chosen by :class:`IndexConfig`, never by code paths):
 * ``flat``  exact inner product (cosine on unit rows), the reference;
 * ``hnsw``  graph index, approximate, no training;
 * ``ivfpq`` inverted lists + product quantisation, compact for millions of rows;
-* ``ivfsq`` MP16 scale (4.1M x 768 in 1/8 of flat's memory): inverted lists of each row's residual
-  from its list centre in ``sq_bits``-bit scalar codes, each dimension's range set to its mean
-  +- ``sq_range`` standard deviations; optionally on the first ``reduce_dim`` principal axes of the
-  rows (uncentred, so inner products are kept up to the dropped tail) to fit a memory budget.
-Which kind meets MP16's targets was chosen by measurement: ``scripts/bench_retrieval.py``, README.
+* ``ivfsq`` inverted lists of each row's residual from its list centre in ``sq_bits``-bit scalar
+  codes, each dimension's range set to its mean +- ``sq_range`` standard deviations; optionally on
+  the first ``reduce_dim`` principal axes of the rows (uncentred, so inner products are kept up to
+  the dropped tail) to fit a memory budget: 4.1M x 768 fits in 1/8 of flat's memory. Its recall
+  against exact search, measured by ``scripts/bench_retrieval.py``, is in the README.
 
 A database remembers the encoder that produced its rows: a query made with another encoder is
 refused (:class:`EncoderMismatchError`). One built by :mod:`geodemo.retrieval.builder` also records
