@@ -230,6 +230,7 @@ def load_image(
     max_bytes: int | None = None,
     exif_transpose: bool = True,
     name: str | None = None,
+    draft: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Read a photo as an upright RGB image, or raise :class:`ImageError` with a readable reason.
 
@@ -237,14 +238,17 @@ def load_image(
     (``max_bytes``, default none) and the pixel limit (``max_pixels``, default
     :func:`max_image_pixels`) are checked before decoding; the photo is decoded no larger than
     ``max_side`` on its long side (default :func:`working_side`, 0 = full size). ``name`` is how
-    error messages call the photo (default: the path or ``<N bytes>``).
+    error messages call the photo (default: the path or ``<N bytes>``). ``draft`` instead lets a JPEG
+    decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps at least that size (batch extraction).
     """
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
     side = working_side() if max_side is None else int(max_side)
     name = name or _describe(source)
     image = _open(source, limit, max_bytes, name)
     transpose = _orientation_fix(image, name) if exif_transpose else None
-    if side and max(image.size) > side and image.format == "JPEG":
+    if draft is not None and image.format == "JPEG":
+        image.draft(None, draft)
+    elif side and max(image.size) > side and image.format == "JPEG":
         scale = side / max(image.size)  # decode at 1/2, 1/4 or 1/8 scale, never below the working size
         image.draft(None, (max(1, math.ceil(image.size[0] * scale)), max(1, math.ceil(image.size[1] * scale))))
     try:

@@ -1,37 +1,40 @@
 #!/usr/bin/env python
-"""Frozen-feature cache for training: encode every photo once, write sharded npz files.
+"""Frozen-feature cache for training: encode every photo once, write resumable shards.
 
 The CLIP towers are frozen in G3 and DualGeo, so their outputs never change during training; G3's
-script still recomputes ViT-L/14 for every photo in every epoch. Here they are computed once:
+script still recomputes ViT-L/14 for every photo in every epoch. Here they are computed once, with
+photos decoded by ``--workers`` processes and resized/normalised on the GPU in batches:
 
-    # G3: image projections + CLIP text embeddings of the place prompt
-    python scripts/extract_features.py --csv mp16pro.csv --images mp16pro.tar --encoder clip-vit-l14 \\
-        --text --out features/mp16pro-clip-vit-l14
-    # DualGeo: patch tokens (float16) + ADE20K label maps
-    python scripts/extract_features.py --csv ... --encoder clip-vit-l14 --tokens \\
+    # G3: image projections + CLIP text embeddings of the place prompt (MP16-Pro: CSV + tar shards)
+    python scripts/extract_features.py --csv mp16pro.csv --images mp16pro-tars/ --encoder clip-vit-l14 \\
+        --dtype bf16 --batch-size 256 --workers 16 --text --out features/mp16pro-clip-vit-l14
+    # the same on every GPU of the machine (the photo list is split by process)
+    accelerate launch scripts/extract_features.py --csv ... --out ...
+    # DualGeo: patch tokens (float16, memory-mappable .npy per shard) + ADE20K label maps
+    python scripts/extract_features.py --csv ... --encoder clip-vit-l14 --tokens --shard-size 1024 \\
         --segmenter segformer-b5-ade --out features/mp16pro-dualgeo
     # offline, real weights: MobileNet V1 on the dev split
     python scripts/extract_features.py --benchmark im2gps3k-dev --out features/dev-mobilenet
 
-Shards ``shard-00000.npz`` hold ``ids``, ``groups``, ``coords`` and ``feat_image`` [``feat_text``,
-``feat_tokens``, ``feat_labelmap``]; existing shards are skipped, so an interrupted run resumes.
-``meta.json`` records what produced them; a different encoder or shard size in the same folder
-is refused. Unreadable photos are reported and left out.
+``--images`` is a photo folder, a ``.tar``, or a folder of ``.tar`` shards (MP16-Pro's layout).
+Shards ``shard-00000.npz`` hold ``ids``, ``groups``, ``coords``, ``feat_image`` [``feat_text``];
+tokens and label maps go to ``shard-00000.tokens.npy`` / ``.labelmap.npy`` beside it. Existing
+shards are skipped, so an interrupted run resumes; ``meta.json`` records what produced them and a
+different encoder or shard size in the same folder is refused. Unreadable photos are reported,
+listed in ``shard-NNNNN.skipped.json`` and left out. A shard is held in memory until it is complete:
+with ``--tokens`` (512 KB per photo for ViT-L/14) pick ``--shard-size 1024`` or so.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-
 import geodemo  # noqa: E402,F401
-from geodemo.storage import read_json, write_json  # noqa: E402
 
 
 def _dataset(args):
@@ -40,29 +43,8 @@ def _dataset(args):
     if args.benchmark:
         ds = load_benchmark(args.benchmark)
     else:
-        ds = load_csv(args.csv, images_dir=args.images)
+        ds = load_csv(args.csv, images_dir=args.images, meta_columns=[])
     return ds.subset(args.limit) if args.limit else ds
-
-
-def _encode(pending: list, encoder, segmenter, args, feats: dict, samples: list, bar) -> None:
-    """Encode a batch of ``(sample, image)`` into ``feats`` and empty ``pending``."""
-    from geodemo.models.dualgeo import label_maps_to_tensor
-
-    images = [im for _, im in pending]
-    feats["image"].append(encoder.encode_images(images, batch_size=args.batch_size))
-    if args.tokens:
-        feats["tokens"].append(encoder.encode_image_tokens(images).cpu().numpy().astype(np.float16))
-    if segmenter is not None:
-        maps = [np.asarray(segmenter.segment(im).label_map) for im in images]
-        feats["labelmap"].append(label_maps_to_tensor(maps, args.labelmap_size).numpy().astype(np.uint8))
-    if args.text:
-        from geodemo.retrieval.geocode import place_prompt, reverse_geocode
-
-        prompts = [place_prompt(reverse_geocode(sm.lat, sm.lon)) for sm, _ in pending]
-        feats["text"].append(encoder.encode_texts(prompts))
-    samples.extend(sm for sm, _ in pending)
-    bar.update(len(pending))
-    pending.clear()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--benchmark", help="a named set, e.g. im2gps3k-dev")
     src.add_argument("--csv", type=Path, help="a CSV of photos (any format geodemo.data.load_csv reads)")
-    ap.add_argument("--images", type=Path, help="photo folder or .tar for --csv")
+    ap.add_argument("--images", type=Path, help="photo folder, .tar, or folder of .tar shards for --csv")
     ap.add_argument("--encoder", default="mobilenet-v1-imagenet", help="registered image encoder")
     ap.add_argument("--text", action="store_true", help="also CLIP text embeddings of the place prompt (G3)")
     ap.add_argument("--tokens", action="store_true", help="also patch tokens, float16 (DualGeo)")
@@ -78,65 +60,52 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labelmap-size", type=int, default=64)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--shard-size", type=int, default=4096)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=4, help="decoding processes (0: decode in this process)")
+    ap.add_argument("--prefetch", type=int, default=2, help="batches each worker may prepare ahead")
+    ap.add_argument("--resize-on", choices=["auto", "workers", "device"], default="auto",
+                    help="where photos are resized: auto = the GPU when there is one, else the workers")
     ap.add_argument("--limit", type=int)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto", help="encoder precision: auto, fp32, bf16, fp16")
+    ap.add_argument("--model-options", default="{}",
+                    help='more encoder options as JSON, e.g. {"local_dir": "weights/clip"}')
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
+    from accelerate import PartialState
     from tqdm.auto import tqdm
 
+    from geodemo.extraction import extract_to_shards
     from geodemo.models import create_model
-    from geodemo.train.data import FeatureTable, write_feature_shard
 
-    ds = _dataset(args)
-    meta = {"dataset": ds.name, "n": len(ds), "encoder": args.encoder, "text": args.text, "tokens": args.tokens,
-            "segmenter": args.segmenter, "labelmap_size": args.labelmap_size, "shard_size": args.shard_size}
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta_path = args.out / "meta.json"
-    old = read_json(meta_path, "feature folder description")
-    if old is not None and old != meta:
-        raise SystemExit(f"{args.out} holds features made with {old}; use another --out for {meta}")
-    write_json(meta_path, meta, indent=2)
-
-    kwargs = {} if args.device == "auto" else {"device": args.device}
-    encoder = create_model(args.encoder, **kwargs)
+    state = PartialState(cpu=args.device == "cpu")
+    device = str(state.device) if args.device == "auto" else args.device
+    try:
+        ds = _dataset(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    meta = {"dataset": ds.name, "encoder": args.encoder, "text": args.text, "tokens": args.tokens,
+            "segmenter": args.segmenter, "labelmap_size": args.labelmap_size}
+    encoder = create_model(args.encoder, device=device, dtype=args.dtype, **json.loads(args.model_options))
     segmenter = create_model(args.segmenter) if args.segmenter else None
-    n_shards = (len(ds) + args.shard_size - 1) // args.shard_size
-    bar = tqdm(total=len(ds), desc=f"{args.encoder} on {ds.name}", unit="photo", disable=args.no_progress)
-    started, done, failed = time.perf_counter(), 0, 0
-    for s in range(n_shards):
-        path = args.out / f"shard-{s:05d}.npz"
-        rows = ds.samples[s * args.shard_size : (s + 1) * args.shard_size]
-        if path.exists():
-            bar.update(len(rows))
-            continue
-        part = ds.subset(ids={r.id for r in rows})
-        samples, feats = [], {"image": [], "text": [], "tokens": [], "labelmap": []}
-        pending: list = []
-
-        for sample, image, error in part.iter_images(progress=False):
-            if image is None:
-                failed += 1
-                bar.update(1)
-                tqdm.write(f"skipped {sample.id}: {error}")
-                continue
-            pending.append((sample, image))
-            if len(pending) >= args.batch_size:
-                _encode(pending, encoder, segmenter, args, feats, samples, bar)
-        if pending:
-            _encode(pending, encoder, segmenter, args, feats, samples, bar)
-        table = FeatureTable(
-            [sm.id for sm in samples], [sm.group for sm in samples],
-            np.array([[sm.lat, sm.lon] for sm in samples], dtype=np.float32).reshape(-1, 2),
-            {k: np.concatenate(v) for k, v in feats.items() if v},
+    try:
+        report = extract_to_shards(
+            ds, encoder, args.out, shard_size=args.shard_size, tokens=args.tokens, text=args.text,
+            segmenter=segmenter, labelmap_size=args.labelmap_size, batch_size=args.batch_size,
+            workers=args.workers, resize_on=args.resize_on, prefetch=args.prefetch,
+            process_index=state.process_index, num_processes=state.num_processes, meta=meta,
+            progress=not args.no_progress and state.is_main_process,
+            on_failure=lambda pid, reason: tqdm.write(f"skipped {pid}: {reason}"),
         )
-        write_feature_shard(path, table)
-        done += len(samples)
-    bar.close()
-    secs = time.perf_counter() - started
-    print(f"{done} photos encoded ({failed} unreadable) into {n_shards} shard(s) at {args.out} "
-          f"in {secs:.1f} s ({done / max(secs, 1e-9):.1f} photos/s)")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rank = f"process {state.process_index}/{state.num_processes}: " if state.num_processes > 1 else ""
+    print(f"{rank}{report.encoded} photos encoded ({len(report.failures)} unreadable) into "
+          f"{report.shards_written} new shard(s) ({report.shards_present} already there) at {args.out} "
+          f"in {report.seconds:.1f} s ({report.photos_per_s:.1f} photos/s)")
     return 0
 
 

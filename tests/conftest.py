@@ -25,6 +25,17 @@ def shared() -> Path:
 
 
 @pytest.fixture(scope="module")
+def one_faiss_thread():
+    """FAISS's OpenMP threads spin-wait when the 2 cores are shared: one thread is 10x faster here."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models: one intra-op thread is faster than two fighting over a busy 2-core machine."""
     import torch

@@ -8,16 +8,7 @@ import pytest
 from geodemo.paths import MissingResourceError
 from geodemo.retrieval.database import EncoderMismatchError, GalleryMeta, IndexConfig, RetrievalDatabase
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    """FAISS's OpenMP threads spin-wait when the 2 cores are shared: one thread is 10x faster here."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from geodemo.data.benchmarks import BENCHMARKS, BenchmarkSpec, list_benchmarks, 
 from geodemo.data.dataset import GeoDataset, GeoSample, SkippedRow
 from geodemo.data.folder import load_exif_folder
 from geodemo.data.formats import FORMATS, CsvFormat, detect_format, detect_lat_lon_swap, load_csv
-from geodemo.data.tarstore import TarImageStore, build_tar_index
+from geodemo.data.tarstore import TarImageStore, TarShardStore, build_tar_index
 
 __all__ = [
     "BENCHMARKS",
@@ -21,6 +21,7 @@ __all__ = [
     "GeoSample",
     "SkippedRow",
     "TarImageStore",
+    "TarShardStore",
     "build_tar_index",
     "detect_format",
     "detect_lat_lon_swap",

@@ -13,7 +13,7 @@ from PIL import Image
 from geodemo.imageio import ImageError, MissingImageError, load_image
 
 if TYPE_CHECKING:
-    from geodemo.data.tarstore import TarImageStore
+    from geodemo.data.tarstore import TarImageStore, TarShardStore
 
 __all__ = ["GeoSample", "GeoDataset", "SkippedRow"]
 
@@ -50,7 +50,7 @@ class GeoDataset:
         name: str,
         samples: list[GeoSample],
         *,
-        tar_store: TarImageStore | None = None,
+        tar_store: TarImageStore | TarShardStore | None = None,
         skipped: list[SkippedRow] | None = None,
         source: str | None = None,
         format: str | None = None,
@@ -113,13 +113,14 @@ class GeoDataset:
             lat_lon_swapped=self.lat_lon_swapped,
         )
 
-    def open_image(self, sample: GeoSample) -> Image.Image:
-        """Load the sample's photo as RGB; raises :class:`geodemo.imageio.ImageError` when it cannot."""
+    def open_image(self, sample: GeoSample, draft: tuple[int, int] | None = None) -> Image.Image:
+        """Load the sample's photo as RGB; raises :class:`geodemo.imageio.ImageError` when it cannot.
+        ``draft``: see :func:`geodemo.imageio.load_image`."""
         if sample.image_path is not None:
-            return load_image(sample.image_path)
+            return load_image(sample.image_path, draft=draft)
         member = sample.meta.get("tar_member")
         if member and self.tar_store is not None:
-            return load_image(self.tar_store.read(member))
+            return load_image(self.tar_store.read(member), draft=draft)
         raise MissingImageError(f"sample {sample.id!r} of {self.name!r} has no image (metadata-only set)")
 
     def iter_images(

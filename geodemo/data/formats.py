@@ -206,13 +206,13 @@ def load_csv(
 ) -> GeoDataset:
     """Read a benchmark/training CSV in any supported format into a :class:`GeoDataset`.
 
-    ``images_dir`` is the photo folder or a ``.tar`` of the photos (default: ``images/`` beside the
+    ``images_dir`` is the photo folder, a ``.tar`` of the photos or a folder of ``.tar`` shards (default: ``images/`` beside the
     CSV when it exists; none for metadata-only sets). ``format`` names an entry of :data:`FORMATS`
     or ``"auto"``. Rows with missing or impossible coordinates, empty or repeated ids are listed in
     ``dataset.skipped``. ``meta_columns`` ("all" or a list) limits what is kept in ``sample.meta``:
     pass ``[]`` or a few names for multi-million-row training sets such as MP16-Pro.
     """
-    from geodemo.data.tarstore import TarImageStore
+    from geodemo.data.tarstore import open_tar_store
 
     path = Path(path)
     if not path.is_file():
@@ -241,7 +241,7 @@ def load_csv(
         lat, lon = lon, lat
 
     images = _resolve_images(path, images_dir)
-    tar_store = TarImageStore(images) if images is not None and images.is_file() else None
+    tar_store = open_tar_store(images) if images is not None else None
     folder = images if images is not None and tar_store is None else None
 
     ids = df[fmt.id_col].astype(str).str.strip()

@@ -1,4 +1,4 @@
-"""Random access to photos inside an uncompressed tar (MP16-Pro ships its images as tars).
+"""Random access to photos inside uncompressed tars (MP16-Pro ships its images as tar shards).
 
 The member index (name -> byte offset and size) is built once with one pass over the archive and
 stored as JSON under :func:`geodemo.paths.cache_dir`, keyed by the archive's path, size and mtime.
@@ -15,7 +15,7 @@ from geodemo.imageio import MissingImageError
 from geodemo.paths import cache_dir
 from geodemo.storage import read_json, write_json
 
-__all__ = ["TarImageStore", "build_tar_index"]
+__all__ = ["TarImageStore", "TarShardStore", "build_tar_index", "open_tar_store"]
 
 _INDEX_VERSION = 1
 
@@ -91,3 +91,45 @@ class TarImageStore:
         if len(data) != size:
             raise MissingImageError(f"archive {self.tar_path} is truncated: {name!r} is cut short")
         return data
+
+
+class TarShardStore:
+    """Members of every ``.tar`` in a folder (MP16-Pro's shards) read by name, like one archive."""
+
+    def __init__(self, folder: str | Path, progress: bool = True):
+        self.folder = Path(folder)
+        self.stores = [TarImageStore(p, progress=progress) for p in sorted(self.folder.glob("*.tar"))]
+        if not self.stores:
+            raise FileNotFoundError(f"no .tar shards in {self.folder}")
+        self._where: dict[str, int] = {}
+        for i, store in enumerate(self.stores):
+            for name in store.members:
+                self._where.setdefault(name.removeprefix("./"), i)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, name: str) -> bool:
+        return name.removeprefix("./") in self._where
+
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def read(self, name: str) -> bytes:
+        """The bytes of member ``name`` from whichever shard holds it."""
+        shard = self._where.get(name.removeprefix("./"))
+        if shard is None:
+            raise MissingImageError(f"{name!r} is in none of the {len(self.stores)} tar shards in {self.folder}")
+        return self.stores[shard].read(name)
+
+
+def open_tar_store(images: Path) -> TarImageStore | TarShardStore | None:
+    """The archive behind ``images``: one ``.tar`` file, a folder holding only ``.tar`` shards, or None
+    (a plain photo folder)."""
+    if images.is_file():
+        return TarImageStore(images)
+    if images.is_dir() and any(images.glob("*.tar")) and not any(
+        p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"} for p in images.iterdir()
+    ):
+        return TarShardStore(images)
+    return None

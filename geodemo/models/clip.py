@@ -50,14 +50,10 @@ def clip_preprocess(
     image: Image.Image, size: int, mean: tuple[float, ...] = OPENAI_MEAN, std: tuple[float, ...] = OPENAI_STD
 ) -> torch.Tensor:
     """CLIP's eval transform: bicubic resize of the short side to ``size``, centre crop, normalise."""
-    image = image.convert("RGB")
-    w, h = image.size
-    scale = size / min(w, h)
-    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
-    w, h = image.size
-    left, top = (w - size) // 2, (h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    from geodemo.extraction.pixels import PixelRecipe, worker_pixels
+
+    pixels = worker_pixels(image, PixelRecipe(size, "short-side", "bicubic"))
+    x = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
@@ -108,6 +104,22 @@ class CLIPEncoder:
         """``(N, embed_dim)`` float32 unit rows."""
         projections, _ = self.encode_image_outputs(images, batch_size, progress)
         return _unit(torch.from_numpy(projections))
+
+    def pixel_recipe(self):
+        """The eval transform as a :class:`~geodemo.extraction.pixels.PixelRecipe` (batched extraction)."""
+        from geodemo.extraction.pixels import PixelRecipe
+
+        return PixelRecipe(self.image_size, "short-side", "bicubic", mean=tuple(self.mean), std=tuple(self.std))
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor, tokens: bool = False) -> dict[str, torch.Tensor]:
+        """A normalised ``(B, 3, size, size)`` batch -> ``{"image": unit rows, "tokens": patch tokens}``
+        as tensors on the encoder's device (tokens only when asked)."""
+        pooled, toks = self._image_forward(pixels.to(self.device, self.dtype))
+        out = {"image": torch.nn.functional.normalize(pooled.float(), dim=-1)}
+        if tokens:
+            out["tokens"] = toks
+        return out
 
     @torch.no_grad()  # not inference_mode: the tokens feed trainable fusion layers (autograd saves them)
     def encode_image_outputs(
@@ -160,6 +172,10 @@ class OpenCLIPEncoder(CLIPEncoder):
         super().__init__(name, model, embed_dim, token_dim, device, dtype)
         self.preprocess = preprocess
         self.tokenizer = tokenizer
+        size = getattr(visual, "image_size", 224)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = tuple(getattr(visual, "image_mean", None) or OPENAI_MEAN)
+        self.std = tuple(getattr(visual, "image_std", None) or OPENAI_STD)
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
         batch = torch.stack([self.preprocess(im.convert("RGB")) for im in images])
@@ -274,7 +290,8 @@ class HFCLIPEncoder(CLIPEncoder):
     """A transformers ``CLIPModel`` (e.g. ``openai/clip-vit-large-patch14`` or a local folder)."""
 
     def __init__(
-        self, name: str, model: Any, tokenizer: Any, image_cfg: dict[str, Any], device: str, dtype: Any
+        self, name: str, model: Any, tokenizer: Any, image_cfg: dict[str, Any], device: str, dtype: Any,
+        tokenizer_folder: Path | None = None,
     ):
         super().__init__(
             name,
@@ -284,10 +301,17 @@ class HFCLIPEncoder(CLIPEncoder):
             device=device,
             dtype=dtype,
         )
-        self.tokenizer = tokenizer
+        self._tokenizer, self._tokenizer_folder = tokenizer, tokenizer_folder
         self.image_size = int(image_cfg.get("size", model.config.vision_config.image_size))
         self.mean = tuple(image_cfg.get("mean", OPENAI_MEAN))
         self.std = tuple(image_cfg.get("std", OPENAI_STD))
+
+    @property
+    def tokenizer(self) -> Any:
+        """Loaded on first use: image-only work (feature extraction) never needs it."""
+        if self._tokenizer is None:
+            self._tokenizer = _hf_tokenizer(self._tokenizer_folder)
+        return self._tokenizer
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
         batch = torch.stack([clip_preprocess(im, self.image_size, self.mean, self.std) for im in images])
@@ -374,4 +398,4 @@ def load_hf_clip(
     else:
         model = from_pretrained(CLIPModel, folder, name, torch_dtype)
     model = model.to(device=dev, dtype=torch_dtype)
-    return HFCLIPEncoder(name, model, _hf_tokenizer(folder), _hf_image_cfg(folder), dev, torch_dtype)
+    return HFCLIPEncoder(name, model, None, _hf_image_cfg(folder), dev, torch_dtype, tokenizer_folder=folder)

@@ -91,9 +91,15 @@ def image_features(
     progress: bool = True,
     refresh: bool = False,
     batch_size: int = 16,
+    workers: int | None = None,
     **overrides: Any,
 ) -> FeatureSet:
-    """Embeddings of every photo in ``dataset`` by the registered encoder, reusing the disk cache."""
+    """Embeddings of every photo in ``dataset`` by the registered encoder, reusing the disk cache.
+
+    Photos not cached yet are decoded by ``workers`` processes (default ``$GEODEMO_EXTRACT_WORKERS``,
+    else 0: in this process) through :func:`geodemo.extraction.encode_photos`, with results identical
+    to ``encoder.encode_images``.
+    """
     path = features_cache_path("embeddings", encoder_name, dataset.name, **overrides)
     cached = {} if refresh else _read_embeddings(path)
     keys = [_photo_key(s) for s in dataset.samples]
@@ -101,24 +107,30 @@ def image_features(
     failed: set[int] = set()
     if missing:
         encoder = shared_model(encoder_name, **overrides)
-        by_key = {k: i for i, k in enumerate(keys)}
-        buffer: list[tuple[str, Any]] = []
+        if workers is None:
+            workers = int(os.environ.get("GEODEMO_EXTRACT_WORKERS", "0"))
+        if hasattr(encoder, "pixel_recipe") and hasattr(dataset, "open_image"):
+            _encode_missing(encoder, dataset, missing, keys, cached, failed, batch_size, workers,
+                            progress, f"{encoder_name} on {dataset.name}")
+        else:  # an encoder without a pixel recipe: decode and encode one batch after another
+            by_key = {k: i for i, k in enumerate(keys)}
+            buffer: list[tuple[str, Any]] = []
 
-        def flush() -> None:
-            if buffer:
-                vectors = encoder.encode_images([im for _, im in buffer], batch_size=len(buffer))
-                cached.update({k: v for (k, _), v in zip(buffer, vectors, strict=True)})
-                buffer.clear()
+            def flush() -> None:
+                if buffer:
+                    vectors = encoder.encode_images([im for _, im in buffer], batch_size=len(buffer))
+                    cached.update({k: v for (k, _), v in zip(buffer, vectors, strict=True)})
+                    buffer.clear()
 
-        for sample, image in _iter_missing(dataset, missing, progress, f"{encoder_name} on {dataset.name}"):
-            key = _photo_key(sample)
-            if image is None:
-                failed.add(by_key[key])
-                continue
-            buffer.append((key, image))
-            if len(buffer) >= batch_size:
-                flush()
-        flush()
+            for sample, image in _iter_missing(dataset, missing, progress, f"{encoder_name} on {dataset.name}"):
+                key = _photo_key(sample)
+                if image is None:
+                    failed.add(by_key[key])
+                    continue
+                buffer.append((key, image))
+                if len(buffer) >= batch_size:
+                    flush()
+            flush()
         if cached:
             merged = {**_read_embeddings(path), **cached}  # keep rows another process wrote meanwhile
             good = sorted(merged)
@@ -132,6 +144,22 @@ def image_features(
             emb[i] = cached[k]
             valid[i] = True
     return FeatureSet(model=encoder_name, ids=[s.id for s in dataset.samples], embeddings=emb, valid=valid)
+
+
+def _encode_missing(encoder: Any, dataset: Any, missing: list[int], keys: list[str], cached: dict[str, np.ndarray],
+                    failed: set[int], batch_size: int, workers: int, progress: bool, desc: str) -> None:
+    """Encode the photos at ``missing`` with parallel decoding; unreadable ones go to ``failed``."""
+    from tqdm.auto import tqdm
+
+    from geodemo.extraction import encode_photos
+
+    with tqdm(total=len(missing), desc=desc, unit="photo", disable=not progress) as bar:
+        for batch in encode_photos(encoder, dataset, missing, batch_size=batch_size, workers=workers,
+                                   resize_on="workers"):
+            for i, p in enumerate(batch.positions):
+                cached[keys[p]] = batch.outputs["image"][i]
+            failed.update(p for p, _ in batch.failures)
+            bar.update(len(batch.positions) + len(batch.failures))
 
 
 def _read_embeddings(path: Path) -> dict[str, np.ndarray]:

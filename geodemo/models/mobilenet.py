@@ -37,12 +37,9 @@ def mobilenet_preprocess(image: Image.Image, size: int = 224, central_fraction: 
     Returns ``(size, size, 3)`` uint8 RGB; the quantized input (scale 1/128, zero point 128) maps
     it to [-1, 1] exactly as the float model's ``x / 127.5 - 1`` did.
     """
-    image = image.convert("RGB")
-    w, h = image.size
-    cw, ch = max(1, round(w * central_fraction)), max(1, round(h * central_fraction))
-    left, top = (w - cw) // 2, (h - ch) // 2
-    image = image.crop((left, top, left + cw, top + ch)).resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    from geodemo.extraction.pixels import PixelRecipe, worker_pixels
+
+    return worker_pixels(image, PixelRecipe(size, "central-crop", "bilinear", central_fraction))
 
 
 class MobileNetEncoder:
@@ -97,11 +94,28 @@ class MobileNetEncoder:
             for start in range(0, len(images), step):
                 chunk = images[start : start + step]
                 x = np.stack([mobilenet_preprocess(im, self.input_size) for im in chunk])
-                vecs = self.model.dequantize(self.model.run(x)).reshape(len(chunk), -1)
-                norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-                out[start : start + len(chunk)] = vecs / np.where(norms > 0, norms, 1.0)
+                out[start : start + len(chunk)] = self._embed(x)
                 bar.update(len(chunk))
         return out
+
+    def _embed(self, x: np.ndarray) -> np.ndarray:
+        vecs = self.model.dequantize(self.model.run(x)).reshape(len(x), -1)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        return vecs / np.where(norms > 0, norms, 1.0)
+
+    def pixel_recipe(self):
+        """TF-slim eval transform on uint8 input (see :func:`mobilenet_preprocess`)."""
+        from geodemo.extraction.pixels import PixelRecipe
+
+        return PixelRecipe(self.input_size, "central-crop", "bilinear", 0.875)
+
+    def encode_pixels(self, pixels, tokens: bool = False) -> dict:
+        """A ``(B, size, size, 3)`` uint8 batch made by the recipe -> ``{"image": (B, 1024) unit rows}``."""
+        if tokens:
+            raise NotImplementedError(f"{self.name} gives no patch tokens")
+        import torch
+
+        return {"image": torch.from_numpy(self._embed(pixels.cpu().numpy()).astype(np.float32))}
 
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         raise NotImplementedError(f"{self.name} has no text tower; use clip-vit-l14 for text embeddings")

@@ -4,7 +4,12 @@ Index kinds (chosen by :class:`IndexConfig`, never by code paths):
 
 * ``flat``  exact inner product (cosine on unit rows), the reference;
 * ``hnsw``  graph index, approximate, no training;
-* ``ivfpq`` inverted lists + product quantisation, compact for millions of rows.
+* ``ivfpq`` inverted lists + product quantisation, compact for millions of rows;
+* ``ivfsq`` inverted lists of each row's residual from its list centre in ``sq_bits``-bit scalar
+  codes, each dimension's range set to its mean +- ``sq_range`` standard deviations; optionally on
+  the first ``reduce_dim`` principal axes of the rows (uncentred, so inner products are kept up to
+  the dropped tail) to fit a memory budget: 4.1M x 768 fits in 1/8 of flat's memory. Its recall
+  against exact search, measured by ``scripts/bench_retrieval.py``, is in the README.
 
 A database remembers the encoder that produced its rows: a query made with another encoder is
 refused (:class:`EncoderMismatchError`). One built by :mod:`geodemo.retrieval.builder` also records
@@ -43,7 +48,8 @@ __all__ = [
     "INDEX_KINDS",
 ]
 
-INDEX_KINDS = ("flat", "hnsw", "ivfpq")
+INDEX_KINDS = ("flat", "hnsw", "ivfpq", "ivfsq")
+IVF_KINDS = ("ivfpq", "ivfsq")
 FORMAT_VERSION = 1
 
 
@@ -59,15 +65,20 @@ class DescriptorMismatchError(EncoderMismatchError):
 class IndexConfig:
     """How the FAISS index is built. ``None`` parameters are chosen from the gallery size."""
 
-    kind: str = "flat"  # flat | hnsw | ivfpq
+    kind: str = "flat"  # flat | hnsw | ivfpq | ivfsq
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
-    nlist: int | None = None  # ivfpq: number of inverted lists (default ~4 sqrt(N))
+    nlist: int | None = None  # ivfpq, ivfsq: number of inverted lists (default ~4 sqrt(N))
     pq_m: int | None = None  # ivfpq: sub-quantisers (default: dim / 8, a divisor of dim)
     pq_bits: int = 8
     nprobe: int = 16
-    train_size: int = 100_000  # ivfpq: rows used to train the quantisers
+    train_size: int = 100_000  # ivfpq, ivfsq: rows used to train the quantisers
+    sq_bits: int = 4  # ivfsq: bits per dimension (4, 6 or 8)
+    sq_range: float = 2.5  # ivfsq: each dimension's code range is its mean +- sq_range std
+    reduce_dim: int | None = None  # ivfsq: keep this many principal axes (None: all)
+    quantizer: str = "flat"  # ivfsq: list assignment by exact search of the centres, or "hnsw" (millions of rows)
+    kmeans_iters: int = 10  # ivfsq: k-means iterations for the list centres
     use_gpu: str | bool = "auto"  # auto | True | False: GPU FAISS when present (flat, ivfpq)
 
     def __post_init__(self) -> None:
@@ -224,6 +235,8 @@ class RetrievalDatabase:
             index.hnsw.efSearch = cfg.ef_search
             return index
         nlist = cfg.nlist or max(1, min(int(4 * math.sqrt(max(n_expected, 1))), max(1, n_expected // 39)))
+        if cfg.kind == "ivfsq":
+            return RetrievalDatabase._new_ivfsq(dim, cfg, nlist)
         pq_m = cfg.pq_m or _auto_pq_m(dim)
         if dim % pq_m:
             raise ValueError(f"ivfpq: pq_m={pq_m} must divide the embedding size {dim}")
@@ -233,10 +246,65 @@ class RetrievalDatabase:
         return index
 
     @staticmethod
+    def _new_ivfsq(dim: int, cfg: IndexConfig, nlist: int) -> Any:
+        import faiss
+
+        qtypes = {4: faiss.ScalarQuantizer.QT_4bit, 6: faiss.ScalarQuantizer.QT_6bit,
+                  8: faiss.ScalarQuantizer.QT_8bit}
+        if cfg.sq_bits not in qtypes:
+            raise ValueError(f"ivfsq: sq_bits must be 4, 6 or 8, got {cfg.sq_bits}")
+        d = dim if cfg.reduce_dim is None else int(cfg.reduce_dim)
+        if not 0 < d <= dim:
+            raise ValueError(f"ivfsq: reduce_dim must be in 1..{dim}, got {d}")
+        if cfg.quantizer not in ("flat", "hnsw"):
+            raise ValueError(f"ivfsq: quantizer must be 'flat' or 'hnsw', got {cfg.quantizer!r}")
+        if cfg.quantizer == "hnsw":
+            quantizer = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+            quantizer.hnsw.efSearch = max(64, 2 * cfg.nprobe)
+        else:
+            quantizer = faiss.IndexFlatIP(d)
+        ivf = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, qtypes[cfg.sq_bits], faiss.METRIC_INNER_PRODUCT, True)
+        ivf.cp.niter = int(cfg.kmeans_iters)
+        ivf.sq.rangestat = faiss.ScalarQuantizer.RS_meanstd
+        ivf.sq.rangestat_arg = float(cfg.sq_range)
+        ivf.nprobe = min(cfg.nprobe, nlist)
+        if d == dim:
+            return ivf
+        return faiss.IndexPreTransform(faiss.LinearTransform(dim, d, False), ivf)  # axes set by _train
+
+    @staticmethod
+    def _train(index: Any, train: np.ndarray) -> None:
+        """Train ``index`` on ``train``; a bias-free projection first gets the top principal axes of the
+        rows' second moment (uncentred: the projection keeps inner products, minus the dropped tail)."""
+        import faiss
+
+        if isinstance(index, faiss.IndexPreTransform):
+            lt = faiss.downcast_VectorTransform(index.chain.at(0))
+            if isinstance(lt, faiss.LinearTransform) and not lt.is_trained:
+                x = train.astype(np.float64)
+                _, vecs = np.linalg.eigh(x.T @ x)
+                axes = np.ascontiguousarray(vecs[:, ::-1][:, : lt.d_out].T, dtype=np.float32)
+                faiss.copy_array_to_vector(axes.ravel(), lt.A)
+                lt.is_trained = True
+        index.train(train)
+
+    @staticmethod
+    def _set_search_params(index: Any, cfg: IndexConfig) -> None:
+        """nprobe (and the HNSW quantizer's efSearch) from ``cfg`` (also after loading a saved index)."""
+        import faiss
+
+        if cfg.kind == "ivfsq":
+            ivf = faiss.extract_index_ivf(index)
+            ivf.nprobe = min(cfg.nprobe, ivf.nlist)
+            quantizer = faiss.downcast_index(ivf.quantizer)
+            if isinstance(quantizer, faiss.IndexHNSW):
+                quantizer.hnsw.efSearch = max(64, 2 * ivf.nprobe)
+
+    @staticmethod
     def _maybe_gpu(index: Any, cfg: IndexConfig) -> Any:
         import faiss
 
-        if cfg.use_gpu is False or cfg.kind == "hnsw":
+        if cfg.use_gpu is False or cfg.kind in ("hnsw", "ivfsq"):  # CPU-only compositions
             return index
         n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         if n_gpus == 0:
@@ -262,6 +330,8 @@ class RetrievalDatabase:
         so memory beyond the index itself stays bounded. IVF-PQ trains on the first
         ``config.train_size`` rows.
         """
+        import faiss
+
         cfg = config if isinstance(config, IndexConfig) else IndexConfig.from_dict(config)
         n = len(meta)
         chunks = _iter_chunks(embeddings, chunk_size)
@@ -271,7 +341,7 @@ class RetrievalDatabase:
         dim = int(np.asarray(first).shape[1])
         index = cls._new_index(dim, cfg, n)
         pending: list[np.ndarray] = [first]
-        if cfg.kind == "ivfpq":
+        if cfg.kind in IVF_KINDS:
             # gather training rows from the first chunks (bounded by train_size)
             have = len(first)
             while have < min(cfg.train_size, n):
@@ -281,13 +351,15 @@ class RetrievalDatabase:
                 pending.append(nxt)
                 have += len(nxt)
             train = _as_query(np.concatenate(pending)[: cfg.train_size], dim)
-            min_train = max(index.nlist, 2**cfg.pq_bits)
+            bits = 0 if cfg.kind == "ivfsq" else cfg.pq_bits
+            min_train = max(faiss.extract_index_ivf(index).nlist, 2**bits)
             if len(train) < min_train:
                 raise ValueError(
-                    f"ivfpq needs at least {min_train} training rows (nlist={index.nlist}, "
-                    f"pq_bits={cfg.pq_bits}); got {len(train)}: use kind 'flat' or 'hnsw' for small galleries"
+                    f"{cfg.kind} needs at least {min_train} training rows (nlist="
+                    f"{faiss.extract_index_ivf(index).nlist}, {bits}-bit codes); got {len(train)}: "
+                    "use kind 'flat' or 'hnsw' for small galleries"
                 )
-            index.train(train)
+            cls._train(index, train)
             del train
         index = cls._maybe_gpu(index, cfg)
         added = 0
@@ -469,6 +541,7 @@ class RetrievalDatabase:
         if use_gpu is not None:
             cfg.use_gpu = use_gpu
         index = faiss.read_index(str(directory / "index.faiss"))
+        cls._set_search_params(index, cfg)
         meta = GalleryMeta.from_frame(pd.read_parquet(directory / "meta.parquet"))
         if index.ntotal != len(meta):
             raise ValueError(f"{directory}: index has {index.ntotal} rows but metadata {len(meta)}")

@@ -34,7 +34,11 @@ def clip_loss(logits: torch.Tensor, n_extra_cols: int = 0, positives: torch.Tens
 
 
 class _GPSQueue(nn.Module):
-    """GeoCLIP-style FIFO of recent training coordinates, used as extra negatives."""
+    """GeoCLIP-style FIFO of recent training coordinates, used as extra negatives.
+
+    ``ptr`` and ``filled`` are buffers (saved with the state, for exact resume) mirrored by Python
+    ints, so a training step never waits for the device to read them back.
+    """
 
     def __init__(self, size: int):
         super().__init__()
@@ -42,18 +46,28 @@ class _GPSQueue(nn.Module):
         self.register_buffer("coords", torch.zeros(self.size, 2))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self._ptr, self._filled = 0, 0
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._read_counters())
+
+    def _read_counters(self) -> None:
+        self._ptr, self._filled = int(self.ptr), int(self.filled)
+
+    @property
+    def count(self) -> int:
+        return self._filled
 
     def current(self) -> torch.Tensor:
-        return self.coords[: int(self.filled)]
+        return self.coords[: self._filled]
 
     @torch.no_grad()
     def push(self, coords: torch.Tensor) -> None:
         coords = coords.detach().to(self.coords.dtype)[-self.size :]
-        n, p = len(coords), int(self.ptr)
+        n, p = len(coords), self._ptr
         idx = (torch.arange(n, device=coords.device) + p) % self.size
         self.coords[idx] = coords
-        self.ptr.fill_((p + n) % self.size)
-        self.filled.fill_(min(int(self.filled) + n, self.size))
+        self._ptr, self._filled = (p + n) % self.size, min(self._filled + n, self.size)
+        self.ptr.fill_(self._ptr)
+        self.filled.fill_(self._filled)
 
 
 class GeoAlignmentObjective(nn.Module):
@@ -64,13 +78,13 @@ class GeoAlignmentObjective(nn.Module):
         self.model = model
         self.queue = _GPSQueue(gps_queue) if gps_queue > 0 else None
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         img = self.model.image_embeddings(batch["image"])
         coords = batch["coords"]
         # a frozen location encoder's embeddings may come precomputed with the batch
         loc = batch["location"] if "location" in batch else self.model.location_embeddings(coords)
         extra = 0
-        if self.queue is not None and int(self.queue.filled) > 0:
+        if self.queue is not None and self.queue.count > 0:
             queued = self.queue.current()
             extra = len(queued)
             loc = torch.cat([loc, self.model.location_embeddings(queued)])
@@ -78,7 +92,7 @@ class GeoAlignmentObjective(nn.Module):
         loss = clip_loss(logits, extra, batch.get("positives"))
         if self.queue is not None and self.training:
             self.queue.push(batch["coords"])
-        return loss, {"loss_img_gps": float(loss.detach()), "logit_scale": float(self.model.logit_scale.detach())}
+        return loss, {"loss_img_gps": loss.detach(), "logit_scale": self.model.logit_scale.detach()}
 
 
 class G3Objective(nn.Module):
@@ -95,21 +109,21 @@ class G3Objective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         extra_coords = self.queue.current() if self.queue is not None else None
-        if "text" not in batch:
+        if "text" not in batch:  # no text tower (offline analogues): image<->GPS only
             coords = batch["coords"] if extra_coords is None else torch.cat([batch["coords"], extra_coords])
             logits = (self.model.logit_scale.exp() * self.model.image_embeddings(batch["image"])
                       @ self.model.location_embeddings(coords).T)
             if self.queue is not None and self.training:
                 self.queue.push(batch["coords"])
             loss = clip_loss(logits, logits.shape[1] - logits.shape[0])
-            return loss, {"loss_img_gps": float(loss.detach())}
+            return loss, {"loss_img_gps": loss.detach()}
         out = self.model(batch["image"], batch["text"], batch["coords"], extra_coords=extra_coords)
         if self.queue is not None and self.training:
             self.queue.push(batch["coords"])
         n_extra = out["logits_image_gps"].shape[1] - out["logits_image_gps"].shape[0]
         l_text = clip_loss(out["logits_image_text"])
         l_gps = clip_loss(out["logits_image_gps"], n_extra)
-        return l_text + l_gps, {"loss_img_text": float(l_text.detach()), "loss_img_gps": float(l_gps.detach())}
+        return l_text + l_gps, {"loss_img_text": l_text.detach(), "loss_img_gps": l_gps.detach()}
 
 
 class DualGeoObjective(nn.Module):
@@ -120,7 +134,7 @@ class DualGeoObjective(nn.Module):
         self.model = model
         self.seg_weight = float(seg_weight)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.model(batch["tokens"], batch["labelmap"])
         # a frozen location encoder's embeddings may come precomputed with the batch
         loc = batch["location"] if "location" in batch else self.model.location_embeddings(batch["coords"])
@@ -128,7 +142,7 @@ class DualGeoObjective(nn.Module):
         l_img = clip_loss(scale * out["image"] @ loc.T)
         l_seg = clip_loss(scale * out["segmentation"] @ loc.T)
         loss = l_img + self.seg_weight * l_seg
-        return loss, {"loss_img_gps": float(l_img.detach()), "loss_seg_gps": float(l_seg.detach())}
+        return loss, {"loss_img_gps": l_img.detach(), "loss_seg_gps": l_seg.detach()}
 
 
 def build_objective(kind: str, model: nn.Module, cfg: dict[str, Any]) -> nn.Module:

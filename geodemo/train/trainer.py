@@ -17,6 +17,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from geodemo.storage import atomic_dir, drop_torn_tail
 from geodemo.train.config import resolve_device
 from geodemo.train.data import (
     EpochSampler,
+    FeatureBatches,
     FeatureTable,
     ImageSource,
     load_benchmark_features,
@@ -171,19 +173,34 @@ class Trainer:
         self.total_steps = int(optim.get("steps") or self.steps_per_epoch * int(optim["epochs"]))
         self.step = 0
         self.positive_km = float(cfg["objective"].get("positive_km", 0.0))
-        self._tensors = {
-            "coords": torch.from_numpy(np.ascontiguousarray(self.train_table.coords, dtype=np.float32)),
-            **{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.train_table.features.items()},
-        }
+        columns = {"coords": np.ascontiguousarray(self.train_table.coords, dtype=np.float32),
+                   **self.train_table.features}
         loc = getattr(self.model, "location_encoder", None)
         if loc is not None and not any(p.requires_grad for p in loc.parameters()) and hasattr(
             self.model, "location_embeddings"
         ):  # frozen: embed every training coordinate once instead of at every step
             with torch.no_grad():
-                self._tensors["location"] = torch.cat([
+                columns["location"] = torch.cat([
                     self.model.location_embeddings(c.to(self.accelerator.device)).cpu()
-                    for c in self._tensors["coords"].split(4096)
-                ])
+                    for c in torch.from_numpy(columns["coords"]).split(4096)
+                ]).numpy()
+        self.batches = FeatureBatches(
+            columns, self.sampler, self.batch_size, self.accelerator.device,
+            rank=self.accelerator.process_index, world=self.accelerator.num_processes,
+            resident_bytes=self._resident_bytes(run.get("features_on_device_gb", "auto")),
+            prefetch=int(run.get("prefetch_batches", 2)),
+        )
+
+    def _resident_bytes(self, setting: Any) -> float:
+        """Bytes of cached features allowed to stay on the accelerator: a number of GB, or ``"auto"``
+        (half of the GPU memory free now)."""
+        if setting != "auto":
+            return float(setting) * 1e9
+        device = self.accelerator.device
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return free / 2
+        return 0.0
 
     # ------------------------------------------------------------------ schedule and batches
     def lr_at(self, step: int) -> float:
@@ -196,18 +213,31 @@ class Trainer:
         return base * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     def batch_at(self, step: int) -> dict[str, torch.Tensor]:
-        epoch, index = divmod(step, self.steps_per_epoch)
-        rows = self.sampler.batch(epoch, index, self.batch_size, self.accelerator.process_index,
-                                  self.accelerator.num_processes)
+        """The batch of global step ``step`` for this process, on its device."""
+        return self._finish(self.batches.gather(step), step)
+
+    def _batches(self, start: int, end: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of steps ``start .. end - 1``: prefetched ahead unless photos are encoded per step."""
+        if self.images is not None:
+            for step in range(start, end):
+                yield self.batch_at(step)
+            return
+        ahead = self.batches.iterate(start, end)
+        try:
+            for step, batch in zip(range(start, end), ahead, strict=True):
+                yield self._finish(batch, step)
+        finally:
+            ahead.close()
+
+    def _finish(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         device = self.accelerator.device
-        batch = {k: v[rows].to(device) for k, v in self._tensors.items()}
         if self.images is not None:  # encode this batch's photos now, augmented with a per-step seed
             photo_rows = batch.pop("row").cpu().numpy()
             feats = self.images.encode(photo_rows, seed=self.seed * 1_000_003 + step)
             batch["image"] = torch.from_numpy(feats).to(device)
-        for key, value in batch.items():  # features cached as float16 (image, tokens) train in float32
-            if value.dtype == torch.float16:
-                batch[key] = value.float()
+        for k, v in batch.items():  # float16 caches (tokens, image) train in float32
+            if v.dtype == torch.float16:
+                batch[k] = v.float()
         if self.positive_km > 0:
             from geodemo.geo import pairwise_haversine_km
 
@@ -335,11 +365,13 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.cfg.get("preset", "train"),
                    unit="step", disable=not self.progress or not self.accelerator.is_main_process)
         started, seen, loss_value = time.perf_counter(), 0, math.nan
+        log_every = int(run.get("log_every", 10))
+        batches = self._batches(self.step, end)
         try:
             while self.step < end:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.lr_at(self.step)
-                batch = self.batch_at(self.step)
+                batch = next(batches)
                 with self.accelerator.accumulate(self.objective):
                     loss, parts = self.objective(batch)
                     self.accelerator.backward(loss)
@@ -350,19 +382,19 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 seen += len(batch["coords"]) * self.accelerator.num_processes
-                loss_value = float(loss.detach())
-                elapsed = time.perf_counter() - started
-                rate = seen / max(elapsed, 1e-9)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", photos_s=f"{rate:.0f}")
-                if self.step % int(run.get("log_every", 10)) == 0 or self.step == end:
+                if self.step % log_every == 0 or self.step == end:  # the only host sync of a step
+                    loss_value = float(loss.detach())
+                    elapsed = time.perf_counter() - started
+                    rate = seen / max(elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", photos_s=f"{rate:.0f}")
                     epoch = self.step / self.steps_per_epoch
                     log.writerow([self.step, f"{epoch:.3f}", f"{loss_value:.6f}", f"{self.lr_at(self.step - 1):.3e}",
                                   f"{rate:.1f}", f"{elapsed:.2f}"])
                     if writer:
                         writer.add_scalar("train/loss", loss_value, self.step)
                         for k, v in parts.items():
-                            writer.add_scalar(f"train/{k}", v, self.step)
+                            writer.add_scalar(f"train/{k}", float(v), self.step)
                         writer.add_scalar("train/photos_per_s", rate, self.step)
                 if every and self.step % every == 0:
                     self.save_state()
@@ -376,6 +408,7 @@ class Trainer:
                                 for k, v in metrics["held_out"].items():
                                     writer.add_scalar(f"eval/{k}", v, self.step)
         finally:
+            batches.close()
             bar.close()
             log_file.close()
             if writer:
