@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -67,8 +67,6 @@ def build_stages(config: dict[str, Any]) -> list[Stage]:
                          f"({', '.join(names)}); remove them or add the stage that reads them")
     stages = []
     for cls in classes:
-        from dataclasses import fields
-
         shared = {f.name for other in classes if other.section == cls.section and other is not cls
                   for f in fields(other.Config)}
         allowed = shared | _COMPONENT_KEYS.get(cls.section or "", set())
