@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from geodemo.errors import MissingResourceError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = [
@@ -20,10 +22,6 @@ __all__ = [
     "checkpoints_dir",
     "cache_dir",
 ]
-
-
-class MissingResourceError(FileNotFoundError):
-    """A dataset, weight file or index that geodemo needs is not where it looked."""
 
 
 def shared_dir() -> Path:

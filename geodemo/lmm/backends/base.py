@@ -14,9 +14,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
+from geodemo.errors import BackendError, BackendUnavailableError
+
 __all__ = [
     "LMMBackend",
     "BackendError",
+    "BackendUnavailableError",
     "register_backend",
     "create_backend",
     "list_backends",
@@ -24,14 +27,6 @@ __all__ = [
     "jpeg_base64",
     "retry_call",
 ]
-
-
-class BackendError(RuntimeError):
-    """A backend call failed (no server, model missing, time-out ...); the message says how to fix it."""
-
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 @runtime_checkable
@@ -113,7 +108,7 @@ def retry_call(fn: Callable[[], Any], retries: int, backoff_s: float = 0.5) -> A
         except BackendError as exc:
             if not exc.retryable or attempt >= retries:
                 if attempt:
-                    raise BackendError(f"{exc} (after {attempt + 1} attempts)") from exc
+                    raise type(exc)(f"{exc} (after {attempt + 1} attempts)") from exc
                 raise
             time.sleep(backoff_s * (2**attempt))
             attempt += 1

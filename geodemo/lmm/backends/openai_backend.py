@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from geodemo.lmm.backends.base import BackendError, jpeg_base64, register_backend
+from geodemo.lmm.backends.base import BackendError, BackendUnavailableError, jpeg_base64, register_backend
 
 __all__ = ["OpenAICompatibleBackend", "DEFAULT_OPENAI_MODEL"]
 
@@ -96,7 +96,7 @@ class OpenAICompatibleBackend:
         except openai.APITimeoutError:
             raise BackendError(f"{where} did not answer within {self.timeout_s:g} s") from None
         except openai.APIConnectionError:
-            raise BackendError(f"no OpenAI-compatible server answers at {self.base_url}; check lmm.base_url") from None
+            raise BackendUnavailableError(f"no OpenAI-compatible server answers at {self.base_url}; check lmm.base_url") from None
         except openai.APIStatusError as exc:
             raise BackendError(f"{where} answered HTTP {exc.status_code}: {exc.message}") from None
         if not response.choices:
