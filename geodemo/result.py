@@ -199,6 +199,8 @@ class LocationResult(_JsonMixin):
     errors: dict[str, str] = field(default_factory=dict)  # stage -> message of a failed stage
     exif_gps: tuple[float, float] | None = None
     match: RetrievalMatch | None = None  # multi-view re-ranking's top-1 and its reciprocity
+    error_details: dict[str, str] = field(default_factory=dict)  # stage -> technical detail of its failure
+    unavailable: dict[str, str] = field(default_factory=dict)  # optional part not installed -> how to add it
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)

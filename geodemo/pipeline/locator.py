@@ -69,7 +69,9 @@ class LocateOptions:
 
 
 def _err(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    from geodemo.errors import describe
+
+    return describe(exc)[0]  # plain words: no class name, no server path
 
 
 class _State:
@@ -227,7 +229,8 @@ class GeoLocator:
 
         return self._optional(
             "text_gallery",
-            lambda: text_gallery(self.encoder, min_population=int(cfg.get("min_population", 100_000))),
+            lambda: text_gallery(self.encoder, min_population=int(cfg.get("min_population", 100_000)),
+                                 progress=self._section("gallery").get("progress", True)),
         )
 
     def _lmm_stage(self, cfg: dict[str, Any]) -> Any:

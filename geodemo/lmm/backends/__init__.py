@@ -7,6 +7,7 @@ Registered names: ``ollama``, ``openai`` (alias ``openai-compatible``), ``transf
 from geodemo.lmm.backends.base import (
     BackendError,
     LMMBackend,
+    backend_availability,
     create_backend,
     jpeg_base64,
     jpeg_bytes,
@@ -18,6 +19,7 @@ from geodemo.lmm.backends.base import (
 __all__ = [
     "BackendError",
     "LMMBackend",
+    "backend_availability",
     "create_backend",
     "jpeg_base64",
     "jpeg_bytes",

@@ -23,6 +23,7 @@ __all__ = [
     "register_backend",
     "create_backend",
     "list_backends",
+    "backend_availability",
     "jpeg_bytes",
     "jpeg_base64",
     "retry_call",
@@ -73,6 +74,26 @@ def list_backends() -> list[str]:
     """Registered backend names (aliases included)."""
     _load_builtin()
     return sorted(_REGISTRY)
+
+
+def backend_availability(timeout_s: float = 1.0) -> dict[str, str | None]:
+    """Each registered backend (aliases once) -> None when it can answer here, else one line on how
+    to enable it (e.g. "start Ollama (`ollama serve`) and `ollama pull llava:7b`").
+
+    A backend class tells through an optional ``availability(timeout_s) -> str | None`` classmethod;
+    probes are quick (local files, a short TCP/HTTP check), never a model load.
+    """
+    from geodemo.errors import describe
+
+    _load_builtin()
+    out: dict[str, str | None] = {}
+    for cls in dict.fromkeys(_REGISTRY.values()):
+        probe = getattr(cls, "availability", None)
+        try:
+            out[cls.name] = probe(timeout_s) if probe is not None else None
+        except Exception as exc:  # noqa: BLE001 - a failing probe means "not usable", in plain words
+            out[cls.name] = describe(exc)[0]
+    return out
 
 
 def create_backend(name: str, **config: Any) -> LMMBackend:

@@ -28,6 +28,22 @@ class OpenAICompatibleBackend:
     sees_image = True
     completion = False
 
+    @classmethod
+    def availability(cls, timeout_s: float = 1.0, api_key_env: str = "OPENAI_API_KEY") -> str | None:
+        """None when a key is set and the server answers, else how to configure one."""
+        import httpx
+
+        base_url = (os.environ.get("OPENAI_BASE_URL") or _OPENAI_URL).rstrip("/")
+        how = (f"set {api_key_env} for the OpenAI API, or OPENAI_BASE_URL to a local OpenAI-compatible "
+               "server (e.g. vLLM or llama.cpp serving a vision model)")
+        if base_url == _OPENAI_URL and not os.environ.get(api_key_env):
+            return how
+        try:
+            httpx.get(f"{base_url}/models", timeout=timeout_s)
+        except httpx.HTTPError:
+            return how
+        return None
+
     def __init__(
         self,
         model: str | None = None,
