@@ -95,3 +95,38 @@ def test_unreachable_ollama_is_not_installed():
         backend.available_models()
     assert is_not_installed(info.value)
     _assert_plain(describe(info.value)[0])
+
+
+def test_record_failure_separates_not_installed_from_failed():
+    import math
+
+    from geodemo.errors import MissingResourceError
+    from geodemo.pipeline.locator import record_failure
+    from geodemo.result import LocationResult
+
+    r = LocationResult(math.nan, math.nan, None, 0.0, math.nan, "none", "offline")
+    record_failure(r, "verification", MissingResourceError("no checkpoint in /srv/x/ckpt", hint="train it"))
+    record_failure(r, "clues", ValueError("bad crop 2.0"))
+    assert set(r.unavailable) == {"verification"} and "train it" in r.unavailable["verification"]
+    assert r.errors == {"clues": "bad crop 2.0"}
+    assert "MissingResourceError" in r.error_details["verification"] and "/srv/x/ckpt" in r.error_details["verification"]
+    assert "/srv/x" not in r.unavailable["verification"]
+    assert r.to_dict()["error_details"]["clues"].startswith("ValueError")
+
+
+def test_a_missing_verifier_is_not_installed_not_a_failure(monkeypatch, tmp_path):
+    """The offline preset on the embedded default, asked for a checkpoint nobody trained."""
+    import app
+    from geodemo.data import load_examples
+    from geodemo.pipeline import GeoLocator
+
+    monkeypatch.setenv("GEODEMO_CHECKPOINTS", str(tmp_path))
+    locator = GeoLocator.from_preset("offline", segmenter=None, clues={"enabled": False},
+                                     verifier={"aligner": "no-such-verifier"}, gallery={"progress": False})
+    result = locator.locate(load_examples().samples[0].image_path)
+    assert result.errors == {}
+    assert "no-such-verifier" in result.unavailable["verification"]
+    assert "verified by" in result.unavailable["verification"]
+    page = app.errors_markdown(result)
+    assert "not installed" in page and "failed" not in page and str(tmp_path) not in page
+    _assert_plain(page)

@@ -74,6 +74,16 @@ def _err(exc: BaseException) -> str:
     return describe(exc)[0]  # plain words: no class name, no server path
 
 
+def record_failure(result: LocationResult, stage: str, exc: BaseException, note: str = "") -> None:
+    """Record a stage's exception: plain words under ``errors`` (or ``unavailable`` when an optional
+    resource is simply not installed), the technical detail under ``error_details``."""
+    from geodemo.errors import describe, is_not_installed
+
+    plain, detail = describe(exc)
+    result.error_details[stage] = detail
+    (result.unavailable if is_not_installed(exc) else result.errors)[stage] = plain + note
+
+
 class _State:
     """Everything one ``locate`` call has found so far."""
 
@@ -97,7 +107,7 @@ class GeoLocator:
         self.preset = str(config.get("name", "custom"))
         self.name = f"geolocator:{self.preset}"  # the harness's Predictor name
         self._cache: dict[str, Any] = {}
-        self._failures: dict[str, str] = {}  # optional components that could not be loaded
+        self._failures: dict[str, BaseException] = {}  # optional components that could not be loaded
         self._lock = threading.RLock()  # the app may call locate from several threads
 
     @classmethod
@@ -137,7 +147,7 @@ class GeoLocator:
         try:
             return self._component(key, build)
         except Exception as exc:  # noqa: BLE001 - optional stage: record and go on
-            self._failures[key] = _err(exc)
+            self._failures[key] = exc
             return None
 
     @property
@@ -298,7 +308,7 @@ class GeoLocator:
         try:
             st.result.segmentation = self.segmenter.segment(st.image)
         except Exception as exc:  # noqa: BLE001 - optional stage
-            st.result.errors["segmentation"] = _err(exc)
+            record_failure(st.result, "segmentation", exc)
 
     def _stage_encode(
         self, st: _State, s: dict[str, Any], embedding: np.ndarray | None = None, views: np.ndarray | None = None
@@ -353,11 +363,11 @@ class GeoLocator:
             try:
                 self._multiview_rerank(st, options, s)
             except Exception as exc:  # noqa: BLE001 - keep the global-descriptor order
-                st.result.errors["multiview"] = _err(exc)
+                record_failure(st.result, "multiview", exc)
                 st.result.neighbours = st.result.neighbours[: s["top_k"]]
         else:
             if s["multiview"] and "multiview" in self._failures:
-                st.result.errors["multiview"] = self._failures["multiview"]
+                record_failure(st.result, "multiview", self._failures["multiview"])
             st.result.neighbours = st.result.neighbours[: s["top_k"]]
         nb = st.result.neighbours
         if not nb:
@@ -379,7 +389,7 @@ class GeoLocator:
 
             st.result.clues = read_clues(st.image, {k: v for k, v in cfg.items() if k != "apply_prior"})
         except Exception as exc:  # noqa: BLE001 - optional stage
-            st.result.errors["clues"] = _err(exc)
+            record_failure(st.result, "clues", exc)
 
     def _description(self, st: _State) -> str:
         parts = []
@@ -414,9 +424,16 @@ class GeoLocator:
             st.result.lmm_records = list(self._lmm_stage(s["lmm"]).run(st.image, context))
             failed = [r.error for r in st.result.lmm_records if r.error]
             if failed and len(failed) == len(st.result.lmm_records):
-                st.result.errors["lmm"] = f"every LMM call failed; first error: {failed[0]}"
+                from geodemo.lmm.backends import backend_status
+
+                how = backend_status(s["lmm"].get("backend", ""))
+                if how:  # the backend is not installed or not running here
+                    st.result.unavailable["lmm"] = how
+                else:
+                    st.result.errors["lmm"] = f"every LMM call failed; first error: {failed[0]}"
+                st.result.error_details["lmm"] = failed[0]
         except Exception as exc:  # noqa: BLE001 - optional stage
-            st.result.errors["lmm"] = _err(exc)
+            record_failure(st.result, "lmm", exc)
 
     def _stage_candidates(self, st: _State, s: dict[str, Any]) -> None:
         cfg = self._section("candidates")
@@ -440,9 +457,9 @@ class GeoLocator:
                     out.append(Candidate(n.lat, n.lon, "gps-gallery", retrieval_similarity=n.similarity,
                                          details={"id": n.id}))
             except Exception as exc:  # noqa: BLE001 - optional stage
-                st.result.errors["gps-gallery"] = _err(exc)
+                record_failure(st.result, "gps-gallery", exc)
         elif self._section("gps_gallery").get("enabled") and "gps_gallery" in self._failures:
-            st.result.errors["gps-gallery"] = self._failures["gps_gallery"]
+            record_failure(st.result, "gps-gallery", self._failures["gps_gallery"])
         text = self._text_gallery()
         if text is not None:
             try:
@@ -452,7 +469,7 @@ class GeoLocator:
                     out.append(Candidate(n.lat, n.lon, "text-gallery", retrieval_similarity=n.similarity,
                                          details={"place": n.place}))
             except Exception as exc:  # noqa: BLE001
-                st.result.errors["text-gallery"] = _err(exc)
+                record_failure(st.result, "text-gallery", exc)
         for r in st.result.lmm_records:
             if r.accepted:
                 out.append(Candidate(float(r.lat), float(r.lon), f"lmm:{r.prompt_kind}",
@@ -480,7 +497,10 @@ class GeoLocator:
             except Exception as exc:  # noqa: BLE001 - fall back to the next verifier
                 notes.append(f"{verifier.name}: {_err(exc)}")
         if "aligner" in self._failures and "aligner" in self._section("verifier").get("order", []):
-            notes.insert(0, f"aligner unavailable ({self._failures['aligner']}); fell back")
+            record_failure(st.result, "verification", self._failures["aligner"],
+                           f"; verified by {ver.verifier if ver else 'nothing'} instead")
+            if "verification" in st.result.errors:  # a real failure: keep the fallbacks' notes with it
+                notes.insert(0, st.result.errors.pop("verification"))
         if notes:
             st.result.errors["verification"] = "; ".join(notes)
         if ver is None:
@@ -498,7 +518,7 @@ class GeoLocator:
                 ver = replace(ver, verifier=f"fusion:{fusion['weights']}({ver.verifier})", scores=fs, best=b,
                               confidence=softmax_confidence(fs, b, 1.0))
             except Exception as exc:  # noqa: BLE001 - keep the aligner's verification
-                st.result.errors["fusion"] = _err(exc)
+                record_failure(st.result, "fusion", exc)
         for c, sc in zip(cands, ver.scores, strict=True):
             c.details["verifier_score"] = float(sc)  # before the clue prior and the match acceptance
         scores = ver.scores
@@ -515,7 +535,7 @@ class GeoLocator:
                 best = int(np.argmax(scores))
                 ver = replace(ver, scores=scores, best=best, confidence=float(scores[best] / scores.sum()))
             except Exception as exc:  # noqa: BLE001
-                st.result.errors["clues"] = _err(exc)
+                record_failure(st.result, "clues", exc)
         for c, sc in zip(cands, ver.scores, strict=True):
             c.score = float(sc)
         match = st.result.match
@@ -544,7 +564,7 @@ class GeoLocator:
             try:
                 st.result.place = reverse_geocode(st.result.lat, st.result.lon).text
             except Exception as exc:  # noqa: BLE001
-                st.result.errors["geocode"] = _err(exc)
+                record_failure(st.result, "geocode", exc)
 
     # ------------------------------------------------------------------ public entry points
     def warmup(self) -> GeoLocator:

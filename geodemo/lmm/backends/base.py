@@ -24,6 +24,7 @@ __all__ = [
     "create_backend",
     "list_backends",
     "backend_availability",
+    "backend_status",
     "jpeg_bytes",
     "jpeg_base64",
     "retry_call",
@@ -83,17 +84,23 @@ def backend_availability(timeout_s: float = 1.0) -> dict[str, str | None]:
     A backend class tells through an optional ``availability(timeout_s) -> str | None`` classmethod;
     probes are quick (local files, a short TCP/HTTP check), never a model load.
     """
+    _load_builtin()
+    return {cls.name: backend_status(cls.name, timeout_s) for cls in dict.fromkeys(_REGISTRY.values())}
+
+
+def backend_status(name: str, timeout_s: float = 1.0) -> str | None:
+    """None when the backend registered as ``name`` can answer here, else how to enable it."""
     from geodemo.errors import describe
 
     _load_builtin()
-    out: dict[str, str | None] = {}
-    for cls in dict.fromkeys(_REGISTRY.values()):
-        probe = getattr(cls, "availability", None)
-        try:
-            out[cls.name] = probe(timeout_s) if probe is not None else None
-        except Exception as exc:  # noqa: BLE001 - a failing probe means "not usable", in plain words
-            out[cls.name] = describe(exc)[0]
-    return out
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        return f"there is no LMM backend named {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+    probe = getattr(cls, "availability", None)
+    try:
+        return probe(timeout_s) if probe is not None else None
+    except Exception as exc:  # noqa: BLE001 - a failing probe means "not usable", in plain words
+        return describe(exc)[0]
 
 
 def create_backend(name: str, **config: Any) -> LMMBackend:
