@@ -8,9 +8,7 @@ preset builds them, so a fresh clone answers its first photo without encoding an
 * ``views.npy`` - ``(N, len(GALLERY_VIEWS), D)`` float16: each photo whole (the gallery embedding)
   and mirrored, what multi-view matching compares a query with;
 * ``pairwise.npy`` - ``(N, N)`` float16 gallery-to-gallery multi-view similarities, what the
-  reciprocal-neighbour test reads (:meth:`geodemo.retrieval.multiview.ViewBank.compact`);
-* ``gps-geoclip-100k.ivfpq.faiss`` - GeoCLIP's 100K GPS gallery, its location embeddings product-
-  quantised; searched with exact re-scoring (:func:`geodemo.retrieval.galleries.bundled_gps_gallery`).
+  reciprocal-neighbour test reads (:meth:`geodemo.retrieval.multiview.ViewBank.compact`).
 
 Thumbnails (<= 160 px) live in ``assets/thumbnails/<dataset>/``; a neighbour's ``image_path`` is
 the full-size photo when the shared folder has it, else its thumbnail. :func:`open_gallery_bundle`
@@ -27,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -60,7 +57,6 @@ class GalleryBundle:
     encoder_name: str
     crop: float
     size: int
-    gps_fingerprint: str | None = None  # location encoder of the bundled GPS gallery (GeoCLIP's)
 
     def matches(self, datasets: Sequence[object], encoder_name: str) -> bool:
         """Whether a gallery of ``datasets`` (names) embedded by ``encoder_name`` is this one."""
@@ -116,30 +112,19 @@ def open_gallery_bundle(folder: Path = GALLERY_DIR) -> GalleryBundle | None:
         return None
     if not all((Path(folder) / name).is_file() for name in ("meta.csv", "views.npy", "pairwise.npy")):
         return None
-    return GalleryBundle(Path(folder), tuple(info["datasets"]), info["encoder"], float(info["crop"]), int(info["size"]),
-                         info.get("gps_fingerprint"))
+    return GalleryBundle(Path(folder), tuple(info["datasets"]), info["encoder"], float(info["crop"]), int(info["size"]))
 
 
 def save_gallery_bundle(
     folder: Path, db: RetrievalDatabase, bank: ViewBank, datasets: Sequence[str], crop: float,
     files: Sequence[str], dataset_of_row: Sequence[str], provenance: dict | None = None,
-    gps: tuple[Any, str] | None = None,
 ) -> dict:
-    """Write the bundle files for ``db`` (rows aligned with ``bank``) and, given ``gps`` = (a
-    compressed GPS-gallery index, the location encoder's fingerprint), that index; returns the manifest."""
+    """Write the bundle files for ``db`` (rows aligned with ``bank``); returns the manifest."""
     if list(bank.ids) != list(db.meta.ids) or not bool(np.all(bank.valid)):
         raise ValueError("the view bank must hold every gallery photo, in the gallery's order")
     compact = bank.compact()
     folder.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {}
-    if gps is not None:
-        import faiss
 
-        from geodemo.retrieval.galleries import GPS_BUNDLE_FILE
-
-        faiss.write_index(gps[0], str(folder / GPS_BUNDLE_FILE))
-        extra = {"gps_fingerprint": gps[1], "gps_index": f"{GPS_BUNDLE_FILE}: GeoCLIP's 100K GPS gallery, "
-                 "location embeddings product-quantised (32 x 8 bits), shortlist re-scored exactly"}
     np.save(folder / "views.npy", compact.embeddings.astype(np.float16))
     np.save(folder / "pairwise.npy", compact.pairwise.astype(np.float16))
     with open(folder / "meta.csv", "w", newline="", encoding="utf-8") as f:
@@ -156,7 +141,6 @@ def save_gallery_bundle(
         "size": len(db),
         "views": "whole, mirrored (geodemo.retrieval.multiview.GALLERY_VIEWS), float16",
         "files": {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.name != "manifest.json"},
-        **extra,
         **({"provenance": provenance} if provenance else {}),
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -23,13 +23,7 @@ from geodemo.paths import cache_dir
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 from geodemo.retrieval.geocode import PLACE_TEMPLATE, geonames_cities, place_prompt, reverse_geocode_many
 
-__all__ = ["image_gallery", "gps_gallery", "text_gallery", "gallery_key", "RescoredDatabase", "GPS_BUNDLE_CONFIG",
-           "bundled_gps_gallery"]
-
-# The embedded default's GeoCLIP 100K GPS gallery: product-quantised location embeddings (3 MB instead
-# of 200 MB), whose shortlist is re-scored with exact embeddings (see RescoredDatabase).
-GPS_BUNDLE_FILE = "gps-geoclip-100k.ivfpq.faiss"
-GPS_BUNDLE_CONFIG = IndexConfig("ivfpq", nlist=1, pq_m=32, pq_bits=8, nprobe=1, train_size=100_000, use_gpu=False)
+__all__ = ["image_gallery", "gps_gallery", "text_gallery", "gallery_key"]
 
 
 def gallery_key(*parts: Any) -> str:
@@ -104,7 +98,7 @@ def image_gallery(
     return _cached(directory, build) if use_cache else build()
 
 
-def _aligner_fingerprint(aligner: Any) -> str:  # also stored in the bundle's manifest
+def _aligner_fingerprint(aligner: Any) -> str:
     """Hash of the aligner's location encoder weights (else of its embeddings at fixed points):
     changes whenever its weights do, and never with the thread count."""
     encoder = getattr(aligner, "location_encoder", None)
@@ -119,60 +113,17 @@ def _aligner_fingerprint(aligner: Any) -> str:  # also stored in the bundle's ma
     return hashlib.sha1(np.round(emb, 4).tobytes()).hexdigest()[:12]
 
 
-class RescoredDatabase(RetrievalDatabase):
-    """A compressed index whose shortlist (``oversample`` x k rows) is re-scored exactly.
-
-    ``embed`` maps gallery coordinates to exact unit embeddings; the top ``k`` after re-scoring
-    equal an exact search's whenever the exact top ``k`` lie in the shortlist.
-    """
-
-    def __init__(self, base: RetrievalDatabase, embed: Any, oversample: int = 20):
-        super().__init__(base.index, base.meta, base.encoder_name, base.config, base.dim)
-        self.embed, self.oversample = embed, int(oversample)
-
-    def search(self, queries: np.ndarray, k: int = 20, k_dissimilar: int = 0, **kwargs: Any) -> list[Any]:
-        x = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        hits = super().search(x, k=min(len(self), k * self.oversample), k_dissimilar=k_dissimilar, **kwargs)
-        for q, hit in zip(x, hits, strict=True):
-            exact = np.asarray(self.embed(self.meta.coords[hit.indices]), dtype=np.float32) @ q
-            order = np.argsort(-exact, kind="stable")[:k]
-            hit.indices, hit.similarities = hit.indices[order], exact[order]
-        return hits
-
-
-def bundled_gps_gallery(aligner: Any, name: str) -> RetrievalDatabase | None:
-    """The embedded default's GPS gallery when ``aligner`` embeds locations as GeoCLIP does, else None."""
-    import faiss
-
-    from geodemo.models.gps import geoclip_gallery_coords
-    from geodemo.retrieval.bundle import open_gallery_bundle
-
-    bundle = open_gallery_bundle()
-    path = bundle.folder / GPS_BUNDLE_FILE if bundle is not None else None
-    if path is None or not path.is_file() or bundle.gps_fingerprint != _aligner_fingerprint(aligner):
-        return None
-    coords = geoclip_gallery_coords().astype(np.float64)
-    meta = GalleryMeta(ids=[f"gps-{i}" for i in range(len(coords))], coords=coords)
-    base = RetrievalDatabase(faiss.read_index(str(path)), meta, name, GPS_BUNDLE_CONFIG, 512)
-    return RescoredDatabase(base, aligner.embed_locations)
-
-
-def gps_gallery(aligner: Any, progress: bool = True, batch_size: int = 8192, use_bundle: bool = True
-                ) -> RetrievalDatabase:
+def gps_gallery(aligner: Any, progress: bool = True, batch_size: int = 8192) -> RetrievalDatabase:
     """GeoCLIP's 100K GPS gallery embedded by ``aligner.embed_locations`` (exact inner-product index).
 
     Query it with ``aligner.embed_image_features(image_embedding)``; its ``encoder_name`` is
-    ``"gps:<aligner name>"`` so an image embedding cannot be sent to it by mistake. When the aligner
-    embeds locations as GeoCLIP does (GeoCLIP, the offline verifier), the embedded default's
-    compressed copy answers without encoding 100K points (``use_bundle``).
+    ``"gps:<aligner name>"`` so an image embedding cannot be sent to it by mistake.
     """
     from tqdm.auto import tqdm
 
     from geodemo.models.gps import geoclip_gallery_coords
 
     name = f"gps:{getattr(aligner, 'name', type(aligner).__name__)}"
-    if use_bundle and (bundled := bundled_gps_gallery(aligner, name)) is not None:
-        return bundled
     directory = cache_dir("galleries") / f"gps-{name[4:]}-{_aligner_fingerprint(aligner)}"
 
     def build() -> RetrievalDatabase:

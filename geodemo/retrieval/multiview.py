@@ -106,11 +106,13 @@ class ViewBank:
         if self.pairwise is not None:
             return self
         full = np.asarray(self.embeddings, dtype=np.float32)
-        pairwise = np.zeros((len(self), len(self)), dtype=np.float32)
-        for start in range(0, len(self), chunk):
+        n, v, d = full.shape
+        gallery = full[:, list(GALLERY_VIEWS), :].reshape(-1, d)  # (N * G, D)
+        pairwise = np.zeros((n, n), dtype=np.float32)
+        for start in range(0, n, chunk):
             block = full[start : start + chunk]  # (B, V, D) photos b, all views
-            sims = np.einsum("bqd,jvd->bjqv", block, full[:, list(GALLERY_VIEWS), :])
-            pairwise[start : start + chunk] = sims.reshape(len(block), len(self), -1).max(-1)
+            sims = (block.reshape(-1, d) @ gallery.T).reshape(len(block), v, n, len(GALLERY_VIEWS))
+            pairwise[start : start + chunk] = sims.max(axis=(1, 3))
         return ViewBank(self.encoder_name, full[:, list(GALLERY_VIEWS), :], self.valid.copy(), list(self.groups),
                         list(self.ids), pairwise)
 
