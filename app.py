@@ -621,7 +621,7 @@ def build_demo() -> gr.Blocks:
                     with gr.Row():
                         lmm_backend = gr.Dropdown(available_backends(), value=PRESET_DEFAULT, label="LMM backend",
                                                   allow_custom_value=True)
-                        lmm_model = gr.Textbox(label="LMM model", placeholder="preset default")
+                        lmm_model = gr.Textbox("", label="LMM model", placeholder="preset default")
                         lmm_samples = gr.Number(None, label="answers per prompt", placeholder="preset default",
                                                 precision=0, minimum=0, maximum=20)
                     gr.Markdown(unavailable_backends_markdown(), elem_id="lmm-unavailable")

@@ -1,6 +1,8 @@
 """Command line: ``python -m geodemo locate PHOTO [--preset offline] [--json]``.
 
 Prints the :class:`~geodemo.result.LocationResult` as JSON (``--json``) or as a short summary.
+``python -m geodemo index OUT --preset g3 --csv photos.csv --images photos.tar`` builds a retrieval
+database of the preset's descriptor (:mod:`geodemo.retrieval.builder`; resumable).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     loc = sub.add_parser("locate", help="locate one photo")
     loc.add_argument("photo", help="path of the photo (JPEG, PNG, ...)")
-    loc.add_argument("--preset", default="offline", help="g3 | dualgeo | offline, or a preset JSON path")
+    loc.add_argument("--preset", default="offline", help="a preset name (`presets` lists them) or a preset JSON path")
     loc.add_argument("--json", action="store_true", help="print the whole LocationResult as JSON")
     lmm = loc.add_mutually_exclusive_group()
     lmm.add_argument("--lmm", dest="use_lmm", action="store_true", default=None, help="run the LMM stage")
@@ -33,8 +35,68 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--exclude-group", action="append", default=[], help="leave out a photographer's photos")
     loc.add_argument("--no-progress", action="store_true", help="no progress bars (first-time gallery builds)")
 
-    sub.add_parser("presets", help="list the built-in presets")
+    sub.add_parser("presets", help="list the built-in presets and their stages")
+    add_index_parser(sub)
     return parser
+
+
+def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``index``: photos or feature shards -> a saved retrieval database of a preset's descriptor."""
+    idx = sub.add_parser("index", help="build a retrieval database for a preset (gallery.path)",
+                         description="Describe photos (or feature shards) with a preset's descriptor and save a "
+                         "retrieval database; point the preset's gallery.path to it. An interrupted build "
+                         "resumes when the same command is run again.")
+    idx.add_argument("out", help="folder to write the database into")
+    idx.add_argument("--preset", default="offline", help="preset whose descriptor and gallery.index are used")
+    src = idx.add_mutually_exclusive_group(required=True)
+    src.add_argument("--benchmark", help="a named photo set, e.g. im2gps3k-dev")
+    src.add_argument("--csv", help="a CSV of geo-tagged photos (any format geodemo reads)")
+    src.add_argument("--folder", help="a folder of photos with EXIF GPS positions")
+    src.add_argument("--shards", help="a folder of feature shards from scripts/extract_features.py")
+    idx.add_argument("--images", help="photo folder or .tar for --csv (default: images/ beside the CSV)")
+    idx.add_argument("--limit", type=int, default=None, help="only the first N photos")
+    idx.add_argument("--checkpoint", default=None, help="override the descriptor's checkpoint")
+    idx.add_argument("--weights", choices=["pretrained", "random"], default=None,
+                     help="'random': untrained models of the real architectures (tests, timing)")
+    idx.add_argument("--seed", type=int, default=None, help="seed of random weights")
+    idx.add_argument("--index-kind", choices=["flat", "hnsw", "ivfpq"], default=None,
+                     help="override the preset's gallery.index.kind")
+    idx.add_argument("--chunk-size", type=int, default=256, help="rows described per saved chunk")
+    idx.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's)")
+    idx.add_argument("--overwrite", action="store_true", help="discard an interrupted build or database in OUT")
+    idx.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return idx
+
+
+def _index(args: argparse.Namespace) -> int:
+    from geodemo.data import load_benchmark, load_csv, load_exif_folder
+    from geodemo.models.descriptors import load_descriptor
+    from geodemo.pipeline import load_preset
+    from geodemo.retrieval.builder import PhotoSource, ShardSource, build_database, descriptor_spec
+
+    preset = load_preset(args.preset)
+    spec = descriptor_spec(preset)
+    for key in ("checkpoint", "weights", "seed"):
+        if getattr(args, key) is not None:
+            spec[key] = getattr(args, key)
+    index = dict((preset.get("gallery") or {}).get("index") or {})
+    if args.index_kind:
+        index["kind"] = args.index_kind
+    if args.shards:
+        source = ShardSource(args.shards)
+    else:
+        if args.benchmark:
+            ds = load_benchmark(args.benchmark)
+        elif args.csv:
+            ds = load_csv(args.csv, images_dir=args.images)
+        else:
+            ds = load_exif_folder(args.folder)
+        source = PhotoSource(ds.subset(args.limit) if args.limit else ds)
+    descriptor = load_descriptor(spec, device=args.device or preset.get("device", "auto"))
+    report = build_database(source, descriptor, args.out, index=index, chunk_size=args.chunk_size,
+                            progress=not args.no_progress, overwrite=args.overwrite)
+    print(report.summary())
+    return 0
 
 
 def _summary(result) -> str:
@@ -53,14 +115,47 @@ def _summary(result) -> str:
     return "\n".join(lines)
 
 
+def _presets_text() -> str:
+    """Every preset: its name, what it is, and its stages in order (``*`` = a stage of the paper it runs
+    or builds on)."""
+    import textwrap
+
+    from geodemo.pipeline import GeoLocator, list_presets
+
+    blocks = []
+    for name in list_presets():
+        locator = GeoLocator.from_preset(name)
+        cfg = locator.config
+        kind = (f"faithful {cfg['paper']}" if cfg.get("paper")
+                else f"improves {cfg['based_on']}" if cfg.get("based_on") else "ours")
+        lines = [f"{name}  ({kind})"]
+        lines += textwrap.wrap(cfg.get("description", ""), 100, initial_indent="    ", subsequent_indent="    ")
+        stages = [f"{stage}{'*' if paper else ''}" for stage, _, paper in locator.describe()]
+        lines += textwrap.wrap("stages: " + " -> ".join(stages), 100, initial_indent="    ",
+                               subsequent_indent="        ", break_on_hyphens=False)
+        blocks.append("\n".join(lines))
+    blocks.append("* = a stage of the paper the preset runs or builds on")
+    return "\n\n".join(blocks)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    if args.command == "presets":
-        from geodemo.pipeline import list_presets, load_preset
+    if args.command == "index":
+        from geodemo.models.base import ModelUnavailableError
+        from geodemo.paths import MissingResourceError
 
-        for name in list_presets():
-            print(f"{name:10s} {load_preset(name).get('description', '')}")
+        try:
+            return _index(args)
+        except KeyboardInterrupt:
+            print("interrupted: run the same command again to resume", file=sys.stderr)
+            return 130
+        except (MissingResourceError, ModelUnavailableError, FileNotFoundError, FileExistsError, KeyError,
+                ValueError) as exc:
+            print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+            return 2
+    if args.command == "presets":
+        print(_presets_text())
         return 0
 
     from geodemo.errors import describe

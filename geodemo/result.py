@@ -196,11 +196,12 @@ class LocationResult(_JsonMixin):
     lmm_records: list[LMMRecord] = field(default_factory=list)
     clues: ClueReport | None = None
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
-    errors: dict[str, str] = field(default_factory=dict)  # stage -> message of a failed stage
+    errors: dict[str, str] = field(default_factory=dict)  # stage -> plain words on a failed stage
     exif_gps: tuple[float, float] | None = None
     match: RetrievalMatch | None = None  # multi-view re-ranking's top-1 and its reciprocity
-    error_details: dict[str, str] = field(default_factory=dict)  # stage -> technical detail of its failure
-    unavailable: dict[str, str] = field(default_factory=dict)  # optional part not installed -> how to add it
+    error_details: dict[str, str] = field(default_factory=dict)  # stage -> technical detail of the failure
+    unavailable: dict[str, str] = field(default_factory=dict)  # stage -> how to add a missing optional resource
+    stages: list[str] = field(default_factory=list)  # the stages the preset ran, in order
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)

@@ -53,4 +53,12 @@ def test_unreadable_photo_exits_2_with_message(tmp_path, capsys):
 def test_module_entry_point_lists_presets():
     proc = _run("presets")
     assert proc.returncode == 0
-    assert [line.split()[0] for line in proc.stdout.splitlines()] == ["dualgeo", "g3", "offline"]
+    blocks = proc.stdout.strip().split("\n\n")
+    names = [b.split()[0] for b in blocks[:-1]]
+    assert names == ["dualgeo", "dualgeo-plus", "g3", "g3-plus", "offline"]
+    by_name = dict(zip(names, blocks, strict=False))
+    assert "(faithful g3)" in by_name["g3"] and "(improves dualgeo)" in by_name["dualgeo-plus"]
+    stages = " ".join(by_name["g3"].split("stages:")[1].split())
+    assert stages == ("load* -> encode* -> retrieve* -> lmm* -> candidates.lmm* -> candidates.retrieval* -> "
+                      "verify.gps_head* -> decide.verified*")
+    assert "rerank.dbscan*" in by_name["dualgeo"] and "candidates.gps_gallery" in by_name["g3-plus"]

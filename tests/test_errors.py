@@ -101,7 +101,7 @@ def test_record_failure_separates_not_installed_from_failed():
     import math
 
     from geodemo.errors import MissingResourceError
-    from geodemo.pipeline.locator import record_failure
+    from geodemo.pipeline.failures import record_failure
     from geodemo.result import LocationResult
 
     r = LocationResult(math.nan, math.nan, None, 0.0, math.nan, "none", "offline")
@@ -124,9 +124,9 @@ def test_a_missing_verifier_is_not_installed_not_a_failure(monkeypatch, tmp_path
     locator = GeoLocator.from_preset("offline", segmenter=None, clues={"enabled": False},
                                      verifier={"aligner": "no-such-verifier"}, gallery={"progress": False})
     result = locator.locate(load_examples().samples[0].image_path)
-    assert result.errors == {}
-    assert "no-such-verifier" in result.unavailable["verification"]
-    assert "verified by" in result.unavailable["verification"]
+    assert result.errors == {} and "aligner" not in result.verifier  # verified without the missing checkpoint
+    assert "no-such-verifier" in result.unavailable["verify"]
+    assert "MissingResourceError" in result.error_details["verify"]
     page = app.errors_markdown(result)
     assert "not installed" in page and "failed" not in page and str(tmp_path) not in page
     _assert_plain(page)

@@ -84,8 +84,8 @@ def test_loads_g3_state_dict_exactly(g3_file):
     assert model.location_encoder.projection == "mercator"
     assert model.vision_model.config.hidden_size == 64 and model.vision_model.config.num_hidden_layers == 2
     # forward through the towers and heads
-    emb = model.encode_pixels(torch.randn(2, 3, 28, 28))
-    assert emb.shape == (2, 768) and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+    emb = model.encode_pixels(torch.randn(2, 3, 28, 28))  # raw projections, as G3's heads take them
+    assert emb.shape == (2, 768) and not torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-3)
     out = model(emb, torch.randn(2, 768), torch.tensor([[48.85, 2.35], [-33.9, 151.2]]))
     assert out["logits_image_gps"].shape == (2, 2)
     # logits use the loaded scale: exp(3.99 + 2) on unit vectors bounds |logit|

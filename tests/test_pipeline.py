@@ -32,7 +32,8 @@ def test_presets_are_configs():
     assert {"g3", "dualgeo", "offline"} <= set(list_presets())
     for name in ("g3", "dualgeo", "offline"):
         cfg = load_preset(name)
-        assert cfg["encoder"] and cfg["gallery"]["index"]["kind"] in ("flat", "hnsw", "ivfpq")
+        assert (cfg.get("encoder") or cfg["descriptor"]["encoder"]) and cfg["stages"]
+        assert cfg["gallery"]["index"]["kind"] in ("flat", "hnsw", "ivfpq")
         assert cfg["lmm"]["enabled"] is (name != "offline")
     assert load_preset("offline", rerank={"eps_km": 7})["rerank"] == {**load_preset("offline")["rerank"], "eps_km": 7}
     with pytest.raises(KeyError, match="offline"):
@@ -61,15 +62,18 @@ def test_offline_locate_returns_a_complete_result(locator, dev):
     assert result.verifier == "reciprocal-match(k=3)"
     assert (result.lat, result.lon) == pytest.approx((sample.lat, sample.lon))
     assert result.segmentation is not None and result.segmentation.shares
-    assert set(result.timings) >= {"load", "segmentation", "encode", "retrieval", "rerank", "verification"}
+    assert set(result.timings) >= {"load", "segment", "encode", "retrieve", "rerank.dbscan", "decide.verified"}
+    assert result.stages == [s for s in load_preset("offline")["stages"] if s in result.stages]
     data = json.loads(result.to_json())
     assert data["lat"] == result.lat and len(data["neighbours"]) == 20 and "label_map" not in data["segmentation"]
 
 
 def test_iter_locate_yields_stages_in_pipeline_order(locator, dev):
     stages = [name for name, _ in locator.iter_locate(dev.samples[5].image_path)]
-    assert stages == [s for s in STAGES if s in stages] and stages[-1] == "verification"
-    assert {"load", "segmentation", "encode", "retrieval", "rerank", "candidates"} <= set(stages)
+    assert stages == [s for s in STAGES if s in stages] and stages[-1] == "decide.verified"
+    assert {"load", "segment", "encode", "retrieve", "rerank.multiview", "rerank.dbscan", "candidates.retrieval",
+            "verify", "verify.reciprocal"} <= set(stages)
+    assert "lmm" not in stages  # off in the offline preset unless LocateOptions(use_lmm=True)
 
 
 def test_leave_one_photographer_out(locator, dev):
@@ -110,7 +114,7 @@ def test_failing_optional_stages_are_recorded_and_the_rest_runs(shared, dev):
         lmm={"backend": "no-such-backend", "timeout_s": 2},
     )
     r = loc.locate(dev.samples[0].image_path, LocateOptions(use_lmm=True))
-    assert "no-such-segmenter" in r.errors["segmentation"]
+    assert "no-such-segmenter" in r.errors["segment"] and "segment" in r.error_details
     assert "lmm" in r.errors
     assert all(rec.error for rec in r.lmm_records)  # no answer from a backend that does not exist
     assert math.isfinite(r.lat) and r.candidates and r.verifier != "none"
@@ -124,3 +128,28 @@ def test_unavailable_encoder_fails_fast_with_a_clear_message(shared, dev):
         GeoLocator.from_preset("g3").locate(dev.samples[0].image_path)
     assert time.perf_counter() - t0 < 30
     assert "clip" in str(info.value).lower()
+
+
+def test_offline_answers_are_the_ones_the_locator_gave_before_the_stages_refactor(shared, dev, monkeypatch, tmp_path):
+    """``tests/data/offline_reference.json`` holds the answers of the ``offline`` preset on 12 dev photos
+    (photo and photographer left out), recorded by running the locator of commit 01ef5dd - before it
+    became a list of stages - from a scratch copy of that commit (see the file's ``recorded_with``).
+    Six rows turn the reciprocal-match acceptance off so that the verifier chain and the clue prior
+    decide. The refactored pipeline must give the same coordinates, bit for bit."""
+    from pathlib import Path
+
+    monkeypatch.setenv("GEODEMO_CHECKPOINTS", str(tmp_path))  # recorded without a trained offline verifier
+    ref = json.loads((Path(__file__).parent / "data" / "offline_reference.json").read_text())
+    assert ref["commit"].startswith("01ef5dd") and len(ref["rows"]) == 18
+    by_index = {i: s for i, s in enumerate(dev.samples)}
+    locators: dict[str, GeoLocator] = {}
+    for row in ref["rows"]:
+        overrides = row.get("overrides", {})
+        key = json.dumps(overrides, sort_keys=True)
+        if key not in locators:
+            locators[key] = GeoLocator.from_preset("offline", gallery={"progress": False}, **overrides)
+        s = by_index[row["index"]]
+        assert s.id == row["id"]
+        r = locators[key].locate_query(QueryPhoto(s.id, s.image_path, s.group), display=True)
+        assert (r.lat, r.lon) == (row["lat"], row["lon"]), row
+        assert r.verifier == row["verifier"]

@@ -60,7 +60,8 @@ class MLPGeoAligner(nn.Module):
     """An MLP image head aligned contrastively with a (GeoCLIP-style) location encoder.
 
     ``forward(features, coords)`` returns image->location logits ``(N, M)``. Features are the
-    registered encoder's embeddings, multiplied by ``input_scale`` before the head.
+    registered encoder's raw output (what it was trained on: raw projections for GeoCLIP, unit rows
+    for an aligner trained on cached unit embeddings), multiplied by ``input_scale`` before the head.
     """
 
     architecture = "mlp-aligner"
@@ -168,15 +169,14 @@ def read_pretrained(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch
     return json.loads((folder / CONFIG_FILE).read_text()), load_file(str(folder / WEIGHTS_FILE))
 
 
-def load_geoclip_aligner(device: str = "cpu", encoder_name: str = "clip-vit-l14",
-                         input_scale: float = 1.0, **_: object) -> MLPGeoAligner:
+def load_geoclip_aligner(device: str = "cpu", encoder_name: str = "clip-vit-l14", **_: object) -> MLPGeoAligner:
     """GeoCLIP's image MLP (768 -> 768 -> 512), location encoder and logit scale from the geoclip wheel.
 
-    GeoCLIP feeds the MLP with un-normalised CLIP ViT-L/14 projected features; our encoders give unit
-    rows, so ``input_scale`` restores their typical norm where it is known.
+    As in GeoCLIP's ``ImageEncoder.forward``, the MLP takes the *raw* CLIP ViT-L/14 projection
+    (``get_image_features``, not L2-normalised: our ``encode_image_outputs``); only its output is
+    normalised. Feeding it unit rows gives other (wrong) embeddings.
     """
-    model = MLPGeoAligner("geoclip", encoder_name, (768, 768, 512), location={"seed": None},
-                          input_scale=input_scale)
+    model = MLPGeoAligner("geoclip", encoder_name, (768, 768, 512), location={"seed": None})
     model.location_encoder = load_geoclip_location_encoder()
     mlp_state = torch.load(_geoclip_file("weights", "image_encoder_mlp_weights.pth"),
                            map_location="cpu", weights_only=True)

@@ -102,27 +102,36 @@ class CLIPEncoder:
                 yield chunk
                 bar.update(len(chunk))
 
-    @torch.inference_mode()
     def encode_images(
         self, images: list[Image.Image], batch_size: int = 16, progress: bool = False
     ) -> np.ndarray:
         """``(N, embed_dim)`` float32 unit rows."""
-        out = [np.zeros((0, self.embed_dim), dtype=np.float32)]
-        for chunk in self._batches(images, batch_size, progress, self.name):
-            pooled, _ = self._image_forward(self.pixels(chunk))
-            out.append(_unit(pooled))
-        return np.concatenate(out)
+        projections, _ = self.encode_image_outputs(images, batch_size, progress)
+        return _unit(torch.from_numpy(projections))
 
     @torch.no_grad()  # not inference_mode: the tokens feed trainable fusion layers (autograd saves them)
+    def encode_image_outputs(
+        self, images: list[Image.Image], batch_size: int = 16, progress: bool = False, tokens: bool = False
+    ) -> tuple[np.ndarray, torch.Tensor | None]:
+        """One forward pass: ``(N, embed_dim)`` float32 projections *before* L2 normalisation (what G3's
+        heads and GeoCLIP's image MLP take) and, with ``tokens=True``, the patch tokens of
+        :meth:`encode_image_tokens` (else ``None``)."""
+        pooled_out = [np.zeros((0, self.embed_dim), dtype=np.float32)]
+        token_out = []
+        for chunk in self._batches(images, batch_size, progress, self.name):
+            pooled, toks = self._image_forward(self.pixels(chunk))
+            pooled_out.append(pooled.float().cpu().numpy())
+            if tokens:
+                token_out.append(toks.float())
+        if not tokens:
+            return np.concatenate(pooled_out), None
+        return np.concatenate(pooled_out), (torch.cat(token_out) if token_out else torch.zeros(0, 0, self.token_dim))
+
     def encode_image_tokens(
         self, images: list[Image.Image], batch_size: int = 16, progress: bool = False
     ) -> torch.Tensor:
         """``(N, T, token_dim)`` float32 patch tokens on the encoder's device (CLS excluded)."""
-        out = []
-        for chunk in self._batches(images, batch_size, progress, f"{self.name} tokens"):
-            _, tokens = self._image_forward(self.pixels(chunk))
-            out.append(tokens.float())
-        return torch.cat(out) if out else torch.zeros(0, 0, self.token_dim)
+        return self.encode_image_outputs(images, batch_size, progress, tokens=True)[1]
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -168,11 +168,20 @@ class DualGeoModel(nn.Module):
             img, seg = block(img, seg)
         return img, seg
 
+    def pooled_views(self, tokens: torch.Tensor, label_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused image and segmentation views pooled per photo, ``(N, d_model)`` each: DualGeo's
+        ``enhanced_rgb`` / ``enhanced_seg`` (after cross-attention, before the GPS heads)."""
+        img, seg = self.views(tokens, label_map)
+        return self.image_norm(img).mean(1), self.seg_norm(seg).mean(1)
+
     def forward(self, tokens: torch.Tensor, label_map: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unit embeddings of the image view, the segmentation view and their fusion (their sum)."""
-        img, seg = self.views(tokens, label_map)
-        e_img = F.normalize(self.image_head(self.image_norm(img).mean(1)), dim=-1)
-        e_seg = F.normalize(self.seg_head(self.seg_norm(seg).mean(1)), dim=-1)
+        return self.gps_embeddings(*self.pooled_views(tokens, label_map))
+
+    def gps_embeddings(self, image_view: torch.Tensor, seg_view: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pooled views -> unit GPS-space embeddings ``image``, ``segmentation`` and ``fused``."""
+        e_img = F.normalize(self.image_head(image_view), dim=-1)
+        e_seg = F.normalize(self.seg_head(seg_view), dim=-1)
         return {"image": e_img, "segmentation": e_seg, "fused": F.normalize(e_img + e_seg, dim=-1)}
 
     def location_embeddings(self, coords: torch.Tensor) -> torch.Tensor:

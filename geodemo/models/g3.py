@@ -1,12 +1,14 @@
 """G3's geo-alignment model (Jia et al., NeurIPS 2024) and compatibility with its published weights.
 
-G3 keeps CLIP ViT-L/14 frozen and trains, on top of the normalised CLIP projections (768-d):
+G3 keeps CLIP ViT-L/14 frozen and trains, on top of the raw (un-normalised) CLIP projections (768-d):
 ``vision_projection_else_1`` (image -> text space), ``vision_projection_else_2`` (image -> GPS space),
 ``text_projection_else`` and ``location_projection_else`` (512 -> 768 after a Mercator location
 encoder with RFF sigmas 2^0, 2^4, 2^8), with three learnable log logit scales initialised at 3.99.
 
 :class:`G3Heads` is that trainable part; it is also a GeoAligner over ``clip-vit-l14`` features
-(our encoders return the same normalised projection G3 computes). :class:`G3Model` adds the CLIP
+fed with the encoder's raw projection (``encode_image_outputs``), exactly what G3's forward feeds its
+heads; only the heads' outputs are L2-normalised. :meth:`G3Heads.index_descriptor` is the retrieval
+vector G3's ``IndexSearch.py`` indexes. :class:`G3Model` adds the CLIP
 towers under G3's key names, so ``load_g3_checkpoint(path)`` reads a state dict saved by G3's training
 script (``torch.save(model.state_dict())``) with ``weights_only=True`` and nothing else unpickled.
 The tower sizes are read from the state dict's shapes, so no hub access is needed to load it.
@@ -75,15 +77,23 @@ class G3Heads(nn.Module):
         """Start from GeoCLIP's trained location encoder weights (as G3 does); keeps our projection."""
         self.location_encoder.load_state_dict(load_geoclip_location_encoder().state_dict())
 
-    # embeddings (inputs: CLIP projections, normalised here as G3 does)
+    # embeddings (inputs: raw CLIP projections, as G3's forward feeds them; outputs: unit rows)
     def image_embeddings(self, clip_image: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.vision_projection_else_2(F.normalize(clip_image, dim=-1)), dim=-1)
+        """Image -> GPS space (``vision_projection_else_2``)."""
+        return F.normalize(self.vision_projection_else_2(clip_image), dim=-1)
 
     def image_text_embeddings(self, clip_image: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.vision_projection_else_1(F.normalize(clip_image, dim=-1)), dim=-1)
+        """Image -> text space (``vision_projection_else_1``)."""
+        return F.normalize(self.vision_projection_else_1(clip_image), dim=-1)
 
     def text_embeddings(self, clip_text: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_projection_else(F.normalize(clip_text, dim=-1)), dim=-1)
+        return F.normalize(self.text_projection_else(clip_text), dim=-1)
+
+    def index_descriptor(self, clip_image: torch.Tensor) -> torch.Tensor:
+        """G3's retrieval vector ``(N, 3 * clip_dim)``: the CLIP projection, its image->text and its
+        image->GPS embedding, each L2-normalised, concatenated in that order (G3's ``IndexSearch.py``)."""
+        return torch.cat([F.normalize(clip_image, dim=-1), self.image_text_embeddings(clip_image),
+                          self.image_embeddings(clip_image)], dim=-1)
 
     def location_embeddings(self, coords: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.location_projection_else(self.location_encoder(coords)), dim=-1)
@@ -105,7 +115,7 @@ class G3Heads(nn.Module):
     # GeoAligner protocol
     @torch.no_grad()
     def embed_image_features(self, features: np.ndarray) -> np.ndarray:
-        """``(N, 768)`` CLIP ViT-L/14 image projections -> ``(N, 768)`` unit rows in G3's GPS space."""
+        """``(N, 768)`` raw CLIP ViT-L/14 image projections -> ``(N, 768)`` unit rows in G3's GPS space."""
         p = next(self.parameters())
         x = torch.as_tensor(np.asarray(features, np.float32)).to(p.device, p.dtype)
         if x.ndim != 2 or x.shape[1] != self.clip_dim:
@@ -184,9 +194,16 @@ class G3Model(G3Heads):
 
     @torch.no_grad()
     def encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Normalised CLIP image projections, G3's ``image_embeds``."""
+        """Raw (un-normalised) CLIP image projections, G3's ``image_embeds`` as its heads take them."""
         pooled = self.vision_model(pixel_values=pixel_values).pooler_output
-        return F.normalize(self.vision_projection(pooled), dim=-1)
+        return self.vision_projection(pooled)
+
+    def heads(self) -> G3Heads:
+        """The trainable part alone (a :class:`G3Heads` on the same device), without the CLIP towers."""
+        heads = G3Heads.from_config(self.config)
+        heads.load_state_dict(self.heads_state_dict(), strict=True)
+        p = next(self.parameters())
+        return heads.to(p.device).eval()
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:

@@ -119,7 +119,13 @@ class LocationEncoder(nn.Module):
         }
 
     def project(self, coords: torch.Tensor) -> torch.Tensor:
-        """The 2-D projection the Fourier features see."""
+        """The 2-D projection the Fourier features see.
+
+        Mercator is computed in float64 on the CPU, as G3 does it (pyproj): the 2^8 Fourier scale
+        turns a float32 rounding of the projection into a visible change of the embedding.
+        """
+        if self.projection == "mercator":
+            return mercator_projection(coords.detach().cpu().double()).to(coords.device, coords.dtype)
         return PROJECTIONS[self.projection](coords)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Retrieval: FAISS galleries, DBSCAN geographic re-ranking, reverse geocoding and verification."""
 
 from geodemo.retrieval.database import (
+    DescriptorMismatchError,
     EncoderMismatchError,
     GalleryMeta,
     IndexConfig,
@@ -11,6 +12,7 @@ from geodemo.retrieval.geocode import Place, place_prompt, reverse_geocode, reve
 from geodemo.retrieval.rerank import cluster_neighbours, retrieval_order
 
 __all__ = [
+    "DescriptorMismatchError",
     "EncoderMismatchError",
     "GalleryMeta",
     "IndexConfig",

@@ -7,9 +7,12 @@ Index kinds (chosen by :class:`IndexConfig`, never by code paths):
 * ``ivfpq`` inverted lists + product quantisation, compact for millions of rows.
 
 A database remembers the encoder that produced its rows: a query made with another encoder is
-refused (:class:`EncoderMismatchError`). Search returns the top-k similar rows and, as G3 does,
-the top-k *dissimilar* ones, and can leave out ids or groups (photographers) at query time, for
-leave-one-photographer-out evaluation. Saved as ``index.faiss`` + ``meta.parquet`` + ``config.json``.
+refused (:class:`EncoderMismatchError`). One built by :mod:`geodemo.retrieval.builder` also records
+the full :attr:`~geodemo.models.descriptors.Descriptor.name` (descriptor kind, models, weight
+fingerprints); searching or loading it for another descriptor raises :class:`DescriptorMismatchError`.
+Search returns the top-k similar rows and, as G3 does, the top-k *dissimilar* ones, and can leave
+out ids or groups (photographers) at query time, for leave-one-photographer-out evaluation.
+Saved as ``index.faiss`` + ``meta.parquet`` + ``config.json``.
 """
 
 from __future__ import annotations
@@ -36,11 +39,16 @@ __all__ = [
     "SearchResult",
     "RetrievalDatabase",
     "EncoderMismatchError",
+    "DescriptorMismatchError",
     "INDEX_KINDS",
 ]
 
 INDEX_KINDS = ("flat", "hnsw", "ivfpq")
 FORMAT_VERSION = 1
+
+
+class DescriptorMismatchError(EncoderMismatchError):
+    """A database built with one descriptor (model, weights) was asked to serve another."""
 
 
 @dataclass
@@ -173,13 +181,27 @@ def _as_query(x: np.ndarray, dim: int) -> np.ndarray:
     return x
 
 
+def _check_descriptor(recorded: str | None, encoder_name: str, query: str) -> None:
+    if query == recorded:
+        return
+    built = (f"was built with descriptor {recorded!r}" if recorded
+             else f"holds {encoder_name!r} embeddings and records no descriptor")
+    raise DescriptorMismatchError(
+        f"this retrieval database {built}, but the query descriptor is {query!r} (another model, "
+        f"checkpoint or kind): its vectors cannot be compared. Rebuild it with `python -m geodemo index` "
+        f"and this preset, or point gallery.path to a database built with the same descriptor"
+    )
+
+
 class RetrievalDatabase:
     """Embeddings of one encoder in a FAISS index, with their metadata."""
 
-    def __init__(self, index: Any, meta: GalleryMeta, encoder_name: str, config: IndexConfig, dim: int):
+    def __init__(self, index: Any, meta: GalleryMeta, encoder_name: str, config: IndexConfig, dim: int,
+                 descriptor: str | None = None):
         self.index = index
         self.meta = meta
         self.encoder_name = encoder_name
+        self.descriptor = descriptor  # the Descriptor.name it was built with (None: built from embeddings)
         self.config = config
         self.dim = dim
         self._group_counts: dict[str, int] | None = None
@@ -228,6 +250,7 @@ class RetrievalDatabase:
         config: IndexConfig | dict | None = None,
         chunk_size: int = 65_536,
         progress: bool = True,
+        descriptor: str | None = None,
     ) -> RetrievalDatabase:
         """Index ``embeddings`` (an ``(N, D)`` array or an iterable of chunks, unit rows).
 
@@ -281,7 +304,7 @@ class RetrievalDatabase:
         bar.close()
         if added != n:
             raise ValueError(f"{added} embeddings for {n} metadata rows")
-        return cls(index, meta, encoder_name, cfg, dim)
+        return cls(index, meta, encoder_name, cfg, dim, descriptor=descriptor)
 
     # ------------------------------------------------------------------ searching
     def __len__(self) -> int:
@@ -294,6 +317,10 @@ class RetrievalDatabase:
                 f"{encoder_name!r} cannot be compared with them. Rebuild the gallery with "
                 f"{encoder_name!r} or embed the query with {self.encoder_name!r}"
             )
+
+    def check_descriptor(self, descriptor: str) -> None:
+        """Raise :class:`DescriptorMismatchError` unless this database was built with ``descriptor``."""
+        _check_descriptor(self.descriptor, self.encoder_name, descriptor)
 
     def _excluded_count(self, exclude_ids: set[str], exclude_groups: set[str]) -> int:
         if not exclude_ids and not exclude_groups:
@@ -336,14 +363,18 @@ class RetrievalDatabase:
         encoder_name: str | None = None,
         exclude_ids: set[str] | Sequence[set[str]] | None = None,
         exclude_groups: set[str] | Sequence[set[str]] | None = None,
+        descriptor: str | None = None,
     ) -> list[SearchResult]:
         """Top-``k`` most similar and top-``k_dissimilar`` least similar rows for each query.
 
         ``exclude_ids`` / ``exclude_groups`` are one set for all queries or one set per query;
         excluded rows never appear (the index is over-fetched by the number of excluded rows,
-        so exact search stays exact). ``encoder_name``, when given, must match the database's.
+        so exact search stays exact). ``encoder_name`` and ``descriptor``, when given, must match
+        the database's (:class:`EncoderMismatchError`, :class:`DescriptorMismatchError`).
         """
         self._check_encoder(encoder_name)
+        if descriptor is not None:
+            self.check_descriptor(descriptor)
         x = _as_query(queries, self.dim)
         nq = len(x)
 
@@ -403,6 +434,7 @@ class RetrievalDatabase:
         info = {
             "format_version": FORMAT_VERSION,
             "encoder_name": self.encoder_name,
+            "descriptor": self.descriptor,
             "dim": self.dim,
             "ntotal": len(self),
             "index": asdict(self.config),
@@ -411,8 +443,10 @@ class RetrievalDatabase:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, use_gpu: str | bool | None = None) -> RetrievalDatabase:
-        """Read a database written by :meth:`save`."""
+    def load(cls, directory: str | Path, use_gpu: str | bool | None = None,
+             descriptor: str | None = None) -> RetrievalDatabase:
+        """Read a database written by :meth:`save`; with ``descriptor``, refuse one built with another
+        (:class:`DescriptorMismatchError`) before reading the index."""
         import faiss
 
         directory = Path(directory)
@@ -423,6 +457,8 @@ class RetrievalDatabase:
                 f"RetrievalDatabase.build(...).save({str(directory)!r}) or geodemo.retrieval.galleries"
             )
         info = json.loads((directory / "config.json").read_text())
+        if descriptor is not None:
+            _check_descriptor(info.get("descriptor"), info["encoder_name"], descriptor)
         cfg = IndexConfig.from_dict(info["index"])
         if use_gpu is not None:
             cfg.use_gpu = use_gpu
@@ -430,4 +466,5 @@ class RetrievalDatabase:
         meta = GalleryMeta.from_frame(pd.read_parquet(directory / "meta.parquet"))
         if index.ntotal != len(meta):
             raise ValueError(f"{directory}: index has {index.ntotal} rows but metadata {len(meta)}")
-        return cls(cls._maybe_gpu(index, cfg), meta, info["encoder_name"], cfg, int(info["dim"]))
+        return cls(cls._maybe_gpu(index, cfg), meta, info["encoder_name"], cfg, int(info["dim"]),
+                   descriptor=info.get("descriptor"))

@@ -1,0 +1,143 @@
+"""Candidate coordinates for verification, one stage per source.
+
+* ``candidates.cluster_centre`` (ours): the main DBSCAN cluster's spherical-mean centre;
+* ``candidates.retrieval`` (G3's S retrieved candidates): the first neighbours, re-ranked order
+  when a clustering ran;
+* ``candidates.gps_gallery`` (ours): GeoCLIP's GPS gallery searched in the aligner's GPS space;
+* ``candidates.text_gallery`` (ours): place-name prompts searched with the image embedding;
+* ``candidates.lmm`` (G3): every parsed LMM answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from geodemo.pipeline.context import LocateContext
+from geodemo.pipeline.failures import record_failure
+from geodemo.pipeline.stages import register_stage
+from geodemo.pipeline.stages.base import Stage
+from geodemo.result import Candidate
+
+
+@register_stage
+class ClusterCentre(Stage):
+    name = "candidates.cluster_centre"
+    description = "main cluster centre as a candidate"
+
+    def run(self, ctx: LocateContext) -> None:
+        clustering = ctx.result.clusters_after
+        if clustering is None or clustering.main is None:
+            return
+        m = clustering.main
+        ctx.result.candidates.append(Candidate(
+            m.centre_lat, m.centre_lon, "cluster-centre", retrieval_similarity=m.similarity_mass,
+            details={"support": m.support, "radius_km": m.radius_km, "label": m.label}))
+
+
+@dataclass(frozen=True)
+class RetrievalCandidatesConfig:
+    retrieval_top: int | None = None  # S: neighbours proposed (None: all kept neighbours)
+
+
+@register_stage
+class RetrievalCandidates(Stage):
+    name = "candidates.retrieval"
+    section = "candidates"
+    Config = RetrievalCandidatesConfig
+    papers = frozenset({"g3"})
+    description = "the S first retrieved (or re-ranked) neighbours"
+
+    def run(self, ctx: LocateContext) -> None:
+        nb = ctx.result.neighbours
+        clustering = ctx.result.clusters_after
+        order = clustering.order if clustering is not None else range(len(nb))
+        top = self.config.retrieval_top
+        for i in list(order)[: int(top if top is not None else ctx.top_k)]:
+            n = nb[i]
+            ctx.result.candidates.append(Candidate(n.lat, n.lon, "retrieval", retrieval_similarity=n.similarity,
+                                                   details={"id": n.id, "rank": n.rank, "place": n.place}))
+
+
+def _gallery_candidates(ctx: LocateContext, stage: str, db, query, k: int, source: str, details,
+                        encoder_name: str | None = None) -> None:
+    """The ``k`` entries of gallery ``db`` nearest to ``query()`` as candidates (failures recorded)."""
+    try:
+        hit = db.search(np.asarray(query())[None, :], k=k, encoder_name=encoder_name)[0]
+        for n in db.neighbours(hit.indices, hit.similarities, source=source):
+            ctx.result.candidates.append(Candidate(n.lat, n.lon, source, retrieval_similarity=n.similarity,
+                                                   details=details(n)))
+    except Exception as exc:  # noqa: BLE001 - optional stage
+        record_failure(ctx.result, stage, exc)
+
+
+@dataclass(frozen=True)
+class GPSGalleryConfig:
+    enabled: bool = True
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class TextGalleryConfig:
+    enabled: bool = True
+    top_k: int = 5
+    min_population: int = 100_000  # GeoNames cities at least this large
+
+
+@register_stage
+class GPSGalleryCandidates(Stage):
+    name = "candidates.gps_gallery"
+    section = "gps_gallery"
+    Config = GPSGalleryConfig
+    description = "GeoCLIP GPS-gallery top points in the aligner's space"
+
+    def skip(self, ctx: LocateContext) -> bool:
+        return not self.config.enabled
+
+    def run(self, ctx: LocateContext) -> None:
+        comp = ctx.components
+        gps = comp.gps_gallery()
+        if gps is None:
+            exc = comp.failures.get("gps_gallery") or comp.failures.get("aligner")
+            record_failure(ctx.result, self.name, exc or "no aligner is configured for the GPS gallery",
+                           unavailable=True)
+            return
+        _gallery_candidates(ctx, self.name, gps, lambda: ctx.aligner_gps(), int(self.config.top_k), "gps-gallery",
+                            lambda n: {"id": n.id})
+
+
+@register_stage
+class TextGalleryCandidates(Stage):
+    name = "candidates.text_gallery"
+    section = "text_gallery"
+    Config = TextGalleryConfig
+    description = "place-name prompts nearest to the photo (encoder's text tower)"
+
+    def skip(self, ctx: LocateContext) -> bool:
+        return not self.config.enabled
+
+    def run(self, ctx: LocateContext) -> None:
+        comp = ctx.components
+        if not getattr(comp.encoder, "has_text_tower", False):
+            record_failure(ctx.result, self.name, "the preset's encoder has no text tower", unavailable=True)
+            return
+        text = comp.text_gallery(int(self.config.min_population))
+        if text is None:
+            record_failure(ctx.result, self.name, comp.failures.get("text_gallery") or "no text gallery")
+            return
+        _gallery_candidates(ctx, self.name, text, lambda: ctx.features, int(self.config.top_k), "text-gallery",
+                            lambda n: {"place": n.place}, encoder_name=comp.encoder.name)
+
+
+@register_stage
+class LMMCandidates(Stage):
+    name = "candidates.lmm"
+    papers = frozenset({"g3"})
+    description = "every parsed LMM answer"
+
+    def run(self, ctx: LocateContext) -> None:
+        for r in ctx.result.lmm_records:
+            if r.accepted:
+                ctx.result.candidates.append(Candidate(float(r.lat), float(r.lon), f"lmm:{r.prompt_kind}",
+                                                       details={"sample": r.sample, "model": r.model}))

@@ -1,0 +1,96 @@
+"""The final answer, its confidence and uncertainty (:mod:`geodemo.pipeline.decision`), and its place name.
+
+* ``decide.verified`` (G3): the candidate the verification stages chose;
+* ``decide.lmm_answer`` (DualGeo): the LMM's first parsed answer; when none parses, the main
+  cluster's spherical-mean centre (never a lat/lon average, never (0, 0)), else retrieval top-1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from geodemo.pipeline import decision
+from geodemo.pipeline.context import LocateContext
+from geodemo.pipeline.failures import record_failure
+from geodemo.pipeline.stages import register_stage
+from geodemo.pipeline.stages.base import Stage
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    calibration: str = "offline"  # geodemo/pipeline/calibration/<name>.json (or a JSON path)
+    uncertainty_top: int = 5  # evidence points the uncertainty radius is the median distance to
+    fallback_km: float = 50.0  # uncertainty when there is no other evidence
+
+
+class _Decide(Stage):
+    section = "decision"
+    Config = DecisionConfig
+
+    def finish(self, ctx: LocateContext, scores: np.ndarray | None, best: int | None) -> None:
+        """Confidence, uncertainty and place of the answer now in ``ctx.result`` (one definition each)."""
+        r, cfg = ctx.result, self.config
+        if not (np.isfinite(r.lat) and np.isfinite(r.lon)):
+            return
+        answer = (r.lat, r.lon)
+        clustering = r.clusters_after
+        order = clustering.order if clustering is not None else range(len(r.neighbours))
+        ranked = np.array([[r.neighbours[i].lat, r.neighbours[i].lon] for i in order]).reshape(-1, 2)
+        match = r.match is not None and r.match.accepted and r.verifier.startswith("reciprocal")
+        x = decision.confidence_features(answer, ctx.neighbour_coords, ctx.neighbour_similarities, match)
+        try:
+            r.confidence = decision.confidence(x, decision.load_calibration(cfg.calibration))
+        except Exception as exc:  # noqa: BLE001 - the answer stands; its confidence is unknown
+            record_failure(r, self.name, exc)
+            r.confidence = 0.0
+        r.uncertainty_km = decision.uncertainty_km(answer, ctx.candidate_coords, scores, best, ranked,
+                                                   int(cfg.uncertainty_top), fallback_km=float(cfg.fallback_km))
+        try:
+            from geodemo.retrieval.geocode import reverse_geocode
+
+            r.place = reverse_geocode(r.lat, r.lon).text
+        except Exception as exc:  # noqa: BLE001
+            record_failure(r, "geocode", exc)
+
+
+@register_stage
+class DecideVerified(_Decide):
+    name = "decide.verified"
+    papers = frozenset({"g3"})
+    description = "answer = the verified best candidate"
+
+    def run(self, ctx: LocateContext) -> None:
+        ver = ctx.verification
+        if ver is None:  # nothing verified: the provisional (re-ranked) answer stands
+            self.finish(ctx, None, None)
+            return
+        best = ctx.result.candidates[ver.best]
+        ctx.set_answer(best.lat, best.lon)
+        ctx.result.verifier = ver.verifier
+        self.finish(ctx, ver.scores, ver.best)
+
+
+@register_stage
+class DecideLMMAnswer(_Decide):
+    name = "decide.lmm_answer"
+    papers = frozenset({"dualgeo"})
+    description = "answer = the LMM's answer; main-cluster centre when none parses"
+
+    def run(self, ctx: LocateContext) -> None:
+        r = ctx.result
+        answer = next((rec for rec in r.lmm_records if rec.accepted), None)
+        main = r.clusters_after.main if r.clusters_after is not None else None
+        if answer is not None:
+            ctx.set_answer(answer.lat, answer.lon)
+            r.verifier = f"lmm-answer:{answer.prompt_kind}"
+        elif main is not None:
+            if r.lmm_records:
+                record_failure(r, self.name, "no LMM answer could be read; the main cluster's centre was used")
+            ctx.set_answer(main.centre_lat, main.centre_lon)  # spherical mean of the members
+            r.verifier = "cluster-centre (no LMM answer)"
+        elif r.neighbours:
+            ctx.set_answer(r.neighbours[0].lat, r.neighbours[0].lon)
+            r.verifier = "retrieval-top1 (no LMM answer)"
+        self.finish(ctx, None, None)

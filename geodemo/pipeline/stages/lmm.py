@@ -1,0 +1,103 @@
+"""``lmm``: K prompts x N samples to a multimodal model (G3's geo-diversification, DualGeo's last step).
+
+The prompts cite the retrieved neighbours in retrieval order (G3) or in the re-ranked order
+(DualGeo: ``"neighbours": "reranked"``), with the dissimilar ones for RAG prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from geodemo.pipeline.context import LocateContext
+from geodemo.pipeline.failures import record_failure
+from geodemo.pipeline.stages import register_stage
+from geodemo.pipeline.stages.base import Stage
+
+NEIGHBOUR_ORDERS = ("retrieval", "reranked")
+_HOW_TO_ADD = ("start the LMM backend (e.g. `ollama serve` with the model pulled), or choose another backend "
+               "in the LMM settings")
+
+
+@dataclass(frozen=True)
+class LMMStageConfig:
+    enabled: bool = False  # LocateOptions.use_lmm overrides it per call
+    neighbours: str = "retrieval"  # retrieval | reranked: the order the prompts cite the similar photos in
+    settings: dict[str, Any] = field(default_factory=dict)  # the rest: geodemo.lmm.LMMConfig + backend options
+
+
+@register_stage
+class LMM(Stage):
+    name = "lmm"
+    section = "lmm"
+    Config = LMMStageConfig
+    papers = frozenset({"g3", "dualgeo"})
+    description = "multimodal model answers (zero-shot / RAG prompts)"
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any] | None, allowed: set[str] = frozenset()) -> LMM:
+        from geodemo.lmm import LMMConfig
+
+        section = dict(section or {})
+        order = str(section.pop("neighbours", "retrieval"))
+        if order not in NEIGHBOUR_ORDERS:
+            raise ValueError(f"lmm.neighbours must be one of {NEIGHBOUR_ORDERS}, got {order!r}")
+        enabled = bool(section.pop("enabled", False))
+        LMMConfig.from_dict(section)  # bad prompt kinds or sample counts raise here, at build time
+        return cls(LMMStageConfig(enabled, order, section))
+
+    def settings(self, ctx: LocateContext) -> dict[str, Any]:
+        """The LMM settings of this call (LocateOptions override the preset)."""
+        out = dict(self.config.settings)
+        o = ctx.options
+        if o.lmm_backend is not None:
+            out["backend"] = o.lmm_backend
+        if o.lmm_model is not None:
+            out["model"] = o.lmm_model
+        if o.lmm_samples is not None:
+            out["samples"] = int(o.lmm_samples)
+        return out
+
+    def skip(self, ctx: LocateContext) -> bool:
+        return not ctx.use_lmm
+
+    def _description(self, ctx: LocateContext) -> str:
+        parts = []
+        if ctx.result.segmentation is not None:
+            try:
+                from geodemo.models.segmentation import describe_segmentation
+
+                parts.append("Scene: " + describe_segmentation(ctx.result.segmentation))
+            except Exception:  # noqa: BLE001 - the description is a courtesy to text-only models
+                pass
+        if ctx.result.clues is not None and getattr(ctx.result.clues, "summary", ""):
+            parts.append("Text clues: " + ctx.result.clues.summary)
+        return ". ".join(parts)
+
+    def run(self, ctx: LocateContext) -> None:
+        from geodemo.lmm import LMMContext
+
+        try:
+            nb = list(ctx.result.neighbours)
+            clustering = ctx.result.clusters_after
+            main = clustering.main if clustering is not None else None
+            reranked = [nb[i] for i in clustering.order] if clustering is not None else nb
+            context = LMMContext(
+                neighbours=reranked if self.config.neighbours == "reranked" else nb,
+                dissimilar=list(ctx.dissimilar),
+                main_cluster=[nb[i] for i in clustering.order if main is None or i in main.members]
+                if clustering is not None else nb,
+                description=self._description(ctx),
+                clues=ctx.result.clues,
+            )
+            ctx.result.lmm_records = list(ctx.components.lmm_stage(self.settings(ctx)).run(ctx.image, context))
+        except Exception as exc:  # noqa: BLE001 - optional stage
+            record_failure(ctx.result, self.name, exc, how_to_add=_HOW_TO_ADD)
+            return
+        failed = [r.error for r in ctx.result.lmm_records if r.error]
+        if failed and len(failed) == len(ctx.result.lmm_records):
+            from geodemo.lmm.backends import backend_status
+
+            how = backend_status(str(self.settings(ctx).get("backend", "")))  # None: installed, yet it failed
+            record_failure(ctx.result, self.name, f"every LMM call failed; first error: {failed[0]}",
+                           unavailable=how is not None, how_to_add=how)

@@ -1,0 +1,23 @@
+"""``load``: decode the photo (and read its EXIF GPS, shown to the user, never used to predict)."""
+
+from __future__ import annotations
+
+from geodemo.pipeline.context import LocateContext
+from geodemo.pipeline.stages import register_stage
+from geodemo.pipeline.stages.base import Stage
+
+
+@register_stage
+class Load(Stage):
+    name = "load"
+    papers = frozenset({"g3", "dualgeo"})
+    description = "decode the photo"
+
+    def run(self, ctx: LocateContext) -> None:
+        from geodemo.imageio import load_image, read_exif_gps
+
+        ctx.image = load_image(ctx.source)  # bad input raises a clear ImageError: nothing to locate
+        try:
+            ctx.result.exif_gps = read_exif_gps(ctx.source)
+        except Exception:  # noqa: BLE001 - EXIF is informative only
+            ctx.result.exif_gps = None
