@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,22 +46,6 @@ FALLBACK_BACKENDS = ("ollama", "openai", "transformers", "gguf")
 MAX_UPLOAD = "40mb"
 MAP_HEIGHT = 420
 RECOGNISED_SETS = ("im2gps3k-dev", "osv5m-sample")  # shared benchmarks whose photos are recognised by name
-
-# ---------------------------------------------------------------------------------------------
-# ZeroGPU: on a ZeroGPU Space, `spaces.GPU` attaches a GPU for the duration of the call;
-# everywhere else (no `spaces` package, or a CPU Space) the function runs as it is.
-
-
-def gpu_if_zero(fn: Callable) -> Callable:
-    """Wrap ``fn`` with ``spaces.GPU`` only when running on a ZeroGPU Space."""
-    if not os.environ.get("SPACES_ZERO_GPU"):
-        return fn
-    try:
-        import spaces
-    except ImportError:
-        return fn
-    return spaces.GPU(duration=120)(fn)
-
 
 # ---------------------------------------------------------------------------------------------
 # Locators: one per preset, created once and shared read-only by all requests.
@@ -452,7 +436,6 @@ def _message(text: str) -> dict[str, Any]:
     return {"status": text}
 
 
-@gpu_if_zero
 def locate_stream(
     photo: str | None,
     truth_text: str | None,
@@ -529,7 +512,6 @@ def locate_stream(
                        "The details are in the server log.")
 
 
-@gpu_if_zero
 def locate_api(
     photo: str | None,
     preset: str = DEFAULT_PRESET,
