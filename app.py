@@ -91,6 +91,17 @@ def available_backends() -> list[str]:
     return [PRESET_DEFAULT, *(name for name, how in backend_availability().items() if how is None)]
 
 
+def registered_backends() -> list[str]:
+    """Every registered LMM backend name, aliases included (the API may ask for any of them)."""
+    try:
+        from geodemo.lmm.backends import list_backends
+
+        return list(list_backends())
+    except Exception:  # noqa: BLE001
+        logger.exception("could not list the LMM backends")
+        return list(FALLBACK_BACKENDS)
+
+
 def unavailable_backends_markdown() -> str:
     """One line per backend that is not reachable here, saying how to enable it."""
     lines = [f"- **{name}**: not installed: {how}" for name, how in backend_availability().items() if how]
@@ -134,8 +145,8 @@ def make_options(
 
     use_lmm = {"on": True, "off": False}.get((lmm_mode or "").strip().lower())
     backend, model = _str(lmm_backend), _str(lmm_model)
-    if backend is not None and backend not in available_backends():
-        raise ValueError(f"unknown LMM backend {backend!r}; choose one of {', '.join(available_backends())}")
+    if backend is not None and backend not in registered_backends():  # reachable or not: the stage says which
+        raise ValueError(f"unknown LMM backend {backend!r}; choose one of {', '.join(registered_backends())}")
     if model is not None and (backend or "") in LOCAL_BACKENDS and model not in allowed_local_models():
         # a local backend would load whatever folder or hub id the page names: only the server's list
         raise ValueError(
