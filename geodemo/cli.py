@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--eps-km", type=float, default=None, help="DBSCAN radius in km")
     loc.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples")
     loc.add_argument("--exclude-group", action="append", default=[], help="leave out a photographer's photos")
+    loc.add_argument("--no-progress", action="store_true", help="no progress bars (first-time gallery builds)")
 
     sub.add_parser("presets", help="list the built-in presets and their stages")
     add_index_parser(sub)
@@ -116,7 +118,9 @@ def _summary(result) -> str:
     for c in sorted(result.candidates, key=lambda c: -(c.score or 0))[:5]:
         lines.append(f"  {c.source:<15} {c.lat:9.4f} {c.lon:10.4f}  score {c.score or 0:.3f}")
     for stage, message in result.errors.items():
-        lines.append(f"  [{stage}] {message}")
+        lines.append(f"  [{stage}] failed: {message}")
+    for stage, how in result.unavailable.items():
+        lines.append(f"  [{stage}] not installed: {how}")
     lines.append("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     return "\n".join(lines)
 
@@ -167,20 +171,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _locate(args)
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback in the debug log
+        if os.environ.get("GEODEMO_DEBUG"):
+            raise
         log.debug("locate failed", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """``exc`` in plain words (no class names, no server paths) on one line of at most 500 characters."""
+    from geodemo.errors import describe
+
+    text = " ".join(describe(exc)[0].split())
     return text if len(text) <= 500 else text[:497] + "..."
 
 
 def _locate(args: argparse.Namespace) -> int:
-    from geodemo.imageio import ImageError
-    from geodemo.models.base import ModelUnavailableError
-    from geodemo.paths import MissingResourceError
     from geodemo.pipeline import GeoLocator, LocateOptions
     from geodemo.pipeline.locator import InvalidOptionError
 
@@ -193,9 +199,12 @@ def _locate(args: argparse.Namespace) -> int:
         print(f"error: {_FLAGS.get(exc.option, exc.option)} {exc.reason}", file=sys.stderr)
         return 2
     try:
-        locator = GeoLocator.from_preset(args.preset, gallery={"progress": False})
+        locator = GeoLocator.from_preset(args.preset, gallery={"progress": not args.no_progress})
         result = locator.locate(args.photo, options)
-    except (ImageError, MissingResourceError, ModelUnavailableError, KeyError, FileNotFoundError) as exc:
+    except Exception as exc:  # noqa: BLE001 - plain words for the user (GEODEMO_DEBUG=1 re-raises)
+        if os.environ.get("GEODEMO_DEBUG"):
+            raise
+        log.debug("locate failed", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     if not (math.isfinite(result.lat) and math.isfinite(result.lon)):

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="fit the fusion weights on every photo and save geodemo/scoring/weights/NAME.json "
                              "(dev split only)")
     parser.add_argument("--tau-km", type=float, default=3000.0, help="fusion target width (see fit_fusion)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.save_weights and args.benchmark != "im2gps3k-dev":
         parser.error("fusion weights are fitted on the dev split only (im2gps3k-dev)")
