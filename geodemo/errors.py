@@ -32,6 +32,7 @@ __all__ = [
     "describe",
     "is_not_installed",
     "plain_text",
+    "redact_paths",
 ]
 
 
@@ -119,9 +120,13 @@ class ToolUnavailableError(GeodemoError, RuntimeError):
 
 # ----------------------------------------------------------------------------- plain words
 
-# An absolute POSIX path with at least one folder (not "$GEODEMO_SHARED/models", not a URL's "//host"),
-# or a Windows drive path.
-_PATH = re.compile(r"(?<![\w$:/.~-])(?:/[\w.@+\-]+){2,}/?|\b[A-Za-z]:\\[^\s'\"]+")
+# An absolute, home or dot-relative POSIX path with at least one folder (not the path part of a URL,
+# not "$GEODEMO_SHARED/models": no word character, ':' or '/' before it), or a Windows drive path.
+# Group 1 (POSIX) or 2 (Windows) is the path's last component.
+_PATH = re.compile(
+    r"(?<![\w.:/\\$-])(?:~|\.{1,2})?/(?:[^\s/'\"`<>|:;,()\[\]{}]+/)+([^\s/'\"`<>|:;,()\[\]{}]*)"
+    r"|\b[A-Za-z]:\\(?:[^\s\\'\"<>|]+\\)+([^\s\\'\"<>|]*)"
+)
 # "SomethingError: " / "KeyError(" / "(TesseractNotFoundError)" - an exception class name.
 _CLASS = re.compile(r"\b(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Unavailable|Warning|Exit)\b(?::\s*)?")
 _TRACEBACK = "Traceback (most recent call last):"
@@ -137,9 +142,26 @@ _GENERIC = (  # builtin exceptions -> what a person can understand
 )
 
 
+def _last_component(match: re.Match[str]) -> str:
+    last = match.group(1) if match.group(1) is not None else match.group(2)
+    if last:
+        return last
+    parts = [p for p in re.split(r"[/\\]", match.group(0)) if p and p not in (".", "..", "~")]
+    return parts[-1] if parts else "…"
+
+
 def _path_word(match: re.Match[str]) -> str:
-    name = re.split(r"[\\/]", match.group(0).rstrip("/\\"))[-1]
+    name = _last_component(match)
     return f"'{name}'" if "." in name.strip(".") else "a server folder"
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every file path replaced by its last component (the resource's name).
+
+    >>> redact_paths("checkpoint folder /srv/app/checkpoints/offline-verifier lacks config.json")
+    'checkpoint folder offline-verifier lacks config.json'
+    """
+    return _PATH.sub(_last_component, text)
 
 
 def plain_text(text: str) -> str:
