@@ -4,7 +4,8 @@ Prints the :class:`~geodemo.result.LocationResult` as JSON (``--json``) or as a 
 ``python -m geodemo index OUT --preset g3 --csv photos.csv --images photos.tar`` builds a retrieval
 database of the preset's descriptor (:mod:`geodemo.retrieval.builder`; resumable).
 Every failure is one ``error: ...`` line on stderr (exit status 2 for bad input or options, 1 for
-anything else), never a traceback; a result some stage failed for is flagged as degraded.
+anything else), never a traceback; a result some stage failed for (or was not installed for) is flagged
+as degraded.
 """
 
 from __future__ import annotations
@@ -106,10 +107,17 @@ _FLAGS = {"top_k": "--top-k", "eps_km": "--eps-km", "min_samples": "--min-sample
 log = logging.getLogger("geodemo.cli")
 
 
+def _without(result) -> str:
+    """The stages the answer did without ("lmm failed, clues not installed"); empty when none."""
+    parts = [f"{stage} failed" for stage in result.errors]
+    parts += [f"{stage} not installed" for stage in result.unavailable if stage not in result.errors]
+    return ", ".join(parts)
+
+
 def _summary(result) -> str:
     lines = []
-    if result.errors:
-        lines.append(f"DEGRADED RESULT: {', '.join(result.errors)} failed; the rest of the pipeline ran")
+    if _without(result):
+        lines.append(f"DEGRADED RESULT: {_without(result)}; the rest of the pipeline ran")
     lines += [
         f"{result.lat:.5f}, {result.lon:.5f}  {result.place or ''}",
         f"confidence {result.confidence:.2f}, uncertainty ~{result.uncertainty_km:.0f} km, "
@@ -208,14 +216,15 @@ def _locate(args: argparse.Namespace) -> int:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     if not (math.isfinite(result.lat) and math.isfinite(result.lon)):
-        failed = "; ".join(f"{k}: {v}" for k, v in result.errors.items()) or "no stage produced one"
+        failed = "; ".join([*(f"{k}: {v}" for k, v in result.errors.items()),
+                            *(f"{k}: not installed: {v}" for k, v in result.unavailable.items())])
+        failed = failed or "no stage produced one"
         print(f"error: no location could be predicted ({_one_line(Exception(failed))})", file=sys.stderr)
         return 1
-    if result.errors:
-        print(f"warning: degraded result: {', '.join(result.errors)} failed; the rest of the pipeline ran",
-              file=sys.stderr)
+    if _without(result):
+        print(f"warning: degraded result: {_without(result)}; the rest of the pipeline ran", file=sys.stderr)
     if args.json:
-        print(json.dumps({**result.to_dict(), "degraded": bool(result.errors)}, indent=2, ensure_ascii=False))
+        print(json.dumps({**result.to_dict(), "degraded": bool(_without(result))}, indent=2, ensure_ascii=False))
     else:
         print(_summary(result))
     return 0
