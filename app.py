@@ -39,7 +39,7 @@ import gradio as gr
 from PIL import Image
 
 # Importing geodemo (any submodule) first installs its torchvision guard before vision libraries.
-from geodemo.errors import describe
+from geodemo.errors import GeodemoError, describe
 from geodemo.imageio import ImageError, PhotoBudget, read_exif_gps
 from geodemo.redact import public_dict, redact, redact_paths
 from geodemo.result import LocationResult
@@ -85,7 +85,7 @@ def available_presets() -> list[str]:
     return names + [n for n in server_presets() if n not in names]
 
 
-class RequestError(ValueError):
+class RequestError(GeodemoError, ValueError):
     """A setting the page or an API client sent that the server does not accept (message for the user)."""
 
 

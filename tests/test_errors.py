@@ -28,15 +28,19 @@ def _assert_plain(text: str, *forbidden: str) -> None:
 
 
 def test_historical_import_places_are_the_one_hierarchy():
+    from geodemo.clues.gate import GateUnavailable
+    from geodemo.clues.ocr import TesseractUnavailable
     from geodemo.geo import InvalidCoordinateError
     from geodemo.imageio import ImageError, MissingImageError
     from geodemo.lmm.backends import BackendError
     from geodemo.models.base import ModelUnavailableError as M2
     from geodemo.paths import MissingResourceError
+    from geodemo.pipeline.locator import InvalidOptionError
+    from geodemo.retrieval.builder import BuildMismatchError
     from geodemo.retrieval.database import EncoderMismatchError
 
     for cls in (InvalidCoordinateError, ImageError, MissingImageError, BackendError, M2, MissingResourceError,
-                EncoderMismatchError):
+                EncoderMismatchError, InvalidOptionError, BuildMismatchError, GateUnavailable, TesseractUnavailable):
         assert issubclass(cls, GeodemoError), cls
     assert M2 is ModelUnavailableError
     assert issubclass(MissingResourceError, FileNotFoundError) and issubclass(EncoderMismatchError, ValueError)

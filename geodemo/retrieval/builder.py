@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from geodemo.data.dataset import GeoDataset, SkippedRow
+from geodemo.errors import GeodemoError
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 
 __all__ = ["PhotoSource", "ShardSource", "BuildReport", "BuildMismatchError", "build_database",
@@ -39,7 +40,7 @@ PARTIAL_DIR = ".partial"
 STATE_FILE = "build.json"
 
 
-class BuildMismatchError(ValueError):
+class BuildMismatchError(GeodemoError, ValueError):
     """An interrupted build in the output folder was made with another descriptor, source or chunking."""
 
 
