@@ -31,6 +31,7 @@ import numpy as np
 from geodemo.paths import bundle_path, shared_path
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 from geodemo.retrieval.multiview import ViewBank
+from geodemo.storage import atomic_open, write_text
 
 __all__ = ["GalleryBundle", "open_gallery_bundle", "save_gallery_bundle", "thumbnail_path", "GALLERY_DIR"]
 
@@ -125,9 +126,11 @@ def save_gallery_bundle(
     compact = bank.compact()
     folder.mkdir(parents=True, exist_ok=True)
 
-    np.save(folder / "views.npy", compact.embeddings.astype(np.float16))
-    np.save(folder / "pairwise.npy", compact.pairwise.astype(np.float16))
-    with open(folder / "meta.csv", "w", newline="", encoding="utf-8") as f:
+    with atomic_open(folder / "views.npy", "wb") as f:
+        np.save(f, compact.embeddings.astype(np.float16))
+    with atomic_open(folder / "pairwise.npy", "wb") as f:
+        np.save(f, compact.pairwise.astype(np.float16))
+    with atomic_open(folder / "meta.csv", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(META_COLUMNS)
         m = db.meta
@@ -143,6 +146,6 @@ def save_gallery_bundle(
         "files": {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.name != "manifest.json"},
         **({"provenance": provenance} if provenance else {}),
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")  # last: marks it whole
     open_gallery_bundle.cache_clear()
     return manifest
