@@ -195,6 +195,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _locate(args: argparse.Namespace) -> int:
+    from geodemo.errors import GeodemoError
     from geodemo.pipeline import GeoLocator, LocateOptions
     from geodemo.pipeline.locator import InvalidOptionError
 
@@ -209,7 +210,7 @@ def _locate(args: argparse.Namespace) -> int:
     try:
         locator = GeoLocator.from_preset(args.preset, gallery={"progress": not args.no_progress})
         result = locator.locate(args.photo, options)
-    except Exception as exc:  # noqa: BLE001 - plain words for the user (GEODEMO_DEBUG=1 re-raises)
+    except (GeodemoError, KeyError, FileNotFoundError) as exc:  # bad input, or a missing resource: exit 2
         if os.environ.get("GEODEMO_DEBUG"):
             raise
         log.debug("locate failed", exc_info=True)
