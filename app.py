@@ -30,7 +30,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import gradio as gr
 from PIL import Image
 
 # Importing geodemo (any submodule) first installs its torchvision guard before vision libraries.
+from geodemo.errors import GeodemoError, describe
 from geodemo.imageio import ImageError, PhotoBudget, read_exif_gps
 from geodemo.redact import public_dict, redact, redact_paths
 from geodemo.result import LocationResult
@@ -55,23 +56,7 @@ FALLBACK_BACKENDS = ("ollama", "openai", "transformers", "gguf")
 BUDGET = PhotoBudget.for_web()  # one budget for every way a photo arrives
 MAX_UPLOAD = BUDGET.max_bytes  # Gradio's own upload route refuses larger files (HTTP 413)
 MAP_HEIGHT = 420
-EXAMPLE_SETS = (("im2gps3k-dev", 5), ("osv5m-sample", 3))  # (benchmark, how many photos)
-
-# ---------------------------------------------------------------------------------------------
-# ZeroGPU: on a ZeroGPU Space, `spaces.GPU` attaches a GPU for the duration of the call;
-# everywhere else (no `spaces` package, or a CPU Space) the function runs as it is.
-
-
-def gpu_if_zero(fn: Callable) -> Callable:
-    """Wrap ``fn`` with ``spaces.GPU`` only when running on a ZeroGPU Space."""
-    if not os.environ.get("SPACES_ZERO_GPU"):
-        return fn
-    try:
-        import spaces
-    except ImportError:
-        return fn
-    return spaces.GPU(duration=120)(fn)
-
+RECOGNISED_SETS = ("im2gps3k-dev", "osv5m-sample")  # shared benchmarks whose photos are recognised by name
 
 # ---------------------------------------------------------------------------------------------
 # Locators: one per preset, created once and shared read-only by all requests.
@@ -100,7 +85,7 @@ def available_presets() -> list[str]:
     return names + [n for n in server_presets() if n not in names]
 
 
-class RequestError(ValueError):
+class RequestError(GeodemoError, ValueError):
     """A setting the page or an API client sent that the server does not accept (message for the user)."""
 
 
@@ -122,18 +107,45 @@ def allowed_local_models() -> list[str]:
     return _env_list("GEODEMO_LMM_MODELS")
 
 
+@lru_cache(maxsize=1)
+def backend_availability() -> dict[str, str | None]:
+    """Registered LMM backends -> None when usable here, else one line on how to enable it (probed once)."""
+    try:
+        from geodemo.lmm.backends import backend_availability as probe
+
+        return probe()
+    except Exception:  # noqa: BLE001 - the page must load even when probing fails
+        logger.exception("could not probe the LMM backends")
+        return dict.fromkeys(FALLBACK_BACKENDS)
+
+
 def available_backends() -> list[str]:
-    """LMM backends the page may choose ("preset default" first): the registered ones, narrowed by
-    ``GEODEMO_WEB_LMM_BACKENDS`` when set."""
+    """LMM backends the page offers ("preset default" first): the reachable ones among those the
+    server allows (:func:`registered_backends`)."""
+    allowed = set(registered_backends())
+    return [PRESET_DEFAULT, *(name for name, how in backend_availability().items() if how is None and name in allowed)]
+
+
+def registered_backends() -> list[str]:
+    """LMM backends a web request may ask for, reachable or not: every registered name (aliases
+    included), narrowed by ``GEODEMO_WEB_LMM_BACKENDS`` when set."""
     try:
         from geodemo.lmm.backends import list_backends
 
-        names = list(list_backends())
+        return list(list_backends())
     except Exception:  # noqa: BLE001
         logger.exception("could not list the LMM backends")
         names = list(FALLBACK_BACKENDS)
     allowed = _env_list("GEODEMO_WEB_LMM_BACKENDS")
-    return [PRESET_DEFAULT, *(n for n in names if not allowed or n in allowed)]
+    return [n for n in names if not allowed or n in allowed]
+
+
+def unavailable_backends_markdown() -> str:
+    """One line per allowed backend that is not reachable here, saying how to enable it."""
+    allowed = set(registered_backends())
+    lines = [f"- **{name}**: not installed: {redact_paths(how)}"
+             for name, how in backend_availability().items() if how and name in allowed]
+    return "Not available here:\n" + "\n".join(lines) if lines else ""
 
 
 def get_locator(preset: str):
@@ -212,7 +224,7 @@ def validate_request(
     if mode not in ("", "on", "off"):
         raise RequestError(f"LMM stage must be {PRESET_DEFAULT!r}, 'on' or 'off'")
     backend, model = _choice(lmm_backend), _choice(lmm_model)
-    backends = available_backends()
+    backends = registered_backends()  # reachable or not: the LMM stage says "not installed"
     if backend is not None and backend not in backends:
         raise RequestError(f"unknown LMM backend {backend[:60]!r}; choose one of {', '.join(backends)}")
     if model is not None:
@@ -315,33 +327,45 @@ def read_photo(path: str) -> tuple[Image.Image, tuple[float, float] | None]:
 
 
 @lru_cache(maxsize=1)
+def example_samples() -> list[Any]:
+    """The embedded default's example photos (``assets/examples``), ids as in their gallery; [] without."""
+    from dataclasses import replace
+
+    try:
+        from geodemo.data import load_examples
+
+        dataset = load_examples()
+    except Exception as exc:  # noqa: BLE001 - no examples: the app still runs
+        logger.info("no bundled examples: %s", exc)
+        return []
+    return [replace(s, id=s.meta.get("gallery_id") or s.id) for s in dataset.samples if s.image_path is not None]
+
+
+@lru_cache(maxsize=1)
 def benchmark_samples() -> dict[str, list[Any]]:
-    """The shared benchmark photos used for examples: name -> samples with an image ({} offline)."""
+    """Photos recognised by file name: the bundled examples and, with a shared folder, its benchmarks."""
     out: dict[str, list[Any]] = {}
+    for s in example_samples():
+        out.setdefault(s.meta.get("dataset") or "examples", []).append(s)
     try:
         from geodemo.data import load_benchmark
     except ImportError:
         return out
-    for name, _count in EXAMPLE_SETS:
+    for name in RECOGNISED_SETS:
         try:
             dataset = load_benchmark(name)
-        except Exception as exc:  # noqa: BLE001 - no shared folder: no examples, the app still runs
-            logger.info("no examples from %s: %s", name, exc)
+        except Exception as exc:  # noqa: BLE001 - no shared folder: the bundled examples only
+            logger.info("no %s photos to recognise: %s", name, describe(exc)[0])
             continue
-        out[name] = [s for s in dataset.samples if s.image_path is not None and Path(s.image_path).is_file()]
+        out.setdefault(name, []).extend(
+            s for s in dataset.samples if s.image_path is not None and Path(s.image_path).is_file())
     return out
 
 
-def example_rows(per_set: tuple[tuple[str, int], ...] = EXAMPLE_SETS) -> list[list[str]]:
-    """A few photos from the shared dev split and OSV sample: [path, "lat, lon", key]; [] offline."""
-    rows: list[list[str]] = []
-    samples_by_set = benchmark_samples()
-    for name, count in per_set:
-        samples = samples_by_set.get(name, [])
-        step = max(1, len(samples) // count)
-        for s in samples[::step][:count]:
-            rows.append([str(s.image_path), f"{s.lat:.5f}, {s.lon:.5f}", f"{name}|{s.id}|{s.group or ''}"])
-    return rows
+def example_rows() -> list[list[str]]:
+    """The bundled example photos: [path, "lat, lon", key]."""
+    return [[str(s.image_path), f"{s.lat:.5f}, {s.lon:.5f}", f"{s.meta.get('dataset', '')}|{s.id}|{s.group or ''}"]
+            for s in example_samples()]
 
 
 @lru_cache(maxsize=1)
@@ -405,10 +429,16 @@ def status_markdown(stages: list[str], result: LocationResult | None, running: s
 
 
 def errors_markdown(result: LocationResult) -> str:
-    if not result.errors:
-        return ""
-    lines = [f"- **{stage}** failed: {redact_paths(message)}" for stage, message in result.errors.items()]
-    return "#### Stages that failed (the rest still ran)\n" + "\n".join(lines)
+    """Stages that failed, then optional parts that are not installed (how to add them)."""
+    parts = []
+    if result.errors:
+        lines = [f"- **{stage}** failed: {redact_paths(message)}" for stage, message in result.errors.items()]
+        parts.append("#### Stages that failed (the rest still ran)\n" + "\n".join(lines))
+    unavailable = result.unavailable
+    if unavailable:
+        lines = [f"- **{stage}**: not installed: {redact_paths(how)}" for stage, how in unavailable.items()]
+        parts.append("#### Optional parts not installed (the answer did without them)\n" + "\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def has_prediction(result: LocationResult) -> bool:
@@ -517,7 +547,6 @@ def _message(text: str) -> dict[str, Any]:
     return {"status": text}
 
 
-@gpu_if_zero
 def locate_stream(
     photo: str | None,
     truth_text: str | None,
@@ -540,7 +569,7 @@ def locate_stream(
         try:
             image, exif_gps = read_photo(photo)
         except ImageError as exc:
-            yield _message(f"⚠️ This file cannot be used as a photo: {exc}")
+            yield _message(f"⚠️ This file cannot be used as a photo: {describe(exc)[0]}")
             return
         try:
             typed_truth = parse_truth(truth_text)
@@ -596,11 +625,10 @@ def locate_stream(
         yield update
     except Exception as exc:  # noqa: BLE001 - the page shows a message, the log keeps the traceback
         logger.exception("locate failed")
-        yield _message(f"⚠️ Something went wrong while locating this photo ({redact_paths(str(exc))[:300]}). "
+        yield _message(f"⚠️ Something went wrong while locating this photo: {describe(exc)[0][:300]}. "
                        "The details are in the server log.")
 
 
-@gpu_if_zero
 def locate_api(
     photo: str | None,
     preset: str = DEFAULT_PRESET,
@@ -626,12 +654,12 @@ def locate_api(
     try:
         image, exif_gps = read_photo(photo)
     except ImageError as exc:
-        raise gr.Error(f"this file cannot be used as a photo: {exc}") from None
+        raise gr.Error(f"this file cannot be used as a photo: {describe(exc)[0][:300]}") from None
     try:
         result = get_locator(preset).locate(image, options)
     except Exception as exc:  # noqa: BLE001 - the log keeps the traceback, the caller gets one line
         logger.exception("API locate failed")
-        raise gr.Error(f"locating failed: {redact_paths(str(exc))[:300]}") from None
+        raise gr.Error(f"locating failed: {describe(exc)[0][:300]}") from None
     out = public_dict(result)
     if exif_gps is not None and out.get("exif_gps") is None:
         out["exif_gps"] = list(exif_gps)
@@ -718,7 +746,7 @@ def build_demo() -> gr.Blocks:
                 if examples:
                     gr.Examples(examples=examples, inputs=[photo, truth_box, example_key], label=(
                         "Examples (IM2GPS3k dev split, OSV-5M sample) with their true location; "
-                        "their own photographer is left out of the gallery"), examples_per_page=8,
+                        "the photo itself and its photographer are left out of the gallery"), examples_per_page=10,
                         visible_columns=[0, 1], elem_id="examples")
                 with gr.Accordion("Settings", open=False):
                     preset = gr.Dropdown(presets, value=default_preset, label="Preset", elem_id="preset")
@@ -735,10 +763,11 @@ def build_demo() -> gr.Blocks:
                     with gr.Row():
                         lmm_backend = gr.Dropdown(available_backends(), value=PRESET_DEFAULT, label="LMM backend",
                                                   allow_custom_value=True)
-                        lmm_model = gr.Textbox(label="LMM model", placeholder="preset default")
+                        lmm_model = gr.Textbox("", label="LMM model", placeholder="preset default")
                         lmm_samples = gr.Number(None, label="answers per prompt", placeholder="preset default",
                                                 precision=0, minimum=WEB_RANGES["lmm_samples"][0],
                                                 maximum=WEB_RANGES["lmm_samples"][1])
+                    gr.Markdown(unavailable_backends_markdown(), elem_id="lmm-unavailable")
             with gr.Column(scale=2):
                 status = gr.Markdown("", elem_id="status")
                 prediction = gr.Markdown("", elem_id="prediction")

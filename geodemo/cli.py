@@ -4,7 +4,8 @@ Prints the :class:`~geodemo.result.LocationResult` as JSON (``--json``) or as a 
 ``python -m geodemo index OUT --preset g3 --csv photos.csv --images photos.tar`` builds a retrieval
 database of the preset's descriptor (:mod:`geodemo.retrieval.builder`; resumable).
 Every failure is one ``error: ...`` line on stderr (exit status 2 for bad input or options, 1 for
-anything else), never a traceback; a result some stage failed for is flagged as degraded.
+anything else), never a traceback; a result some stage failed for (or was not installed for) is flagged
+as degraded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--eps-km", type=float, default=None, help="DBSCAN radius in km")
     loc.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples")
     loc.add_argument("--exclude-group", action="append", default=[], help="leave out a photographer's photos")
+    loc.add_argument("--no-progress", action="store_true", help="no progress bars (first-time gallery builds)")
 
     sub.add_parser("presets", help="list the built-in presets and their stages")
     add_index_parser(sub)
@@ -106,10 +109,17 @@ _FLAGS = {"top_k": "--top-k", "eps_km": "--eps-km", "min_samples": "--min-sample
 log = logging.getLogger("geodemo.cli")
 
 
+def _without(result) -> str:
+    """The stages the answer did without ("lmm failed, clues not installed"); empty when none."""
+    parts = [f"{stage} failed" for stage in result.errors]
+    parts += [f"{stage} not installed" for stage in result.unavailable if stage not in result.errors]
+    return ", ".join(parts)
+
+
 def _summary(result) -> str:
     lines = []
-    if result.errors:
-        lines.append(f"DEGRADED RESULT: {', '.join(result.errors)} failed; the rest of the pipeline ran")
+    if _without(result):
+        lines.append(f"DEGRADED RESULT: {_without(result)}; the rest of the pipeline ran")
     lines += [
         f"{result.lat:.5f}, {result.lon:.5f}  {result.place or ''}",
         f"confidence {result.confidence:.2f}, uncertainty ~{result.uncertainty_km:.0f} km, "
@@ -118,7 +128,9 @@ def _summary(result) -> str:
     for c in sorted(result.candidates, key=lambda c: -(c.score or 0))[:5]:
         lines.append(f"  {c.source:<15} {c.lat:9.4f} {c.lon:10.4f}  score {c.score or 0:.3f}")
     for stage, message in result.errors.items():
-        lines.append(f"  [{stage}] {message}")
+        lines.append(f"  [{stage}] failed: {message}")
+    for stage, how in result.unavailable.items():
+        lines.append(f"  [{stage}] not installed: {how}")
     lines.append("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     return "\n".join(lines)
 
@@ -169,20 +181,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _locate(args)
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback in the debug log
+        if os.environ.get("GEODEMO_DEBUG"):
+            raise
         log.debug("locate failed", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """``exc`` in plain words (no class names, no server paths) on one line of at most 500 characters."""
+    from geodemo.errors import describe
+
+    text = " ".join(describe(exc)[0].split())
     return text if len(text) <= 500 else text[:497] + "..."
 
 
 def _locate(args: argparse.Namespace) -> int:
-    from geodemo.imageio import ImageError
-    from geodemo.models.base import ModelUnavailableError
-    from geodemo.paths import MissingResourceError
+    from geodemo.errors import GeodemoError
     from geodemo.pipeline import GeoLocator, LocateOptions
     from geodemo.pipeline.locator import InvalidOptionError
 
@@ -195,20 +210,24 @@ def _locate(args: argparse.Namespace) -> int:
         print(f"error: {_FLAGS.get(exc.option, exc.option)} {exc.reason}", file=sys.stderr)
         return 2
     try:
-        locator = GeoLocator.from_preset(args.preset, gallery={"progress": False})
+        locator = GeoLocator.from_preset(args.preset, gallery={"progress": not args.no_progress})
         result = locator.locate(args.photo, options)
-    except (ImageError, MissingResourceError, ModelUnavailableError, KeyError, FileNotFoundError) as exc:
+    except (GeodemoError, KeyError, FileNotFoundError) as exc:  # bad input, or a missing resource: exit 2
+        if os.environ.get("GEODEMO_DEBUG"):
+            raise
+        log.debug("locate failed", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     if not (math.isfinite(result.lat) and math.isfinite(result.lon)):
-        failed = "; ".join(f"{k}: {v}" for k, v in result.errors.items()) or "no stage produced one"
+        failed = "; ".join([*(f"{k}: {v}" for k, v in result.errors.items()),
+                            *(f"{k}: not installed: {v}" for k, v in result.unavailable.items())])
+        failed = failed or "no stage produced one"
         print(f"error: no location could be predicted ({_one_line(Exception(failed))})", file=sys.stderr)
         return 1
-    if result.errors:
-        print(f"warning: degraded result: {', '.join(result.errors)} failed; the rest of the pipeline ran",
-              file=sys.stderr)
+    if _without(result):
+        print(f"warning: degraded result: {_without(result)}; the rest of the pipeline ran", file=sys.stderr)
     if args.json:
-        print(json.dumps({**result.to_dict(), "degraded": bool(result.errors)}, indent=2, ensure_ascii=False))
+        print(json.dumps({**result.to_dict(), "degraded": bool(_without(result))}, indent=2, ensure_ascii=False))
     else:
         print(_summary(result))
     return 0

@@ -2,7 +2,8 @@
 
 The library's own results keep full paths (the CLI's user and the scripts need them); the web app
 and its API answer with :func:`public_dict`, where neighbours are named by gallery id (a thumbnail
-is fetched by that id through the app) and every path inside a message is cut to its file name.
+is fetched by that id through the app) and every path inside a message is cut to its file name
+(:func:`geodemo.errors.redact_paths`, the same path rule as the plain words of an error).
 
 >>> redact_paths("checkpoint folder /srv/app/checkpoints/offline-verifier lacks config.json")
 'checkpoint folder offline-verifier lacks config.json'
@@ -10,30 +11,11 @@ is fetched by that id through the app) and every path inside a message is cut to
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from geodemo.errors import redact_paths  # the one path scrubber (also behind plain_text)
+
 __all__ = ["redact_paths", "redact", "public_dict"]
-
-# An absolute, home or dot-relative POSIX path (not the path part of a URL: no ':' or '/' before it),
-# or a Windows drive path.
-_PATH = re.compile(
-    r"(?<![\w.:/\\-])(?:~|\.{1,2})?/(?:[^\s/'\"`<>|:;,()\[\]{}]+/)+([^\s/'\"`<>|:;,()\[\]{}]*)"
-    r"|\b[A-Za-z]:\\(?:[^\s\\'\"<>|]+\\)+([^\s\\'\"<>|]*)"
-)
-
-
-def redact_paths(text: str) -> str:
-    """``text`` with every file path replaced by its last component (the resource's name)."""
-
-    def name(m: re.Match) -> str:
-        last = m.group(1) if m.group(1) is not None else m.group(2)
-        if last:
-            return last
-        parts = [p for p in re.split(r"[/\\]", m.group(0)) if p and p not in (".", "..", "~")]
-        return parts[-1] if parts else "…"
-
-    return _PATH.sub(name, text)
 
 
 def redact(value: Any) -> Any:

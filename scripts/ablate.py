@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tau-km", type=float, default=3000.0, help="fusion target width (see fit_fusion)")
     parser.add_argument("--cached-only", action="store_true",
                         help="offline analogues: score only the photos whose label maps are already cached")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.save_weights and args.benchmark != "im2gps3k-dev":
         parser.error("fusion weights are fitted on the dev split only (im2gps3k-dev)")

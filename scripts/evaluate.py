@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/<set>/<predictor>)")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing predictions.csv instead of resuming")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (scoring, galleries)")
     parser.add_argument(
         "--explain",
         action="store_true",
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options = {"gallery": args.gallery, "radius_km": args.radius_km, "seed": args.seed}
     if args.predictor == "geolocator":
-        options = {"preset": args.preset}
+        options = {"preset": args.preset, "progress": not args.no_progress}
         if args.lmm != "preset":
             options["lmm"] = {"enabled": args.lmm == "on"}
     predictor = create_predictor(args.predictor, dataset, **options)

@@ -269,8 +269,10 @@ def test_record_failure_keeps_plain_words_details_and_how_to_add():
 
     r = LocationResult(math.nan, math.nan, None, 0.0, math.nan, "none", "x")
     record_failure(r, "segment", MissingResourceError("weights for x not found at /srv/secret/models/x; set GEODEMO_SHARED"))
-    assert "/srv/secret" not in r.errors["segment"] and "MissingResourceError" not in r.errors["segment"]
-    assert "not found" in r.errors["segment"] and "/srv/secret" in r.error_details["segment"]
+    # not installed is not a failure: listed under unavailable only, in plain words
+    assert "segment" not in r.errors
+    assert "/srv/secret" not in r.unavailable["segment"] and "MissingResourceError" not in r.unavailable["segment"]
+    assert "not found" in r.unavailable["segment"] and "/srv/secret" in r.error_details["segment"]
     assert "MissingResourceError" in r.error_details["segment"] and "GEODEMO_SHARED" in r.unavailable["segment"]
     record_failure(r, "verify", ValueError("bad scores"))
     assert "verify" not in r.unavailable and r.errors["verify"] == "bad scores"
@@ -284,7 +286,7 @@ def test_failing_optional_components_are_recorded_and_the_locator_goes_on():
     lmm, _ = _lmm(["no answer"], ["rag-15"])
     loc = GeoLocator(cfg, descriptor=descriptor, gallery=_gallery(descriptor.name, coords), lmm=lmm, segmenter=None)
     r = loc.locate(_photo(7))
-    assert "candidates.gps_gallery" in r.unavailable and "no-such-aligner" in r.errors["candidates.gps_gallery"]
+    assert "no-such-aligner" in r.unavailable["candidates.gps_gallery"] and "candidates.gps_gallery" not in r.errors
     assert r.verifier.startswith("support:") and math.isfinite(r.lat)  # fell back to retrieval support
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+from geodemo.errors import ToolUnavailableError
+
 __all__ = ["text_score", "letter_regions", "GateUnavailable"]
 
 # letter regions: height (pixels, share of the photo height), width / height, filled share of the box
@@ -28,7 +30,7 @@ _MAX_STROKE = 0.35  # stroke width / letter height
 _MIN_CONTRAST = 25.0  # grey levels between the region and the rest of its box
 
 
-class GateUnavailable(RuntimeError):
+class GateUnavailable(ToolUnavailableError):
     """OpenCV is missing; the message says how to install it."""
 
 

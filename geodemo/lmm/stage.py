@@ -21,7 +21,8 @@ from typing import Any
 
 from PIL import Image
 
-from geodemo.lmm.backends import BackendError, LMMBackend, call_deadline, create_backend
+from geodemo.errors import describe
+from geodemo.lmm.backends import LMMBackend, call_deadline, create_backend
 from geodemo.lmm.cache import AnswerCache, answer_key, image_hash
 from geodemo.lmm.parse import parse_coordinate
 from geodemo.lmm.prompts import DEFAULT_PROMPTS, Prompt, build_prompts, prompt_kinds_valid
@@ -200,7 +201,7 @@ class LMMStage:
             try:
                 load()  # loading a local model once is not part of the time budget
             except Exception as exc:  # noqa: BLE001 - a model that cannot load fails every call
-                msg = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+                msg = describe(exc)[0]  # plain words (the page shows it)
                 for i, prompt, _ in todo:
                     by_prompt[i] = [self._record(prompt, s, None, 0.0, False, error=msg) for s in range(n)]
                 return
@@ -239,7 +240,7 @@ class LMMStage:
                 started, _ = running.pop(slot)
                 i, prompt, keys = todo[slot]
                 if exc is not None:
-                    msg = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+                    msg = describe(exc)[0]  # plain words (the page shows it)
                     give_up(slot, msg, time.monotonic() - started)
                     continue
                 answers, latency = value

@@ -233,7 +233,9 @@ class Components:
             return self._cache["text_gallery"]
         from geodemo.retrieval.galleries import text_gallery
 
-        return self.optional("text_gallery", lambda: text_gallery(self.encoder, min_population=min_population))
+        show = self.section("gallery").get("progress", True)
+        return self.optional("text_gallery", lambda: text_gallery(self.encoder, min_population=min_population,
+                                                                  progress=show))
 
     def lmm_stage(self, cfg: dict[str, Any]) -> Any:
         """An :class:`~geodemo.lmm.LMMStage` for the (per-call) LMM settings ``cfg``; an injected

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from geodemo.errors import GeodemoError
 from geodemo.pipeline.components import Components
 from geodemo.pipeline.context import LocateContext, new_result
 from geodemo.pipeline.presets import load_preset
@@ -41,7 +42,7 @@ TOP_LEVEL_KEYS = ("name", "description", "paper", "based_on", "device", "encoder
 _COMPONENT_KEYS = {"verifier": {"aligner"}}
 
 
-class InvalidOptionError(ValueError):
+class InvalidOptionError(GeodemoError, ValueError):
     """A :class:`LocateOptions` value out of its range; ``option`` names the field."""
 
     def __init__(self, option: str, message: str) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from geodemo.data.dataset import GeoDataset, SkippedRow
+from geodemo.errors import GeodemoError
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 from geodemo.storage import save_npz, write_json
 
@@ -38,7 +39,7 @@ PARTIAL_DIR = ".partial"
 STATE_FILE = "build.json"
 
 
-class BuildMismatchError(ValueError):
+class BuildMismatchError(GeodemoError, ValueError):
     """An interrupted build in the output folder was made with another descriptor, source or chunking."""
 
 

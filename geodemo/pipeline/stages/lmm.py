@@ -98,5 +98,8 @@ class LMM(Stage):
             return
         failed = [r.error for r in ctx.result.lmm_records if r.error]
         if failed and len(failed) == len(ctx.result.lmm_records):
+            from geodemo.lmm.backends import backend_status
+
+            how = backend_status(str(self.settings(ctx).get("backend", "")))  # None: installed, yet it failed
             record_failure(ctx.result, self.name, f"every LMM call failed; first error: {failed[0]}",
-                           unavailable=True, how_to_add=_HOW_TO_ADD)
+                           unavailable=how is not None, how_to_add=how)
