@@ -30,6 +30,7 @@ import gradio as gr
 from PIL import Image
 
 # Importing geodemo (any submodule) first installs its torchvision guard before vision libraries.
+from geodemo.errors import describe
 from geodemo.imageio import ImageError, load_image, read_exif_gps
 from geodemo.result import LocationResult
 from geodemo.viz import error_report, lmm_rows, map_iframe, timing_text
@@ -44,7 +45,7 @@ PRESET_DEFAULT = "preset default"
 FALLBACK_BACKENDS = ("ollama", "openai", "transformers", "gguf")
 MAX_UPLOAD = "40mb"
 MAP_HEIGHT = 420
-EXAMPLE_SETS = (("im2gps3k-dev", 5), ("osv5m-sample", 3))  # (benchmark, how many photos)
+RECOGNISED_SETS = ("im2gps3k-dev", "osv5m-sample")  # shared benchmarks whose photos are recognised by name
 
 # ---------------------------------------------------------------------------------------------
 # ZeroGPU: on a ZeroGPU Space, `spaces.GPU` attaches a GPU for the duration of the call;
@@ -89,16 +90,27 @@ def allowed_local_models() -> list[str]:
     return [m.strip() for m in os.environ.get("GEODEMO_LMM_MODELS", "").split(",") if m.strip()]
 
 
-def available_backends() -> list[str]:
-    """LMM backend names registered by ``geodemo.lmm`` (plus "preset default")."""
+@lru_cache(maxsize=1)
+def backend_availability() -> dict[str, str | None]:
+    """Registered LMM backends -> None when usable here, else one line on how to enable it (probed once)."""
     try:
-        from geodemo.lmm.backends import list_backends
+        from geodemo.lmm.backends import backend_availability as probe
 
-        names = list(list_backends())
-    except Exception:  # noqa: BLE001
-        logger.exception("could not list the LMM backends")
-        names = list(FALLBACK_BACKENDS)
-    return [PRESET_DEFAULT, *names]
+        return probe()
+    except Exception:  # noqa: BLE001 - the page must load even when probing fails
+        logger.exception("could not probe the LMM backends")
+        return dict.fromkeys(FALLBACK_BACKENDS)
+
+
+def available_backends() -> list[str]:
+    """LMM backends the page offers: the reachable ones (plus "preset default")."""
+    return [PRESET_DEFAULT, *(name for name, how in backend_availability().items() if how is None)]
+
+
+def unavailable_backends_markdown() -> str:
+    """One line per backend that is not reachable here, saying how to enable it."""
+    lines = [f"- **{name}**: not installed: {how}" for name, how in backend_availability().items() if how]
+    return "Not available here:\n" + "\n".join(lines) if lines else ""
 
 
 def get_locator(preset: str):
@@ -220,33 +232,45 @@ def read_photo(path: str) -> tuple[Image.Image, tuple[float, float] | None]:
 
 
 @lru_cache(maxsize=1)
+def example_samples() -> list[Any]:
+    """The embedded default's example photos (``assets/examples``), ids as in their gallery; [] without."""
+    from dataclasses import replace
+
+    try:
+        from geodemo.data import load_examples
+
+        dataset = load_examples()
+    except Exception as exc:  # noqa: BLE001 - no examples: the app still runs
+        logger.info("no bundled examples: %s", exc)
+        return []
+    return [replace(s, id=s.meta.get("gallery_id") or s.id) for s in dataset.samples if s.image_path is not None]
+
+
+@lru_cache(maxsize=1)
 def benchmark_samples() -> dict[str, list[Any]]:
-    """The shared benchmark photos used for examples: name -> samples with an image ({} offline)."""
+    """Photos recognised by file name: the bundled examples and, with a shared folder, its benchmarks."""
     out: dict[str, list[Any]] = {}
+    for s in example_samples():
+        out.setdefault(s.meta.get("dataset") or "examples", []).append(s)
     try:
         from geodemo.data import load_benchmark
     except ImportError:
         return out
-    for name, _count in EXAMPLE_SETS:
+    for name in RECOGNISED_SETS:
         try:
             dataset = load_benchmark(name)
-        except Exception as exc:  # noqa: BLE001 - no shared folder: no examples, the app still runs
-            logger.info("no examples from %s: %s", name, exc)
+        except Exception as exc:  # noqa: BLE001 - no shared folder: the bundled examples only
+            logger.info("no %s photos to recognise: %s", name, describe(exc)[0])
             continue
-        out[name] = [s for s in dataset.samples if s.image_path is not None and Path(s.image_path).is_file()]
+        out.setdefault(name, []).extend(
+            s for s in dataset.samples if s.image_path is not None and Path(s.image_path).is_file())
     return out
 
 
-def example_rows(per_set: tuple[tuple[str, int], ...] = EXAMPLE_SETS) -> list[list[str]]:
-    """A few photos from the shared dev split and OSV sample: [path, "lat, lon", key]; [] offline."""
-    rows: list[list[str]] = []
-    samples_by_set = benchmark_samples()
-    for name, count in per_set:
-        samples = samples_by_set.get(name, [])
-        step = max(1, len(samples) // count)
-        for s in samples[::step][:count]:
-            rows.append([str(s.image_path), f"{s.lat:.5f}, {s.lon:.5f}", f"{name}|{s.id}|{s.group or ''}"])
-    return rows
+def example_rows() -> list[list[str]]:
+    """The bundled example photos: [path, "lat, lon", key]."""
+    return [[str(s.image_path), f"{s.lat:.5f}, {s.lon:.5f}", f"{s.meta.get('dataset', '')}|{s.id}|{s.group or ''}"]
+            for s in example_samples()]
 
 
 @lru_cache(maxsize=1)
@@ -310,10 +334,16 @@ def status_markdown(stages: list[str], result: LocationResult | None, running: s
 
 
 def errors_markdown(result: LocationResult) -> str:
-    if not result.errors:
-        return ""
-    lines = [f"- **{stage}** failed: {message}" for stage, message in result.errors.items()]
-    return "#### Stages that failed (the rest still ran)\n" + "\n".join(lines)
+    """Stages that failed, then optional parts that are not installed (how to add them)."""
+    parts = []
+    if result.errors:
+        lines = [f"- **{stage}** failed: {message}" for stage, message in result.errors.items()]
+        parts.append("#### Stages that failed (the rest still ran)\n" + "\n".join(lines))
+    unavailable = result.unavailable
+    if unavailable:
+        lines = [f"- **{stage}**: not installed: {how}" for stage, how in unavailable.items()]
+        parts.append("#### Optional parts not installed (the answer did without them)\n" + "\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def has_prediction(result: LocationResult) -> bool:
@@ -445,7 +475,7 @@ def locate_stream(
         try:
             image, exif_gps = read_photo(photo)
         except ImageError as exc:
-            yield _message(f"⚠️ This file cannot be used as a photo: {exc}")
+            yield _message(f"⚠️ This file cannot be used as a photo: {describe(exc)[0]}")
             return
         try:
             typed_truth = parse_truth(truth_text)
@@ -495,7 +525,7 @@ def locate_stream(
         yield update
     except Exception as exc:  # noqa: BLE001 - the page shows a message, the log keeps the traceback
         logger.exception("locate failed")
-        yield _message(f"⚠️ Something went wrong while locating this photo ({type(exc).__name__}: {exc}). "
+        yield _message(f"⚠️ Something went wrong while locating this photo: {describe(exc)[0]}. "
                        "The details are in the server log.")
 
 
@@ -517,13 +547,13 @@ def locate_api(
     try:
         image, exif_gps = read_photo(photo)
     except ImageError as exc:
-        raise gr.Error(f"this file cannot be used as a photo: {exc}") from exc
+        raise gr.Error(f"this file cannot be used as a photo: {describe(exc)[0]}") from exc
     try:
         options = make_options(top_k, eps_km, min_samples, lmm_mode, lmm_backend, lmm_model, lmm_samples)
         result = get_locator(preset or DEFAULT_PRESET).locate(image, options)
     except Exception as exc:
         logger.exception("API locate failed")
-        raise gr.Error(f"locating failed ({type(exc).__name__}: {exc})") from exc
+        raise gr.Error(f"locating failed: {describe(exc)[0]}") from exc
     out = result.to_dict()
     if exif_gps is not None and out.get("exif_gps") is None:
         out["exif_gps"] = list(exif_gps)
@@ -575,7 +605,7 @@ def build_demo() -> gr.Blocks:
                 if examples:
                     gr.Examples(examples=examples, inputs=[photo, truth_box, example_key], label=(
                         "Examples (IM2GPS3k dev split, OSV-5M sample) with their true location; "
-                        "their own photographer is left out of the gallery"), examples_per_page=8,
+                        "the photo itself and its photographer are left out of the gallery"), examples_per_page=10,
                         visible_columns=[0, 1], elem_id="examples")
                 with gr.Accordion("Settings", open=False):
                     preset = gr.Dropdown(presets, value=default_preset, label="Preset", elem_id="preset")
@@ -594,6 +624,7 @@ def build_demo() -> gr.Blocks:
                         lmm_model = gr.Textbox(label="LMM model", placeholder="preset default")
                         lmm_samples = gr.Number(None, label="answers per prompt", placeholder="preset default",
                                                 precision=0, minimum=0, maximum=20)
+                    gr.Markdown(unavailable_backends_markdown(), elem_id="lmm-unavailable")
             with gr.Column(scale=2):
                 status = gr.Markdown("", elem_id="status")
                 prediction = gr.Markdown("", elem_id="prediction")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--eps-km", type=float, default=None, help="DBSCAN radius in km")
     loc.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples")
     loc.add_argument("--exclude-group", action="append", default=[], help="leave out a photographer's photos")
+    loc.add_argument("--no-progress", action="store_true", help="no progress bars (first-time gallery builds)")
 
     sub.add_parser("presets", help="list the built-in presets and their stages")
     add_index_parser(sub)
@@ -106,7 +108,9 @@ def _summary(result) -> str:
     for c in sorted(result.candidates, key=lambda c: -(c.score or 0))[:5]:
         lines.append(f"  {c.source:<15} {c.lat:9.4f} {c.lon:10.4f}  score {c.score or 0:.3f}")
     for stage, message in result.errors.items():
-        lines.append(f"  [{stage}] {message}")
+        lines.append(f"  [{stage}] failed: {message}")
+    for stage, how in result.unavailable.items():
+        lines.append(f"  [{stage}] not installed: {how}")
     lines.append("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     return "\n".join(lines)
 
@@ -154,9 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_presets_text())
         return 0
 
-    from geodemo.imageio import ImageError
-    from geodemo.models.base import ModelUnavailableError
-    from geodemo.paths import MissingResourceError
+    from geodemo.errors import describe
     from geodemo.pipeline import GeoLocator, LocateOptions
 
     options = LocateOptions(
@@ -164,10 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         lmm_backend=args.lmm_backend, lmm_model=args.lmm_model, exclude_groups=set(args.exclude_group),
     )
     try:
-        locator = GeoLocator.from_preset(args.preset, gallery={"progress": False})
+        locator = GeoLocator.from_preset(args.preset, gallery={"progress": not args.no_progress})
         result = locator.locate(args.photo, options)
-    except (ImageError, MissingResourceError, ModelUnavailableError, KeyError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - plain words for the user (GEODEMO_DEBUG=1 re-raises)
+        if os.environ.get("GEODEMO_DEBUG"):
+            raise
+        print(f"error: {describe(exc)[0]}", file=sys.stderr)
         return 2
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else _summary(result))
     return 0

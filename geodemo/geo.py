@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from geodemo.errors import InvalidCoordinateError
+
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius, the papers' haversine radius
 MERCATOR_HALF_WORLD_M = 20037508.3427892  # EPSG:3857 easting of longitude 180 (pi * 6378137)
 MERCATOR_MAX_LAT = 85.0511  # EPSG:3857 is cut at this latitude
@@ -37,10 +39,6 @@ __all__ = [
     "equal_earth_projection",
     "destination_point",
 ]
-
-
-class InvalidCoordinateError(ValueError):
-    """A latitude/longitude that is NaN, infinite or out of range."""
 
 
 def _is_torch(x: Any) -> bool:

@@ -18,6 +18,8 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from geodemo.errors import ImageError
+
 __all__ = [
     "ImageError",
     "MissingImageError",
@@ -36,10 +38,6 @@ DEFAULT_MAX_PIXELS = 100_000_000
 
 _GPS_IFD = 0x8825
 _GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
-
-
-class ImageError(ValueError):
-    """A photo that cannot be read: not an image, truncated, too large or otherwise broken."""
 
 
 class MissingImageError(ImageError, FileNotFoundError):

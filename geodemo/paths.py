@@ -2,6 +2,11 @@
 
 Everything outside the repository is reached through one variable, ``GEODEMO_SHARED``
 (fallback: ``../shared`` beside the checkout), so no module hard-codes a path.
+
+Lookup order for every resource: an explicit path, then the shared folder, then the embedded
+default bundle in ``assets/`` (:func:`find_resource`). The bundle mirrors the shared folder's
+layout (``assets/models/<model>/<file>``), so a fresh clone with no shared folder runs the
+offline preset; the shared folder adds full-size photos and the benchmarks.
 """
 
 from __future__ import annotations
@@ -9,10 +14,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from geodemo.errors import MissingResourceError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLE_DIR = REPO_ROOT / "assets"
 
 __all__ = [
     "REPO_ROOT",
+    "BUNDLE_DIR",
+    "bundle_path",
+    "find_resource",
     "MissingResourceError",
     "shared_dir",
     "shared_path",
@@ -20,10 +31,6 @@ __all__ = [
     "checkpoints_dir",
     "cache_dir",
 ]
-
-
-class MissingResourceError(FileNotFoundError):
-    """A dataset, weight file or index that geodemo needs is not where it looked."""
 
 
 def shared_dir() -> Path:
@@ -49,6 +56,33 @@ def require_shared(*parts: str, what: str | None = None) -> Path:
             f"data/ and models/ (default: ../shared beside the checkout)"
         )
     return path
+
+
+def bundle_path(*parts: str) -> Path:
+    """A path inside the embedded default bundle ``assets/`` (it may not exist)."""
+    return BUNDLE_DIR.joinpath(*parts)
+
+
+def find_resource(*parts: str, explicit: str | os.PathLike | None = None, what: str | None = None,
+                  hint: str | None = None) -> Path:
+    """The first existing of ``explicit``, ``$GEODEMO_SHARED/<parts>`` and ``assets/<parts>``.
+
+    An explicit path is final (a typo is reported, never silently replaced by the bundle).
+    """
+    if explicit is not None:
+        candidates = [Path(explicit).expanduser()]
+    else:
+        candidates = [shared_path(*parts), bundle_path(*parts)]
+    for path in candidates:
+        if path.exists():
+            return path
+    name = what or "/".join(parts)
+    looked = ", ".join(str(c) for c in candidates)
+    raise MissingResourceError(
+        f"{name} not found (looked in {looked})",
+        hint=hint or ("set GEODEMO_SHARED to the folder that holds data/ and models/ (default: ../shared "
+                      "beside the checkout), or restore the embedded default with `git checkout -- assets`"),
+    )
 
 
 def checkpoints_dir() -> Path:

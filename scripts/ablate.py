@@ -190,7 +190,8 @@ def fold_locators(preset: str, pattern: str) -> dict[str, object]:
 
 
 def run_photos(
-    dataset, locator, out_file: Path, limit: int | None, options=None, by_group: dict | None = None
+    dataset, locator, out_file: Path, limit: int | None, options=None, by_group: dict | None = None,
+    progress: bool = True,
 ) -> list[dict]:
     """Locate every photo (leave-one-photographer-out) and store one JSON line per photo.
 
@@ -202,11 +203,11 @@ def run_photos(
     from geodemo.models.features import image_features
 
     samples = dataset.samples[:limit] if limit else dataset.samples
-    feats = image_features(locator.config["encoder"], dataset, progress=True)  # cached on disk
+    feats = image_features(locator.config["encoder"], dataset, progress=progress)  # cached on disk
     index = {sid: i for i, sid in enumerate(feats.ids)}
     records = []
     with out_file.open("w") as fh:
-        for s in tqdm(samples, desc="locating", unit="photo"):
+        for s in tqdm(samples, desc="locating", unit="photo", disable=not progress):
             i = index[s.id]
             if not feats.valid[i]:
                 continue
@@ -325,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="fit the fusion weights on every photo and save geodemo/scoring/weights/NAME.json "
                              "(dev split only)")
     parser.add_argument("--tau-km", type=float, default=3000.0, help="fusion target width (see fit_fusion)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.save_weights and args.benchmark != "im2gps3k-dev":
         parser.error("fusion weights are fitted on the dev split only (im2gps3k-dev)")
@@ -351,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse and results_file.is_file():
         records = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
     else:
-        records = run_photos(dataset, locator, results_file, args.limit, by_group=by_group)
+        records = run_photos(dataset, locator, results_file, args.limit, by_group=by_group,
+                             progress=not args.no_progress)
     elapsed = time.perf_counter() - t0
     ctx = Context(args.benchmark, locator, locator.gallery.meta, dataset)
     truth = np.array([[r["lat"], r["lon"]] for r in records])
@@ -370,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             lmm_records = [json.loads(line) for line in lmm_file.read_text().splitlines() if line.strip()]
         else:
             lmm_records = run_photos(dataset, locator, lmm_file, args.lmm_subset, LocateOptions(use_lmm=True),
-                                     by_group=by_group)
+                                     by_group=by_group, progress=not args.no_progress)
         lmm_elapsed = time.perf_counter() - t1
         ids = {r["id"] for r in lmm_records}
         plain = [r for r in records if r["id"] in ids]

@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/<set>/<predictor>)")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing predictions.csv instead of resuming")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (scoring, galleries)")
     args = parser.parse_args(argv)
     if args.images is not None and args.benchmark_csv is None:
         parser.error("--images goes with --benchmark-csv")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options = {"gallery": args.gallery, "radius_km": args.radius_km, "seed": args.seed}
     if args.predictor == "geolocator":
-        options = {"preset": args.preset}
+        options = {"preset": args.preset, "progress": not args.no_progress}
     predictor = create_predictor(args.predictor, dataset, **options)
     suffix = f"-{args.gallery}" if args.predictor != "geolocator" and args.gallery != "self" else ""
     name = predictor.name.replace(":", "-") + suffix

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps
 
 from geodemo.clues.scripts import OSD_SCRIPTS
+from geodemo.errors import ToolUnavailableError
 
 __all__ = ["OCRWord", "TesseractUnavailable", "tesseract_languages", "prepare", "detect_script", "read_words"]
 
 
-class TesseractUnavailable(RuntimeError):
+class TesseractUnavailable(ToolUnavailableError):
     """The tesseract binary (or pytesseract) is missing; the message says how to install it."""
 
 

@@ -6,7 +6,7 @@
 ...     ...
 """
 
-from geodemo.data.benchmarks import BENCHMARKS, BenchmarkSpec, list_benchmarks, load_benchmark
+from geodemo.data.benchmarks import BENCHMARKS, BenchmarkSpec, list_benchmarks, load_benchmark, load_examples
 from geodemo.data.dataset import GeoDataset, GeoSample, SkippedRow
 from geodemo.data.folder import load_exif_folder
 from geodemo.data.formats import FORMATS, CsvFormat, detect_format, detect_lat_lon_swap, load_csv
@@ -27,5 +27,6 @@ __all__ = [
     "list_benchmarks",
     "load_benchmark",
     "load_csv",
+    "load_examples",
     "load_exif_folder",
 ]

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from geodemo.data.dataset import GeoDataset
 from geodemo.data.formats import load_csv
-from geodemo.paths import MissingResourceError, shared_path
+from geodemo.paths import MissingResourceError, bundle_path, shared_path
 
-__all__ = ["BenchmarkSpec", "BENCHMARKS", "list_benchmarks", "load_benchmark"]
+__all__ = ["BenchmarkSpec", "BENCHMARKS", "list_benchmarks", "load_benchmark", "load_examples"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,14 @@ def load_benchmark(name: str) -> GeoDataset:
         if not images.exists():
             raise MissingResourceError(f"benchmark {name!r}: image folder {images} not found")
     return load_csv(csv_path, images_dir=images, format=spec.format, name=name)
+
+
+def load_examples() -> GeoDataset:
+    """The embedded default's example photos (``assets/examples``, about ten, with their true location).
+
+    They need no shared folder. ``sample.meta`` holds the ``dataset`` each comes from and its
+    ``gallery_id`` there (the default gallery holds them: leave that id and the photographer out
+    to score one fairly).
+    """
+    folder = bundle_path("examples")
+    return load_csv(folder / "examples.csv", images_dir=folder, name="examples")

@@ -88,11 +88,11 @@ class GeoLocatorPredictor:
 
 
 @register_predictor("geolocator")
-def _geolocator(dataset: GeoDataset | None, preset: str = "offline", **overrides: Any):
+def _geolocator(dataset: GeoDataset | None, preset: str = "offline", progress: bool = True, **overrides: Any):
     from geodemo.pipeline import GeoLocator  # imported lazily: heavy, and built by the pipeline module
 
     overrides = {k: v for k, v in overrides.items() if k not in ("gallery", "radius_km", "seed")}
-    locator = GeoLocator.from_preset(preset, **overrides)
+    locator = GeoLocator.from_preset(preset, gallery={"progress": bool(progress)}, **overrides)
     leak = training_overlap(locator.aligner, dataset)
     if leak:
         warnings.warn(leak, stacklevel=2)

@@ -15,7 +15,8 @@ from typing import Any
 
 from PIL import Image
 
-from geodemo.lmm.backends import BackendError, LMMBackend, create_backend
+from geodemo.errors import describe
+from geodemo.lmm.backends import LMMBackend, create_backend
 from geodemo.lmm.cache import AnswerCache, answer_key, image_hash
 from geodemo.lmm.parse import parse_coordinate
 from geodemo.lmm.prompts import DEFAULT_PROMPTS, Prompt, build_prompts, prompt_kinds_valid
@@ -199,7 +200,7 @@ class LMMStage:
                     try:
                         answers, latency = fut.result()
                     except Exception as exc:  # noqa: BLE001 - a failed call degrades, never aborts
-                        msg = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+                        msg = describe(exc)[0]  # plain words (the page shows it)
                         by_prompt[i] = [self._record(prompt, s, None, 0.0, False, error=msg) for s in range(n)]
                         continue
                     per_answer = latency / n

@@ -3,8 +3,10 @@
 ``load_aligner("geoclip")`` gives GeoCLIP (image MLP + location encoder + logit scale from the
 ``geoclip`` wheel, over ``clip-vit-l14`` features); ``load_aligner("offline-verifier")`` or
 ``load_aligner("/path/to/folder")`` loads a checkpoint folder written by the trainer
-(``config.json`` + ``model.safetensors``). The folder's ``config.json`` names its ``architecture``
-(``"mlp-aligner"`` here, ``"g3"`` in :mod:`geodemo.models.g3`), so loading never unpickles code.
+(``config.json`` + ``model.safetensors``); a name is looked up in ``checkpoints_dir()``, then in the
+embedded default ``assets/checkpoints``. A slim checkpoint (``"location_weights": "geoclip"``) holds
+only the trained head and takes its frozen location encoder from the ``geoclip`` wheel. The
+folder's ``config.json`` names its ``architecture`` (``"mlp-aligner"`` here, ``"g3"`` in :mod:`geodemo.models.g3`), so loading never unpickles code.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from geodemo.models.gps import LocationEncoder, _geoclip_file, load_geoclip_location_encoder
-from geodemo.paths import MissingResourceError, checkpoints_dir
+from geodemo.paths import MissingResourceError, bundle_path, checkpoints_dir
 
 __all__ = [
     "CONFIG_FILE",
@@ -101,7 +103,7 @@ class MLPGeoAligner(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> MLPGeoAligner:
-        cfg = {k: v for k, v in cfg.items() if k not in ("architecture", "training")}
+        cfg = {k: v for k, v in cfg.items() if k not in ("architecture", "training", "location_weights")}
         return cls(**cfg)
 
     def image_embeddings(self, features: torch.Tensor) -> torch.Tensor:
@@ -197,6 +199,9 @@ def _from_folder(folder: Path, device: str) -> nn.Module:
     else:
         raise ValueError(f"{folder / CONFIG_FILE}: architecture {arch!r} is not a GeoAligner "
                          f"(known: mlp-aligner, g3)")
+    if cfg.get("location_weights") == "geoclip":  # a slim checkpoint: the frozen encoder comes from the wheel
+        model.location_encoder = load_geoclip_location_encoder()
+        state = {**{f"location_encoder.{k}": v for k, v in model.location_encoder.state_dict().items()}, **state}
     model.load_state_dict(state, strict=True)
     model.provenance = dict(cfg.get("training") or {})  # what it was trained on, who was held out
     return model.to(device).eval()
@@ -208,7 +213,8 @@ def load_aligner(path_or_name: str | Path, device: str = "cpu") -> nn.Module:
     if str(path_or_name) == "geoclip":
         return load_geoclip_aligner(device=device)
     path = Path(path_or_name).expanduser()
-    candidates = [path] if path.is_absolute() or path.exists() else [path, checkpoints_dir() / path]
+    candidates = ([path] if path.is_absolute() or path.exists()
+                  else [path, checkpoints_dir() / path, bundle_path("checkpoints", str(path))])
     for folder in candidates:
         if folder.is_dir() and (folder / CONFIG_FILE).is_file():
             return _from_folder(folder, device)

@@ -7,13 +7,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from geodemo.errors import ModelUnavailableError
 from geodemo.result import SegmentationResult
 
 __all__ = ["ImageEncoder", "Segmenter", "GeoAligner", "ModelUnavailableError"]
-
-
-class ModelUnavailableError(RuntimeError):
-    """Weights for a registered model cannot be found or loaded; the message says where we looked."""
 
 
 @runtime_checkable

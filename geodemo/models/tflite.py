@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from geodemo.models.base import ModelUnavailableError
-from geodemo.paths import shared_path
+from geodemo.paths import MissingResourceError, find_resource
 
 __all__ = ["TFLiteModel", "find_weights", "default_threads"]
 
@@ -21,16 +21,17 @@ def default_threads() -> int:
 
 
 def find_weights(model: str, filename: str, local_dir: str | os.PathLike | None, shared_subdir: str) -> Path:
-    """``local_dir/filename`` if given, else ``$GEODEMO_SHARED/models/<shared_subdir>/filename``."""
-    folder = Path(local_dir).expanduser() if local_dir else shared_path("models", shared_subdir)
-    path = folder / filename
-    if not path.is_file():
-        where = "local_dir" if local_dir else f"$GEODEMO_SHARED/models/{shared_subdir}"
+    """``local_dir/filename`` if given, else ``$GEODEMO_SHARED/models/<shared_subdir>/filename``, else the
+    embedded default ``assets/models/<shared_subdir>/filename`` (:func:`geodemo.paths.find_resource`)."""
+    try:
+        return find_resource("models", shared_subdir, filename,
+                             explicit=Path(local_dir).expanduser() / filename if local_dir else None)
+    except MissingResourceError as exc:
         raise ModelUnavailableError(
-            f"weights for {model} not found: looked for {filename} in {folder} ({where}); "
-            f"set GEODEMO_SHARED to the folder holding models/{shared_subdir}, or pass local_dir=<folder>"
-        )
-    return path
+            f"weights for {model} not found: {exc.message}",
+            hint=f"set GEODEMO_SHARED to the folder holding models/{shared_subdir}, pass local_dir=<folder>, "
+                 f"or restore the embedded default with `git checkout -- assets`",
+        ) from None
 
 
 class TFLiteModel:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from geodemo.errors import EncoderMismatchError
 from geodemo.geo import validate_coords
 from geodemo.paths import MissingResourceError
 from geodemo.result import Neighbour
@@ -44,10 +45,6 @@ __all__ = [
 
 INDEX_KINDS = ("flat", "hnsw", "ivfpq")
 FORMAT_VERSION = 1
-
-
-class EncoderMismatchError(ValueError):
-    """A query embedded by one encoder was sent to a database built with another."""
 
 
 class DescriptorMismatchError(EncoderMismatchError):

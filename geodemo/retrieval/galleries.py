@@ -49,16 +49,23 @@ def image_gallery(
     index: IndexConfig | dict | None = None,
     progress: bool = True,
     use_cache: bool = True,
+    use_bundle: bool = True,
 ) -> RetrievalDatabase:
     """A photo gallery over ``datasets`` (benchmark names or GeoDatasets) embedded by ``encoder_name``.
 
-    Embeddings come from :func:`geodemo.models.features.image_features` (cached per dataset);
-    unreadable photos are left out. Places are the reverse-geocoded ground truth.
+    The embedded default (``geodemo.retrieval.bundle``) answers when it holds these datasets and
+    encoder (``use_bundle``), so nothing is encoded. Otherwise embeddings come from
+    :func:`geodemo.models.features.image_features` (cached per dataset); unreadable photos are left
+    out. Places are the reverse-geocoded ground truth.
     """
     from geodemo.data import load_benchmark
     from geodemo.models.features import image_features
+    from geodemo.retrieval.bundle import open_gallery_bundle
 
     cfg = index if isinstance(index, IndexConfig) else IndexConfig.from_dict(index)
+    bundle = open_gallery_bundle() if use_bundle else None
+    if bundle is not None and bundle.matches(datasets, encoder_name):
+        return bundle.database(cfg)
     sets = [load_benchmark(d) if isinstance(d, str) else d for d in datasets]
     if not sets:
         raise ValueError("image_gallery needs at least one dataset")
@@ -92,7 +99,15 @@ def image_gallery(
 
 
 def _aligner_fingerprint(aligner: Any) -> str:
-    """Hash of the aligner's location embeddings at fixed points: changes whenever its weights do."""
+    """Hash of the aligner's location encoder weights (else of its embeddings at fixed points):
+    changes whenever its weights do, and never with the thread count."""
+    encoder = getattr(aligner, "location_encoder", None)
+    if encoder is not None and hasattr(encoder, "state_dict"):
+        digest = hashlib.sha1()
+        for key, value in sorted(encoder.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:12]
     probe = np.array([[0.0, 0.0], [48.85, 2.35], [-33.9, 151.2], [40.7, -74.0], [64.1, -21.9]])
     emb = np.asarray(aligner.embed_locations(probe), dtype=np.float32)
     return hashlib.sha1(np.round(emb, 4).tobytes()).hexdigest()[:12]

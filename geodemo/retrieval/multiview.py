@@ -12,7 +12,9 @@ shot mirror-wise. Two classic retrieval techniques correct this after the FAISS 
   the gallery (``b``'s photographer and everything the query excludes left out).
 
 :class:`ViewBank` holds the seven view embeddings of every gallery photo, cached on disk per
-(encoder, gallery) under ``cache_dir("views")``.
+(encoder, gallery) under ``cache_dir("views")``. Its :meth:`ViewBank.compact` form keeps only what
+matching reads - the ``GALLERY_VIEWS`` of every photo and the gallery-to-gallery similarities the
+reciprocal test needs - and is what the embedded default ships (``geodemo.retrieval.bundle``).
 """
 
 from __future__ import annotations
@@ -54,22 +56,30 @@ def query_views(image: Image.Image, crop: float = 0.6) -> list[Image.Image]:
 
 def multiview_similarities(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """``(K,)`` best cosine between any of the query's views ``(Vq, D)`` and the ``GALLERY_VIEWS``
-    of each gallery photo ``(K, V, D)`` (unit rows; zero rows never win)."""
+    of each gallery photo ``(K, V, D)``, V = all views or just the gallery views (unit rows; zero
+    rows never win)."""
     q = np.asarray(query, dtype=np.float32).reshape(-1, query.shape[-1])
-    g = np.asarray(gallery, dtype=np.float32)[:, list(GALLERY_VIEWS), :]
+    g = np.asarray(gallery, dtype=np.float32)
+    if g.shape[1] != len(GALLERY_VIEWS):
+        g = g[:, list(GALLERY_VIEWS), :]
     return np.einsum("qd,kvd->kqv", q, g).reshape(len(g), -1).max(1)
 
 
 @dataclass
 class ViewBank:
     """View embeddings ``(N, len(VIEW_NAMES), D)`` of a gallery's photos, rows aligned with it;
-    ``valid[i]`` is False where the photo could not be read (its rows are zero)."""
+    ``valid[i]`` is False where the photo could not be read (its rows are zero).
+
+    A compact bank holds ``(N, len(GALLERY_VIEWS), D)`` and ``pairwise`` ``(N, N)``: photo b's
+    multi-view similarity (all its views) to photo j (its gallery views), what the reciprocal test reads.
+    """
 
     encoder_name: str
     embeddings: np.ndarray
     valid: np.ndarray
     groups: list[str | None]
     ids: list[str]
+    pairwise: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,19 +97,44 @@ class ViewBank:
         """``(V, D)`` view embeddings of a gallery photo, or None when it is absent or unreadable
         (a benchmark photo that is also in the gallery need not be encoded again)."""
         row = self.row_of(photo_id)
+        if self.embeddings.shape[1] != len(VIEW_NAMES):  # a compact bank lacks the crops
+            return None
         return self.embeddings[row] if row is not None and self.valid[row] else None
+
+    def compact(self, chunk: int = 256) -> ViewBank:
+        """The bank as matching reads it: the ``GALLERY_VIEWS`` of each photo + the ``pairwise`` matrix."""
+        if self.pairwise is not None:
+            return self
+        full = np.asarray(self.embeddings, dtype=np.float32)
+        n, v, d = full.shape
+        gallery = full[:, list(GALLERY_VIEWS), :].reshape(-1, d)  # (N * G, D)
+        pairwise = np.zeros((n, n), dtype=np.float32)
+        for start in range(0, n, chunk):
+            block = full[start : start + chunk]  # (B, V, D) photos b, all views
+            sims = (block.reshape(-1, d) @ gallery.T).reshape(len(block), v, n, len(GALLERY_VIEWS))
+            pairwise[start : start + chunk] = sims.max(axis=(1, 3))
+        return ViewBank(self.encoder_name, full[:, list(GALLERY_VIEWS), :], self.valid.copy(), list(self.groups),
+                        list(self.ids), pairwise)
 
     @classmethod
     def build(
         cls, encoder: Any, image_paths: Sequence[str | None], ids: Sequence[str],
         groups: Sequence[str | None], crop: float = 0.6, progress: bool = True, use_cache: bool = True,
+        use_bundle: bool = True,
     ) -> ViewBank:
-        """Embed the views of every gallery photo (cached by encoder, ids, paths and crop)."""
+        """Embed the views of every gallery photo (cached by encoder, ids, paths and crop); the
+        embedded default's compact bank answers without encoding when it holds these ids."""
         from tqdm.auto import tqdm
 
         from geodemo.imageio import load_image
+        from geodemo.retrieval.bundle import open_gallery_bundle
 
         name = getattr(encoder, "name", type(encoder).__name__)
+        bundle = open_gallery_bundle() if use_bundle else None
+        if bundle is not None and bundle.encoder_name == name and bundle.crop == crop and bundle.size == len(ids):
+            bank = bundle.view_bank()
+            if bank.ids == [str(i) for i in ids]:
+                return bank
         key = hashlib.sha1(repr((name, crop, list(ids), [str(p) for p in image_paths])).encode()).hexdigest()[:12]
         path = cache_dir("views") / f"{Path(str(name)).name}-{key}.npz"
         if use_cache and path.is_file():
@@ -150,5 +185,8 @@ def reciprocal_rank(bank: ViewBank, b: int, similarity: float, keep: np.ndarray)
     idx = np.flatnonzero(mask)
     if len(idx) == 0:
         return 0
-    sims = multiview_similarities(bank.embeddings[b], bank.embeddings[idx])
+    if bank.pairwise is not None:
+        sims = np.asarray(bank.pairwise[b, idx], dtype=np.float32)
+    else:
+        sims = multiview_similarities(bank.embeddings[b], bank.embeddings[idx])
     return int((sims > similarity).sum())

@@ -7,6 +7,8 @@ Registered names: ``ollama``, ``openai`` (alias ``openai-compatible``), ``transf
 from geodemo.lmm.backends.base import (
     BackendError,
     LMMBackend,
+    backend_availability,
+    backend_status,
     create_backend,
     jpeg_base64,
     jpeg_bytes,
@@ -18,6 +20,8 @@ from geodemo.lmm.backends.base import (
 __all__ = [
     "BackendError",
     "LMMBackend",
+    "backend_availability",
+    "backend_status",
     "create_backend",
     "jpeg_base64",
     "jpeg_bytes",

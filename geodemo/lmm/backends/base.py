@@ -14,24 +14,21 @@ from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
+from geodemo.errors import BackendError, BackendUnavailableError
+
 __all__ = [
     "LMMBackend",
     "BackendError",
+    "BackendUnavailableError",
     "register_backend",
     "create_backend",
     "list_backends",
+    "backend_availability",
+    "backend_status",
     "jpeg_bytes",
     "jpeg_base64",
     "retry_call",
 ]
-
-
-class BackendError(RuntimeError):
-    """A backend call failed (no server, model missing, time-out ...); the message says how to fix it."""
-
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 @runtime_checkable
@@ -80,6 +77,32 @@ def list_backends() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def backend_availability(timeout_s: float = 1.0) -> dict[str, str | None]:
+    """Each registered backend (aliases once) -> None when it can answer here, else one line on how
+    to enable it (e.g. "start Ollama (`ollama serve`) and `ollama pull llava:7b`").
+
+    A backend class tells through an optional ``availability(timeout_s) -> str | None`` classmethod;
+    probes are quick (local files, a short TCP/HTTP check), never a model load.
+    """
+    _load_builtin()
+    return {cls.name: backend_status(cls.name, timeout_s) for cls in dict.fromkeys(_REGISTRY.values())}
+
+
+def backend_status(name: str, timeout_s: float = 1.0) -> str | None:
+    """None when the backend registered as ``name`` can answer here, else how to enable it."""
+    from geodemo.errors import describe
+
+    _load_builtin()
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        return f"there is no LMM backend named {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+    probe = getattr(cls, "availability", None)
+    try:
+        return probe(timeout_s) if probe is not None else None
+    except Exception as exc:  # noqa: BLE001 - a failing probe means "not usable", in plain words
+        return describe(exc)[0]
+
+
 def create_backend(name: str, **config: Any) -> LMMBackend:
     """Build the backend registered as ``name``; unknown config keys are ignored by each backend."""
     _load_builtin()
@@ -113,7 +136,7 @@ def retry_call(fn: Callable[[], Any], retries: int, backoff_s: float = 0.5) -> A
         except BackendError as exc:
             if not exc.retryable or attempt >= retries:
                 if attempt:
-                    raise BackendError(f"{exc} (after {attempt + 1} attempts)") from exc
+                    raise type(exc)(f"{exc} (after {attempt + 1} attempts)") from exc
                 raise
             time.sleep(backoff_s * (2**attempt))
             attempt += 1

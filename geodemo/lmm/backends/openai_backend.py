@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from geodemo.lmm.backends.base import BackendError, jpeg_base64, register_backend
+from geodemo.lmm.backends.base import BackendError, BackendUnavailableError, jpeg_base64, register_backend
 
 __all__ = ["OpenAICompatibleBackend", "DEFAULT_OPENAI_MODEL"]
 
@@ -27,6 +27,22 @@ class OpenAICompatibleBackend:
 
     sees_image = True
     completion = False
+
+    @classmethod
+    def availability(cls, timeout_s: float = 1.0, api_key_env: str = "OPENAI_API_KEY") -> str | None:
+        """None when a key is set and the server answers, else how to configure one."""
+        import httpx
+
+        base_url = (os.environ.get("OPENAI_BASE_URL") or _OPENAI_URL).rstrip("/")
+        how = (f"set {api_key_env} for the OpenAI API, or OPENAI_BASE_URL to a local OpenAI-compatible "
+               "server (e.g. vLLM or llama.cpp serving a vision model)")
+        if base_url == _OPENAI_URL and not os.environ.get(api_key_env):
+            return how
+        try:
+            httpx.get(f"{base_url}/models", timeout=timeout_s)
+        except httpx.HTTPError:
+            return how
+        return None
 
     def __init__(
         self,
@@ -96,7 +112,7 @@ class OpenAICompatibleBackend:
         except openai.APITimeoutError:
             raise BackendError(f"{where} did not answer within {self.timeout_s:g} s") from None
         except openai.APIConnectionError:
-            raise BackendError(f"no OpenAI-compatible server answers at {self.base_url}; check lmm.base_url") from None
+            raise BackendUnavailableError(f"no OpenAI-compatible server answers at {self.base_url}; check lmm.base_url") from None
         except openai.APIStatusError as exc:
             raise BackendError(f"{where} answered HTTP {exc.status_code}: {exc.message}") from None
         if not response.choices:
