@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from geodemo.clues import ClueConfig, clue_prior, read_clues
 from geodemo.clues.gate import text_score
 from geodemo.clues.prior import country_weights
+from geodemo.clues.reader import cached_clues
 from geodemo.clues.tables import language_name
 from geodemo.result import ClueReport
 
@@ -158,3 +159,7 @@ def test_gate_changes_whether_ocr_runs_never_what_it_reads(shared, tmp_path, mon
     assert len(list((tmp_path / "clues").glob("*.json"))) == 1
     again = read_clues(photo, {**slow, "gate_threshold": 1})
     assert replace(again, gate_score=None) == ungated
+    assert cached_clues(photo, slow) == gated  # what read_clues gives, from the cache
+    sea_lion = Image.open(shared / DEV_IMAGES / SEA_LION)
+    assert cached_clues(sea_lion, slow).gated_out  # turned away by the gate: no reading needed
+    assert cached_clues(sea_lion, {**slow, "gate": False}) is None  # never read

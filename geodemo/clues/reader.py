@@ -150,7 +150,8 @@ def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None
 
 
 def cached_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None = None) -> ClueReport | None:
-    """The report ``read_clues(image, cfg)`` cached on disk, or None when it has not been read yet."""
+    """The report ``read_clues(image, cfg)`` gives from its disk cache (a photo the gate turns away
+    needs none), or None when the photo has not been read yet."""
     cfg = cfg if isinstance(cfg, ClueConfig) else ClueConfig.from_dict(cfg)
     try:
         installed = tesseract_languages(cfg.tesseract_cmd)
@@ -160,10 +161,13 @@ def cached_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | No
         from geodemo.imageio import load_image
 
         image = load_image(image)
+    score = gate_score(image, cfg)
+    if score is not None and score < cfg.gate_threshold:
+        return ClueReport(gate_score=score, gated_out=True)
     from geodemo.paths import cache_dir
 
     path = cache_dir("clues") / f"{_cache_key(prepare(image, cfg.ocr_side), cfg, installed)}.json"
-    return ClueReport(**json.loads(path.read_text())) if path.exists() else None
+    return replace(ClueReport(**json.loads(path.read_text())), gate_score=score) if path.exists() else None
 
 
 def _read(prepared: Image.Image, installed: frozenset[str], cfg: ClueConfig) -> ClueReport:
