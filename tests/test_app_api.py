@@ -85,7 +85,7 @@ def test_exif_gps_of_an_upload_is_the_truth(shared, tmp_path):
     assert "EXIF GPS" in final["error_line"] and "39.5591, 8.8889" in final["error_line"]
     assert "Error" in final["error_line"] and final["result_json"]["neighbours"]
     stages = [u["status"] for u in updates if "status" in u]
-    assert any("segmentation" in s for s in stages) and "done in" in stages[-1]
+    assert any("segment (" in s for s in stages) and "done in" in stages[-1]
 
 
 def test_page_settings_map_to_locate_options():

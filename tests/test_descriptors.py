@@ -64,7 +64,8 @@ def test_g3_kind_is_g3s_index_vector(photos):
     d = load_descriptor(G3_RANDOM)
     out = d.describe(photos)
     assert out.descriptor.shape == (3, 3 * 768) and d.dim == 3 * 768
-    blocks = np.split(out.descriptor, 3, axis=1)
+    assert np.allclose(np.linalg.norm(out.descriptor, axis=1), 1, atol=1e-5)  # unit rows: cosine scores
+    blocks = np.split(out.descriptor * np.sqrt(3), 3, axis=1)
     for block in blocks:
         assert np.allclose(np.linalg.norm(block, axis=1), 1, atol=1e-5)
     # written out from G3's IndexSearch.py: [unit(p), unit(else_1(p)), unit(else_2(p))], p = raw projection
@@ -116,7 +117,9 @@ def test_dualgeo_kind_is_dualgeos_index_vector(photos):
     d = load_descriptor(DUALGEO_RANDOM)
     out = d.describe(photos)
     assert out.descriptor.shape == (3, d.model.d_model + 768) and d.dim == d.model.d_model + 768
-    view, raw = out.descriptor[:, : d.model.d_model], out.descriptor[:, d.model.d_model :]
+    assert np.allclose(np.linalg.norm(out.descriptor, axis=1), 1, atol=1e-5)
+    scaled = out.descriptor * np.sqrt(2)  # DualGeo's concatenation of two unit parts
+    view, raw = scaled[:, : d.model.d_model], scaled[:, d.model.d_model :]
     assert np.allclose(np.linalg.norm(view, axis=1), 1, atol=1e-5)
     assert np.allclose(raw, out.features / np.linalg.norm(out.features, axis=1, keepdims=True), atol=1e-6)
     assert out.gps.shape == (3, 512) and np.allclose(np.linalg.norm(out.gps, axis=1), 1, atol=1e-5)
@@ -145,3 +148,55 @@ def test_dualgeo_takes_any_encoder_with_tokens(photos):
     a, b = d.describe(photos), other.describe(photos)
     assert np.abs(a.descriptor - b.descriptor).max() < 1e-5  # unit encoder rows: the same after normalising
     assert np.abs(a.gps - b.gps).max() < 1e-5
+
+
+def test_a_database_of_one_g3_checkpoint_refuses_another(photos, tmp_path):
+    from geodemo.data import GeoDataset, GeoSample
+    from geodemo.retrieval import DescriptorMismatchError, RetrievalDatabase
+    from geodemo.retrieval.builder import PhotoSource, build_database
+
+    samples = []
+    for i, im in enumerate(photos):
+        im.save(tmp_path / f"p{i}.png")
+        samples.append(GeoSample(f"p{i}", 10.0 * i, 20.0 * i, tmp_path / f"p{i}.png"))
+    d = load_descriptor(G3_RANDOM)
+    build_database(PhotoSource(GeoDataset("tiny", samples)), d, tmp_path / "db", index={"kind": "flat"},
+                   progress=False)
+    db = RetrievalDatabase.load(tmp_path / "db", descriptor=d.name)
+    assert db.dim == 3 * 768 and db.encoder_name == d.name
+    hits = db.search(d.describe(photos[:1]).descriptor, k=1, descriptor=d.name)
+    assert int(hits[0].indices[0]) == 0 and hits[0].similarities[0] > 0.999
+    other = load_descriptor({**G3_RANDOM, "seed": 1})  # same architecture, other weights
+    with pytest.raises(DescriptorMismatchError, match="cannot be compared"):
+        RetrievalDatabase.load(tmp_path / "db", descriptor=other.name)
+
+
+def test_dualgeo_database_from_shards_with_side_grids_matches_photos(photos, tmp_path):
+    """Shards keep tokens and label maps as ``<shard>.<name>.npy`` beside the ``.npz`` (memory-mapped)."""
+    from geodemo.data import GeoDataset, GeoSample
+    from geodemo.models.dualgeo import label_maps_to_tensor
+    from geodemo.retrieval import RetrievalDatabase
+    from geodemo.retrieval.builder import PhotoSource, ShardSource, build_database
+
+    d = load_descriptor(DUALGEO_RANDOM)
+    samples = []
+    for i, im in enumerate(photos):
+        im.save(tmp_path / f"p{i}.png")
+        samples.append(GeoSample(f"p{i}", 10.0 * i, 20.0 * i, tmp_path / f"p{i}.png"))
+    build_database(PhotoSource(GeoDataset("tiny", samples)), d, tmp_path / "from-photos", index={"kind": "flat"},
+                   chunk_size=2, progress=False)
+    feats, tokens = d.encoder.encode_image_outputs(photos, tokens=True)
+    maps = label_maps_to_tensor([d.segmenter.label_map(im) for im in photos], d.model.labelmap_size).numpy()
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    np.savez(shards / "shard-00000.npz", ids=np.array([s.id for s in samples]), groups=np.array([""] * 3),
+             coords=np.array([[s.lat, s.lon] for s in samples], np.float32), feat_image=feats)
+    np.save(shards / "shard-00000.tokens.npy", tokens.numpy().astype(np.float16))
+    np.save(shards / "shard-00000.labelmap.npy", maps.astype(np.uint8))
+    build_database(ShardSource(shards), d, tmp_path / "from-shards", index={"kind": "flat"}, chunk_size=2,
+                   progress=False)
+    a, b = RetrievalDatabase.load(tmp_path / "from-photos"), RetrievalDatabase.load(tmp_path / "from-shards")
+    assert a.descriptor == b.descriptor == d.name and a.meta.ids == b.meta.ids
+    va, vb = a.index.reconstruct_n(0, 3), b.index.reconstruct_n(0, 3)
+    assert np.abs(va - vb).max() < 2e-3  # float16 tokens in the shards
+    assert (va * vb).sum(1).min() > 0.9999

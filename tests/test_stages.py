@@ -289,15 +289,128 @@ def test_failing_optional_components_are_recorded_and_the_locator_goes_on():
 
 
 # ---------------------------------------------------------------------------------------------- decision
-def test_confidence_grows_with_support_and_uncertainty_is_the_median_distance_to_the_next_candidates():
+def test_confidence_is_a_logistic_calibration_fitted_by_photographer_folds():
+    # the shipped calibration says what it is and where it came from
     cal = decision.load_calibration("offline")
-    assert cal.provenance.get("split") and cal.radius_km == 25.0
+    assert cal.radius_km == 25.0 and cal.features == list(decision.FEATURES)
+    assert cal.provenance["split"] == "im2gps3k-dev" and cal.provenance["fit"]["folds"] == 5
+    # its map: P = sigmoid(intercept + coef . x)
+    x = np.array([0.5, 1.0, 1.0])
+    z = cal.intercept + float(np.dot(cal.coef, x))
+    assert decision.confidence(x, cal) == pytest.approx(1 / (1 + math.exp(-z)))
+    # fitting: on synthetic photos where support decides the hit, the fit finds it and is calibrated
+    rng = np.random.default_rng(0)
+    n = 600
+    support = rng.uniform(0, 1, n)
+    X = np.stack([support, np.clip(support + rng.uniform(0, 0.3, n), 0, 1), rng.integers(0, 2, n)], 1)
+    p_true = 1 / (1 + np.exp(-(-3 + 5 * support)))
+    hit = rng.uniform(0, 1, n) < p_true
+    folds = np.arange(n) % 5
+    fitted, report = decision.fit_calibration(X, hit, folds, provenance={"split": "synthetic"})
+    assert fitted.coef[0] > 1 and report["cv_log_loss"] < report["base_rate_log_loss"]
+    assert report["C"] in (0.01, 0.1, 1.0, 10.0, 100.0) and fitted.provenance["split"] == "synthetic"
+    strong = decision.confidence(np.array([0.9, 1.0, 0]), fitted)
+    weak = decision.confidence(np.array([0.1, 0.2, 0]), fitted)
+    assert weak < 0.3 < 0.7 < strong
+
+
+def test_confidence_features_and_uncertainty_follow_their_definitions():
     nb = np.array([[48.85, 2.35]] * 8 + [[40.7, -74.0]] * 2)
-    sims = np.full(10, 0.5)
-    strong = decision.confidence(decision.confidence_features((48.86, 2.34), nb, sims, False), cal)
-    weak = decision.confidence(decision.confidence_features((40.71, -74.0), nb, sims, False), cal)
-    assert 0.0 < weak < strong < 1.0
+    sims = np.array([0.5] * 8 + [1.0] * 2)
+    x = decision.confidence_features((48.86, 2.34), nb, sims, True)
+    assert x == pytest.approx([4.0 / 6.0, 4.0 / 6.0, 1.0])  # similarity mass within 25 / 200 km
+    assert decision.confidence_features((math.nan, 0.0), nb, sims, True) == pytest.approx([0, 0, 0])
     cands = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 3.0]])
     u = decision.uncertainty_km((0.0, 0.0), cands, np.array([4.0, 3.0, 2.0, 1.0]), 0, nb, top=3)
     assert u == pytest.approx(float(np.median(haversine_km(cands[1:3], np.array([[0.0, 0.0]])))))
     assert decision.uncertainty_km((0.0, 0.0), cands[:1], np.array([1.0]), 0, nb[:0], top=3, fallback_km=50) == 50
+    # without verifier scores (DualGeo's rule) the radius comes from the re-ranked neighbours
+    assert decision.uncertainty_km((48.85, 2.35), cands, None, None, nb, top=5) == 1.0
+
+
+class FakeAligner:
+    """GeoAligner over the fake features: every photo maps to the GPS-space direction of Tokyo."""
+
+    name, encoder_name = "fake-aligner", "clip-vit-l14"
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed_image_features(self, features):
+        self.calls += 1
+        return np.repeat(FakeDescriptor()._loc([[35.68, 139.69]]), len(features), 0)
+
+    def embed_locations(self, coords):
+        return FakeDescriptor()._loc(coords)
+
+
+def test_g3_plus_adds_gps_gallery_candidates_in_the_aligners_space_and_keeps_g3s_verifier():
+    coords = [[35.68, 139.69], [40.71, -74.0], [-33.87, 151.2]] * 5
+    cfg = _preset("g3-plus", clues={"enabled": False})
+    descriptor, aligner = FakeDescriptor(home=(48.85, 2.35)), FakeAligner()
+    gps_points = np.array([[35.7, 139.7], [34.7, 135.5], [-1.3, 36.8], [64.1, -21.9]])
+    gps_db = RetrievalDatabase.build(aligner.embed_locations(gps_points),
+                                     GalleryMeta([f"gps-{i}" for i in range(4)], gps_points),
+                                     "gps:fake-aligner", IndexConfig("flat"), progress=False)
+    lmm, _ = _lmm(['{"latitude": 48.9, "longitude": 2.3}'], cfg["lmm"]["prompts"])
+    loc = GeoLocator(cfg, descriptor=descriptor, gallery=_gallery(descriptor.name, coords), lmm=lmm,
+                     aligner=aligner, gps_gallery=gps_db)
+    r = loc.locate(_photo(8))
+    gps = [c for c in r.candidates if c.source == "gps-gallery"]
+    assert [(c.lat, c.lon) for c in gps][:2] == [(35.7, 139.7), (34.7, 135.5)]  # nearest to Tokyo first
+    assert len([c for c in r.candidates if c.source == "retrieval"]) == 15 and aligner.calls == 1
+    # G3's own head still verifies (it points at Paris): the LMM's Paris answer wins
+    assert r.verifier.startswith("gps-head:") and (r.lat, r.lon) == (48.9, 2.3)
+
+
+class FakeSegmenter:
+    name = "fake-segmenter"
+
+    def __init__(self):
+        self.calls = 0
+
+    def segment(self, image):
+        from geodemo.models.segmentation import make_result
+
+        self.calls += 1
+        return make_result(self.name, image, np.full(image.size[::-1], 3, dtype=np.uint8), 0.5)
+
+    def label_maps(self, images):
+        return [self.segment(im).label_map for im in images]
+
+
+class FakeDualDescriptor(FakeDescriptor):
+    """Dual-view: tokens from the encoder, label maps from its own segmenter (DualGeo's interface)."""
+
+    def __init__(self):
+        super().__init__()
+        self.segmenter, self.encoder, self.batch_size, self.seen_maps = FakeSegmenter(), self, 4, []
+
+    def encode_image_outputs(self, images, batch_size=16, tokens=False):
+        vec = np.stack([_vector(im) for im in images])
+        return vec, (np.repeat(vec[:, None, :], 3, 1) if tokens else None)
+
+    def describe(self, images):
+        feats, tokens = self.encode_image_outputs(images, tokens=True)
+        return self.describe_features(feats, tokens, self.segmenter.label_maps(images))
+
+    def describe_features(self, features, tokens=None, label_maps=None):
+        self.seen_maps.append([np.asarray(m) for m in label_maps])
+        return FakeOutput(np.asarray(features), np.asarray(features), self._loc([self.home] * len(features)))
+
+
+def test_dualgeo_segments_each_photo_once_for_the_page_and_the_descriptor():
+    photo = _photo(9)
+    coords, vectors = _antimeridian_gallery(photo)
+    cfg = _preset("dualgeo")
+    d = FakeDualDescriptor()
+    lmm, _ = _lmm(['{"latitude": -18.1, "longitude": 178.4}'], cfg["lmm"]["prompts"])
+    # the preset's segmenter is the descriptor's own (same registered name): one model, one pass
+    loc = GeoLocator(cfg, descriptor=d, gallery=_gallery(d.name, coords, vectors), lmm=lmm)
+    r = loc.locate(photo)
+    assert "segment" in r.stages and r.segmentation is not None and d.segmenter.calls == 1
+    assert len(d.seen_maps) == 1 and np.array_equal(d.seen_maps[0][0], r.segmentation.label_map)
+    # without the page (batch prediction, no LMM) the descriptor segments by itself
+    before = d.segmenter.calls
+    loc.locate_query(type("Q", (), {"id": "q", "group": None, "image": photo})(), LocateOptions(use_lmm=False))
+    assert d.segmenter.calls == before + 1

@@ -13,6 +13,9 @@ A preset's ``"descriptor"`` section names one; :func:`load_descriptor` builds it
 * ``dualgeo``: DualGeo's index vector (``IndexSearch_DualGeo.py``): the enhanced image view (after the
   cross-attention with the segmentation view) and the encoder's own embedding, each L2-normalised,
   concatenated; ``gps`` is :class:`~geodemo.models.dualgeo.DualGeoModel`'s fused GPS-space embedding.
+
+The concatenations are divided by sqrt(number of parts): rows are unit vectors, similarities are
+cosines in [-1, 1], and every ranking is the papers' (their inner products scaled by one constant).
   Any encoder with ``encode_image_tokens`` works (CLIP's 16x16x1024 patch tokens, MobileNet's
   7x7x1024 feature map).
 
@@ -22,6 +25,10 @@ Without one, ``"weights": "random"`` builds the real architectures with seeded r
 
 :attr:`Descriptor.name` is the descriptor's identity: kind, model names and fingerprints of their
 weights. A database records it, and refuses queries made with another.
+
+In a pipeline: search the database with ``output.descriptor``; give a GeoAligner ``output.features``
+(the encoder's raw output: GeoCLIP's MLP takes the raw CLIP projection, not a unit row); verify with
+``output.gps`` against :meth:`Descriptor.embed_locations` when the descriptor has its own GPS head.
 """
 
 from __future__ import annotations
@@ -205,8 +212,9 @@ class G3Descriptor(Descriptor):
             raise ValueError(f"G3 heads take ({self.heads.clip_dim})-dim CLIP projections, got {feats.shape}")
         p = next(self.heads.parameters())
         x = torch.from_numpy(feats).to(p.device, p.dtype)
-        return DescriptorOutput(descriptor=self.heads.index_descriptor(x).float().cpu().numpy(),
-                                features=feats, gps=self.heads.image_embeddings(x).float().cpu().numpy())
+        index = _unit(self.heads.index_descriptor(x))  # unit parts: / sqrt(number of parts)
+        return DescriptorOutput(descriptor=index, features=feats,
+                                gps=self.heads.image_embeddings(x).float().cpu().numpy())
 
     def embed_locations(self, coords: np.ndarray) -> np.ndarray:
         return self.heads.embed_locations(coords)
@@ -248,7 +256,7 @@ class DualGeoDescriptor(Descriptor):
               else label_maps_to_tensor(label_maps, self.model.labelmap_size))
         image_view, seg_view = self.model.pooled_views(toks, lm.to(p.device))
         fused = self.model.gps_embeddings(image_view, seg_view)["fused"]
-        descriptor = np.concatenate([_unit(image_view), _unit(feats)], axis=1)
+        descriptor = _unit(np.concatenate([_unit(image_view), _unit(feats)], axis=1))  # / sqrt(2)
         return DescriptorOutput(descriptor=descriptor, features=feats, gps=fused.float().cpu().numpy())
 
     def embed_locations(self, coords: np.ndarray) -> np.ndarray:

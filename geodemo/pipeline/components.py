@@ -87,6 +87,9 @@ class Components:
         name = self.config.get("segmenter")
         if not name and "segmenter" not in self._cache:
             return None
+        if name and (self.config.get("descriptor") or {}).get("segmenter") == name:
+            # the descriptor's own segmenter (same weights): one segmentation per photo serves both
+            return self.get("segmenter", lambda: self.descriptor.segmenter)
         return self.get("segmenter", lambda: shared_model(name, **self._device_overrides(name)))
 
     @property
@@ -143,24 +146,32 @@ class Components:
             name = self.retrieval_name
             if db.encoder_name != name:
                 db._check_encoder(name)  # raises a clear EncoderMismatchError
+            if self.config.get("descriptor"):
+                db.check_descriptor(name)  # another model or checkpoint: DescriptorMismatchError
             return db
 
         return self.get("gallery", build)
 
     def _descriptor_gallery(self, cfg: dict[str, Any]) -> RetrievalDatabase:
-        """A gallery of the descriptor's vectors over ``gallery.datasets`` (cached by what produced it)."""
+        """A database of the descriptor's vectors over ``gallery.datasets``, built once with
+        :func:`geodemo.retrieval.builder.build_database` and cached by what produced it."""
+        from geodemo.data import load_benchmark
+        from geodemo.data.dataset import GeoDataset
         from geodemo.paths import cache_dir
-        from geodemo.retrieval.builder import build_database
+        from geodemo.retrieval.builder import PhotoSource, build_database
         from geodemo.retrieval.galleries import gallery_key
 
-        datasets = list(cfg.get("datasets", []))
+        names = [str(d) for d in cfg.get("datasets", [])]
+        if not names:
+            raise ValueError("the preset's gallery names neither a path nor datasets")
         index = IndexConfig.from_dict(cfg.get("index"))
         descriptor = self.descriptor
-        key = gallery_key("descriptor", descriptor.name, datasets, index.kind)
-        folder = cache_dir("galleries") / f"descriptor-{key}"
-        if (folder / "config.json").is_file():
-            return RetrievalDatabase.load(folder)
-        return build_database(datasets, descriptor, folder, index=index, progress=cfg.get("progress", True))
+        folder = cache_dir("galleries") / f"descriptor-{gallery_key('descriptor', descriptor.name, names, index.kind)}"
+        if not (folder / "config.json").is_file():
+            sets = [load_benchmark(n) for n in names]
+            dataset = GeoDataset("+".join(names), [s for d in sets for s in d.samples])
+            build_database(PhotoSource(dataset), descriptor, folder, index=index, progress=cfg.get("progress", True))
+        return RetrievalDatabase.load(folder)
 
     @property
     def aligner(self) -> Any:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -69,8 +69,6 @@ def build_stages(config: dict[str, Any]) -> list[Stage]:
                          f"({', '.join(names)}); remove them or add the stage that reads them")
     stages = []
     for cls in classes:
-        from dataclasses import fields
-
         shared = {f.name for other in classes if other.section == cls.section and other is not cls
                   for f in fields(other.Config)}
         allowed = shared | _COMPONENT_KEYS.get(cls.section or "", set())

@@ -73,33 +73,39 @@ class PhotoSource:
 
         part = GeoDataset(self.dataset.name, self.dataset.samples[start:stop], tar_store=self.dataset.tar_store)
         kept, images, skipped = [], [], []
+        vectors = [np.zeros((0, descriptor.dim), np.float32)]
         for sample, image, error in part.iter_images(progress=False):
             if image is None:
                 skipped.append(SkippedRow(sample.id, error or "unreadable"))
                 continue
             kept.append(sample)
             images.append(image)
+            if len(images) >= descriptor.batch_size:  # decoded photos are held one batch at a time
+                vectors.append(descriptor.describe(images).descriptor)
+                images = []
+        if images:
+            vectors.append(descriptor.describe(images).descriptor)
         coords = np.array([[s.lat, s.lon] for s in kept], dtype=np.float64).reshape(-1, 2)
-        vectors = descriptor.describe(images).descriptor if images else np.zeros((0, descriptor.dim), np.float32)
         meta = GalleryMeta(
             ids=[s.id for s in kept], coords=coords,
             places=[p.text for p in reverse_geocode_many(coords)] if len(kept) else [],
             image_paths=[str(s.image_path) if s.image_path else None for s in kept],
             groups=[s.group for s in kept],
         )
-        return _Chunk(vectors, meta, skipped)
+        return _Chunk(np.concatenate(vectors), meta, skipped)
 
 
 class ShardSource:
     """Feature shards written by ``scripts/extract_features.py`` (``shard-*.npz`` + ``meta.json``).
 
     ``feat_image`` must be the encoder's raw output (what :meth:`Descriptor.describe_features`
-    takes); the dualgeo descriptor also needs ``feat_tokens`` and ``feat_labelmap``.
+    takes); the dualgeo descriptor also needs ``tokens`` and ``labelmap``, in the ``.npz`` or as
+    ``<shard>.<name>.npy`` beside it (memory-mapped, read a chunk at a time).
     """
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.shards = sorted(self.folder.glob("shard-*.npz"))
+        self.shards = sorted(p for p in self.folder.glob("shard-*.npz") if not p.name.endswith(".tmp.npz"))
         if not self.shards:
             raise FileNotFoundError(f"no feature shards (shard-*.npz) in {self.folder}; write them with "
                                     f"`python scripts/extract_features.py --out {self.folder} ...`")
@@ -136,7 +142,11 @@ class ShardSource:
                 break
             a, b = max(start, lo) - lo, min(stop, hi) - lo
             with np.load(self.shards[i], allow_pickle=False) as data:
-                yield {k: data[k][a:b] for k in data.files}, a, b
+                cols = {k: data[k][a:b] for k in data.files}
+            stem = self.shards[i].stem
+            for side in sorted(self.folder.glob(f"{stem}.*.npy")):  # per-photo grids beside the shard
+                cols[f"feat_{side.name[len(stem) + 1 : -4]}"] = np.load(side, mmap_mode="r")[a:b]
+            yield cols, a, b
 
     def chunk(self, start: int, stop: int, descriptor: Any) -> _Chunk:
         parts = list(self._rows(start, stop))
@@ -191,7 +201,7 @@ def _save_chunk(path: Path, chunk: _Chunk) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
     os.close(fd)
     try:
-        np.savez(tmp, descriptor=np.asarray(chunk.descriptor, np.float32).reshape(len(m), -1),
+        np.savez(tmp, descriptor=np.asarray(chunk.descriptor, np.float32),
                  ids=text(m.ids), coords=m.coords, places=text(m.places), image_paths=text(m.image_paths),
                  groups=text(m.groups), has_place=np.array([v is not None for v in m.places]),
                  has_path=np.array([v is not None for v in m.image_paths]),
@@ -269,7 +279,7 @@ def build_database(source: PhotoSource | ShardSource, descriptor: Any, out: str 
             continue
         start, stop = i * chunk_size, min(len(source), (i + 1) * chunk_size)
         chunk = source.chunk(start, stop, descriptor)
-        for s in chunk.skipped:
+        for s in chunk.skipped if progress else []:  # reported as they happen; the report lists them all
             bar.write(f"skipped {s.where}: {s.reason}")
         _save_chunk(path, chunk)
         bar.update(stop - start)

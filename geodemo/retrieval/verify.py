@@ -9,7 +9,8 @@ Three verifiers, tried in the order a preset lists them:
 * ``support``  similarity mass of the retrieved neighbours within ``radius_km`` of each candidate,
   as a share of all the neighbours' mass (needs no model at all).
 
-The :class:`Verification` says which verifier ran.
+The :class:`Verification` says which verifier ran. What the reported ``confidence`` of an answer
+means is defined once, in :mod:`geodemo.pipeline.decision`, not by the verifiers.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ __all__ = [
     "AlignerVerifier",
     "TextVerifier",
     "SupportVerifier",
-    "softmax_confidence",
 ]
 
 
@@ -50,22 +50,12 @@ class Verification:
     verifier: str
     scores: np.ndarray  # (M,)
     best: int  # index of the best candidate
-    confidence: float  # in [0, 1]
 
 
 class Verifier(Protocol):
     name: str
 
     def score(self, coords: np.ndarray, inp: VerifyInput) -> np.ndarray: ...
-
-    def confidence(self, scores: np.ndarray, best: int) -> float: ...
-
-
-def softmax_confidence(scores: np.ndarray, best: int, temperature: float) -> float:
-    """Probability of ``best`` under ``softmax(scores / temperature)``."""
-    z = np.asarray(scores, dtype=np.float64) / temperature
-    z = np.exp(z - z.max())
-    return float(z[best] / z.sum())
 
 
 def _verify(verifier: Verifier, coords: np.ndarray, inp: VerifyInput) -> Verification:
@@ -74,15 +64,11 @@ def _verify(verifier: Verifier, coords: np.ndarray, inp: VerifyInput) -> Verific
         raise ValueError("no candidates to verify")
     scores = np.asarray(verifier.score(pts, inp), dtype=np.float64).reshape(-1)
     best = int(np.argmax(scores))  # first of ties = earliest candidate
-    return Verification(verifier.name, scores, best, verifier.confidence(scores, best))
+    return Verification(verifier.name, scores, best)
 
 
 class _Base:
     name = "base"
-    temperature = 0.02  # cosine gaps of a few hundredths are decisive (CLIP's logit scale is 100)
-
-    def confidence(self, scores: np.ndarray, best: int) -> float:
-        return softmax_confidence(scores, best, self.temperature)
 
     def verify(self, coords: np.ndarray, inp: VerifyInput) -> Verification:
         """Score ``(M, 2)`` candidates and pick the best."""
@@ -95,12 +81,6 @@ class AlignerVerifier(_Base):
     def __init__(self, aligner: Any, label: str | None = None):
         self.aligner = aligner
         self.name = f"aligner:{label or getattr(aligner, 'name', type(aligner).__name__)}"
-        scale = getattr(aligner, "logit_scale", None)
-        if scale is not None:  # the aligner's own learned temperature
-            try:
-                self.temperature = float(1.0 / np.exp(float(scale.detach().cpu())))
-            except (AttributeError, TypeError, ValueError):
-                pass
 
     def photo_embedding(self, image_embedding: np.ndarray) -> np.ndarray:
         return np.asarray(self.aligner.embed_image_features(np.asarray(image_embedding)[None, :]))[0]
@@ -118,7 +98,6 @@ class TextVerifier(_Base):
             raise ValueError(f"encoder {getattr(encoder, 'name', encoder)!r} has no text tower")
         self.encoder, self.template, self.min_population = encoder, template, min_population
         self.name = f"text:{encoder.name}"
-        self.temperature = 0.01
 
     def score(self, coords: np.ndarray, inp: VerifyInput) -> np.ndarray:
         prompts = [place_prompt(p, self.template) for p in reverse_geocode_many(coords, self.min_population)]
@@ -143,6 +122,3 @@ class SupportVerifier(_Base):
             w = np.ones(len(nb))
         near = pairwise_haversine_km(coords, nb) <= self.radius_km
         return (near * w[None, :]).sum(1) / w.sum()
-
-    def confidence(self, scores: np.ndarray, best: int) -> float:
-        return float(np.clip(scores[best], 0.0, 1.0))

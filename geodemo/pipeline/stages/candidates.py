@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
@@ -58,6 +60,18 @@ class RetrievalCandidates(Stage):
                                                    details={"id": n.id, "rank": n.rank, "place": n.place}))
 
 
+def _gallery_candidates(ctx: LocateContext, stage: str, db, query, k: int, source: str, details,
+                        encoder_name: str | None = None) -> None:
+    """The ``k`` entries of gallery ``db`` nearest to ``query()`` as candidates (failures recorded)."""
+    try:
+        hit = db.search(np.asarray(query())[None, :], k=k, encoder_name=encoder_name)[0]
+        for n in db.neighbours(hit.indices, hit.similarities, source=source):
+            ctx.result.candidates.append(Candidate(n.lat, n.lon, source, retrieval_similarity=n.similarity,
+                                                   details=details(n)))
+    except Exception as exc:  # noqa: BLE001 - optional stage
+        record_failure(ctx.result, stage, exc)
+
+
 @dataclass(frozen=True)
 class GPSGalleryConfig:
     enabled: bool = True
@@ -89,14 +103,8 @@ class GPSGalleryCandidates(Stage):
             record_failure(ctx.result, self.name, exc or "no aligner is configured for the GPS gallery",
                            unavailable=True)
             return
-        try:
-            photo = ctx.aligner_gps()
-            hit = gps.search(photo[None, :], k=int(self.config.top_k))[0]
-            for n in gps.neighbours(hit.indices, hit.similarities, source="gps-gallery"):
-                ctx.result.candidates.append(Candidate(n.lat, n.lon, "gps-gallery", retrieval_similarity=n.similarity,
-                                                       details={"id": n.id}))
-        except Exception as exc:  # noqa: BLE001 - optional stage
-            record_failure(ctx.result, self.name, exc)
+        _gallery_candidates(ctx, self.name, gps, lambda: ctx.aligner_gps(), int(self.config.top_k), "gps-gallery",
+                            lambda n: {"id": n.id})
 
 
 @register_stage
@@ -118,13 +126,8 @@ class TextGalleryCandidates(Stage):
         if text is None:
             record_failure(ctx.result, self.name, comp.failures.get("text_gallery") or "no text gallery")
             return
-        try:
-            hit = text.search(ctx.features[None, :], k=int(self.config.top_k), encoder_name=comp.encoder.name)[0]
-            for n in text.neighbours(hit.indices, hit.similarities, source="text-gallery"):
-                ctx.result.candidates.append(Candidate(n.lat, n.lon, "text-gallery", retrieval_similarity=n.similarity,
-                                                       details={"place": n.place}))
-        except Exception as exc:  # noqa: BLE001 - optional stage
-            record_failure(ctx.result, self.name, exc)
+        _gallery_candidates(ctx, self.name, text, lambda: ctx.features, int(self.config.top_k), "text-gallery",
+                            lambda n: {"place": n.place}, encoder_name=comp.encoder.name)
 
 
 @register_stage

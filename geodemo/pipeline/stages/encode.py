@@ -25,7 +25,7 @@ class Encode(Stage):
         if ctx.embedding is None:
             descriptor = ctx.components.descriptor
             if descriptor is not None:
-                out = descriptor.describe([ctx.image])
+                out = self._describe(ctx, descriptor)
                 ctx.embedding = np.asarray(out.descriptor[0], dtype=np.float32)
                 if out.features is not None:
                     ctx.features = np.asarray(out.features[0], dtype=np.float32)
@@ -35,3 +35,16 @@ class Encode(Stage):
                 ctx.embedding = np.asarray(ctx.components.encoder.encode_images([ctx.image])[0], dtype=np.float32)
         if ctx.features is None and ctx.components.descriptor is None:
             ctx.features = ctx.embedding
+
+    @staticmethod
+    def _describe(ctx: LocateContext, descriptor):
+        """The descriptor's output; a dual-view descriptor reuses the ``segment`` stage's label map
+        when both come from the same segmenter (one segmentation per photo)."""
+        seg = ctx.result.segmentation
+        own = getattr(descriptor, "segmenter", None)
+        if seg is not None and seg.label_map is not None and own is not None and own is ctx.components.segmenter:
+            from geodemo.models.descriptors import _encoder_outputs
+
+            feats, tokens = _encoder_outputs(descriptor.encoder, [ctx.image], descriptor.batch_size, tokens=True)
+            return descriptor.describe_features(feats, tokens, [np.asarray(seg.label_map)])
+        return descriptor.describe([ctx.image])

@@ -111,7 +111,7 @@ class VerifyGPSHead(Stage):
             record_failure(ctx.result, self.name, exc)
             return
         best = int(np.argmax(scores))  # first of ties = earliest candidate
-        _set_scores(ctx, Verification(f"gps-head:{descriptor.name}", scores, best, 0.0), detail="verifier_score")
+        _set_scores(ctx, Verification(f"gps-head:{descriptor.name}", scores, best), detail="verifier_score")
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class VerifyFusion(Stage):
             record_failure(ctx.result, self.name, exc)
             return
         best = int(np.argmax(scores))
-        _set_scores(ctx, Verification(f"fusion:{self.config.weights}({ver.verifier})", scores, best, 0.0),
+        _set_scores(ctx, Verification(f"fusion:{self.config.weights}({ver.verifier})", scores, best),
                     detail="verifier_score")
 
 
