@@ -38,14 +38,17 @@ sys.path.insert(0, str(REPO))
 
 # Run in a fresh interpreter by the first-answer measurement: argv = preset, photo.
 _FIRST_ANSWER = """
-import json, sys, time
+import json, resource, sys, time
+def cpu():
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + child.ru_utime + child.ru_stime
 t0 = time.perf_counter()
 from geodemo.pipeline import GeoLocator
 locator = GeoLocator.from_preset(sys.argv[1], gallery={"progress": False})
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), cpu()
 result = locator.locate(sys.argv[2])
-print(json.dumps({"import_s": t1 - t0, "locate_s": time.perf_counter() - t1,
-                  "lat": result.lat, "lon": result.lon, "errors": result.errors}))
+print(json.dumps({"import_s": t1 - t0, "locate_s": time.perf_counter() - t1, "import_cpu_s": c1,
+                  "locate_cpu_s": cpu() - c1, "timings": result.timings, "lat": result.lat, "lon": result.lon}))
 """
 
 
@@ -191,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
             report["load_before_first"] = _load()
             first = first_answer(args.preset, photos[0], env)
             report["first_answer"] = first
+            slow = sorted(((k, v) for k, v in first["timings"].items() if k != "total"), key=lambda kv: -kv[1])[:3]
             print(f"\nfirst answer {first['first_answer_s']:.1f} s after process start "
-                  f"(imports + locator {first['import_s']:.1f} s, first locate {first['locate_s']:.1f} s); "
+                  f"(imports + locator {first['import_s']:.1f} s, CPU {first['import_cpu_s']:.1f} s; first locate "
+                  f"{first['locate_s']:.1f} s, CPU {first['locate_cpu_s']:.1f} s, slowest stages "
+                  f"{', '.join(f'{k} {v:.1f} s' for k, v in slow)}); "
                   f"load average {report['load_before_first']}")
         report["load_before"] = _load()
         timed = per_photo(args.preset, photos[1:], args.cpu_stages, own_cache=not args.cache)

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from geodemo.clues import ClueConfig, clue_prior, read_clues
 from geodemo.clues.gate import text_score
 from geodemo.clues.prior import country_weights
+from geodemo.clues.reader import cached_clues
 from geodemo.clues.tables import language_name
 from geodemo.result import ClueReport
 
@@ -149,11 +150,16 @@ def test_gated_out_photo_is_not_read_and_gives_no_clue(shared):
 def test_gate_changes_whether_ocr_runs_never_what_it_reads(shared, tmp_path, monkeypatch):
     monkeypatch.setenv("GEODEMO_CACHE", str(tmp_path))
     photo = Image.open(shared / DEV_IMAGES / POSTER)
-    gated = read_clues(photo, {"cache": True})
+    slow = {"cache": True, "timeout_s": 120}  # a busy CPU must not time Tesseract out
+    gated = read_clues(photo, slow)
     assert not gated.gated_out and "TORTURA" in gated.text
-    ungated = read_clues(photo, {"cache": True, "gate": False})
+    ungated = read_clues(photo, {**slow, "gate": False})
     assert ungated == replace(gated, gate_score=None)
     # one cached reading serves every gate setting: the gate's keys are not part of the cache key
     assert len(list((tmp_path / "clues").glob("*.json"))) == 1
-    again = read_clues(photo, {"cache": True, "gate_threshold": 1})
+    again = read_clues(photo, {**slow, "gate_threshold": 1})
     assert replace(again, gate_score=None) == ungated
+    assert cached_clues(photo, slow) == gated  # what read_clues gives, from the cache
+    sea_lion = Image.open(shared / DEV_IMAGES / SEA_LION)
+    assert cached_clues(sea_lion, slow).gated_out  # turned away by the gate: no reading needed
+    assert cached_clues(sea_lion, {**slow, "gate": False}) is None  # never read

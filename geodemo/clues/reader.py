@@ -51,7 +51,7 @@ class ClueConfig:
     # ``gate_threshold`` (chosen by photographer-fold cross-validation: scripts/measure_ocr_gate.py).
     gate: bool = True
     gate_side: int = 512  # long side (px) of the greyscale image the gate looks at
-    gate_threshold: int = 14
+    gate_threshold: int = 15  # scripts/measure_ocr_gate.py: 5-fold photographer CV on the 978 dev photos
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any] | None) -> ClueConfig:
@@ -152,7 +152,8 @@ def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None
 
 
 def cached_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None = None) -> ClueReport | None:
-    """The report ``read_clues(image, cfg)`` cached on disk, or None when it has not been read yet."""
+    """The report ``read_clues(image, cfg)`` gives from its disk cache (a photo the gate turns away
+    needs none), or None when the photo has not been read yet."""
     cfg = cfg if isinstance(cfg, ClueConfig) else ClueConfig.from_dict(cfg)
     try:
         installed = tesseract_languages(cfg.tesseract_cmd)
@@ -162,11 +163,14 @@ def cached_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | No
         from geodemo.imageio import load_image
 
         image = load_image(image)
+    score = gate_score(image, cfg)
+    if score is not None and score < cfg.gate_threshold:
+        return ClueReport(gate_score=score, gated_out=True)
     from geodemo.paths import cache_dir
 
     path = cache_dir("clues") / f"{_cache_key(prepare(image, cfg.ocr_side), cfg, installed)}.json"
     stored = read_json(path, "text-clue cache", validate=lambda d: ClueReport(**d))
-    return ClueReport(**stored) if stored is not None else None
+    return replace(ClueReport(**stored), gate_score=score) if stored is not None else None
 
 
 def _read(prepared: Image.Image, installed: frozenset[str], cfg: ClueConfig) -> ClueReport:

@@ -323,6 +323,10 @@ class GeoLocator:
         """Load every component the preset's stages use now (models, galleries, indexes), not on the first call."""
         import sklearn.cluster  # noqa: F401 - DBSCAN's first import costs seconds
 
+        from geodemo.retrieval.geocode import reverse_geocode
+
+        reverse_geocode(0.0, 0.0)  # loads the city table that names every answer's place
+
         comp, names = self.components, set(self.stage_names)
         if self.config.get("descriptor"):
             _ = comp.descriptor

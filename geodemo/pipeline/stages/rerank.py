@@ -53,8 +53,13 @@ class RerankMultiview(Stage):
 
         cfg: MultiviewConfig = self.config
         if ctx.views is None:
-            ctx.views = np.asarray(ctx.components.encoder.encode_images(query_views(ctx.image, cfg.crop)),
-                                   dtype=np.float32)
+            views = query_views(ctx.image, cfg.crop)
+            if ctx.components.descriptor is None and ctx.embedding is not None:
+                # the encode stage already embedded the whole photo (views[0]) with this encoder
+                rest = ctx.components.encoder.encode_images(views[1:])
+                ctx.views = np.concatenate([np.asarray(ctx.embedding, dtype=np.float32)[None], rest]).astype(np.float32)
+            else:
+                ctx.views = np.asarray(ctx.components.encoder.encode_images(views), dtype=np.float32)
         nb = ctx.result.neighbours
         rows = [bank.row_of(n.id) for n in nb]
         usable = [i for i, r in enumerate(rows) if r is not None and bank.valid[r]]
