@@ -422,3 +422,46 @@ def test_prompts_follow_what_the_backend_can_see():
     ctx = LMMContext(description="Scene: sky 40%", clues=ClueReport(text="Ulica", summary="reads Cyrillic text"))
     (p,) = stage.prompts_for(ctx)
     assert "Scene: sky 40%. Text clues: reads Cyrillic text" in p.text and p.text.endswith('{"latitude":')
+
+
+@pytest.mark.parametrize("backend", ["openai", "ollama"])
+def test_two_servers_with_one_model_name_do_not_share_cached_answers(photo, stage_cache, monkeypatch, backend):
+    """The answer cache keys on the server: a second server serving its own "same-vlm" is asked, not
+    answered from the first server's entries, and no cache file holds the API key."""
+    monkeypatch.setenv("GEODEMO_TEST_KEY", "sk-secret-456")
+    servers = [FakeServer(), FakeServer()]
+    try:
+        for lat, s in zip((10, 20), servers, strict=True):
+            reply = f'{{"latitude": {lat}.5, "longitude": 5.5}}'
+            s.routes[("GET", "/api/tags")] = _tags("same-vlm")
+            s.routes[("POST", "/api/chat")] = lambda req, reply=reply: (200, _chat_reply(reply, "same-vlm"), {})
+            s.routes[("POST", "/v1/chat/completions")] = lambda req, reply=reply: (
+                200, _completion([reply] * req["body"].get("n", 1), "same-vlm"), {})
+
+        def ask(s: FakeServer) -> list:
+            where = {"base_url": s.url + "/v1", "api_key_env": "GEODEMO_TEST_KEY"} if backend == "openai" else {
+                "host": s.url}
+            cfg = LMMConfig.from_dict({"backend": backend, "model": "same-vlm", **where, "prompts": ["zero-shot"],
+                                       "samples": 1, "seed": 1, "retries": 0, "timeout_s": 10})
+            return LMMStage(cfg, cache=stage_cache).run(photo, LMMContext())
+
+        first, second = ask(servers[0]), ask(servers[1])
+        assert [(r.lat, r.cached) for r in first] == [(10.5, False)]
+        assert [(r.lat, r.cached) for r in second] == [(20.5, False)]  # its own server's answer, asked
+        assert [(r.lat, r.cached) for r in ask(servers[0])] == [(10.5, True)]  # each server keeps its entries
+        assert [(r.lat, r.cached) for r in ask(servers[1])] == [(20.5, True)]
+        chat = "/v1/chat/completions" if backend == "openai" else "/api/chat"
+        assert [len(s.posts(chat)) for s in servers] == [1, 1]
+        entries = list(stage_cache.root.rglob("*.json"))
+        assert len(entries) == 2 and not any("sk-secret-456" in p.read_text() for p in entries)
+    finally:
+        for s in servers:
+            s.close()
+
+
+def test_endpoint_identity_keeps_the_server_and_drops_credentials():
+    from geodemo.lmm.backends.base import endpoint_identity
+
+    assert endpoint_identity("http://User:pw@GPU-Box:8000/v1/?token=x#f") == "http://gpu-box:8000/v1"
+    assert endpoint_identity("gpu-box:11434") == endpoint_identity("http://gpu-box:11434/")
+    assert endpoint_identity("http://a:8000/v1") != endpoint_identity("http://b:8000/v1")

@@ -1,7 +1,8 @@
-"""On-disk cache of LMM answers: one small JSON file per (photo, prompt, backend, model, sampling, sample).
+"""On-disk cache of LMM answers: one small JSON file per (photo, prompt, backend, server, model, sampling, sample).
 
 Keys are the sha256 of a canonical JSON of everything that produced the answer, so a change of
-prompt wording, model, temperature, seed or sample index is a different entry. Only answers are
+prompt wording, server (a backend's ``endpoint``: its base URL or host, never a credential), model,
+temperature, seed or sample index is a different entry. Only answers are
 cached, never failures. Files are written atomically (``geodemo.storage``), so concurrent runs never
 read half a file; an unreadable entry is reported once, deleted and asked again.
 """

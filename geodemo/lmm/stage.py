@@ -142,6 +142,9 @@ class LMMStage:
             "samples": self.config.samples,
             "sample": sample,
             "options": extra,
+            # the server (OpenAI-compatible, Ollama): another server may serve another model under the
+            # same name; absent for local backends, so their entries keep their keys
+            **({"endpoint": endpoint} if (endpoint := getattr(self.backend, "endpoint", None)) else {}),
         }
 
     def _record(self, prompt: Prompt, sample: int, raw: str | None, latency: float, cached: bool,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image
 
@@ -32,6 +33,7 @@ __all__ = [
     "retry_call",
     "call_deadline",
     "time_left",
+    "endpoint_identity",
 ]
 
 # Wall-clock end (time.monotonic) of the LMM call running in this thread, set by the stage.
@@ -62,12 +64,27 @@ def time_left(cap: float) -> float:
     return min(cap, left)
 
 
+def endpoint_identity(url: str) -> str:
+    """The server a backend talks to, as it goes into a cache key: scheme, host, port and path of
+    ``url``, lower-cased host, no trailing slash, no user name, password, query or fragment (where
+    credentials may sit). A bare ``host:port`` (as ``$OLLAMA_HOST`` allows) is read as ``http://``."""
+    url = url.strip()
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
+
+
 @runtime_checkable
 class LMMBackend(Protocol):
     """A multimodal (or text-only) model that answers a prompt about a photo.
 
     ``sees_image`` is False for text-only models: prompts then describe the photo in words.
     ``completion`` is True for base models that continue raw text instead of chatting.
+    A backend that talks to a server also has ``endpoint`` (:func:`endpoint_identity` of its URL),
+    which the answer cache keys on: two servers may serve different models under one name.
     """
 
     name: str

@@ -16,6 +16,7 @@ from PIL import Image
 from geodemo.lmm.backends.base import (
     BackendError,
     BackendUnavailableError,
+    endpoint_identity,
     jpeg_base64,
     register_backend,
     retry_call,
@@ -85,6 +86,11 @@ class OllamaBackend:
         self.check_model = bool(check_model)
         self._checked = False
         self._clients: dict[float, Any] = {}
+
+    @property
+    def endpoint(self) -> str:
+        """The server, as the answer cache keys it."""
+        return endpoint_identity(self.host)
 
     def _get_client(self) -> Any:
         """A client whose requests end within ``timeout_s`` or the call's remaining time budget."""

@@ -16,6 +16,7 @@ from PIL import Image
 from geodemo.lmm.backends.base import (
     BackendError,
     BackendUnavailableError,
+    endpoint_identity,
     jpeg_base64,
     register_backend,
     retry_call,
@@ -78,6 +79,11 @@ class OpenAICompatibleBackend:
         self.json_mode = bool(json_mode)
         self.backoff_s = float(backoff_s)
         self._client: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        """The server, as the answer cache keys it (never the API key)."""
+        return endpoint_identity(self.base_url)
 
     def _get_client(self) -> Any:
         if self._client is None:
