@@ -37,6 +37,7 @@ __all__ = [
     "write_text",
     "write_json",
     "save_npz",
+    "save_npy",
     "read_json",
     "read_text",
     "load_npz",
@@ -48,11 +49,16 @@ __all__ = [
 log = logging.getLogger("geodemo.storage")
 _reported: set[str] = set()
 _reported_lock = threading.Lock()
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the mode a plain open() would give a new file
 
 
 def _temp_name(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private; outputs are shared like any file
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 
@@ -144,6 +150,13 @@ def save_npz(path: str | Path, compressed: bool = False, **arrays: np.ndarray) -
     return Path(path)
 
 
+def save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """``np.save`` (no pickles) written atomically; the file keeps its exact name."""
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    return Path(path)
+
+
 # ------------------------------------------------------------------------------------------ reads
 def discard_corrupt(path: str | Path, what: str, exc: BaseException | str, stat: os.stat_result | None = None) -> None:
     """Report an unreadable file once (log warning), then delete it so that it is rebuilt.
@@ -192,7 +205,7 @@ def read_text(path: str | Path, what: str, validate: Callable[[str], Any] | None
         return text
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, LookupError) as exc:
         discard_corrupt(path, what, exc, stat)
         return None
 
@@ -200,7 +213,7 @@ def read_text(path: str | Path, what: str, validate: Callable[[str], Any] | None
 def read_json(path: str | Path, what: str, validate: Callable[[Any], Any] | None = None) -> Any | None:
     """Parsed JSON, ``None`` when missing; corrupt or failing ``validate(obj)`` -> discarded, ``None``.
 
-    ``validate`` raises (ValueError, TypeError, KeyError) for content of the wrong shape, e.g. an
+    ``validate`` raises (ValueError, TypeError, KeyError, IndexError) for content of the wrong shape, e.g. an
     entry written by another version.
     """
     parsed: list[Any] = []

@@ -208,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
           f"load avg = 1-min load average when the model was measured\n")  # fmt: skip
     print(markdown(rows, args.batch_sizes))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        from geodemo.storage import write_json
+
+        write_json(args.json, rows, indent=2)
     return 0
 
 

@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import geodemo  # noqa: E402,F401
+from geodemo.storage import write_json, write_text  # noqa: E402
 
 
 def synthetic_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 0, distinct: int = 256):
@@ -57,7 +58,7 @@ def synthetic_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 0,
             img = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16) + noise
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
         lines.append(f"{i:06d}.jpg,{rng.uniform(-60, 70):.5f},{rng.uniform(-180, 180):.5f}")
-    (folder.parent / "photos.csv").write_text("\n".join(lines) + "\n")
+    write_text(folder.parent / "photos.csv", "\n".join(lines) + "\n")
     return load_csv(folder.parent / "photos.csv", images_dir=folder)
 
 
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  single-process path    {sp:10.1f} photos/s (end to end is {figures['end_to_end_photos_per_s'] / sp:.2f}x)")
     print(f"  load average           {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+        write_json(args.json, figures, indent=2)
     return 0
 
 

@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before {report['load_before']}, after {report['load_after']}\n")
     print(table(timed["rows"]))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        from geodemo.storage import write_json
+
+        write_json(args.json, report, indent=2)
     return 0
 
 

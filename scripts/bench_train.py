@@ -20,7 +20,6 @@ step that recomputes the frozen tower for every photo (what G3's script runs).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import geodemo  # noqa: E402,F401
+from geodemo.storage import write_json  # noqa: E402
 
 G3_PHOTOS_PER_S = 4_100_000 / (7 * 3600)
 
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report(figures: dict, json_path: Path | None, lines: list[str]) -> int:
     print("\n".join(lines))
     if json_path:
-        json_path.write_text(json.dumps(figures, indent=2))
+        write_json(json_path, figures, indent=2)
     return 0
 
 

@@ -38,6 +38,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import geodemo  # noqa: E402,F401  (torchvision guard first)
 from geodemo.paths import BUNDLE_DIR, shared_path  # noqa: E402
+from geodemo.storage import atomic_open, atomic_path, write_json, write_text  # noqa: E402
 
 FILE_LIMIT = 10 * 1024 * 1024
 BUNDLE_LIMIT = 25 * 1024 * 1024
@@ -81,7 +82,7 @@ def build_countries(out: Path, tolerance: float = 0.05, ndigits: int = 2) -> Non
     collection = {"type": "FeatureCollection", "name": "ne_110m_countries",
                   "source": "Natural Earth 1:110m admin-0 countries (public domain), via pyogrio's test fixture",
                   "features": features}
-    out.write_text(json.dumps(collection, separators=(",", ":")), encoding="utf-8")
+    write_json(out, collection, separators=(",", ":"))
 
 
 def copy_models(out: Path) -> None:
@@ -132,8 +133,9 @@ def slim_verifier(trained: Path, out: Path) -> None:
         "stored": "image head and logit scale in float16; location encoder = GeoCLIP's (geoclip wheel, frozen)",
     }
     out.mkdir(parents=True, exist_ok=True)
-    save_file(head, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(head, str(tmp), metadata={"format": "pt"})
+    write_text(out / "config.json", json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def build_gallery(out: Path, progress: bool) -> list[tuple[str, str, str]]:
@@ -177,7 +179,8 @@ def build_thumbnails(out: Path, rows: list[tuple[str, str, str]]) -> None:
         image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
         dst = thumbnail_path(dataset, Path(path).name, root)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        image.save(dst, format="JPEG", quality=70, optimize=True)
+        with atomic_path(dst) as tmp:
+            image.save(tmp, format="JPEG", quality=70, optimize=True)
 
 
 def build_examples(out: Path) -> None:
@@ -195,7 +198,7 @@ def build_examples(out: Path) -> None:
             file = Path(s.image_path).name
             shutil.copyfile(s.image_path, folder / file)
             rows.append([file, repr(float(s.lat)), repr(float(s.lon)), s.group or "", name, s.id])
-    with open(folder / "examples.csv", "w", newline="", encoding="utf-8") as f:  # geodemo.data.load_csv reads it
+    with atomic_open(folder / "examples.csv", "w", newline="") as f:  # geodemo.data.load_csv reads it
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["image", "lat", "lon", "photographer", "dataset", "gallery_id"])
         writer.writerows(rows)
@@ -221,7 +224,7 @@ def write_index(out: Path) -> dict:
     files = bundle_files(out)
     index = {"total_bytes": sum(p.stat().st_size for p in files),
              "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}}
-    (out / "bundle.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    write_text(out / "bundle.json", json.dumps(index, indent=1, sort_keys=True) + "\n")
     return index
 
 

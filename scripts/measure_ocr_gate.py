@@ -20,7 +20,6 @@ the threshold for ``ClueConfig.gate_threshold`` is the same rule over all folds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -118,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"OCR test signs let through at {final}: {kept}/{len(signs)} "
               f"({', '.join(f'{s} {v}' for s, v in signs)})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"threshold": final, "folds": cv["folds"], "rows": rows,
-                                               "signs": signs}, indent=1))
+        from geodemo.storage import write_json
+
+        write_json(args.json, {"threshold": final, "folds": cv["folds"], "rows": rows, "signs": signs}, indent=1)
     return 0
 
 

@@ -235,6 +235,12 @@ def test_an_explained_run_stores_results_writes_attribution_and_resumes(tmp_path
     again = HandBuiltLocator(ids)
     evaluate(again, dataset, out, progress=False, explain=True)
     assert again.calls == [next(iter(ids))] and store.has(next(iter(ids)))
+    # ... and so is a photo whose result file was left damaged (a full disk, a copy cut short)
+    second = list(ids)[1]
+    store.json_path(second).write_text(store.json_path(second).read_text()[:40])
+    again = HandBuiltLocator(ids)
+    evaluate(again, dataset, out, progress=False, explain=True)
+    assert again.calls == [second] and store.load(second) is not None
 
 
 def test_explaining_needs_a_predictor_that_keeps_its_results(tmp_path: Path):

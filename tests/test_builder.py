@@ -64,8 +64,8 @@ def test_builds_a_database_of_the_descriptor(dev, descriptor, reference):
     assert not (out / ".partial").exists()
 
 
-def test_an_interrupted_build_resumes_without_duplicates(dev, descriptor, reference, tmp_path, monkeypatch):
-    out = tmp_path / "db"
+def _interrupted_build(dev, descriptor, out, monkeypatch) -> dict[str, int]:
+    """A build killed while describing its second chunk; returns the describe-call counter, set to 10."""
     calls = {"n": 0}
     real = type(descriptor).describe
 
@@ -80,8 +80,13 @@ def test_an_interrupted_build_resumes_without_duplicates(dev, descriptor, refere
         build_database(PhotoSource(dev), descriptor, out, index={"kind": "flat"}, chunk_size=8, progress=False)
     assert sorted(p.name for p in (out / ".partial").glob("chunk-*.npz")) == ["chunk-000000.npz"]
     assert not (out / "config.json").exists()
-
     calls["n"] = 10  # no more failures; count the chunks described on resume
+    return calls
+
+
+def test_an_interrupted_build_resumes_without_duplicates(dev, descriptor, reference, tmp_path, monkeypatch):
+    out = tmp_path / "db"
+    calls = _interrupted_build(dev, descriptor, out, monkeypatch)
     report = build_database(PhotoSource(dev), descriptor, out, index={"kind": "flat"}, chunk_size=8, progress=False)
     assert calls["n"] == 12  # chunks 2 and 3 only: chunk 1 came from disk
     assert report.resumed_rows == 8 and report.rows == N
@@ -89,6 +94,30 @@ def test_an_interrupted_build_resumes_without_duplicates(dev, descriptor, refere
     db = RetrievalDatabase.load(out)
     assert db.meta.ids == ref.meta.ids  # no row twice, none missing, same order
     assert np.array_equal(_vectors(db), _vectors(ref))
+
+
+def test_an_interrupted_build_with_a_damaged_chunk_or_state_file_rebuilds_them(dev, descriptor, reference,
+                                                                               tmp_path, monkeypatch, caplog):
+    out = tmp_path / "db"
+    calls = _interrupted_build(dev, descriptor, out, monkeypatch)
+    chunk = out / ".partial" / "chunk-000000.npz"
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])  # e.g. a disk that filled up
+    with caplog.at_level("WARNING", logger="geodemo.storage"):
+        report = build_database(PhotoSource(dev), descriptor, out, index={"kind": "flat"}, chunk_size=8,
+                                progress=False)
+    assert calls["n"] == 13  # the damaged chunk 1 again, then chunks 2 and 3
+    assert report.resumed_rows == 0 and report.rows == N
+    assert "chunk-000000.npz is unreadable" in caplog.text
+    ref = RetrievalDatabase.load(reference[0])
+    db = RetrievalDatabase.load(out)
+    assert db.meta.ids == ref.meta.ids and np.array_equal(_vectors(db), _vectors(ref))
+
+    out2 = tmp_path / "db2"
+    (out2 / ".partial").mkdir(parents=True)
+    (out2 / ".partial" / "build.json").write_text('{"descriptor": "feat')  # a torn state file
+    report = build_database(PhotoSource(dev), descriptor, out2, index={"kind": "flat"}, chunk_size=8,
+                            progress=False)
+    assert report.rows == N and np.array_equal(_vectors(RetrievalDatabase.load(out2)), _vectors(ref))
 
 
 def test_resuming_with_another_descriptor_is_refused(dev, descriptor, tmp_path):

@@ -196,6 +196,30 @@ def test_d10_truncated_embeddings_cache_is_reported_deleted_and_rebuilt(shared, 
     assert rc == 0
 
 
+def test_d10_ablation_results_cut_short_are_located_again_not_reused(tmp_path, caplog):
+    from geodemo.eval.ablation import _reused_records
+
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"id": "a", "lat": 1.0}\n{"id": "b", "la')  # a run killed mid-line by an older version
+    with caplog.at_level(logging.WARNING, logger="geodemo.storage"):
+        assert _reused_records(path) is None
+    assert not path.exists() and "ablation results results.jsonl is unreadable" in caplog.text
+    path.write_text('{"id": "a", "lat": 1.0}\n{"id": "b", "lat": 2.0}\n')
+    assert _reused_records(path) == [{"id": "a", "lat": 1.0}, {"id": "b", "lat": 2.0}]
+
+
+def test_d10_npy_files_are_written_whole_with_the_usual_file_mode(tmp_path):
+    from geodemo.storage import save_npy
+
+    grid = np.arange(24, dtype=np.float16).reshape(2, 3, 4)[:, ::-1]  # not contiguous
+    path = save_npy(tmp_path / "shard.tokens.npy", grid)
+    assert np.array_equal(np.load(path, mmap_mode="r", allow_pickle=False), grid)
+    assert [p.name for p in tmp_path.iterdir()] == ["shard.tokens.npy"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not mkstemp's 0600
+
+
 # ------------------------------------------------------------------------------------ D11
 def _sha256(path: Path) -> str:
     with path.open("rb") as f:

@@ -28,6 +28,7 @@ import numpy as np
 from geodemo.eval.harness import QueryPhoto
 from geodemo.eval.metrics import ACC_KEYS, accuracy_table
 from geodemo.geo import haversine_km
+from geodemo.storage import atomic_open, read_text, write_json, write_text
 
 __all__ = ["AblationOptions", "Context", "ROWS", "run_ablation", "table", "run_photos", "fold_locators"]
 
@@ -222,7 +223,7 @@ def run_photos(
     feats = image_features(locator.config["encoder"], dataset, progress=progress)  # cached on disk
     index = {sid: i for i, sid in enumerate(feats.ids)}
     records = []
-    with out_file.open("w") as fh:
+    with atomic_open(out_file) as fh:  # a run killed midway leaves no half file for --reuse to take
         for s in tqdm(samples, desc="locating", unit="photo", disable=not progress):
             i = index[s.id]
             if not feats.valid[i]:
@@ -350,7 +351,7 @@ def run_analogue(args: AblationOptions, out: Path) -> str:
                  f"({args.num_folds} folds)")
     text += "\n\n" + "; ".join(ab.notes) + f"; {time.perf_counter() - t0:.0f} s"
     save_ablation(ab, out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics, indent=2)
     return text
 
 
@@ -363,7 +364,7 @@ def run_ablation(args: AblationOptions) -> str:
     out.mkdir(parents=True, exist_ok=True)
     if _is_analogue(args.preset):
         text = run_analogue(args, out)
-        (out / "table.md").write_text(text + "\n")
+        write_text(out / "table.md", text + "\n")
         return text
     from geodemo.data import load_benchmark
     from geodemo.pipeline import GeoLocator
@@ -382,9 +383,8 @@ def run_ablation(args: AblationOptions) -> str:
         print(f"warning: verifying with aligner {aligner!r} as is; if it was trained on {args.benchmark} "
               "photos the verification rows are optimistic (use --cross-fit)", file=sys.stderr)
     t0 = time.perf_counter()
-    if args.reuse and results_file.is_file():
-        records = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
-    else:
+    records = _reused_records(results_file) if args.reuse else None
+    if records is None:
         records = run_photos(dataset, locator, results_file, args.limit, by_group=by_group,
                              progress=args.progress)
     elapsed = time.perf_counter() - t0
@@ -401,9 +401,8 @@ def run_ablation(args: AblationOptions) -> str:
 
         lmm_file = out / "results-lmm.jsonl"
         t1 = time.perf_counter()
-        if args.reuse and lmm_file.is_file():
-            lmm_records = [json.loads(line) for line in lmm_file.read_text().splitlines() if line.strip()]
-        else:
+        lmm_records = _reused_records(lmm_file) if args.reuse else None
+        if lmm_records is None:
             lmm_records = run_photos(dataset, locator, lmm_file, args.lmm_subset, LocateOptions(use_lmm=True),
                                      by_group=by_group, progress=args.progress)
         lmm_elapsed = time.perf_counter() - t1
@@ -424,6 +423,17 @@ def run_ablation(args: AblationOptions) -> str:
         fusion_text, fusion_rows = fusion_report(dataset, args, pattern)
         text += "\n\n" + fusion_text
         rows.update({f"fusion: {k}": v for k, v in fusion_rows.items()})
-    (out / "table.md").write_text(text + "\n")
-    (out / "metrics.json").write_text(json.dumps(rows, indent=2))
+    write_text(out / "table.md", text + "\n")
+    write_json(out / "metrics.json", rows, indent=2)
     return text
+
+
+def _reused_records(path: Path) -> list[dict] | None:
+    """The records of an earlier run's JSON-lines file; None when there is none or it is unreadable
+    (then reported once and deleted: the photos are located again)."""
+    records: list[dict] = []
+
+    def parse(text: str) -> None:
+        records.extend(json.loads(line) for line in text.splitlines() if line.strip())
+
+    return records if read_text(path, "ablation results", validate=parse) is not None else None

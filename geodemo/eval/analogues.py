@@ -17,7 +17,6 @@ Both add the density prior and the oracle best of the candidates. All views come
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from geodemo.eval.baselines import DensityPrior, Gallery
 from geodemo.eval.harness import QueryPhoto
 from geodemo.eval.metrics import accuracy_table
 from geodemo.geo import haversine_km
+from geodemo.storage import write_json
 
 __all__ = [
     "model_views",
@@ -319,4 +319,4 @@ def save_ablation(ab: AnalogueAblation, folder: str | Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data = {"preset": ab.preset, "benchmark": ab.benchmark, "ids": ab.ids, "truth": ab.truth.tolist(),
             "rows": {k: np.where(np.isfinite(v), v, None).tolist() for k, v in ab.rows.items()}}
-    (folder / "predictions.json").write_text(json.dumps(data))
+    write_json(folder / "predictions.json", data)

@@ -249,7 +249,8 @@ def attribute_run(
     Photos whose image could not be read are not scored, as in the accuracy table, and are left out.
     """
     from geodemo.eval.harness import read_predictions
-    from geodemo.eval.results import ResultStore, write_atomic
+    from geodemo.eval.results import ResultStore
+    from geodemo.storage import write_text
 
     run = Path(run_dir)
     predictions = read_predictions(run / "predictions.csv")
@@ -275,7 +276,7 @@ def attribute_run(
         writer = csv.DictWriter(buf, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
-        write_atomic(run / ATTRIBUTION_CSV, buf.getvalue().encode("utf-8"))
+        write_text(run / ATTRIBUTION_CSV, buf.getvalue())
     return out
 
 

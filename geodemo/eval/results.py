@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +21,9 @@ from typing import Any
 from PIL import Image
 
 from geodemo.result import LocationResult, to_jsonable
+from geodemo.storage import read_json, write_bytes, write_json
 
-__all__ = ["RESULTS_DIR", "StoredResult", "ResultStore", "file_key", "write_atomic"]
+__all__ = ["RESULTS_DIR", "StoredResult", "ResultStore", "file_key"]
 
 RESULTS_DIR = "results"
 THUMBNAIL_PX = 256
@@ -52,19 +50,6 @@ class StoredResult:
     thumbnail: Path | None = None  # the photo's JPEG thumbnail, when stored
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file renamed into place (readers see old or new)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; results are shared like any output file
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ResultStore:
     """The ``results/`` folder of one evaluation run."""
 
@@ -86,7 +71,8 @@ class ResultStore:
         return self.dir / f"{file_key(photo_id)}.jpg"
 
     def has(self, photo_id: str) -> bool:
-        return self.json_path(photo_id).is_file()
+        """Whether the photo's result is stored and readable (a damaged one is deleted: a resumed run redoes it)."""
+        return self.load(photo_id) is not None
 
     def save(
         self,
@@ -105,7 +91,7 @@ class ResultStore:
             thumb.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
             buf = io.BytesIO()
             thumb.save(buf, format="JPEG", quality=75)
-            write_atomic(self.thumbnail_path(photo_id), buf.getvalue())
+            write_bytes(self.thumbnail_path(photo_id), buf.getvalue())
         record = {
             "id": photo_id,
             "group": group,
@@ -114,7 +100,7 @@ class ResultStore:
             "result": None if result is None else result.to_dict(),
         }
         path = self.json_path(photo_id)
-        write_atomic(path, json.dumps(to_jsonable(record), allow_nan=False).encode("utf-8"))
+        write_json(path, to_jsonable(record), allow_nan=False)
         return path
 
     def load(self, photo_id: str) -> StoredResult | None:
@@ -130,13 +116,17 @@ class ResultStore:
                 yield stored
 
     def _read(self, path: Path) -> StoredResult | None:
-        try:
-            record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        parsed: list[tuple[str, tuple[float, float], LocationResult | None]] = []
+
+        def check(record: Any) -> None:
             truth = (float(record["truth"][0]), float(record["truth"][1]))
-            photo_id = str(record["id"])
             result = None if record.get("result") is None else LocationResult.from_dict(record["result"])
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            return None  # a foreign or damaged file: not one of ours
+            parsed.append((str(record["id"]), truth, result))
+
+        record = read_json(path, "stored result", validate=check)  # damaged: reported once, deleted
+        if record is None:
+            return None
+        photo_id, truth, result = parsed[0]
         thumb = self.thumbnail_path(photo_id)
         return StoredResult(
             id=photo_id, truth=truth, result=result, group=record.get("group") or None,

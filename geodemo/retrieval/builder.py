@@ -30,7 +30,7 @@ import numpy as np
 from geodemo.data.dataset import GeoDataset, SkippedRow
 from geodemo.errors import GeodemoError
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
-from geodemo.storage import save_npz, write_json
+from geodemo.storage import load_npz, read_json, save_npz, write_json
 
 __all__ = ["PhotoSource", "ShardSource", "BuildReport", "BuildMismatchError", "build_database",
            "descriptor_spec"]
@@ -207,22 +207,35 @@ def _save_chunk(path: Path, chunk: _Chunk) -> None:
              skipped_reason=text([s.reason for s in chunk.skipped]))
 
 
-def _load_chunk(path: Path, vectors: bool = True) -> _Chunk:
-    """A saved chunk; without ``vectors`` its descriptor array is left on disk (metadata pass)."""
-    with np.load(path, allow_pickle=False) as d:
-        def col(name: str, mask: str) -> list[str | None]:
-            return [str(v) if keep else None for v, keep in zip(d[name], d[mask], strict=True)]
+_CHUNK_ARRAYS = ("descriptor", "ids", "coords", "places", "image_paths", "groups", "has_place", "has_path",
+                 "has_group", "skipped_where", "skipped_reason")
 
-        meta = GalleryMeta(ids=[str(i) for i in d["ids"]], coords=d["coords"], places=col("places", "has_place"),
-                           image_paths=col("image_paths", "has_path"), groups=col("groups", "has_group"))
-        skipped = [SkippedRow(str(w), str(r)) for w, r in zip(d["skipped_where"], d["skipped_reason"], strict=True)]
-        return _Chunk(d["descriptor"] if vectors else np.zeros((0, 0), np.float32), meta, skipped)
+
+def _load_chunk(path: Path, vectors: bool = True) -> _Chunk | None:
+    """A saved chunk (None when missing or unreadable: then reported once and deleted, to be described
+    again); without ``vectors`` its descriptor array is dropped (metadata pass)."""
+    d = load_npz(path, "database build chunk", required=_CHUNK_ARRAYS)
+    if d is None:
+        return None
+
+    def col(name: str, mask: str) -> list[str | None]:
+        return [str(v) if keep else None for v, keep in zip(d[name], d[mask], strict=True)]
+
+    meta = GalleryMeta(ids=[str(i) for i in d["ids"]], coords=d["coords"], places=col("places", "has_place"),
+                       image_paths=col("image_paths", "has_path"), groups=col("groups", "has_group"))
+    skipped = [SkippedRow(str(w), str(r)) for w, r in zip(d["skipped_where"], d["skipped_reason"], strict=True)]
+    return _Chunk(d["descriptor"] if vectors else np.zeros((0, 0), np.float32), meta, skipped)
+
+
+def _check_state(obj: Any) -> None:
+    if not isinstance(obj, dict):
+        raise TypeError("not a build state")
 
 
 def _prepare(work: Path, state: dict[str, Any], overwrite: bool) -> None:
     state_path = work / STATE_FILE
-    if state_path.is_file() and not overwrite:
-        old = json.loads(state_path.read_text())
+    old = None if overwrite else read_json(state_path, "interrupted build's state", validate=_check_state)
+    if old is not None:  # an unreadable state file is deleted: the build starts again
         if old != state:
             changed = sorted(k for k in state if old.get(k) != state[k])
             raise BuildMismatchError(
@@ -264,28 +277,42 @@ def build_database(source: PhotoSource | ShardSource, descriptor: Any, out: str 
 
     n_chunks = (len(source) + chunk_size - 1) // chunk_size
     paths = [work / f"chunk-{i:06d}.npz" for i in range(n_chunks)]
-    done_rows = sum(min(chunk_size, len(source) - i * chunk_size) for i, p in enumerate(paths) if p.is_file())
+
+    def rows_of(i: int) -> int:
+        return min(chunk_size, len(source) - i * chunk_size)
+
+    # chunks of an interrupted run, metadata only (vectors are streamed into the index below); an
+    # unreadable one is reported, deleted and described again
+    chunks: list[_Chunk | None] = [_load_chunk(p, vectors=False) if p.is_file() else None for p in paths]
+    done_rows = sum(rows_of(i) for i, c in enumerate(chunks) if c is not None)
     bar = tqdm(total=len(source), initial=done_rows, desc=f"describing ({descriptor.kind})", unit="photo",
                disable=not progress)
-    for i, path in enumerate(paths):
-        if path.is_file():
+    for i, chunk in enumerate(chunks):
+        if chunk is not None:
             continue
-        start, stop = i * chunk_size, min(len(source), (i + 1) * chunk_size)
-        chunk = source.chunk(start, stop, descriptor)
+        start = i * chunk_size
+        chunk = source.chunk(start, start + rows_of(i), descriptor)
         for s in chunk.skipped if progress else []:  # reported as they happen; the report lists them all
             bar.write(f"skipped {s.where}: {s.reason}")
-        _save_chunk(path, chunk)
-        bar.update(stop - start)
+        _save_chunk(paths[i], chunk)
+        bar.update(rows_of(i))
+        chunks[i] = _Chunk(np.zeros((0, 0), np.float32), chunk.meta, chunk.skipped)
     bar.close()
 
-    chunks = [_load_chunk(p, vectors=False) for p in paths]  # vectors are streamed into the index below
     meta = GalleryMeta.concat([c.meta for c in chunks])
     skipped = [s for c in chunks for s in c.skipped]
     if len(meta) == 0:
         raise ValueError(f"no row of the source could be described ({len(skipped)} skipped)")
     # a "features" database keeps its encoder's name, so plain encoder queries (and older presets) fit
     encoder_name = descriptor.encoder.name if descriptor.kind == "features" else descriptor.name
-    vectors = (_load_chunk(p).descriptor for p, c in zip(paths, chunks, strict=True) if len(c.meta))
+
+    def chunk_vectors(path: Path) -> np.ndarray:
+        chunk = _load_chunk(path)
+        if chunk is None:
+            raise GeodemoError(f"a chunk of the build in {work} became unreadable while indexing; run it again")
+        return chunk.descriptor
+
+    vectors = (chunk_vectors(p) for p, c in zip(paths, chunks, strict=True) if len(c.meta))
     db = RetrievalDatabase.build(vectors, meta, encoder_name, cfg, progress=progress, descriptor=descriptor.name)
     if overwrite:
         for name in ("config.json", "index.faiss", "meta.parquet"):

@@ -31,7 +31,7 @@ import numpy as np
 from geodemo.paths import bundle_path, shared_path
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 from geodemo.retrieval.multiview import ViewBank
-from geodemo.storage import atomic_open, write_text
+from geodemo.storage import atomic_open, save_npy, write_text
 
 __all__ = ["GalleryBundle", "open_gallery_bundle", "save_gallery_bundle", "thumbnail_path", "GALLERY_DIR"]
 
@@ -126,10 +126,8 @@ def save_gallery_bundle(
     compact = bank.compact()
     folder.mkdir(parents=True, exist_ok=True)
 
-    with atomic_open(folder / "views.npy", "wb") as f:
-        np.save(f, compact.embeddings.astype(np.float16))
-    with atomic_open(folder / "pairwise.npy", "wb") as f:
-        np.save(f, compact.pairwise.astype(np.float16))
+    save_npy(folder / "views.npy", compact.embeddings.astype(np.float16))
+    save_npy(folder / "pairwise.npy", compact.pairwise.astype(np.float16))
     with atomic_open(folder / "meta.csv", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(META_COLUMNS)

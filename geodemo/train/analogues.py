@@ -118,17 +118,17 @@ def build_view_database(descriptor: Any, table: FeatureTable, out: str | Path, i
     """A retrieval database of ``descriptor`` over cached views (``table`` from
     :func:`~geodemo.train.data.load_benchmark_views`), through the database builder's feature-shard path:
     no photo is decoded or segmented again. ``image_paths`` (id -> path) lets the page show the neighbours."""
-    import json
     import tempfile
 
     from geodemo.retrieval.builder import ShardSource, build_database
     from geodemo.retrieval.database import RetrievalDatabase
+    from geodemo.storage import write_json
     from geodemo.train.data import write_feature_shard
 
     out = Path(out)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
         write_feature_shard(Path(tmp) / "shard-00000.npz", table)
-        (Path(tmp) / "meta.json").write_text(json.dumps({"encoder": descriptor.encoder.name}))
+        write_json(Path(tmp) / "meta.json", {"encoder": descriptor.encoder.name})
         build_database(ShardSource(tmp), descriptor, out, index=index, progress=progress, overwrite=True)
     if image_paths:
         db = RetrievalDatabase.load(out)

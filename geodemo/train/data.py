@@ -174,14 +174,13 @@ def write_feature_shard(path: str | Path, table: FeatureTable) -> Path:
     every per-photo grid (``ndim >= 3``: tokens, label maps) in ``<stem>.<name>.npy`` beside it, to be
     memory-mapped. The side files are written first and the ``.npz`` last, each atomically, so a shard
     whose ``.npz`` exists is complete (what a resumed extraction checks)."""
-    from geodemo.storage import atomic_open, save_npz
+    from geodemo.storage import save_npy, save_npz
 
     path = Path(path)
     vectors = {}
     for name, values in table.features.items():
         if np.ndim(values) >= 3:
-            with atomic_open(path.with_name(f"{path.stem}.{name}.npy"), "wb", encoding=None) as fh:
-                np.save(fh, np.ascontiguousarray(values), allow_pickle=False)
+            save_npy(path.with_name(f"{path.stem}.{name}.npy"), values)
         else:
             vectors[f"feat_{name}"] = values
     groups = np.array([g or "" for g in table.groups])

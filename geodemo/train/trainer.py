@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from geodemo.paths import REPO_ROOT, checkpoints_dir
-from geodemo.storage import atomic_dir, drop_torn_tail
+from geodemo.storage import atomic_dir, drop_torn_tail, write_json
 from geodemo.train.config import resolve_device
 from geodemo.train.data import (
     EpochSampler,
@@ -262,8 +262,8 @@ class Trainer:
             save_file(state, str(tmp / "train_state.safetensors"))
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-            (tmp / "trainer_state.json").write_text(json.dumps(
-                {"step": self.step, "total_steps": self.total_steps, "seed": self.seed, "config": self.cfg}, indent=2))
+            write_json(tmp / "trainer_state.json",
+                       {"step": self.step, "total_steps": self.total_steps, "seed": self.seed, "config": self.cfg}, indent=2)
         for old in sorted(self.state_dir().glob("step-???????"))[:-2]:
             shutil.rmtree(old, ignore_errors=True)
         return folder

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import json
 import os
 import threading
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from PIL import Image
 from geodemo.lmm.backends.base import BackendError, register_backend
 from geodemo.models.base import ModelUnavailableError
 from geodemo.paths import cache_dir
-from geodemo.storage import atomic_dir, atomic_path, discard_corrupt, remove_stale_temps
+from geodemo.storage import atomic_dir, atomic_path, discard_corrupt, remove_stale_temps, write_json
 
 __all__ = [
     "DEFAULT_VLM_MODEL",
@@ -211,7 +210,7 @@ def _load_gguf_text(model: str, gguf_file: str | None, device: str) -> _Loaded:
                 lm.generation_config.save_pretrained(tmp)
                 save_model(lm, str(tmp / "model.safetensors"))
                 tok.save_pretrained(tmp)
-                (tmp / "READY").write_text(json.dumps({"gguf": name, "sha256": sha}))
+                write_json(tmp / "READY", {"gguf": name, "sha256": sha})
         except Exception:  # noqa: BLE001 - the cache is an optimisation only
             pass
     lm.to(device).eval()
