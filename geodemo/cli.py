@@ -81,6 +81,8 @@ def _index(args: argparse.Namespace) -> int:
 
     preset = load_preset(args.preset)
     spec = descriptor_spec(preset)
+    if args.weights == "random" and args.checkpoint is None:
+        spec.pop("checkpoint", None)  # untrained models of the real architectures: the preset's weights are not read
     for key in ("checkpoint", "weights", "seed"):
         if getattr(args, key) is not None:
             spec[key] = getattr(args, key)

@@ -201,3 +201,13 @@ def test_build_database_script(photo_csv, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "4 rows indexed (hnsw)" in proc.stdout
     assert RetrievalDatabase.load(out).config.kind == "hnsw"
+
+
+def test_cli_index_with_random_weights_needs_no_checkpoint(tmp_path, capsys, shared, one_torch_thread):
+    """``--weights random`` builds the preset's real architectures untrained, so the faithful g3 preset
+    indexes photos on a machine without G3's checkpoint (what the database-build timing uses)."""
+    out = tmp_path / "g3-random"
+    assert main(["index", str(out), "--preset", "g3", "--weights", "random", "--benchmark", "osv5m-sample",
+                 "--limit", "2", "--no-progress"]) == 0
+    db = RetrievalDatabase.load(out)
+    assert len(db) == 2 and db.descriptor.startswith("g3")
