@@ -267,6 +267,7 @@ def lmm_summary(plain: list[dict] | None, with_lmm: list[dict]) -> str:
     answers = [x for r in with_lmm for x in r["result"]["lmm_records"]]
     parsed = sum(x["lat"] is not None for x in answers)
     failed = sum(bool(x["error"]) for x in answers)
+    cached = sum(bool(x.get("cached")) for x in answers)  # their photos' LMM time is a cache read
     won = sum(_lmm_won(r["result"]) for r in with_lmm)
 
     def per_photo(recs: list[dict], stage: str | None = None) -> float:
@@ -279,7 +280,8 @@ def lmm_summary(plain: list[dict] | None, with_lmm: list[dict]) -> str:
 
     models = sorted({f"{x['backend']}:{x['model']}" for x in answers})
     without = f"{per_photo(plain):.1f} s without the LMM, " if plain is not None else ""
-    return (f"LMM ({', '.join(models)}): {parsed}/{len(answers)} answers parsed, {failed} failed calls; "
+    return (f"LMM ({', '.join(models)}): {parsed}/{len(answers)} answers parsed, {failed} failed calls, "
+            f"{cached} read from the answer cache; "
             f"an LMM answer was the final answer for {won}/{len(with_lmm)} photos; "
             f"time per photo {without}{per_photo(with_lmm):.1f} s with it "
             f"(LMM stage {per_photo(with_lmm, 'lmm'):.1f} s)")
