@@ -387,7 +387,9 @@ def locate_with_lmm(
     from geodemo.pipeline import GeoLocator, LocateOptions
     from geodemo.retrieval.rerank import retrieval_order
 
-    locator = GeoLocator.from_preset(str(preset_name))
+    # no descriptor: the fold models' retrieval replaces it, so its checkpoint (trained on every photographer)
+    # is never loaded; the segment stage then loads the same registered segmenter on its own
+    locator = GeoLocator.from_preset(str(preset_name), descriptor=None)
     if "rerank.dbscan" not in locator.stage_names:
         raise ValueError(f"preset {preset_name!r} has no rerank.dbscan stage: its LMM rows are not DualGeo's")
     run = [s for s in locator.stage_names if s not in REPLACED_STAGES]
