@@ -11,7 +11,9 @@ trained without its photographer, ``--cross-fit``); per-photo results are stored
 ``--out``; the fusion table (weights cross-validated over photographers) and the LMM stage on the first
 ``--lmm-subset`` photos follow. Offline analogues (``dualgeo-offline``, ``g3-offline``): each paper's stages
 as rows, every photo scored by the fold model trained without its photographer (make them with
-``python scripts/train.py --preset NAME --folds 3``). The library is ``geodemo.eval.ablation``.
+``python scripts/train.py --preset NAME --folds 3``); for ``dualgeo-offline`` the first ``--lmm-subset``
+photos also go through the preset's LMM and decision stages over the same fold-held-out neighbours
+(+ LMM rows, records in ``results-lmm.jsonl``). The library is ``geodemo.eval.ablation``.
 """
 
 from __future__ import annotations

@@ -166,3 +166,95 @@ def test_locate_with_an_analogue_preset_runs_every_stage(name, dev64, dual_views
         assert data["clusters_after"]["eps_km"] == 50 and data["segmentation"]["shares"]
     else:
         assert data["verifier"] and len(data["candidates"]) >= preset["candidates"]["retrieval_top"]
+
+
+def test_dualgeo_lmm_rows_answer_from_the_fold_held_out_neighbours(dev64, dual_views, tmp_path, monkeypatch):
+    """+ LMM: the preset's own segment, lmm and decide.lmm_answer stages over the neighbours the + DBSCAN row
+    uses (the fold model that never saw the photographer, the photographer out of the gallery), the LMM served
+    by a local server speaking Ollama's API; an answer that does not parse falls back to the main cluster's
+    centre; the records are reused."""
+    import json
+    import re
+
+    from test_lmm_backends import FakeServer, _chat_reply, _tags
+
+    from geodemo.eval.ablation import analogue_lmm_rows
+    from geodemo.eval.analogues import load_fold_models, run_analogue_ablation
+    from geodemo.geo import haversine_km
+    from geodemo.pipeline.presets import load_preset as load_pipeline_preset
+    from geodemo.train.analogues import train_folds
+
+    monkeypatch.setenv("GEODEMO_CHECKPOINTS", str(tmp_path))
+    train_folds(_small(load_preset("dualgeo-offline"), tmp_path, **{"optim.steps": 4}), 3, tmp_path,
+                "dualgeo-offline", progress=False, table=dual_views)
+    answers = {1: (48.8566, 2.3522), 3: (-33.8688, 151.2093), 5: (-0.1807, -78.4678)}  # by call; others: prose
+    calls = {"n": 0}
+
+    def chat(req):
+        calls["n"] += 1
+        lat_lon = answers.get(calls["n"])
+        text = f'{{"latitude": {lat_lon[0]}, "longitude": {lat_lon[1]}}}' if lat_lon else "I am not sure where this is."
+        return 200, _chat_reply(text, model=req["body"]["model"]), {}
+
+    server = FakeServer()
+    server.routes[("GET", "/api/tags")] = _tags("llava:13b")
+    server.routes[("POST", "/api/chat")] = chat
+    try:
+        preset = load_pipeline_preset("dualgeo-offline")
+        preset["lmm"].update(backend="ollama", model="llava:13b", host=server.url, cache=False, timeout_s=60)
+        path = tmp_path / "dualgeo-offline.json"
+        path.write_text(json.dumps(preset))
+        n = 6
+        ab = run_analogue_ablation(str(path), "im2gps3k-dev", num_folds=3, progress=False, table=dual_views,
+                                   lmm_subset=n)
+        assert [e.id for e in ab.evidence] == ab.ids[:n]
+        text, rows = analogue_lmm_rows(ab, str(path), dev64, tmp_path / "results-lmm.jsonl", progress=False)
+        chats = server.posts("/api/chat")
+        assert len(chats) == n and all(c["body"]["model"] == "llava:13b" for c in chats)
+        assert all(c["body"]["messages"][-1]["images"] for c in chats)  # the photo itself is sent
+    finally:
+        server.close()
+    records = [json.loads(line) for line in (tmp_path / "results-lmm.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ab.ids[:n]
+
+    group_of = dict(zip(dual_views.ids, dual_views.group_keys(), strict=True))
+    models = {m.name: m for m in load_fold_models("dualgeo-offline", 3)}
+    centre = ab.rows["+ DBSCAN main-cluster centre (answer when no LMM answer parses)"]
+    for i, (r, ev) in enumerate(zip(records, ab.evidence, strict=True)):
+        res = r["result"]
+        me = group_of[r["id"]]
+        assert me in models[r["scorer"]].held_out_groups and me not in models[r["scorer"]].train_groups
+        assert res["stages"] == ["load", "segment", "lmm", "decide.lmm_answer"]
+        assert set(res["errors"]) <= {"decide.lmm_answer"} and res["segmentation"]["shares"], res["errors"]
+        # the prompt cites the + DBSCAN row's neighbours, re-ranked, none by the photographer
+        ids = [nb["id"] for nb in res["neighbours"]]
+        assert ids == ab.neighbour_ids[i] and all(group_of[x] != me for x in ids + [d.id for d in ev.dissimilar])
+        assert len(ev.dissimilar) == preset["retrieval"]["k_dissimilar"]
+        prompt = res["lmm_records"][0]["prompt"]
+        listed = re.search(r"most similar photos in a geotagged database were taken at:\n(.*?)\n\n", prompt, re.S)
+        cited = [tuple(map(float, m)) for m in re.findall(r"^- \((-?[\d.]+), (-?[\d.]+)\)", listed.group(1), re.M)]
+        reranked = [res["neighbours"][j] for j in res["clusters_after"]["order"][:15]]
+        assert cited == [(round(nb["lat"], 4), round(nb["lon"], 4)) for nb in reranked]
+        assert "15 least similar ones" in prompt
+        # the final answer: the LMM's parsed answer, else the main cluster's centre (never (0, 0))
+        if i + 1 in answers:
+            assert (res["lat"], res["lon"]) == answers[i + 1] and res["verifier"] == "lmm-answer:rag-15"
+        else:
+            assert res["lmm_records"][0]["lat"] is None and res["verifier"].startswith("cluster-centre")
+            np.testing.assert_allclose([res["lat"], res["lon"]], centre[i], atol=1e-9)
+    final = np.array([[r["result"]["lat"], r["result"]["lon"]] for r in records])
+    truth = ab.truth[:n]
+    plus_lmm = rows["+ LMM (DualGeo: the LMM's answer, else the main-cluster centre)"]
+    assert plus_lmm["n"] == n and plus_lmm["median_km"] == pytest.approx(np.median(haversine_km(final, truth)))
+    assert rows["+ DBSCAN main-cluster centre (answer when no LMM answer parses)"]["median_km"] == pytest.approx(
+        np.median(haversine_km(centre[:n], truth)))
+    assert list(rows)[-3:] == ["LMM answer alone (first parsed answer; none parsed: a miss)",
+                               "+ LMM (DualGeo: the LMM's answer, else the main-cluster centre)",
+                               "oracle best of these candidates"]
+    assert rows["LMM answer alone (first parsed answer; none parsed: a miss)"]["n_failed"] == n - len(answers)
+    assert f"{len(answers)}/{n} answers parsed, 0 failed calls" in text
+
+    # --reuse: the stored records, no LMM call (the server is gone)
+    again_text, again = analogue_lmm_rows(ab, str(path), dev64, tmp_path / "results-lmm.jsonl", reuse=True,
+                                          progress=False)
+    assert again == rows and f"{len(answers)}/{n} answers parsed" in again_text

@@ -11,7 +11,8 @@ cross-validation over photographers (:mod:`geodemo.eval.fusion_ablation`), and t
 
 For the offline analogues (a preset whose ``descriptor`` is a trained ``dualgeo`` or ``g3`` model) the
 rows are the papers' stages, scored on cached features by photographer-fold models
-(:mod:`geodemo.eval.analogues`).
+(:mod:`geodemo.eval.analogues`); for DualGeo a second table adds + LMM on the first ``lmm_subset`` photos
+(:func:`analogue_lmm_rows`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +31,9 @@ from geodemo.eval.harness import QueryPhoto
 from geodemo.eval.metrics import ACC_KEYS, accuracy_table
 from geodemo.geo import haversine_km
 from geodemo.storage import atomic_open, read_text, write_json, write_text
+
+if TYPE_CHECKING:
+    from geodemo.eval.analogues import AnalogueAblation
 
 __all__ = ["AblationOptions", "Context", "ROWS", "run_ablation", "table", "run_photos", "fold_locators"]
 
@@ -249,13 +254,21 @@ def row_lmm_only(records: list[dict], ctx: Context) -> np.ndarray:
                                             if x["lat"] is not None), None))
 
 
-def lmm_summary(plain: list[dict], with_lmm: list[dict]) -> str:
-    """Parse rate, how often an LMM answer won verification, and seconds per photo with and without."""
+def _lmm_won(result: dict) -> bool:
+    """The final answer is an LMM answer (DualGeo's decision, or an LMM candidate that won verification)."""
+    return result["verifier"].startswith("lmm-answer") or any(
+        c["source"].startswith("lmm:") and c["lat"] == result["lat"] and c["lon"] == result["lon"]
+        for c in result["candidates"])
+
+
+def lmm_summary(plain: list[dict] | None, with_lmm: list[dict]) -> str:
+    """Parse rate, how often an LMM answer was final, and seconds per photo with the LMM (and without,
+    given the same photos' records located without it)."""
     answers = [x for r in with_lmm for x in r["result"]["lmm_records"]]
     parsed = sum(x["lat"] is not None for x in answers)
     failed = sum(bool(x["error"]) for x in answers)
-    won = sum(any(c["source"].startswith("lmm:") and c["lat"] == r["result"]["lat"] and c["lon"] == r["result"]["lon"]
-                  for c in r["result"]["candidates"]) for r in with_lmm)
+    cached = sum(bool(x.get("cached")) for x in answers)  # their photos' LMM time is a cache read
+    won = sum(_lmm_won(r["result"]) for r in with_lmm)
 
     def per_photo(recs: list[dict], stage: str | None = None) -> float:
         def total(timings: dict) -> float:
@@ -266,9 +279,11 @@ def lmm_summary(plain: list[dict], with_lmm: list[dict]) -> str:
         return float(np.mean(t)) if t else float("nan")
 
     models = sorted({f"{x['backend']}:{x['model']}" for x in answers})
-    return (f"LMM ({', '.join(models)}): {parsed}/{len(answers)} answers parsed, {failed} failed calls; "
+    without = f"{per_photo(plain):.1f} s without the LMM, " if plain is not None else ""
+    return (f"LMM ({', '.join(models)}): {parsed}/{len(answers)} answers parsed, {failed} failed calls, "
+            f"{cached} read from the answer cache; "
             f"an LMM answer was the final answer for {won}/{len(with_lmm)} photos; "
-            f"time per photo {per_photo(plain):.1f} s without the LMM, {per_photo(with_lmm):.1f} s with it "
+            f"time per photo {without}{per_photo(with_lmm):.1f} s with it "
             f"(LMM stage {per_photo(with_lmm, 'lmm'):.1f} s)")
 
 
@@ -344,15 +359,56 @@ def run_analogue(args: AblationOptions, out: Path) -> str:
 
     t0 = time.perf_counter()
     ab = run_analogue_ablation(args.preset, args.benchmark, num_folds=args.num_folds, limit=args.limit,
-                               progress=args.progress, cached_only=args.cached_only)
+                               progress=args.progress, cached_only=args.cached_only, lmm_subset=args.lmm_subset)
     metrics = ab.metrics()
-    text = table(metrics, len(ab.ids), args.benchmark,
-                 f"{args.preset}, each photo scored by the fold model trained without its photographer "
-                 f"({args.num_folds} folds)")
+    caption = (f"{args.preset}, each photo scored by the fold model trained without its photographer "
+               f"({args.num_folds} folds)")
+    text = table(metrics, len(ab.ids), args.benchmark, caption)
     text += "\n\n" + "; ".join(ab.notes) + f"; {time.perf_counter() - t0:.0f} s"
     save_ablation(ab, out)
+    if ab.evidence:
+        from geodemo.data import load_benchmark
+
+        lmm_text, lmm_rows = analogue_lmm_rows(ab, args.preset, load_benchmark(args.benchmark), out / "results-lmm.jsonl",
+                                               reuse=args.reuse, progress=args.progress)
+        text += "\n\n" + table(lmm_rows, len(ab.evidence), args.benchmark, caption + " + LMM") + "\n\n" + lmm_text
+        metrics.update({f"lmm subset: {k}": v for k, v in lmm_rows.items()})
     write_json(out / "metrics.json", metrics, indent=2)
     return text
+
+
+def analogue_lmm_rows(ab: AnalogueAblation, preset: str, dataset, records_file: Path, reuse: bool = False,
+                      progress: bool = True) -> tuple[str, dict[str, dict]]:
+    """The analogue's rows on its first ``lmm_subset`` photos, with + LMM (DualGeo's final answer: the LMM's
+    parsed answer, else the main-cluster centre) and the LMM alone, the same photos' LMM-free rows above them.
+
+    The LMM records (:func:`geodemo.eval.analogues.locate_with_lmm`) are stored as JSON lines in
+    ``records_file``; ``reuse`` takes them from there when they are of the same photos. Returns the summary
+    line (parse rate, time) and the rows' metrics.
+    """
+    from geodemo.eval.analogues import locate_with_lmm
+
+    ids = [e.id for e in ab.evidence]
+    t0 = time.perf_counter()
+    records = _reused_records(records_file) if reuse else None
+    if records is not None and [r["id"] for r in records] != ids:
+        print(f"note: {records_file} holds other photos than the first {len(ids)}; locating them again",
+              file=sys.stderr)
+        records = None
+    if records is None:
+        records = locate_with_lmm(preset, ab.evidence, dataset, progress=progress)
+        write_text(records_file, "".join(json.dumps(r) + "\n" for r in records))
+    row_of = {sid: i for i, sid in enumerate(ab.ids)}
+    rows = np.array([row_of[sid] for sid in ids], dtype=np.int64)
+    truth = ab.truth[rows]
+    plain = {name: pred[rows] for name, pred in ab.rows.items()}
+    lmm = {"LMM answer alone (first parsed answer; none parsed: a miss)": row_lmm_only(records, None),
+           "+ LMM (DualGeo: the LMM's answer, else the main-cluster centre)": row_verified(records, None)}
+    ordered = {**{k: v for k, v in plain.items() if not k.startswith("oracle")}, **lmm,
+               **{k: v for k, v in plain.items() if k.startswith("oracle")}}
+    out = {name: accuracy_table(pred, truth) for name, pred in ordered.items()}
+    text = f"{lmm_summary(None, records)}; {time.perf_counter() - t0:.0f} s for the LMM photos"
+    return text, out
 
 
 def run_ablation(args: AblationOptions) -> str:

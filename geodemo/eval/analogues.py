@@ -7,7 +7,9 @@ photo of the benchmark is scored only by the fold model whose training never saw
 and every photo by its photographer are removed. Each stage of the paper adds one row:
 
 * DualGeo: image view only, segmentation view only, dual view (fused), DualGeo's descriptor
-  (enhanced image view + raw features), + DBSCAN re-ranking, the main-cluster centre.
+  (enhanced image view + raw features), + DBSCAN re-ranking, the main-cluster centre, and on the first
+  ``lmm_subset`` photos + LMM (:func:`locate_with_lmm`: the preset's own LMM and decision stages over
+  the same fold-held-out neighbours).
 * G3: raw features, the image->GPS head alone, G3's descriptor (raw features + image->GPS embedding,
   no text tower offline), + verification of the retrieved candidates by the trained head.
 
@@ -29,6 +31,8 @@ from geodemo.eval.baselines import DensityPrior, Gallery
 from geodemo.eval.harness import QueryPhoto
 from geodemo.eval.metrics import accuracy_table
 from geodemo.geo import haversine_km
+from geodemo.result import Clustering, Neighbour
+from geodemo.retrieval.database import SearchResult
 from geodemo.storage import write_json
 
 __all__ = [
@@ -38,7 +42,9 @@ __all__ = [
     "load_fold_models",
     "fold_assignment",
     "AnalogueAblation",
+    "RetrievedEvidence",
     "run_analogue_ablation",
+    "locate_with_lmm",
 ]
 
 
@@ -158,6 +164,20 @@ def fold_assignment(ids: list[str], groups: list[str | None], models: list[FoldM
 
 
 @dataclass
+class RetrievedEvidence:
+    """What the preset's retrieval and DBSCAN stages give one photo, from its fold model and its
+    photographer-free gallery: the input of the preset's later stages (LMM, decision)."""
+
+    id: str
+    group: str | None
+    truth: tuple[float, float]
+    scorer: str  # the fold model that never saw the photographer
+    neighbours: list[Neighbour]  # similar, retrieval order (the + DBSCAN row's list)
+    dissimilar: list[Neighbour]
+    clustering: Clustering  # after re-ranking
+
+
+@dataclass
 class AnalogueAblation:
     """Predictions of each row on the scored photos, and what the table's caption needs."""
 
@@ -168,21 +188,22 @@ class AnalogueAblation:
     rows: dict[str, np.ndarray]
     notes: list[str] = field(default_factory=list)
     neighbour_ids: list[list[str]] = field(default_factory=list)  # retrieved by the main view, per photo
+    evidence: list[RetrievedEvidence] = field(default_factory=list)  # the first ``lmm_subset`` photos (DualGeo)
 
     def metrics(self) -> dict[str, dict[str, float]]:
         return {name: accuracy_table(pred, self.truth) for name, pred in self.rows.items()}
 
 
 def _search(view: np.ndarray, query_rows: np.ndarray, ids: list[str], groups: list[str | None],
-            coords: np.ndarray, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Top-``k`` gallery rows of each query row with its photo and photographer excluded (FAISS, exact)."""
+            coords: np.ndarray, k: int, k_dissimilar: int = 0) -> list[SearchResult]:
+    """Top-``k`` (and ``k_dissimilar`` least similar) gallery rows of each query row with its photo and
+    photographer excluded (FAISS, exact)."""
     from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 
     db = RetrievalDatabase.build(view, GalleryMeta(ids, coords, groups=groups), "view", IndexConfig("flat"),
                                  progress=False)
-    hits = db.search(view[query_rows], k=k, exclude_ids=[{ids[i]} for i in query_rows],
+    return db.search(view[query_rows], k=k, k_dissimilar=k_dissimilar, exclude_ids=[{ids[i]} for i in query_rows],
                      exclude_groups=[{groups[i]} if groups[i] else set() for i in query_rows])
-    return [h.indices for h in hits], [h.similarities for h in hits]
 
 
 def run_analogue_ablation(
@@ -194,12 +215,15 @@ def run_analogue_ablation(
     table: Any = None,
     query_ids: set[str] | None = None,
     cached_only: bool = False,
+    lmm_subset: int = 0,
 ) -> AnalogueAblation:
     """Every photo of ``benchmark`` scored by its fold model (see module doc); rows in table order.
 
     ``table`` (a :class:`~geodemo.train.data.FeatureTable` of the gallery) and ``query_ids`` replace the
     preset's gallery datasets and the benchmark's photos (tests use a small subset). ``cached_only`` keeps
     the photos whose label maps are already cached (nothing is segmented; the notes say how many).
+    ``lmm_subset`` (DualGeo): keep the retrieved evidence of the first N scored photos for
+    :func:`locate_with_lmm`.
     """
     from geodemo.pipeline.presets import load_preset
     from geodemo.retrieval.rerank import cluster_neighbours
@@ -241,12 +265,15 @@ def run_analogue_ablation(
     query_rows, fold = query_rows[fold >= 0], fold[fold >= 0]
     coords = table.coords.astype(np.float64)
     top_k = int(preset.get("retrieval", {}).get("top_k", 20))
+    k_dissimilar = int(preset.get("retrieval", {}).get("k_dissimilar", 0))
     rr = preset.get("rerank", {})
     n = len(query_rows)
+    n_lmm = min(n, max(0, int(lmm_subset))) if dual else 0
 
     names = (["raw", "image", "segmentation", "fused", "descriptor"] if dual else ["raw", "gps", "descriptor"])
     retrieved: dict[str, list[np.ndarray]] = {v: [np.zeros(0, np.int64)] * n for v in names}
     sims: dict[str, list[np.ndarray]] = {v: [np.zeros(0)] * n for v in names}
+    far: list[SearchResult | None] = [None] * n_lmm  # the main view's hits of the LMM subset (dissimilar too)
     gps_view: list[np.ndarray] = [np.zeros(0)] * n
     scorer: list[nn.Module | None] = [None] * n  # the fold model that scores each photo
     for k, fm in enumerate(models):
@@ -255,9 +282,14 @@ def run_analogue_ablation(
             continue
         views = model_views(fm.model, table.features)
         for v in names:
-            idx, sim = _search(views[v], query_rows[members], table.ids, table.groups, coords, top_k)
+            hits = _search(views[v], query_rows[members], table.ids, table.groups, coords, top_k)
             for j, m in enumerate(members):
-                retrieved[v][m], sims[v][m] = idx[j], sim[j]
+                retrieved[v][m], sims[v][m] = hits[j].indices, hits[j].similarities
+        asked = members[members < n_lmm]
+        if len(asked) and k_dissimilar:
+            for m, hit in zip(asked, _search(views["descriptor"], query_rows[asked], table.ids, table.groups,
+                                             coords, top_k, k_dissimilar), strict=True):
+                far[m] = hit
         for m in members:
             scorer[m] = fm.model
             if not dual:
@@ -280,10 +312,12 @@ def run_analogue_ablation(
         rows["dual view (fused), top-1"] = top1("fused")
         rows["DualGeo descriptor (enhanced image view + raw features), top-1"] = top1("descriptor")
         reranked, centres = np.full((n, 2), np.nan), np.full((n, 2), np.nan)
+        clusterings: list[Clustering | None] = [None] * n
         for i in range(n):
             if len(candidates[i]):
-                c = cluster_neighbours(candidates[i], sims[main][i], eps_km=float(rr.get("eps_km", 50.0)),
-                                       min_samples=int(rr.get("min_samples", 2)))
+                c = clusterings[i] = cluster_neighbours(
+                    candidates[i], sims[main][i], eps_km=float(rr.get("eps_km", 50.0)),
+                    min_samples=int(rr.get("min_samples", 2)), weighted_centre=bool(rr.get("weighted_centre", False)))
                 reranked[i] = candidates[i][c.order[0]]
                 mc = next(x for x in c.clusters if x.is_main)
                 centres[i] = mc.centre_lat, mc.centre_lon
@@ -309,8 +343,69 @@ def run_analogue_ablation(
     notes.append(f"{n} photos scored by {len(models)} fold models ({', '.join(m.name for m in models)}); "
                  f"gallery {len(table)} photos ({datasets_note}), own photographer excluded")
     neighbour_ids = [[table.ids[j] for j in r] for r in retrieved[main]]
+    evidence = []
+    for i in range(n_lmm):
+        if clusterings[i] is None:
+            continue
+        q = query_rows[i]
+        far_rows = far[i].dissimilar_indices if far[i] is not None else np.zeros(0, np.int64)
+        far_sims = far[i].dissimilar_similarities if far[i] is not None else np.zeros(0)
+        evidence.append(RetrievedEvidence(
+            table.ids[q], table.groups[q], (float(coords[q, 0]), float(coords[q, 1])), models[fold[i]].name,
+            _neighbours(retrieved[main][i], sims[main][i], table.ids, coords),
+            _neighbours(far_rows, far_sims, table.ids, coords), clusterings[i]))
     return AnalogueAblation(preset_name, benchmark, [table.ids[i] for i in query_rows], truth, rows, notes,
-                            neighbour_ids)
+                            neighbour_ids, evidence)
+
+
+def _neighbours(rows: np.ndarray, sims: np.ndarray, ids: list[str], coords: np.ndarray) -> list[Neighbour]:
+    """Gallery rows as the pipeline's neighbours, named by their nearest city as the database builder names them."""
+    from geodemo.retrieval.geocode import reverse_geocode_many
+
+    rows = np.asarray(rows, dtype=np.int64)
+    places = [p.text for p in reverse_geocode_many(coords[rows])] if len(rows) else []
+    return [Neighbour(rank, ids[j], float(coords[j, 0]), float(coords[j, 1]), float(s), place=place)
+            for rank, (j, s, place) in enumerate(zip(rows.tolist(), np.asarray(sims).tolist(), places, strict=True))]
+
+
+#: The preset's stages whose output the fold-held-out evidence replaces (its own database and descriptor model
+#: saw every photographer); every other stage of the preset runs as ``python -m geodemo locate`` runs it.
+REPLACED_STAGES = ("encode", "retrieve", "rerank.dbscan")
+
+
+def locate_with_lmm(
+    preset_name: str | Path, evidence: list[RetrievedEvidence], dataset: Any, progress: bool = True,
+) -> list[dict]:
+    """DualGeo's last steps on each photo of ``evidence``: the preset's own stages (load, segment, lmm,
+    decide.lmm_answer: the LMM gets the RAG prompt of the re-ranked neighbours, its parsed answer is final,
+    else the main cluster's centre) with the LMM on, over the fold-held-out neighbours instead of the
+    preset's database. One record per photo, ``{"id", "group", "lat", "lon", "scorer", "result"}``, as the
+    pipeline ablation stores them; ``dataset`` holds the photos.
+    """
+    from tqdm.auto import tqdm
+
+    from geodemo.pipeline import GeoLocator, LocateOptions
+    from geodemo.retrieval.rerank import retrieval_order
+
+    # no descriptor: the fold models' retrieval replaces it, so its checkpoint (trained on every photographer)
+    # is never loaded; the segment stage then loads the same registered segmenter on its own
+    locator = GeoLocator.from_preset(str(preset_name), descriptor=None)
+    if "rerank.dbscan" not in locator.stage_names:
+        raise ValueError(f"preset {preset_name!r} has no rerank.dbscan stage: its LMM rows are not DualGeo's")
+    run = [s for s in locator.stage_names if s not in REPLACED_STAGES]
+    samples = {s.id: s for s in dataset.samples}
+    records = []
+    for ev in tqdm(evidence, desc="LMM (fold-held-out neighbours)", unit="photo", disable=not progress):
+        ctx = locator.new_context(samples[ev.id].image_path, LocateOptions(use_lmm=True), display=False)
+        ctx.result.neighbours, ctx.dissimilar = list(ev.neighbours), list(ev.dissimilar)
+        ctx.result.clusters_before, ctx.result.clusters_after = retrieval_order(ev.clustering), ev.clustering
+        first = ev.neighbours[ev.clustering.order[0]]
+        ctx.set_answer(first.lat, first.lon)  # the re-ranked top-1, as rerank.dbscan leaves it
+        for _ in locator.run_stages(ctx, only=run):
+            pass
+        records.append({"id": ev.id, "group": ev.group, "lat": ev.truth[0], "lon": ev.truth[1],
+                        "scorer": ev.scorer, "result": ctx.result.to_dict()})
+    return records
 
 
 def save_ablation(ab: AnalogueAblation, folder: str | Path) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -215,17 +215,23 @@ class GeoLocator:
                              stage_names=self.stage_names, source=image, display=display,
                              use_lmm=self._use_lmm(options))
 
-    def run_stages(self, ctx: LocateContext) -> Iterator[tuple[str, LocationResult]]:
+    def run_stages(self, ctx: LocateContext, only: Collection[str] | None = None) -> Iterator[tuple[str, LocationResult]]:
         """Run every stage over ``ctx``, yielding ``(stage name, partial result)`` after each one run.
 
         Once the photo is loaded, the work later stages can do on the photo alone (OCR:
         :meth:`Stage.background`) starts in a small thread pool beside the stages before them
         (``overlap``); each stage still applies its work at its own place in the list, so the
         result is the same as with ``overlap = False``. A stage's timing is the time it added.
+        ``only``: run just these of the preset's stages, in the preset's order (the caller has put the
+        evidence of the others in ``ctx``, as the fold-held-out ablation does with retrieval).
         """
+        unknown = sorted(set(only or ()) - set(self.stage_names))
+        if unknown:
+            raise ValueError(f"stage(s) {unknown} are not in preset {self.preset!r} ({', '.join(self.stage_names)})")
+        stages = [s for s in self.stages if only is None or s.name in only]
         timings = ctx.result.timings
         started = not self.overlap
-        for i, stage in enumerate(self.stages):
+        for i, stage in enumerate(stages):
             if stage.skip(ctx):
                 continue
             t0 = time.perf_counter()
@@ -235,7 +241,7 @@ class GeoLocator:
             timings.pop("total", None)  # kept last
             timings["total"] = sum(timings.values())
             if not started and ctx.image is not None:
-                self._start_background(ctx, self.stages[i + 1:])
+                self._start_background(ctx, stages[i + 1:])
                 started = True
             yield stage.name, ctx.result
 
