@@ -32,7 +32,9 @@ class Components:
         self.config = config
         self._cache: dict[str, Any] = dict(injected)
         self.failures: dict[str, BaseException] = {}  # optional components that could not be loaded
-        self._lock = threading.RLock()  # the app may call locate from several threads
+        self._lock = threading.Lock()  # guards _key_locks
+        self._key_locks: dict[str, threading.RLock] = {}  # one per component: the app may locate from
+        # several threads, and a component built in the background must not hold up the others
 
     # ------------------------------------------------------------------ helpers
     def section(self, key: str) -> dict[str, Any]:
@@ -54,6 +56,8 @@ class Components:
         """The component ``key``, built once by ``build`` (errors propagate)."""
         if key not in self._cache:
             with self._lock:
+                lock = self._key_locks.setdefault(key, threading.RLock())
+            with lock:
                 if key not in self._cache:
                     self._cache[key] = build()
         return self._cache[key]

@@ -16,11 +16,12 @@ and fail with a clear message.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
-from collections.abc import Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -160,6 +161,7 @@ class GeoLocator:
         self.overlap = True  # start photo-only work (OCR) beside earlier stages; False: strictly in turn
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._prepared = False  # set once every stage's prepare has run or started
 
     @classmethod
     def from_preset(cls, name: str = "offline", components: dict[str, Any] | None = None,
@@ -246,17 +248,26 @@ class GeoLocator:
             yield stage.name, ctx.result
 
     def _start_background(self, ctx: LocateContext, stages: list[Stage]) -> None:
+        """The photo-only work of ``stages``, then (on a locator's first call, without warm-up) their
+        ``prepare``, in the pool beside the stages still to run."""
         for stage in stages:
             try:
                 work = None if stage.skip(ctx) else stage.background(ctx)
             except Exception:  # noqa: BLE001 - the stage meets the same error in run and records it
                 work = None
             if work is not None:
+                ctx.background[stage.name] = self._submit(work)
+        if not self._prepared:
+            self._prepared = True
+            for stage in stages:
+                self._submit(functools.partial(self._prepare, stage))
+
+    def _submit(self, work: Callable[[], Any]) -> Future:
+        if self._pool is None:
+            with self._pool_lock:
                 if self._pool is None:
-                    with self._pool_lock:
-                        if self._pool is None:
-                            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="geodemo-stage")
-                ctx.background[stage.name] = self._pool.submit(work)
+                    self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="geodemo-stage")
+        return self._pool.submit(work)
 
     def iter_locate(
         self, image: Any, options: LocateOptions | None = None, *, _embedding: np.ndarray | None = None,
@@ -327,12 +338,6 @@ class GeoLocator:
 
     def warmup(self) -> GeoLocator:
         """Load every component the preset's stages use now (models, galleries, indexes), not on the first call."""
-        import sklearn.cluster  # noqa: F401 - DBSCAN's first import costs seconds
-
-        from geodemo.retrieval.geocode import reverse_geocode
-
-        reverse_geocode(0.0, 0.0)  # loads the city table that names every answer's place
-
         comp, names = self.components, set(self.stage_names)
         if self.config.get("descriptor"):
             _ = comp.descriptor
@@ -347,11 +352,17 @@ class GeoLocator:
         _ = comp.aligner
         self.view_bank()
         for stage in self.stages:
-            if stage.name == "candidates.gps_gallery" and stage.config.enabled:
-                comp.gps_gallery()
-            if stage.name == "candidates.text_gallery" and stage.config.enabled:
-                comp.text_gallery(int(stage.config.min_population))
+            self._prepare(stage)
+        self._prepared = True
         return self
+
+    def _prepare(self, stage: Stage) -> None:
+        """``stage.prepare`` where the preset enables the stage; its failure is left to ``run``."""
+        if getattr(stage.config, "enabled", True):
+            try:
+                stage.prepare(self.components)
+            except Exception:  # noqa: BLE001 - the stage meets the same error in run and records it
+                pass
 
     def describe(self) -> list[tuple[str, str, bool]]:
         """``(stage name, what it does, whether the paper the preset runs or builds on has it)`` per stage."""

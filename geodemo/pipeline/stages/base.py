@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from geodemo.pipeline.components import Components
     from geodemo.pipeline.context import LocateContext
 
 __all__ = ["Stage", "NoConfig", "config_from_section"]
@@ -58,6 +59,12 @@ class Stage:
 
     def run(self, ctx: LocateContext) -> None:  # pragma: no cover - every stage overrides it
         raise NotImplementedError
+
+    def prepare(self, components: Components) -> None:
+        """Load what this stage needs whatever the photo (models, galleries, imports), so that its
+        first ``run`` does not pay for it: called by :meth:`GeoLocator.warmup`, and beside the
+        earlier stages of a locator's first call. Thread-safe; a failure is left for ``run`` to
+        meet and record. The default loads nothing."""
 
     def background(self, ctx: LocateContext) -> Callable[[], Any] | None:
         """This stage's work on the decoded photo alone (``ctx.image`` and the stage's config), as a

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage
 from geodemo.result import Candidate
+
+if TYPE_CHECKING:
+    from geodemo.pipeline.components import Components
 
 
 @register_stage
@@ -95,6 +99,9 @@ class GPSGalleryCandidates(Stage):
     def skip(self, ctx: LocateContext) -> bool:
         return not self.config.enabled
 
+    def prepare(self, components: Components) -> None:
+        components.gps_gallery()  # seconds on a fresh cache
+
     def run(self, ctx: LocateContext) -> None:
         comp = ctx.components
         gps = comp.gps_gallery()
@@ -116,6 +123,10 @@ class TextGalleryCandidates(Stage):
 
     def skip(self, ctx: LocateContext) -> bool:
         return not self.config.enabled
+
+    def prepare(self, components: Components) -> None:
+        if getattr(components.encoder, "has_text_tower", False):
+            components.text_gallery(int(self.config.min_population))
 
     def run(self, ctx: LocateContext) -> None:
         comp = ctx.components

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage
 
+if TYPE_CHECKING:
+    from geodemo.pipeline.components import Components
 
 @dataclass(frozen=True)
 class DecisionConfig:
@@ -28,6 +31,11 @@ class DecisionConfig:
 class _Decide(Stage):
     section = "decision"
     Config = DecisionConfig
+
+    def prepare(self, components: Components) -> None:
+        from geodemo.retrieval.geocode import reverse_geocode
+
+        reverse_geocode(0.0, 0.0)  # loads the city table that names every answer's place
 
     def finish(self, ctx: LocateContext, scores: np.ndarray | None, best: int | None) -> None:
         """Confidence, uncertainty and place of the answer now in ``ctx.result`` (one definition each)."""

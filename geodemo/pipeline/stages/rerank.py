@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage
 from geodemo.result import RetrievalMatch
 from geodemo.retrieval.rerank import cluster_neighbours, retrieval_order
+
+if TYPE_CHECKING:
+    from geodemo.pipeline.components import Components
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,9 @@ class RerankDBSCAN(Stage):
     Config = DBSCANConfig
     papers = frozenset({"dualgeo"})
     description = "DBSCAN (haversine) main cluster, neighbours re-sorted by distance to its centre"
+
+    def prepare(self, components: Components) -> None:
+        import sklearn.cluster  # noqa: F401 - its first import costs about a second
 
     def run(self, ctx: LocateContext) -> None:
         cfg: DBSCANConfig = self.config
