@@ -9,9 +9,11 @@ whose report the reader shows (``summary``: enough letters to name a language); 
 kept word at all is reported too.
 
 Cross-validation: photographers are split into ``--folds`` folds (``geodemo.data.folds``); for
-each fold the threshold is the highest one that keeps ``--target`` of the other folds' text photos,
-and the fold's photos are scored with it. The pooled held-out recall and pass rate are the figures;
-the threshold for ``ClueConfig.gate_threshold`` is the same rule over all folds.
+each fold the threshold is the highest one that keeps ``--target`` of the other folds' photos with
+any word read (``--positives any``; 73 dev photos, where the photos whose text OCR reads are 5, too
+few to place a threshold: with 2 of them in the training folds the rule followed their minimum), and
+the fold's photos are scored with it. The pooled held-out recall and pass rate are the figures; the
+threshold for ``ClueConfig.gate_threshold`` is the same rule over all folds.
 
     GEODEMO_CACHE=/work/cache-shared python scripts/measure_ocr_gate.py
     python scripts/measure_ocr_gate.py --cached-only --json gate.json   # photos already read only
@@ -60,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="offline", help="preset whose clue settings are measured")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--target", type=float, default=0.95, help="recall the threshold keeps on training folds")
+    ap.add_argument("--target", type=float, default=0.8, help="recall the threshold keeps on training folds")
+    ap.add_argument("--positives", choices=("any", "reads"), default="any",
+                    help="photos the threshold must keep: any word read, or text the OCR reads (a language)")
     ap.add_argument("--cached-only", action="store_true", help="leave out photos whose OCR report is not cached")
     ap.add_argument("--json", help="write every photo's score and report to this file")
     args = ap.parse_args(argv)
@@ -91,14 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     scores = np.array([r["score"] for r in rows], dtype=float)
     reads, any_text = np.array([r["reads_text"] for r in rows]), np.array([r["any_text"] for r in rows])
     folds = np.array([group_fold(r["author"], args.folds) for r in rows])
-    cv = cross_validate(scores, reads, folds, args.target)
-    final = highest_threshold(scores, reads, args.target)
+    positive = any_text if args.positives == "any" else reads
+    cv = cross_validate(scores, positive, folds, args.target)
+    final = highest_threshold(scores, positive, args.target)
 
     print(f"# OCR gate on {len(rows)} of {len(dev.samples)} dev photos (preset {args.preset})")
     print(f"OCR reads text in {reads.sum()} photos, keeps some word in {any_text.sum()}")
-    print(f"\n{args.folds}-fold photographer cross-validation (threshold keeps {args.target:.0%} on the other folds):")
+    kept = "photos with any word read" if args.positives == "any" else "photos where OCR reads text"
+    print(f"\n{args.folds}-fold photographer cross-validation (threshold keeps {args.target:.0%} of the other "
+          f"folds' {kept}):")
     for f in cv["folds"]:
-        print(f"  fold {f['fold']}: threshold {f['threshold']}, {f['photos']} photos, {f['text_photos']} with text")
+        print(f"  fold {f['fold']}: threshold {f['threshold']}, {f['photos']} photos, {f['text_photos']} positive")
     everyone = np.ones(len(rows), dtype=bool)
     print(f"  held-out recall on photos where OCR reads text: {_rate(cv['passed'], reads)}")
     print(f"  held-out recall on photos with any word read:    {_rate(cv['passed'], any_text)}")

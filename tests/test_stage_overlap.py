@@ -78,3 +78,26 @@ def test_a_failing_background_stage_is_recorded_where_it_stands(locator, shared,
     locator.overlap = True
     assert all("clues" in r.errors and r.clues is None and r.lat == r.lat for r in results)
     assert _comparable(results[0]) == _comparable(results[1])
+
+
+def test_a_first_call_without_warm_up_prepares_later_stages_beside_the_earlier_ones(locator, shared, monkeypatch):
+    import geodemo.retrieval.galleries as galleries
+
+    built: list[str] = []
+    gps_gallery = galleries.gps_gallery
+
+    def building(*args, **kwargs):  # the real GPS gallery, noting which thread builds it
+        built.append(threading.current_thread().name)
+        return gps_gallery(*args, **kwargs)
+
+    monkeypatch.setattr(galleries, "gps_gallery", building)
+    cold = GeoLocator.from_preset("offline", gallery={"datasets": ["osv5m-sample"], "progress": False},
+                                  clues={"enabled": True, "cache": False, "timeout_s": 120})
+    path = shared / "data/im2gps3k-dev/images" / PHOTOS[0]
+    first = cold.locate(path)
+    assert len(built) == 1 and built[0].startswith("geodemo-stage")  # built once, in the pool
+    assert "candidates.gps_gallery" not in first.errors
+    assert any(c.source == "gps-gallery" for c in first.candidates)
+    assert _comparable(first) == _comparable(locator.locate(path))  # same answer as a warmed-up locator
+    cold.locate(path)
+    assert len(built) == 1  # prepared once per locator

@@ -1,6 +1,6 @@
 """A cheap test of whether a photo shows text at all, run before OCR.
 
-Tesseract costs about a second a photo and few photos show text. Text is a row of letter-sized,
+Tesseract costs 0.1 to 1 s a photo and few photos show text. Text is a row of letter-sized,
 high-contrast blobs of similar height, stroke width and tone. The gate finds the maximally stable
 extremal regions (MSER, OpenCV) of the greyscale photo at ``side`` pixels, keeps the letter-shaped
 ones (size, aspect, fill, thin strokes, contrast with their box) and counts those with at least two
@@ -10,7 +10,7 @@ others beside them on the same line:
     if score >= threshold: run OCR
 
 The threshold (``ClueConfig.gate_threshold``) is chosen by photographer-fold cross-validation on
-the dev split, for recall on the photos whose text the OCR reads (``scripts/measure_ocr_gate.py``).
+the dev split, to keep the photos with any word read (``scripts/measure_ocr_gate.py``).
 """
 
 from __future__ import annotations

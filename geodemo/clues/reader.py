@@ -51,7 +51,7 @@ class ClueConfig:
     # ``gate_threshold`` (chosen by photographer-fold cross-validation: scripts/measure_ocr_gate.py).
     gate: bool = True
     gate_side: int = 512  # long side (px) of the greyscale image the gate looks at
-    gate_threshold: int = 15  # scripts/measure_ocr_gate.py: 5-fold photographer CV on the 978 dev photos
+    gate_threshold: int = 5  # scripts/measure_ocr_gate.py: 5-fold photographer CV on the 978 dev photos
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any] | None) -> ClueConfig:
