@@ -47,8 +47,9 @@ from geodemo.pipeline import GeoLocator
 locator = GeoLocator.from_preset(sys.argv[1], gallery={"progress": False})
 t1, c1 = time.perf_counter(), cpu()
 result = locator.locate(sys.argv[2])
-print(json.dumps({"import_s": t1 - t0, "locate_s": time.perf_counter() - t1, "import_cpu_s": c1,
-                  "locate_cpu_s": cpu() - c1, "timings": result.timings, "lat": result.lat, "lon": result.lon}))
+print(json.dumps({"answered_at": time.time(), "import_s": t1 - t0, "locate_s": time.perf_counter() - t1,
+                  "import_cpu_s": c1, "locate_cpu_s": cpu() - c1, "timings": result.timings, "lat": result.lat,
+                  "lon": result.lon}), flush=True)
 """
 
 
@@ -83,16 +84,18 @@ def _quantiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def first_answer(preset: str, photo: str, env: dict[str, str]) -> dict:
-    """Seconds from starting a fresh Python process to its first answer, with the child's own split."""
-    t0 = time.perf_counter()
+    """Seconds from starting a fresh Python process to its first answer (the answer printed; the
+    process exits later, once the work it started in the background is done), with its own split."""
+    t0 = time.time()
     proc = subprocess.run([sys.executable, "-c", _FIRST_ANSWER, preset, photo], env=env, cwd=REPO,
                           capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    exited = time.time() - t0
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         raise SystemExit(f"the first-answer process failed: {tail[0]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["first_answer_s"] = wall
+    out["first_answer_s"] = out.pop("answered_at") - t0
+    out["process_exit_s"] = exited
     return out
 
 
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             first = first_answer(args.preset, photos[0], env)
             report["first_answer"] = first
             slow = sorted(((k, v) for k, v in first["timings"].items() if k != "total"), key=lambda kv: -kv[1])[:3]
-            print(f"\nfirst answer {first['first_answer_s']:.1f} s after process start "
+            print(f"\nfirst answer {first['first_answer_s']:.1f} s after process start, which exits at "
+                  f"{first['process_exit_s']:.1f} s "
                   f"(imports + locator {first['import_s']:.1f} s, CPU {first['import_cpu_s']:.1f} s; first locate "
                   f"{first['locate_s']:.1f} s, CPU {first['locate_cpu_s']:.1f} s, slowest stages "
                   f"{', '.join(f'{k} {v:.1f} s' for k, v in slow)}); "
