@@ -21,6 +21,7 @@ from geodemo.pipeline.stages.base import Stage
 if TYPE_CHECKING:
     from geodemo.pipeline.components import Components
 
+
 @dataclass(frozen=True)
 class DecisionConfig:
     calibration: str = "offline"  # geodemo/pipeline/calibration/<name>.json (or a JSON path)
