@@ -76,8 +76,11 @@ def test_bench_retrieval_exact_truth_is_chunked_brute_force():
 
 def test_bench_retrieval_small_run_prints_the_table():
     text = _run("bench_retrieval", "--sizes", "4000", "--dim", "64", "--queries", "20", "--chunk", "1000",
-                "--kinds", "flat,ivfsq", "--nlist", "16", "--ivf-train", "4000", "--nprobe", "4,16",
+                "--kinds", "flat,ivfsq,ivfrabitq", "--nlist", "16", "--ivf-train", "4000", "--nprobe", "4,16",
                 "--skip-real", "--skip-locate")
     flat = [line for line in text.splitlines() if line.startswith("| 4,000 | flat")]
     assert flat and flat[0].rstrip().endswith("| 1.000 |")  # exact search against the chunked truth
-    assert text.count("| 4,000 | ivfsq") == 2 and "load average" in text
+    assert text.count("| 4,000 | ivfsq") == 2 and text.count("| 4,000 | ivfrabitq") == 2 and "load average" in text
+    rabitq = [float(line.rstrip(" |").rsplit("|", 1)[1]) for line in text.splitlines()
+              if line.startswith("| 4,000 | ivfrabitq")]
+    assert rabitq[-1] > 0.8  # every list probed: the codes alone (7 bits a dimension by default)
