@@ -133,6 +133,7 @@ def test_killed_extraction_resumes_without_duplicates(dev32, tmp_path):
     proc.wait()
     done_at_kill = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.npz")}
     assert 2 <= len(done_at_kill) < n // 4, "the run was not killed in the middle"
+    (out / ".shard-00009.npz.killed.tmp").write_bytes(b"half a shard")  # as if killed while writing it
 
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

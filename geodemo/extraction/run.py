@@ -143,7 +143,7 @@ def extract_to_shards(
     """
     from tqdm.auto import tqdm
 
-    from geodemo.storage import write_json
+    from geodemo.storage import remove_stale_temps, write_json
     from geodemo.train.data import FeatureTable, feature_shards, write_feature_shard
 
     out = Path(out)
@@ -153,6 +153,8 @@ def extract_to_shards(
     mine = [s for s in range(n_shards) if s % num_processes == process_index]
     present = {p.name for p in feature_shards(out)}
     todo = [s for s in mine if f"shard-{s:05d}.npz" not in present]
+    for s in todo:  # temporary files of a run killed while writing these shards (only this process writes them)
+        remove_stale_temps(out / f"shard-{s:05d}", older_than_s=0)
     report = ExtractionReport(shards_present=len(mine) - len(todo))
     positions = [p for s in todo for p in range(s * shard_size, min((s + 1) * shard_size, len(dataset)))]
     bar = tqdm(total=len(positions), desc=f"{getattr(encoder, 'name', 'encoder')} on {dataset.name}",
