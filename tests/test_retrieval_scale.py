@@ -24,16 +24,22 @@ def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.mark.shared
-def test_ivfsq_recall_and_size_on_real_mobilenet_features(shared):
-    """Measured here: recall@20 0.91 at nprobe 8 of 16 lists, 0.144 of flat's bytes (4-bit codes + ids)."""
+@pytest.fixture(scope="module")
+def dev_features(shared) -> tuple[np.ndarray, GalleryMeta, np.ndarray]:
+    """The dev photos' real MobileNet embeddings, their metadata and each one's exact top-20."""
     from geodemo.data import load_benchmark
     from geodemo.models.features import cached_image_embeddings
 
     dev = load_benchmark("im2gps3k-dev")
     emb = cached_image_embeddings("mobilenet-v1-imagenet", dev, progress=False)
     meta = GalleryMeta(ids=dev.ids(), coords=dev.coords(), groups=dev.groups())
-    exact = np.argsort(-(emb @ emb.T), 1)[:, :20]
+    return emb, meta, np.argsort(-(emb @ emb.T), 1)[:, :20]
+
+
+@pytest.mark.shared
+def test_ivfsq_recall_and_size_on_real_mobilenet_features(dev_features):
+    """Measured here: recall@20 0.91 at nprobe 8 of 16 lists, 0.144 of flat's bytes (4-bit codes + ids)."""
+    emb, meta, exact = dev_features
     db = RetrievalDatabase.build(emb, meta, "mobilenet-v1-imagenet", {"kind": "ivfsq", "nlist": 16, "nprobe": 8},
                                  progress=False)
     assert _recall(db, emb, exact) > 0.85
@@ -79,14 +85,8 @@ def test_ivfsq_options_are_checked():
 
 
 @pytest.mark.shared
-def test_ivfrabitq_on_real_mobilenet_features_is_compact_and_beats_ivfsq_at_the_same_size(shared):
-    from geodemo.data import load_benchmark
-    from geodemo.models.features import cached_image_embeddings
-
-    dev = load_benchmark("im2gps3k-dev")
-    emb = cached_image_embeddings("mobilenet-v1-imagenet", dev, progress=False)
-    meta = GalleryMeta(ids=dev.ids(), coords=dev.coords(), groups=dev.groups())
-    exact = np.argsort(-(emb @ emb.T), 1)[:, :20]
+def test_ivfrabitq_on_real_mobilenet_features_is_compact_and_beats_ivfsq_at_the_same_size(dev_features):
+    emb, meta, exact = dev_features
     lists = {"nlist": 16, "nprobe": 16}  # every list: what is measured is the codes' precision
     rabitq = RetrievalDatabase.build(emb, meta, "mobilenet-v1-imagenet",
                                      {"kind": "ivfrabitq", "reduce_dim": 512, "rabitq_bits": 7, **lists}, progress=False)
