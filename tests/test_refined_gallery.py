@@ -66,3 +66,19 @@ def test_a_shortlist_must_hold_a_row(verifier):
 
     with pytest.raises(ValueError, match="shortlist"):
         RefinedGallery(None, verifier.embed_locations, shortlist=0)
+
+
+def test_the_gallery_cache_follows_every_weight_on_the_gps_path():
+    """G3's GPS embedding passes a projection head after the location encoder: retraining the head
+    alone must not reuse a gallery built with the old one."""
+    import torch
+
+    from geodemo.models.g3 import G3Heads
+    from geodemo.retrieval.galleries import _aligner_fingerprint
+
+    heads = G3Heads(clip_dim=64, location={"hidden_dim": 32, "embed_dim": 16, "rff_dim": 8}, text_head=False)
+    before = _aligner_fingerprint(heads)
+    assert _aligner_fingerprint(heads) == before  # stable
+    with torch.no_grad():
+        heads.location_projection_else[0].weight.add_(0.01)
+    assert _aligner_fingerprint(heads) != before

@@ -103,14 +103,13 @@ def image_gallery(
 
 
 def _aligner_fingerprint(aligner: Any) -> str:
-    """Hash of the aligner's location encoder weights (else of its embeddings at fixed points):
-    changes whenever its weights do, and never with the thread count."""
-    encoder = getattr(aligner, "location_encoder", None)
-    if encoder is not None and hasattr(encoder, "state_dict"):
+    """Hash of the aligner's weights (all of them: a G3 aligner's GPS embedding also passes a projection
+    head), else of its embeddings at fixed points: changes whenever its weights do, never with the thread count."""
+    if hasattr(aligner, "state_dict"):
         digest = hashlib.sha1()
-        for key, value in sorted(encoder.state_dict().items()):
+        for key, value in sorted(aligner.state_dict().items()):
             digest.update(key.encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()[:12]
     probe = np.array([[0.0, 0.0], [48.85, 2.35], [-33.9, 151.2], [40.7, -74.0], [64.1, -21.9]])
     emb = np.asarray(aligner.embed_locations(probe), dtype=np.float32)
