@@ -41,7 +41,6 @@ import geodemo  # noqa: E402,F401 - torchvision guard before model code
 from geodemo.retrieval.database import IVF_KINDS, GalleryMeta, IndexConfig, RetrievalDatabase  # noqa: E402
 
 KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq")
-SEARCH_THREADS = 1  # --threads: FAISS threads while queries are timed (builds use --build-threads)
 
 
 
@@ -156,20 +155,21 @@ class SourceClock:
             yield rows
 
 
-def latency_ms(db: RetrievalDatabase, queries: np.ndarray, k: int) -> tuple[dict[str, float], list[np.ndarray]]:
+def latency_ms(db: RetrievalDatabase, queries: np.ndarray, k: int,
+               threads: int = 1) -> tuple[dict[str, float], list[np.ndarray]]:
     """Single-query latency: wall-clock p50/p95 and p95 of this thread's CPU time (load-independent)."""
     import faiss
 
     wall, cpu, found = [], [], []
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(SEARCH_THREADS)
+    build_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
     for q in queries:
         t0, c0 = time.perf_counter(), time.thread_time()
         r = db.search(q[None, :], k=k)[0]
         cpu.append((time.thread_time() - c0) * 1000)
         wall.append((time.perf_counter() - t0) * 1000)
         found.append(r.indices)
-    faiss.omp_set_num_threads(threads)
+    faiss.omp_set_num_threads(build_threads)
     return {"p50_ms": float(np.percentile(wall, 50)), "p95_ms": float(np.percentile(wall, 95)),
             "cpu_p95_ms": float(np.percentile(cpu, 95))}, found
 
@@ -185,6 +185,7 @@ def _search_settings(kind: str, nprobes: list[int]) -> list[dict]:
 def bench_synthetic(
     sizes: list[int], dim: int, n_queries: int, max_build_s: float, chunk: int, ivf: dict,
     kinds: tuple[str, ...] = KINDS, data: str = "spectral", nprobes: list[int] | None = None,
+    search_threads: int = 1,
 ) -> list[dict]:
     """One row per (size, kind, search setting); every index is built once per size."""
     rows: list[dict] = []
@@ -217,7 +218,7 @@ def bench_synthetic(
                 RetrievalDatabase._set_search_params(db.index, db.config)
                 if kind == "ivfpq":
                     db.index.nprobe = setting["nprobe"]
-                lat, found = latency_ms(db, queries, 20)
+                lat, found = latency_ms(db, queries, 20, search_threads)
                 row = {"n": n, "kind": kind, "setting": setting, "build_s": build, "index_gb": size / 1e9,
                        "vs_flat": size / (n * dim * 4), "peak_rss_gb": peak_rss_gb(), **lat,
                        "recall@20": recall(found, exact, 20)}
@@ -227,7 +228,7 @@ def bench_synthetic(
     return rows
 
 
-def bench_real(n_queries: int) -> list[dict]:
+def bench_real(n_queries: int, search_threads: int = 1) -> list[dict]:
     from geodemo.data import load_benchmark
     from geodemo.models.features import image_features
 
@@ -250,7 +251,7 @@ def bench_real(n_queries: int) -> list[dict]:
         build = time.perf_counter() - t0
         found = [r.indices for r in db.search(queries, k=21)]
         found = [f[1:] if len(f) and f[0] == i else f[:20] for i, f in enumerate(found)]  # drop self
-        lat, _ = latency_ms(db, queries, 20)
+        lat, _ = latency_ms(db, queries, 20, search_threads)
         exact = found if kind == "flat" else exact
         size = index_bytes(db)
         rows.append({"n": len(ids), "kind": kind, "build_s": build, "index_gb": size / 1e9,
@@ -320,8 +321,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import faiss
 
-    global SEARCH_THREADS
-    SEARCH_THREADS = args.threads
     faiss.omp_set_num_threads(args.build_threads)
     t0 = time.perf_counter()
     out = []
@@ -331,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         kinds = tuple(k for k in args.kinds.split(",") if k)
         nprobes = [int(x) for x in args.nprobe.split(",")]
         rows = bench_synthetic(sizes, args.dim, args.queries, args.max_build_s, args.chunk, ivf, kinds,
-                               args.data, nprobes)
+                               args.data, nprobes, args.threads)
         out.append(md_table(rows, f"Synthetic {args.data} unit vectors, {args.dim} dims, {args.queries} single "
                                   f"queries on {args.threads} FAISS thread(s) (builds on {args.build_threads}); "
                                   f"hnsw M={IndexConfig.hnsw_m}, "
@@ -339,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"IVF nlist={args.nlist} trained on {args.ivf_train:,} rows, options "
                                   f"{args.index_options}; ivfpq PQ dim/8 x 8 bit; ivfsq residual scalar codes"))
     if not args.skip_real:
-        out.append(md_table(bench_real(args.queries), "Real MobileNet V1 embeddings (1024 dims) of the dev + OSV "
+        out.append(md_table(bench_real(args.queries, args.threads), "Real MobileNet V1 embeddings (1024 dims) of the dev + OSV "
                                                        "photos, self excluded"))
     if not args.skip_locate:
         stages = bench_locate(args.locate_photos)

@@ -24,15 +24,20 @@ def shared() -> Path:
     return path
 
 
+def _one_thread(get_threads, set_threads):
+    """Run the fixture's tests with one thread of a library, then restore its count."""
+    before = get_threads()
+    set_threads(1)
+    yield
+    set_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_faiss_thread():
     """FAISS's OpenMP threads spin-wait when the 2 cores are shared: one thread is 10x faster here."""
     import faiss
 
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+    yield from _one_thread(faiss.omp_get_max_threads, faiss.omp_set_num_threads)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +45,7 @@ def one_torch_thread():
     """Tiny models: one intra-op thread is faster than two fighting over a busy 2-core machine."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from _one_thread(torch.get_num_threads, torch.set_num_threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,14 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from app_process import served_app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -97,42 +96,14 @@ def test_evaluate_script_scores_a_csv_and_folder(clone, tmp_path):
     assert "%|" not in run.stderr  # --no-progress: no progress bar anywhere
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(clone):
     """``python app.py`` of the clone (it warms up before serving), on a free local port."""
     dest, env = clone
-    port = _free_port()
-    env = {**env, "GEODEMO_HOST": "127.0.0.1", "GEODEMO_PORT": str(port)}
-    log = open(dest.parent / "app.log", "w")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=dest, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited: {(dest.parent / 'app.log').read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if time.perf_counter() - t0 > START_TIMEOUT_S:
-                    pytest.fail("app.py did not serve in time")
-                time.sleep(1)
+    with served_app(dest, env, dest.parent / "app.log", START_TIMEOUT_S) as (url, _):
         print(f"fresh clone: app.py served after {time.perf_counter() - t0:.1f} s")
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_app_api_locates_a_bundled_example(clone, app_url):

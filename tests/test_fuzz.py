@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_process import served_app
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,12 +161,6 @@ def test_fuzz_cli(corpus):
         _check_cli_answer(run.returncode, run.stdout, run.stderr, path.name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _peak_rss_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(status.split("VmHWM:")[1].split()[0])
@@ -176,21 +170,9 @@ def test_fuzz_api(corpus, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([sys.executable, "app.py"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                              env=_env(GEODEMO_PORT=str(port), GEODEMO_HOST="127.0.0.1", GEODEMO_PRESET="light",
-                                       GEODEMO_EXTRA_PRESETS=str(LIGHT)))
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 300
-        client = None
-        while client is None:
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                client = Client(url, verbose=False, download_files=False)
-            except Exception:  # noqa: BLE001 - not listening yet
-                time.sleep(1.0)
+    env = _env(GEODEMO_PRESET="light", GEODEMO_EXTRA_PRESETS=str(LIGHT))
+    with served_app(REPO, env, tmp_path / "server.log", start_timeout_s=300) as (url, server):
+        client = Client(url, verbose=False, download_files=False)
         t0 = time.monotonic()
         located = refused = 0
         for pair in zip(corpus[0::2], corpus[1::2], strict=True):  # two in flight: the app's concurrency limit
@@ -213,10 +195,3 @@ def test_fuzz_api(corpus, tmp_path):
               f"server peak {peak_kb / 1e6:.2f} GB")
         assert peak_kb < MAX_RSS_KB, f"the app server peaked at {peak_kb / 1e6:.2f} GB"
         assert server.poll() is None  # still serving
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()

@@ -20,8 +20,7 @@ def queries(verifier) -> np.ndarray:
     """GPS-space embeddings of 40 real photos of the embedded gallery (MobileNet features)."""
     from geodemo.retrieval.bundle import open_gallery_bundle
 
-    bundle = open_gallery_bundle()
-    features = bundle._views()[::26, 0][:40]
+    features = open_gallery_bundle().view_bank().embeddings[::26, 0][:40]  # the whole photo's view
     return verifier.embed_image_features(features).astype(np.float32)
 
 
