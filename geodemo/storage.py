@@ -14,6 +14,7 @@ returns ``None``: the caller rebuilds the entry instead of failing on every late
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ __all__ = [
     "discard_corrupt",
     "drop_torn_tail",
     "remove_stale_temps",
+    "sha256_file",
 ]
 
 log = logging.getLogger("geodemo.storage")
@@ -124,6 +126,15 @@ def remove_stale_temps(path: str | Path, older_than_s: float = 3600.0) -> int:
         except OSError:
             pass
     return removed
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (weights and galleries can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

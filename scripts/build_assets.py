@@ -38,7 +38,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import geodemo  # noqa: E402,F401  (torchvision guard first)
 from geodemo.paths import BUNDLE_DIR, shared_path  # noqa: E402
-from geodemo.storage import atomic_open, atomic_path, write_json, write_text  # noqa: E402
+from geodemo.storage import atomic_open, atomic_path, sha256_file, write_json, write_text  # noqa: E402
 
 FILE_LIMIT = 10 * 1024 * 1024
 BUNDLE_LIMIT = 25 * 1024 * 1024
@@ -53,10 +53,6 @@ VERIFIER_OVERRIDES = ["data.holdout_fraction=0"]  # trained on every dev + OSV p
 THUMBNAIL_PX = 160
 EXAMPLES = (("im2gps3k-dev", 7), ("osv5m-sample", 3))
 STEPS = ("countries", "models", "verifier", "gallery", "thumbnails", "examples")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def build_countries(out: Path, tolerance: float = 0.05, ndigits: int = 2) -> None:
@@ -223,7 +219,7 @@ def check_sizes(out: Path) -> list[str]:
 def write_index(out: Path) -> dict:
     files = bundle_files(out)
     index = {"total_bytes": sum(p.stat().st_size for p in files),
-             "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}}
+             "files": {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}}
     write_text(out / "bundle.json", json.dumps(index, indent=1, sort_keys=True) + "\n")
     return index
 

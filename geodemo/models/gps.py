@@ -25,7 +25,7 @@ from torch import nn
 
 from geodemo.geo import equal_earth_projection, mercator_projection, validate_coords
 from geodemo.paths import MissingResourceError, cache_dir
-from geodemo.storage import load_npz, save_npz
+from geodemo.storage import load_npz, save_npz, sha256_file
 
 __all__ = [
     "PROJECTIONS",
@@ -181,21 +181,13 @@ def _geoclip_file(*parts: str) -> Path:
     return path
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_geoclip_location_encoder(device: str = "cpu", **_: object) -> LocationEncoder:
     """GeoCLIP's trained location encoder (Equal Earth, sigmas 2^0, 2^4, 2^8) from the geoclip wheel."""
     path = _geoclip_file("weights", "location_encoder_weights.pth")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = LocationEncoder(projection="equal_earth", sigmas=DEFAULT_SIGMAS, seed=None)
     model.load_state_dict(state, strict=True)
-    model.weights_sha256 = _sha256(path)
+    model.weights_sha256 = sha256_file(path)
     return model.to(device).eval()
 
 
@@ -215,7 +207,7 @@ def geoclip_gps_gallery(progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """
     weights = _geoclip_file("weights", "location_encoder_weights.pth")
     csv = _geoclip_file("gps_gallery", "coordinates_100K.csv")
-    key = hashlib.sha256((_sha256(weights) + _sha256(csv)).encode()).hexdigest()[:16]
+    key = hashlib.sha256((sha256_file(weights) + sha256_file(csv)).encode()).hexdigest()[:16]
     path = cache_dir("gps-gallery") / f"geoclip-100k-{key}.npz"
     data = load_npz(path, "GPS gallery cache", required=("coords", "embeddings"))
     if data is not None:

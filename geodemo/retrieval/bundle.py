@@ -19,11 +19,10 @@ Rebuild with ``scripts/build_assets.py``.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ import numpy as np
 from geodemo.paths import bundle_path, shared_path
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 from geodemo.retrieval.multiview import ViewBank
-from geodemo.storage import atomic_open, save_npy, write_text
+from geodemo.storage import atomic_open, save_npy, sha256_file, write_text
 
 __all__ = ["GalleryBundle", "open_gallery_bundle", "save_gallery_bundle", "thumbnail_path", "GALLERY_DIR"]
 
@@ -43,10 +42,6 @@ META_COLUMNS = ("id", "lat", "lon", "place", "group", "dataset", "file")
 def thumbnail_path(dataset: str, file: str, root: Path = THUMBNAILS_DIR) -> Path:
     """Where the bundle keeps the thumbnail of ``dataset``'s photo ``file`` (always a .jpg)."""
     return root / dataset / (Path(file).stem + ".jpg")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -88,18 +83,20 @@ class GalleryBundle:
             groups=[r["group"] or None for r in rows],
         )
 
+    @cached_property
     def _views(self) -> np.ndarray:
+        """The stored views as float32, read once (the database and the view bank both start from them)."""
         return np.load(self.folder / "views.npy").astype(np.float32)
 
     def database(self, index: IndexConfig | dict | None = None) -> RetrievalDatabase:
         """The gallery as a :class:`RetrievalDatabase` (its index built from the stored embeddings)."""
         cfg = index if isinstance(index, IndexConfig) else IndexConfig.from_dict(index)
-        return RetrievalDatabase.build(self._views()[:, 0], self.meta(), self.encoder_name, cfg, progress=False)
+        return RetrievalDatabase.build(self._views[:, 0], self.meta(), self.encoder_name, cfg, progress=False)
 
     def view_bank(self) -> ViewBank:
         """The compact multi-view bank (gallery views + reciprocal similarities)."""
         rows = self._rows()
-        return ViewBank(self.encoder_name, self._views(), np.ones(len(rows), dtype=bool),
+        return ViewBank(self.encoder_name, self._views, np.ones(len(rows), dtype=bool),
                         [r["group"] or None for r in rows], [r["id"] for r in rows],
                         np.load(self.folder / "pairwise.npy").astype(np.float32))
 
@@ -141,7 +138,7 @@ def save_gallery_bundle(
         "crop": float(crop),
         "size": len(db),
         "views": "whole, mirrored (geodemo.retrieval.multiview.GALLERY_VIEWS), float16",
-        "files": {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.name != "manifest.json"},
+        "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.name != "manifest.json"},
         **({"provenance": provenance} if provenance else {}),
     }
     write_text(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")  # last: marks it whole
