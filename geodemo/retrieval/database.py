@@ -12,8 +12,14 @@ Index kinds (chosen by :class:`IndexConfig`, never by code paths):
 * ``ivfrabitq`` inverted lists of each row's residual in RaBitQ codes of ``rabitq_bits`` bits per
   dimension (FAISS ``IndexIVFRaBitQ``: a random rotation, then an estimator of the inner product
   with error bounds), on the first ``reduce_dim`` principal axes as above: at MP16 scale (4.1M x 768)
-  384 axes at 7 bits fit in 1/8 of flat's memory. Recall against exact search, latency and
-  memory of each kind, measured by ``scripts/bench_retrieval.py``, are in the README.
+  704 axes at 4 bits fit in 1/8 of flat's memory;
+* ``ivfsplit`` inverted lists of 8-bit codes of the leading ``lead_axes`` principal axes give a
+  shortlist, re-ranked with codes of the other axes (and of the leading axes' rounding error) whose
+  ``refine_bits`` bits are allocated by how much each axis moves inner products
+  (:mod:`geodemo.retrieval.split_index`): the MP16-scale kind.
+
+Recall against exact search, latency and memory of each kind, measured by
+``scripts/bench_retrieval.py``, are in the README.
 
 A database remembers the encoder that produced its rows: a query made with another encoder is
 refused (:class:`EncoderMismatchError`). One built by :mod:`geodemo.retrieval.builder` also records
@@ -41,6 +47,7 @@ from geodemo.errors import EncoderMismatchError
 from geodemo.geo import validate_coords
 from geodemo.paths import MissingResourceError
 from geodemo.result import Neighbour
+from geodemo.retrieval.split_index import SplitIVFIndex
 from geodemo.storage import atomic_path, write_json
 
 __all__ = [
@@ -53,8 +60,8 @@ __all__ = [
     "INDEX_KINDS",
 ]
 
-INDEX_KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq")
-IVF_KINDS = ("ivfpq", "ivfsq", "ivfrabitq")
+INDEX_KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq", "ivfsplit")
+IVF_KINDS = ("ivfpq", "ivfsq", "ivfrabitq", "ivfsplit")
 CODED_IVF_KINDS = ("ivfsq", "ivfrabitq")  # CPU compositions: optional projection, choice of list quantizer
 FORMAT_VERSION = 1
 
@@ -67,7 +74,7 @@ class DescriptorMismatchError(EncoderMismatchError):
 class IndexConfig:
     """How the FAISS index is built. ``None`` parameters are chosen from the gallery size."""
 
-    kind: str = "flat"  # flat | hnsw | ivfpq | ivfsq | ivfrabitq
+    kind: str = "flat"  # flat | hnsw | ivfpq | ivfsq | ivfrabitq | ivfsplit
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
@@ -82,7 +89,11 @@ class IndexConfig:
     rabitq_query_bits: int = 8  # ivfrabitq: bits of the quantised query (FAISS ``qb``)
     reduce_dim: int | None = None  # ivfsq, ivfrabitq: keep this many principal axes (None: all)
     quantizer: str = "flat"  # ivfsq, ivfrabitq: list assignment by exact search of the centres, or "hnsw"
-    kmeans_iters: int = 10  # ivfsq, ivfrabitq: k-means iterations for the list centres
+    kmeans_iters: int = 10  # ivfsq, ivfrabitq, ivfsplit: k-means iterations for the list centres
+    lead_axes: int | None = None  # ivfsplit: leading principal axes coded in the lists (None: 64)
+    lead_bits: int = 8  # ivfsplit: bits per leading axis in the lists (4, 6 or 8)
+    refine_bits: int | None = None  # ivfsplit: bits per row of re-ranking codes (None: 3.4 per other axis)
+    shortlist: int = 256  # ivfsplit: rows per query re-ranked with those codes
     use_gpu: str | bool = "auto"  # auto | True | False: GPU FAISS when present (flat, ivfpq)
 
     def __post_init__(self) -> None:
@@ -241,6 +252,9 @@ class RetrievalDatabase:
         nlist = cfg.nlist or max(1, min(int(4 * math.sqrt(max(n_expected, 1))), max(1, n_expected // 39)))
         if cfg.kind in CODED_IVF_KINDS:
             return RetrievalDatabase._new_coded_ivf(dim, cfg, nlist)
+        if cfg.kind == "ivfsplit":
+            return SplitIVFIndex(dim, nlist, cfg.lead_axes, cfg.refine_bits, cfg.shortlist, cfg.nprobe,
+                                 cfg.kmeans_iters, capacity=n_expected, lead_bits=cfg.lead_bits)
         pq_m = cfg.pq_m or _auto_pq_m(dim)
         if dim % pq_m:
             raise ValueError(f"ivfpq: pq_m={pq_m} must divide the embedding size {dim}")
@@ -311,8 +325,12 @@ class RetrievalDatabase:
 
     @staticmethod
     def _set_search_params(index: Any, cfg: IndexConfig) -> None:
-        """nprobe (and the HNSW quantizer's efSearch) from ``cfg`` (also after loading a saved index)."""
+        """nprobe (and the HNSW quantizer's efSearch, or the split index's shortlist) from ``cfg`` (also
+        after loading a saved index)."""
         import faiss
+
+        if isinstance(index, SplitIVFIndex):
+            index.nprobe, index.shortlist = cfg.nprobe, cfg.shortlist
 
         if cfg.kind in CODED_IVF_KINDS:
             ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
@@ -327,7 +345,7 @@ class RetrievalDatabase:
     def _maybe_gpu(index: Any, cfg: IndexConfig) -> Any:
         import faiss
 
-        if cfg.use_gpu is False or cfg.kind in ("hnsw", *CODED_IVF_KINDS):  # CPU-only compositions
+        if cfg.use_gpu is False or cfg.kind in ("hnsw", "ivfsplit", *CODED_IVF_KINDS):  # CPU-only compositions
             return index
         n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         if n_gpus == 0:
@@ -375,11 +393,12 @@ class RetrievalDatabase:
                 have += len(nxt)
             train = _as_query(np.concatenate(pending)[: cfg.train_size], dim)
             bits = cfg.pq_bits if cfg.kind == "ivfpq" else 0
-            min_train = max(faiss.extract_index_ivf(index).nlist, 2**bits)
+            nlist = index.nlist if isinstance(index, SplitIVFIndex) else faiss.extract_index_ivf(index).nlist
+            min_train = max(nlist, 2**bits)
             if len(train) < min_train:
                 raise ValueError(
                     f"{cfg.kind} needs at least {min_train} training rows (nlist="
-                    f"{faiss.extract_index_ivf(index).nlist}, {bits}-bit codes); got {len(train)}: "
+                    f"{nlist}, {bits}-bit codes); got {len(train)}: "
                     "use kind 'flat' or 'hnsw' for small galleries"
                 )
             cls._train(index, train)
@@ -408,6 +427,15 @@ class RetrievalDatabase:
     # ------------------------------------------------------------------ searching
     def __len__(self) -> int:
         return int(self.index.ntotal)
+
+    @property
+    def index_nbytes(self) -> int:
+        """Bytes the index takes as stored (its FAISS serialisation; a split index adds its own arrays)."""
+        import faiss
+
+        if isinstance(self.index, SplitIVFIndex):
+            return self.index.nbytes
+        return int(faiss.serialize_index(self.index).nbytes)
 
     def _check_encoder(self, encoder_name: str | None) -> None:
         if encoder_name is not None and encoder_name != self.encoder_name:
@@ -528,8 +556,11 @@ class RetrievalDatabase:
         index = self.index
         if hasattr(faiss, "index_gpu_to_cpu") and type(index).__name__.startswith("Gpu"):
             index = faiss.index_gpu_to_cpu(index)
-        with atomic_path(directory / "index.faiss") as tmp:
-            faiss.write_index(index, str(tmp))
+        if isinstance(index, SplitIVFIndex):
+            index.write(directory)
+        else:
+            with atomic_path(directory / "index.faiss") as tmp:
+                faiss.write_index(index, str(tmp))
         with atomic_path(directory / "meta.parquet") as tmp:
             self.meta.to_frame().to_parquet(tmp, index=False)
         info = {
@@ -563,7 +594,10 @@ class RetrievalDatabase:
         cfg = IndexConfig.from_dict(info["index"])
         if use_gpu is not None:
             cfg.use_gpu = use_gpu
-        index = faiss.read_index(str(directory / "index.faiss"))
+        if cfg.kind == "ivfsplit":
+            index = SplitIVFIndex.read(directory, cfg.lead_axes, cfg.lead_bits, cfg.shortlist, cfg.nprobe)
+        else:
+            index = faiss.read_index(str(directory / "index.faiss"))
         cls._set_search_params(index, cfg)
         meta = GalleryMeta.from_frame(pd.read_parquet(directory / "meta.parquet"))
         if index.ntotal != len(meta):
