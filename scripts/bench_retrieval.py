@@ -2,10 +2,11 @@
 """Retrieval benchmark: FAISS index kinds at MP16 scale, on real embeddings, and ``locate`` per stage.
 
     python scripts/bench_retrieval.py                       # 100K and 1M x 768, dev photos, locate
-    # MP16 scale (4.1M x 768): the compact kind the README's table comes from (about 11 min here):
-    python scripts/bench_retrieval.py --sizes 4100000 --kinds ivfrabitq --nlist 4096 --ivf-train 262144 \\
-        --nprobe 16,32,64,128 --queries 300 --skip-real --skip-locate --max-build-s 5000 \\
-        --index-options '{"reduce_dim": 704, "rabitq_bits": 4}'
+    # MP16 scale (4.1M x 768): the kind the README's table comes from (about 8 min here); a JSON list
+    # of option sets builds one index per set, e.g. '[{"refine_bits": 2400}, {"lead_bits": 6}]':
+    python scripts/bench_retrieval.py --sizes 4100000 --kinds ivfsplit --nlist 4096 --ivf-train 262144 \\
+        --nprobe 8,16,32 --queries 300 --skip-real --skip-locate --max-build-s 5000 \\
+        --index-options '{"refine_bits": 2400}'
 
 Table 1: build time, index bytes (and the ratio to flat's ``N x D x 4``), peak process memory,
 single-query latency with one FAISS thread (p50/p95 wall clock, and p95 of the thread's CPU time,
@@ -40,18 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import geodemo  # noqa: E402,F401 - torchvision guard before model code
 from geodemo.retrieval.database import IVF_KINDS, GalleryMeta, IndexConfig, RetrievalDatabase  # noqa: E402
 
-KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq")
-
+KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq", "ivfsplit")
 
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
-
-
-def index_bytes(db: RetrievalDatabase) -> int:
-    import faiss
-
-    return int(faiss.serialize_index(db.index).nbytes)
 
 
 class Mixture:
@@ -183,11 +177,16 @@ def _search_settings(kind: str, nprobes: list[int]) -> list[dict]:
 
 
 def bench_synthetic(
-    sizes: list[int], dim: int, n_queries: int, max_build_s: float, chunk: int, ivf: dict,
+    sizes: list[int], dim: int, n_queries: int, max_build_s: float, chunk: int, ivf: dict | list[dict],
     kinds: tuple[str, ...] = KINDS, data: str = "spectral", nprobes: list[int] | None = None,
     search_threads: int = 1,
 ) -> list[dict]:
-    """One row per (size, kind, search setting); every index is built once per size."""
+    """One row per (size, kind, IVF option set, search setting); every index is built once per size.
+
+    ``ivf`` is one set of IVF options or a list of them, each built as its own IVF index."""
+    option_sets = ivf if isinstance(ivf, list) else [ivf]
+    common = {k: v for k, v in option_sets[0].items() if all(o.get(k) == v for o in option_sets)}
+    variants = [(kind, opts) for kind in kinds for opts in (option_sets if kind in IVF_KINDS else [{}])]
     rows: list[dict] = []
     rate: dict[str, float] = {}  # seconds per row at the previous size
     gen = Spectral(dim) if data == "spectral" else Mixture(dim)
@@ -195,14 +194,14 @@ def bench_synthetic(
         queries = gen.chunk(10**12, n_queries)  # new photos, not database rows
         truth, exact = ExactTopK(queries, 20), None
         meta = GalleryMeta(ids=np.arange(n).astype(str).tolist(), coords=np.zeros((n, 2)))
-        for kind in kinds:
+        for kind, options in variants:
             est = rate.get(kind, 0.0) * n * (1.3 if kind == "hnsw" else 1.0)
             if est > max_build_s:
                 rows.append({"n": n, "kind": kind, "skipped": f"estimated build {est / 60:.0f} min > budget"})
                 print(f"  {kind} @ {n}: skipped (estimated {est:.0f} s)", flush=True)
                 continue
             t0 = time.perf_counter()
-            cfg = IndexConfig(kind, **(ivf if kind in IVF_KINDS else {}))
+            cfg = IndexConfig(kind, **options)
             clock = SourceClock()
             rows_in = gen.chunks(n, chunk) if exact is not None else truth.tee(gen.chunks(n, chunk))
             db = RetrievalDatabase.build(clock.wrap(rows_in), meta, "synthetic", cfg, chunk, progress=False)
@@ -211,7 +210,7 @@ def bench_synthetic(
                   f"{'' if exact is not None else ' and the exact top-20'})", flush=True)
             exact = truth.result() if exact is None else exact
             rate[kind] = build / n
-            size = index_bytes(db)
+            size = db.index_nbytes
             for setting in _search_settings(kind, nprobes or [cfg.nprobe]):
                 for key, value in setting.items():
                     setattr(db.config, key, value)
@@ -219,7 +218,9 @@ def bench_synthetic(
                 if kind == "ivfpq":
                     db.index.nprobe = setting["nprobe"]
                 lat, found = latency_ms(db, queries, 20, search_threads)
-                row = {"n": n, "kind": kind, "setting": setting, "build_s": build, "index_gb": size / 1e9,
+                own = {k: v for k, v in options.items() if k not in common}
+                label = f"{kind} {json.dumps(own)}" if own else kind
+                row = {"n": n, "kind": label, "setting": setting, "build_s": build, "index_gb": size / 1e9,
                        "vs_flat": size / (n * dim * 4), "peak_rss_gb": peak_rss_gb(), **lat,
                        "recall@20": recall(found, exact, 20)}
                 rows.append(row)
@@ -253,7 +254,7 @@ def bench_real(n_queries: int, search_threads: int = 1) -> list[dict]:
         found = [f[1:] if len(f) and f[0] == i else f[:20] for i, f in enumerate(found)]  # drop self
         lat, _ = latency_ms(db, queries, 20, search_threads)
         exact = found if kind == "flat" else exact
-        size = index_bytes(db)
+        size = db.index_nbytes
         rows.append({"n": len(ids), "kind": kind, "build_s": build, "index_gb": size / 1e9,
                      "vs_flat": size / emb.nbytes, **lat, "recall@20": recall(found, exact, 20)})
         print(f"  real {kind}: {rows[-1]}", flush=True)
@@ -311,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nlist", "--ivf-nlist", type=int, default=1024, help="IVF lists for the synthetic sets")
     parser.add_argument("--ivf-train", type=int, default=50_000, help="IVF training rows")
     parser.add_argument("--index-options", default="{}",
-                        help='more IndexConfig fields for the IVF kinds, as JSON, e.g. {"reduce_dim": 736}')
+                        help='more IndexConfig fields for the IVF kinds, as JSON, e.g. {"reduce_dim": 736}; '
+                             'a list of such objects builds one index per object')
     parser.add_argument("--nprobe", default="16", help="comma-separated nprobe values to measure (IVF kinds)")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
@@ -326,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     out = []
     if not args.skip_synthetic:
         sizes = [int(s) for s in args.sizes.split(",")]
-        ivf = {"nlist": args.nlist, "train_size": args.ivf_train, **json.loads(args.index_options)}
+        extra = json.loads(args.index_options)
+        ivf = [{"nlist": args.nlist, "train_size": args.ivf_train, **o} for o in (extra if isinstance(extra, list) else [extra])]
         kinds = tuple(k for k in args.kinds.split(",") if k)
         nprobes = [int(x) for x in args.nprobe.split(",")]
         rows = bench_synthetic(sizes, args.dim, args.queries, args.max_build_s, args.chunk, ivf, kinds,
