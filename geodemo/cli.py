@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``index``: photos or feature shards -> a saved retrieval database of a preset's descriptor."""
+    from geodemo.retrieval.database import INDEX_KINDS
+
     idx = sub.add_parser("index", help="build a retrieval database for a preset (gallery.path)",
                          description="Describe photos (or feature shards) with a preset's descriptor and save a "
                          "retrieval database; point the preset's gallery.path to it. An interrupted build "
@@ -64,8 +66,8 @@ def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     idx.add_argument("--weights", choices=["pretrained", "random"], default=None,
                      help="'random': untrained models of the real architectures (tests, timing)")
     idx.add_argument("--seed", type=int, default=None, help="seed of random weights")
-    idx.add_argument("--index-kind", choices=["flat", "hnsw", "ivfpq"], default=None,
-                     help="override the preset's gallery.index.kind")
+    idx.add_argument("--index-kind", choices=INDEX_KINDS, default=None,
+                     help="override the preset's gallery.index.kind (ivfsplit: the compact kind for millions of rows)")
     idx.add_argument("--chunk-size", type=int, default=256, help="rows described per saved chunk")
     idx.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's)")
     idx.add_argument("--overwrite", action="store_true", help="discard an interrupted build or database in OUT")
