@@ -6,6 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
+from geodemo.paths import MissingResourceError
 from geodemo.retrieval.allocated import AllocatedCodes, allocate_bits
 from geodemo.retrieval.database import GalleryMeta, RetrievalDatabase
 
@@ -99,6 +100,9 @@ def test_ivfsplit_recall_size_exclusions_and_round_trip(tmp_path):
     for a, b in zip(db.search(queries, k=20), loaded.search(queries, k=20), strict=True):
         assert np.array_equal(a.indices, b.indices)
         np.testing.assert_allclose(a.similarities, b.similarities, rtol=1e-6)
+    (tmp_path / "db" / "split.npz").unlink()
+    with pytest.raises(MissingResourceError, match="split.npz"):
+        RetrievalDatabase.load(tmp_path / "db")
 
 
 def test_ivfsplit_refine_codes_carry_the_ranking():

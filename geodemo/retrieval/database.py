@@ -331,8 +331,7 @@ class RetrievalDatabase:
 
         if isinstance(index, SplitIVFIndex):
             index.nprobe, index.shortlist = cfg.nprobe, cfg.shortlist
-
-        if cfg.kind in CODED_IVF_KINDS:
+        elif cfg.kind in CODED_IVF_KINDS:
             ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
             ivf.nprobe = min(cfg.nprobe, ivf.nlist)
             if cfg.kind == "ivfrabitq":

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geodemo.paths import MissingResourceError
 from geodemo.retrieval.allocated import AllocatedCodes
 from geodemo.storage import atomic_path, save_npz
 
@@ -207,6 +208,9 @@ class SplitIVFIndex:
     def read(cls, directory: Path, lead_axes: int | None, lead_bits: int, shortlist: int, nprobe: int) -> SplitIVFIndex:
         import faiss
 
+        if not (directory / "split.npz").is_file():
+            raise MissingResourceError(f"retrieval database at {directory} lacks split.npz (the ivfsplit "
+                                       "index's re-ranking codes); rebuild it")
         with np.load(directory / "split.npz", allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
         ivf = faiss.read_index(str(directory / "index.faiss"))
