@@ -77,6 +77,7 @@ class SplitIVFIndex:
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
+        """Lists probed per query; FAISS reads that many columns of the probe table search() passes it."""
         self._nprobe = int(value)
         if self.ivf is not None:
             self.ivf.nprobe = min(self._nprobe, self.nlist)
@@ -113,7 +114,7 @@ class SplitIVFIndex:
         return np.concatenate([lead_error, residual[:, self.lead_axes:]], axis=1)
 
     def train(self, x: np.ndarray) -> None:
-        """Principal axes, list centres (k-means), the lead codes' ranges and the tail quantiser, from ``x``."""
+        """Principal axes, list centres (k-means), the leading codes' ranges and the re-ranking quantiser, from ``x``."""
         import faiss
 
         x = np.ascontiguousarray(x, dtype=np.float32)
