@@ -211,15 +211,13 @@ def bench_synthetic(
             exact = truth.result() if exact is None else exact
             rate[kind] = build / n
             size = db.index_nbytes
+            own = {k: v for k, v in options.items() if k not in common}
+            label = f"{kind} {json.dumps(own)}" if own else kind
             for setting in _search_settings(kind, nprobes or [cfg.nprobe]):
                 for key, value in setting.items():
                     setattr(db.config, key, value)
                 RetrievalDatabase._set_search_params(db.index, db.config)
-                if kind == "ivfpq":
-                    db.index.nprobe = setting["nprobe"]
                 lat, found = latency_ms(db, queries, 20, search_threads)
-                own = {k: v for k, v in options.items() if k not in common}
-                label = f"{kind} {json.dumps(own)}" if own else kind
                 row = {"n": n, "kind": label, "setting": setting, "build_s": build, "index_gb": size / 1e9,
                        "vs_flat": size / (n * dim * 4), "peak_rss_gb": peak_rss_gb(), **lat,
                        "recall@20": recall(found, exact, 20)}

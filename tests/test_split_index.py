@@ -60,7 +60,7 @@ def test_allocated_bits_beat_the_same_bits_spread_evenly():
     queries = (rng.normal(size=(200, 64)) * spread).astype(np.float32)
     weights = np.mean(queries**2, axis=0)
     allocated = AllocatedCodes.fit(x, weights, budget_bits=192)
-    even = AllocatedCodes(allocated.mean, allocated.spread, np.full(64, 3), 1.0)
+    even = AllocatedCodes(allocated.mean, allocated.spread, np.full(64, 3))
     errors = []
     for codes in (allocated, even):
         decoded = codes.decode(*codes.encode(x[:1000]))

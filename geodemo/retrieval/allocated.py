@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -61,18 +62,16 @@ class AllocatedCodes:
     mean: np.ndarray  # (d,) float32: each axis's centre
     spread: np.ndarray  # (d,) float32: each axis's standard deviation in the fitting sample
     bits: np.ndarray  # (d,) int64, 0..MAX_BITS
-    range_scale: float = 1.0  # steps are the Gaussian-optimal ones times this
 
     @classmethod
-    def fit(cls, residuals: np.ndarray, weights: np.ndarray, budget_bits: int, max_bits: int = 8,
-            range_scale: float = 1.0) -> AllocatedCodes:
+    def fit(cls, residuals: np.ndarray, weights: np.ndarray, budget_bits: int, max_bits: int = 8) -> AllocatedCodes:
         """Fit on sample residuals ``(n, d)``; ``weights`` are the queries' mean squares per axis."""
         x = np.asarray(residuals, dtype=np.float64)
         spread = np.maximum(x.std(0), 1e-12)
         bits = allocate_bits(weights, spread, budget_bits, max_bits)
-        return cls(x.mean(0).astype(np.float32), spread.astype(np.float32), bits, float(range_scale))
+        return cls(x.mean(0).astype(np.float32), spread.astype(np.float32), bits)
 
-    # ------------------------------------------------------------------ layout
+    # ------------------------------------------------------------------ layout (derived once, used per query)
     @property
     def dim(self) -> int:
         return len(self.bits)
@@ -82,22 +81,32 @@ class AllocatedCodes:
         """Bytes per row of packed codes (the per-row scale is two more)."""
         return (int(self.bits.sum()) + 7) // 8
 
-    @property
+    @cached_property
     def step(self) -> np.ndarray:
         """Each axis's quantisation step at unit row scale (1 where an axis has no bits)."""
         gauss = np.array([_GAUSS_STEP.get(int(b), 0.0) for b in self.bits], dtype=np.float32)
-        return np.where(self.bits > 0, gauss * self.spread * self.range_scale, 1.0).astype(np.float32)
+        return np.where(self.bits > 0, gauss * self.spread, 1.0).astype(np.float32)
 
-    @property
+    @cached_property
     def _centre(self) -> np.ndarray:
         """The code value at an axis's centre (half a step below the middle level; 0 without bits)."""
         return (((1 << self.bits) / 2 - 0.5) * (self.bits > 0)).astype(np.float32)
 
-    def _bit_layout(self) -> tuple[np.ndarray, np.ndarray]:
-        """For each stored bit: the axis it belongs to and its bit position within that axis's code."""
-        axis = np.repeat(np.arange(self.dim), self.bits)
+    @cached_property
+    def _bit_axis(self) -> np.ndarray:
+        """The axis each stored bit belongs to."""
+        return np.repeat(np.arange(self.dim), self.bits)
+
+    @cached_property
+    def _bit_shift(self) -> np.ndarray:
+        """Each stored bit's position within its axis's code."""
         starts = np.cumsum(self.bits) - self.bits
-        return axis, np.arange(len(axis)) - np.repeat(starts, self.bits)
+        return np.arange(len(self._bit_axis)) - np.repeat(starts, self.bits)
+
+    @cached_property
+    def _bit_value(self) -> np.ndarray:
+        """What each stored bit adds to its axis, at unit row scale (step times its place value)."""
+        return self.step[self._bit_axis] * (1 << self._bit_shift).astype(np.float32)
 
     # ------------------------------------------------------------------ coding
     def encode(self, residuals: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -106,37 +115,36 @@ class AllocatedCodes:
         residuals = np.asarray(residuals, dtype=np.float32)
         codes = np.zeros((len(residuals), self.nbytes), np.uint8)
         rho = np.zeros(len(residuals), np.float16)
-        axis, shift = self._bit_layout()
-        step, centre, top = self.step, self._centre, ((1 << self.bits) - 1).astype(np.float32)
+        axis, shift = self._bit_axis, self._bit_shift.astype(np.uint16)
+        top = ((1 << self.bits) - 1).astype(np.float32)
         for start in range(0, len(residuals), block):
             centred = residuals[start : start + block] - self.mean
             scale = np.maximum(np.sqrt(np.mean((centred / self.spread) ** 2, axis=1)), 1e-6).astype(np.float16)
-            q = np.floor(centred / (scale.astype(np.float32)[:, None] * step) + centre + 0.5)
+            q = np.floor(centred / (scale.astype(np.float32)[:, None] * self.step) + self._centre + 0.5)
             q = np.clip(q, 0, top).astype(np.uint16)
             planes = np.zeros((len(q), self.nbytes * 8), np.uint8)
-            planes[:, : len(axis)] = (q[:, axis] >> shift.astype(np.uint16)) & 1
+            planes[:, : len(axis)] = (q[:, axis] >> shift) & 1
             codes[start : start + block] = np.packbits(planes, axis=1, bitorder="little")
             rho[start : start + block] = scale
         return codes, rho
 
     def decode(self, codes: np.ndarray, rho: np.ndarray) -> np.ndarray:
         """Reconstructed residuals ``(n, d)`` (for tests and inspection; search uses :meth:`tables`)."""
-        axis, shift = self._bit_layout()
-        planes = np.unpackbits(codes, axis=1, bitorder="little")[:, : len(axis)].astype(np.int64)
+        planes = np.unpackbits(codes, axis=1, bitorder="little")[:, : len(self._bit_axis)].astype(np.float32)
         q = np.zeros((len(codes), self.dim), np.float32)
-        for i in np.flatnonzero(self.bits):
-            q[:, i] = (planes[:, axis == i] << shift[axis == i]).sum(axis=1)
+        coded = self.bits > 0
+        if coded.any():
+            starts = (np.cumsum(self.bits) - self.bits)[coded]
+            q[:, coded] = np.add.reduceat(planes * (1 << self._bit_shift), starts, axis=1)
         return self.mean + rho.astype(np.float32)[:, None] * (q - self._centre) * self.step
 
     def tables(self, query: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Per-query lookup tables ``(nbytes, 256)``, the offset they carry and ``query . mean``."""
         query = np.asarray(query, dtype=np.float32)
-        axis, shift = self._bit_layout()
-        step = self.step
         per_bit = np.zeros(self.nbytes * 8, np.float32)
-        per_bit[: len(axis)] = query[axis] * step[axis] * (1 << shift)
+        per_bit[: len(self._bit_axis)] = query[self._bit_axis] * self._bit_value
         tables = per_bit.reshape(self.nbytes, 8) @ _BYTE_BITS.T
-        return tables, float(query @ (self._centre * step)), float(query @ self.mean)
+        return tables, float(query @ (self._centre * self.step)), float(query @ self.mean)
 
     def scores(self, codes: np.ndarray, rho: np.ndarray, tables: tuple[np.ndarray, float, float]) -> np.ndarray:
         """Estimated ``query . residual`` of each row of ``codes`` (``tables`` from :meth:`tables`)."""

@@ -331,6 +331,8 @@ class RetrievalDatabase:
 
         if isinstance(index, SplitIVFIndex):
             index.nprobe, index.shortlist = cfg.nprobe, cfg.shortlist
+        elif cfg.kind == "ivfpq":
+            index.nprobe = int(cfg.nprobe)  # FAISS probes at most nlist lists
         elif cfg.kind in CODED_IVF_KINDS:
             ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
             ivf.nprobe = min(cfg.nprobe, ivf.nlist)

@@ -202,8 +202,7 @@ class SplitIVFIndex:
         n = self.ntotal
         save_npz(directory / "split.npz", axes=self.axes, centres=self.centres, lists=self._lists[:n],
                  codes=self._codes[:n], rho=self._rho[:n], refine_mean=self.refine.mean,
-                 refine_spread=self.refine.spread, refine_bits=self.refine.bits,
-                 refine_range_scale=np.float64(self.refine.range_scale))
+                 refine_spread=self.refine.spread, refine_bits=self.refine.bits)
 
     @classmethod
     def read(cls, directory: Path, lead_axes: int | None, lead_bits: int, shortlist: int, nprobe: int) -> SplitIVFIndex:
@@ -219,8 +218,7 @@ class SplitIVFIndex:
         index = cls(arrays["axes"].shape[0], ivf.nlist, lead_axes, int(bits.sum()), shortlist, nprobe,
                     lead_bits=lead_bits)
         index.axes, index.centres = arrays["axes"], arrays["centres"]
-        index.refine = AllocatedCodes(arrays["refine_mean"], arrays["refine_spread"], bits,
-                                      float(arrays["refine_range_scale"]))
+        index.refine = AllocatedCodes(arrays["refine_mean"], arrays["refine_spread"], bits)
         index._lists, index._codes, index._rho = arrays["lists"], arrays["codes"], arrays["rho"]
         index.ntotal = len(index._lists)
         index.ivf, index._assigner, index.is_trained = ivf, index._make_assigner(), True
