@@ -44,6 +44,7 @@ from geodemo.imageio import ImageError, PhotoBudget, read_exif_gps
 from geodemo.redact import public_dict, redact, redact_paths
 from geodemo.result import LocationResult
 from geodemo.viz import error_report, lmm_rows, map_iframe, timing_text
+from geodemo.viz.explain import decision_sentence
 from geodemo.viz.maps import cluster_map, neighbour_map, result_map
 from geodemo.viz.tables import CANDIDATE_COLUMNS, LMM_COLUMNS, candidate_rows
 
@@ -156,7 +157,10 @@ def get_locator(preset: str):
             from geodemo.pipeline import GeoLocator
 
             t0 = time.perf_counter()
-            locator = GeoLocator.from_preset(server_presets().get(preset, preset))
+            from geodemo.data.recorded import recorded_for
+
+            config = server_presets().get(preset, preset)
+            locator = GeoLocator.from_preset(config, **recorded_for(config))
             logger.info("loaded preset %s in %.1f s", preset, time.perf_counter() - t0)
             _LOCATORS[preset] = locator
         return locator
@@ -456,7 +460,8 @@ def prediction_markdown(result: LocationResult) -> str:
         f"**{result.lat:.4f}, {result.lon:.4f}** · confidence {result.confidence:.2f} · "
         f"uncertainty {radius} · chosen by `{result.verifier}` · preset `{result.preset}`"
     )
-    return text + match_markdown(result)
+    decided = decision_sentence(result)
+    return text + (f"\n\n{decided}" if decided else "") + match_markdown(result)
 
 
 def match_markdown(result: LocationResult) -> str:

@@ -38,11 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--eps-km", type=float, default=None, help="DBSCAN radius in km")
     loc.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples")
     loc.add_argument("--exclude-group", action="append", default=[], help="leave out a photographer's photos")
+    add_recorded_arguments(loc)
     loc.add_argument("--no-progress", action="store_true", help="no progress bars (first-time gallery builds)")
 
     sub.add_parser("presets", help="list the built-in presets and their stages")
     add_index_parser(sub)
     return parser
+
+
+def add_recorded_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--recorded-lmm`` and ``--recorded-candidates``: other systems' recorded predictions, keyed by photo file name."""
+    parser.add_argument("--recorded-lmm", metavar="NAME=FILE", default=None,
+                        help="the LMM stage's answers come from this file of recorded predictions (e.g. "
+                             "gemini-2.0-flash=predictions.csv) instead of a model")
+    parser.add_argument("--recorded-candidates", metavar="NAME=FILE", action="append", default=[],
+                        help="another geolocator's recorded predictions join the candidates as source NAME "
+                             "(repeatable)")
 
 
 def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -129,6 +140,11 @@ def _summary(result) -> str:
         f"confidence {result.confidence:.2f}, uncertainty ~{result.uncertainty_km:.0f} km, "
         f"verifier {result.verifier}, preset {result.preset}",
     ]
+    if result.decision:
+        d = result.decision
+        probs = ", ".join(f"P(<{k[2:-2]} km) {v:.2f}" for k, v in d.items() if k.startswith("p_"))
+        lines.append(f"decided by {d.get('calibration') or d.get('rule')}: source {d.get('source')}"
+                     + (f", {probs}" if probs else ""))
     for c in sorted(result.candidates, key=lambda c: -(c.score or 0))[:5]:
         lines.append(f"  {c.source:<15} {c.lat:9.4f} {c.lon:10.4f}  score {c.score or 0:.3f}")
     for stage, message in result.errors.items():
@@ -214,9 +230,13 @@ def _locate(args: argparse.Namespace) -> int:
         print(f"error: {_FLAGS.get(exc.option, exc.option)} {exc.reason}", file=sys.stderr)
         return 2
     try:
-        locator = GeoLocator.from_preset(args.preset, gallery={"progress": not args.no_progress})
+        from geodemo.data.recorded import recorded_section
+
+        recorded = recorded_section(args.recorded_lmm, args.recorded_candidates)
+        locator = GeoLocator.from_preset(args.preset, gallery={"progress": not args.no_progress},
+                                         **({"recorded": recorded} if recorded else {}))
         result = locator.locate(args.photo, options)
-    except (GeodemoError, KeyError, FileNotFoundError) as exc:  # bad input, or a missing resource: exit 2
+    except (GeodemoError, KeyError, FileNotFoundError, ValueError) as exc:  # bad input or a missing resource: exit 2
         if os.environ.get("GEODEMO_DEBUG"):
             raise
         log.debug("locate failed", exc_info=True)

@@ -206,6 +206,7 @@ class LocationResult(_JsonMixin):
     error_details: dict[str, str] = field(default_factory=dict)  # stage -> technical detail of the failure
     unavailable: dict[str, str] = field(default_factory=dict)  # stage -> how to add a missing optional resource
     stages: list[str] = field(default_factory=list)  # the stages the preset ran, in order
+    decision: dict[str, Any] = field(default_factory=dict)  # how the answer was chosen (decide.calibrated)
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)

@@ -14,6 +14,12 @@ as rows, every photo scored by the fold model trained without its photographer (
 ``python scripts/train.py --preset NAME --folds 3``); for ``dualgeo-offline`` the first ``--lmm-subset``
 photos also go through the preset's LMM and decision stages over the same fold-held-out neighbours
 (+ LMM rows, records in ``results-lmm.jsonl``). The library is ``geodemo.eval.ablation``.
+
+With recorded sources (``--recorded-lmm NAME=FILE``, ``--recorded-candidates NAME=FILE``) it prints the
+decision table instead: every subset of the sources beside the preset's own candidates, each source alone,
+today's decision, the calibrated decision (photographer folds) and the oracle
+(``geodemo.eval.decision_table``; ``--reuse`` reads the photos' results that
+``scripts/calibrate_confidence.py --out`` stored in the same folder).
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cached-only", action="store_true",
                         help="offline analogues: score only the photos whose label maps are already cached")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from geodemo.cli import add_recorded_arguments
+
+    add_recorded_arguments(parser)
     args = parser.parse_args(argv)
     if args.save_weights and args.benchmark != "im2gps3k-dev":
         parser.error("fusion weights are fitted on the dev split only (im2gps3k-dev)")
@@ -59,12 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     from geodemo.paths import MissingResourceError
 
     try:
+        if args.recorded_lmm or args.recorded_candidates:
+            from geodemo.data.recorded import recorded_section
+            from geodemo.eval.decision_table import run_decision_study
+
+            out = args.out or Path("runs") / f"decision-{args.benchmark}-{args.preset}"
+            print(run_decision_study(args.benchmark, args.preset,
+                                     recorded_section(args.recorded_lmm, args.recorded_candidates), out,
+                                     reuse=args.reuse, limit=args.limit, num_folds=5, cross_fit=args.cross_fit,
+                                     progress=not args.no_progress))
+            return 0
         print(run_ablation(AblationOptions(
             benchmark=args.benchmark, preset=args.preset, limit=args.limit, out=args.out, reuse=args.reuse,
             cross_fit=args.cross_fit, lmm_subset=args.lmm_subset, fusion=args.fusion,
             save_weights=args.save_weights, tau_km=args.tau_km, num_folds=args.folds,
             progress=not args.no_progress, cached_only=args.cached_only)))
-    except (MissingResourceError, ModelUnavailableError, FileNotFoundError, KeyError) as exc:  # missing weights/preset
+    except (MissingResourceError, ModelUnavailableError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     return 0

@@ -17,6 +17,12 @@ the load, CPU times much less.
 
     python scripts/bench_locate.py --preset offline --photos 20
     python scripts/bench_locate.py --preset offline --photos 50 --json bench.json
+    python scripts/bench_locate.py --preset offline --photos 20 --no-first-answer \
+        --recorded-lmm gemini-2.0-flash=FILE --recorded-candidates geoestimation-isns=FILE
+
+With recorded sources, every photo is also located by a second, equally warm locator without them, and
+the time the recorded sources add (the stages they touch: lmm, candidates, verification, decision) is
+printed as the median of the per-photo differences.
 """
 
 from __future__ import annotations
@@ -101,6 +107,32 @@ def first_answer(preset: str, photo: str, env: dict[str, str]) -> dict:
     return out
 
 
+_TOUCHED = ("lmm", "candidates.", "verify", "decide.")  # the stages recorded sources add work to
+
+
+def recorded_cost(preset: str, photos: list[str], recorded: dict) -> dict:
+    """Milliseconds recorded sources add per photo: each photo located by two warm locators, with and
+    without them, in turn; the median (and p95) of the per-photo differences of the stages they touch."""
+    from geodemo.pipeline import GeoLocator
+
+    plain = GeoLocator.from_preset(preset, gallery={"progress": False}).warmup()
+    with_rec = GeoLocator.from_preset(preset, gallery={"progress": False}, recorded=recorded).warmup()
+
+    def touched(timings: dict) -> float:
+        return sum(v for k, v in timings.items() if k != "total" and k.startswith(_TOUCHED))
+
+    diffs, whole = [], []
+    for path in photos:
+        a = plain.locate(path).timings
+        b = with_rec.locate(path).timings
+        diffs.append(touched(b) - touched(a))
+        whole.append(b["total"] - a["total"])
+    med, p95, _ = _quantiles(diffs)
+    wmed, _, _ = _quantiles(whole)
+    return {"added_ms_median": med * 1e3, "added_ms_p95": p95 * 1e3, "whole_call_diff_ms_median": wmed * 1e3,
+            "photos": len(photos)}
+
+
 def per_photo(preset: str, photos: list[str], cpu_stages: bool, own_cache: bool) -> dict:
     """Warm-up time, then per-photo wall / CPU time and per-stage timings of ``photos``.
 
@@ -181,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also locate the photos again, stages in turn, and report each stage's CPU time "
                          "(what a quiet machine would take when the load makes wall times meaningless)")
     ap.add_argument("--json", help="also write every figure to this JSON file")
+    from geodemo.cli import add_recorded_arguments
+
+    add_recorded_arguments(ap)
     args = ap.parse_args(argv)
     if args.photos < 1:
         ap.error("--photos must be at least 1")
@@ -220,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         report["load_before"] = _load()
         timed = per_photo(args.preset, photos[1:], args.cpu_stages, own_cache=not args.cache)
         report.update(timed)
+        from geodemo.data.recorded import recorded_section
+
+        recorded = recorded_section(args.recorded_lmm, args.recorded_candidates)
+        if recorded:
+            report["recorded_cost"] = recorded_cost(args.preset, photos[1:], recorded)
         report["load_after"] = _load()
     finally:
         if not args.cache:
@@ -228,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"warm-up {timed['warmup_s']:.1f} s; OCR ran on {ocr} of {len(timed['rows'])} photos")
     print(f"load average before {report['load_before']}, after {report['load_after']}\n")
     print(table(timed["rows"]))
+    if "recorded_cost" in report:
+        cost = report["recorded_cost"]
+        print(f"\nrecorded sources ({', '.join(n for role in recorded.values() for n in role)}) add "
+              f"{cost['added_ms_median']:.2f} ms per photo (median; p95 {cost['added_ms_p95']:.2f} ms) to the stages "
+              f"they touch, over {cost['photos']} photos; whole call, median difference "
+              f"{cost['whole_call_diff_ms_median']:.1f} ms (dominated by noise on a shared machine)")
     if args.json:
         from geodemo.storage import write_json
 

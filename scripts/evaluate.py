@@ -36,6 +36,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", default="auto", help="CSV format for --benchmark-csv (default: detect)")
     parser.add_argument("--predictor", default="density-prior", choices=list_predictors())
     parser.add_argument("--preset", default="offline", help="GeoLocator preset for --predictor geolocator")
+    parser.add_argument("--predictions", metavar="NAME=FILE",
+                        help="--predictor recorded: another system's recorded predictions (format detected)")
+    parser.add_argument("--predictions-format", default="auto",
+                        help="--predictor recorded: the file's format (generic, geoestimation, g3-predictions, "
+                             "g3-responses, jsonl; default: detect)")
+    from geodemo.cli import add_recorded_arguments
+
+    add_recorded_arguments(parser)
     parser.add_argument(
         "--lmm",
         choices=["preset", "on", "off"],
@@ -63,6 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.images is not None and args.benchmark_csv is None:
         parser.error("--images goes with --benchmark-csv")
+    if (args.predictor == "recorded") != bool(args.predictions):
+        parser.error("--predictions NAME=FILE goes with --predictor recorded (and it needs one)")
+    if (args.recorded_lmm or args.recorded_candidates) and args.predictor != "geolocator":
+        parser.error("--recorded-lmm and --recorded-candidates go with --predictor geolocator")
     return args
 
 
@@ -80,14 +92,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     options = {"gallery": args.gallery, "radius_km": args.radius_km, "seed": args.seed}
+    if args.predictor == "recorded":
+        options = {"predictions": args.predictions, "format": args.predictions_format}
     if args.predictor == "geolocator":
-        options = {"preset": args.preset, "progress": not args.no_progress}
+        from geodemo.data.recorded import recorded_section
+
+        options = {"preset": args.preset, "progress": not args.no_progress,
+                   "recorded": recorded_section(args.recorded_lmm, args.recorded_candidates)}
         if args.lmm != "preset":
             options["lmm"] = {"enabled": args.lmm == "on"}
-    predictor = create_predictor(args.predictor, dataset, **options)
+    try:
+        predictor = create_predictor(args.predictor, dataset, **options)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     suffix = f"-{args.gallery}" if args.predictor != "geolocator" and args.gallery != "self" else ""
     if args.predictor == "geolocator" and args.lmm != "preset":
         suffix = f"-lmm-{args.lmm}"
+    if args.predictor == "geolocator" and (args.recorded_lmm or args.recorded_candidates):
+        suffix += "+" + "+".join(sorted(n for role in options["recorded"].values() for n in role))
     name = predictor.name.replace(":", "-") + suffix
     out = args.out or REPO_ROOT / "runs" / dataset.name / name
     try:
@@ -104,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(report.table_path.read_text())
+    from geodemo.eval.report import compare_runs
+
+    table, curves = compare_runs(report.out_dir.parent, dataset.name)
+    print(table)
+    print(f"\naccuracy-against-distance curves of these runs: {curves}\n")
     if args.explain:
         from geodemo.eval.attribution import attribute_run, cause_table_markdown
 

@@ -62,7 +62,7 @@ def test_offline_locate_returns_a_complete_result(locator, dev):
     assert result.verifier == "reciprocal-match(k=3)"
     assert (result.lat, result.lon) == pytest.approx((sample.lat, sample.lon))
     assert result.segmentation is not None and result.segmentation.shares
-    assert set(result.timings) >= {"load", "segment", "encode", "retrieve", "rerank.dbscan", "decide.verified"}
+    assert set(result.timings) >= {"load", "segment", "encode", "retrieve", "rerank.dbscan", "decide.calibrated"}
     assert result.stages == [s for s in load_preset("offline")["stages"] if s in result.stages]
     data = json.loads(result.to_json())
     assert data["lat"] == result.lat and len(data["neighbours"]) == 20 and "label_map" not in data["segmentation"]
@@ -70,7 +70,7 @@ def test_offline_locate_returns_a_complete_result(locator, dev):
 
 def test_iter_locate_yields_stages_in_pipeline_order(locator, dev):
     stages = [name for name, _ in locator.iter_locate(dev.samples[5].image_path)]
-    assert stages == [s for s in STAGES if s in stages] and stages[-1] == "decide.verified"
+    assert stages == [s for s in STAGES if s in stages] and stages[-1] == "decide.calibrated"
     assert {"load", "segment", "encode", "retrieve", "rerank.multiview", "rerank.dbscan", "candidates.retrieval",
             "verify", "verify.reciprocal"} <= set(stages)
     assert "lmm" not in stages  # off in the offline preset unless LocateOptions(use_lmm=True)

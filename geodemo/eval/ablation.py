@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -190,9 +190,10 @@ ROWS: list[tuple[str, RowFn]] = [
 ]
 
 
-def fold_locators(preset: str, pattern: str) -> dict[str, object]:
+def fold_locators(preset: str, pattern: str, **overrides: Any) -> dict[str, object]:
     """Cross-fitting: one locator per trained fold; maps each held-out photographer to the locator whose
-    aligner never saw that photographer (``pattern`` like ``offline-verifier-fold{}of3``)."""
+    aligner never saw that photographer (``pattern`` like ``offline-verifier-fold{}of3``); ``overrides``
+    are merged into the preset as :meth:`GeoLocator.from_preset` merges them."""
     from geodemo.models.aligners import read_pretrained
     from geodemo.paths import checkpoints_dir
     from geodemo.pipeline import GeoLocator
@@ -202,7 +203,7 @@ def fold_locators(preset: str, pattern: str) -> dict[str, object]:
     while (checkpoints_dir() / pattern.format(i)).is_dir():
         name = pattern.format(i)
         cfg, _ = read_pretrained(checkpoints_dir() / name)
-        locator = GeoLocator.from_preset(preset, verifier={"aligner": name}, gallery={"progress": False})
+        locator = GeoLocator.from_preset(preset, verifier={"aligner": name}, gallery={"progress": False}, **overrides)
         for g in cfg.get("training", {}).get("held_out_groups", []):
             by_group[g] = locator
         i += 1

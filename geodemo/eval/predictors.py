@@ -76,6 +76,33 @@ def _random_gallery(dataset: GeoDataset | None, gallery: str = "self", seed: int
     return RandomGallery(load_gallery(gallery, dataset), seed=seed)
 
 
+class RecordedPredictor:
+    """Another system's recorded predictions as a predictor: each photo's recorded answer, NaN when the file
+    has none (a failure row, or no row) — it is scored on exactly the photos it is given."""
+
+    def __init__(self, recorded: Any):
+        self.recorded = recorded
+        self.name = f"recorded:{recorded.name}"
+
+    def predict(self, batch: list[QueryPhoto]) -> np.ndarray:
+        out = np.full((len(batch), 2), np.nan)
+        for i, q in enumerate(batch):
+            point = self.recorded.answer(q.id)
+            if point is not None:
+                out[i] = (point.lat, point.lon)
+        return out
+
+
+@register_predictor("recorded")
+def _recorded(dataset: GeoDataset | None, predictions: str | None = None, format: str = "auto", **_: Any):
+    from geodemo.data.recorded import parse_source_spec, read_recorded
+
+    if not predictions:
+        raise ValueError("predictor 'recorded' needs --predictions NAME=FILE")
+    name, path = parse_source_spec(predictions)
+    return RecordedPredictor(read_recorded(path, name=name, format=format))
+
+
 class GeoLocatorPredictor:
     """Adapter giving a :class:`geodemo.pipeline.GeoLocator` the harness's ``name`` + ``predict``."""
 
@@ -95,7 +122,7 @@ class GeoLocatorPredictor:
 def _geolocator(dataset: GeoDataset | None, preset: str = "offline", progress: bool = True, **overrides: Any):
     from geodemo.pipeline import GeoLocator  # imported lazily: heavy, and built by the pipeline module
 
-    overrides = {k: v for k, v in overrides.items() if k not in ("gallery", "radius_km", "seed")}
+    overrides = {k: v for k, v in overrides.items() if k not in ("gallery", "radius_km", "seed") and v}
     locator = GeoLocator.from_preset(preset, gallery={"progress": bool(progress)}, **overrides)
     leak = training_overlap(locator.aligner, dataset)
     if leak:

@@ -241,6 +241,23 @@ class Components:
         return self.optional("text_gallery", lambda: text_gallery(self.encoder, min_population=min_population,
                                                                   progress=show))
 
+    def recorded(self, role: str) -> list[Any]:
+        """The recorded sources of ``role`` (``"lmm"`` or ``"candidates"``) the preset's ``recorded``
+        section names (``{"NAME": "FILE"}``), each read once (:func:`geodemo.data.recorded.read_recorded`);
+        a file that cannot be read raises its clear error."""
+        if role not in ("lmm", "candidates"):
+            raise ValueError(f"recorded sources are 'lmm' or 'candidates', not {role!r}")
+        files = dict(self.section("recorded").get(role) or {})
+        if role == "lmm" and len(files) > 1:
+            raise ValueError(f"one recorded LMM at a time, got {sorted(files)}")
+
+        def build() -> list[Any]:
+            from geodemo.data.recorded import read_recorded
+
+            return [read_recorded(path, name=name) for name, path in files.items()]
+
+        return self.get(f"recorded:{role}", build) if files else []
+
     def lmm_stage(self, cfg: dict[str, Any]) -> Any:
         """An :class:`~geodemo.lmm.LMMStage` for the (per-call) LMM settings ``cfg``; an injected
         ``lmm`` component is used whatever the settings."""

@@ -41,6 +41,8 @@ class LocateContext:
     components: Components
     stage_names: tuple[str, ...] = ()
     source: Any = None  # what the caller passed (path, bytes, PIL image)
+    photo_id: str | None = None  # the photo's file name (recorded sources are keyed by it), None for bytes
+    sources: list[str] = field(default_factory=list)  # sources beside the preset's own (LMMs, recorded)
     image: Any = None  # the decoded RGB photo
     display: bool = True  # False: skip what only the page shows (segmentation, clue reading without a prior)
     use_lmm: bool = False  # the LMM stage runs in this call (preset or LocateOptions.use_lmm)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ __all__ = ["GeoLocator", "LocateOptions", "InvalidOptionError", "build_stages", 
 
 # keys of a preset that are not stage sections
 TOP_LEVEL_KEYS = ("name", "description", "paper", "based_on", "device", "encoder", "segmenter", "descriptor",
-                  "gallery", "stages")
+                  "gallery", "stages", "recorded")
 # keys of a stage section that a component reads rather than the stage
 _COMPONENT_KEYS = {"verifier": {"aligner"}}
 
@@ -158,6 +159,12 @@ class GeoLocator:
         self.name = f"geolocator:{self.preset}"  # the harness's Predictor name
         self.stages = build_stages(config)
         self.components = Components(config, **components)
+        recorded = dict(config.get("recorded") or {})
+        if recorded.get("candidates") and "candidates.recorded" not in self.stage_names:
+            raise ValueError(f"preset {self.preset!r} has no candidates.recorded stage: recorded candidates "
+                             "cannot join its candidates")
+        for role in ("lmm", "candidates"):
+            self.components.recorded(role)  # a file that cannot be read fails here, before any photo
         self.overlap = True  # start photo-only work (OCR) beside earlier stages; False: strictly in turn
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -208,14 +215,20 @@ class GeoLocator:
         stage = next((s for s in self.stages if s.name == "lmm"), None)
         if stage is None:
             return False
-        return bool(stage.config.enabled) if options.use_lmm is None else bool(options.use_lmm)
+        if options.use_lmm is not None:
+            return bool(options.use_lmm)
+        return bool(stage.config.enabled) or bool(self.components.recorded("lmm"))  # recorded answers cost nothing
 
-    def new_context(self, image: Any, options: LocateOptions | None = None, display: bool = True) -> LocateContext:
-        """A fresh context for one photo (what :meth:`iter_locate` runs the stages over)."""
+    def new_context(self, image: Any, options: LocateOptions | None = None, display: bool = True,
+                    photo_id: str | None = None) -> LocateContext:
+        """A fresh context for one photo (what :meth:`iter_locate` runs the stages over); ``photo_id``
+        defaults to the file name of a path."""
         options = options or LocateOptions()
+        if photo_id is None and isinstance(image, (str, PurePath)):
+            photo_id = PurePath(image).name
         return LocateContext(result=new_result(self.preset), options=options, components=self.components,
                              stage_names=self.stage_names, source=image, display=display,
-                             use_lmm=self._use_lmm(options))
+                             use_lmm=self._use_lmm(options), photo_id=photo_id)
 
     def run_stages(self, ctx: LocateContext, only: Collection[str] | None = None) -> Iterator[tuple[str, LocationResult]]:
         """Run every stage over ``ctx``, yielding ``(stage name, partial result)`` after each one run.
@@ -272,14 +285,14 @@ class GeoLocator:
     def iter_locate(
         self, image: Any, options: LocateOptions | None = None, *, _embedding: np.ndarray | None = None,
         _views: np.ndarray | None = None, _display: bool = True, _features: np.ndarray | None = None,
-        _gps: np.ndarray | None = None,
+        _gps: np.ndarray | None = None, _photo_id: str | None = None,
     ) -> Iterator[tuple[str, LocationResult]]:
         """Run the pipeline, yielding ``(stage_name, partial LocationResult)`` after each stage.
 
         The partial result is the same object throughout; its ``lat``/``lon`` hold the best answer
         so far (retrieval top-1, then the re-ranked top-1, then the final answer).
         """
-        ctx = self.new_context(image, options, display=_display)
+        ctx = self.new_context(image, options, display=_display, photo_id=_photo_id)
         ctx.embedding, ctx.views, ctx.features, ctx.gps = _embedding, _views, _features, _gps
         yield from self.run_stages(ctx)
 
@@ -297,7 +310,7 @@ class GeoLocator:
         if query.group:
             opts.exclude_groups = set(opts.exclude_groups) | {str(query.group)}
         *_, (_, result) = self.iter_locate(query.image, opts, _embedding=embedding, _views=views, _display=display,
-                                           _features=features, _gps=gps)
+                                           _features=features, _gps=gps, _photo_id=str(query.id))
         return result
 
     def _encode_batch(self, images: list[Any]) -> list[dict[str, np.ndarray | None]]:

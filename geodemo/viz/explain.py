@@ -133,6 +133,8 @@ def explain_failure(
     out.extend(_explain_clusters(result, t, place_of))
     out.extend(_explain_candidates(result, t, err))
     out.extend(_explain_lmm(result, t, err))
+    if decision_sentence(result):
+        out.append(decision_sentence(result))
     if result.uncertainty_km and math.isfinite(result.uncertainty_km):
         inside = err <= result.uncertainty_km
         out.append(
@@ -207,6 +209,18 @@ def _explain_clusters(result: LocationResult, truth: tuple[float, float], place_
     return out
 
 
+def decision_sentence(result: LocationResult) -> str:
+    """Which source's candidate won and with what probability ("" when no multi-source decision ran)."""
+    d = result.decision or {}
+    if not d.get("source"):
+        return ""
+    if d.get("calibration"):
+        probs = ", ".join(f"P(within {k[2:-2]} km) {v:.2f}" for k, v in d.items() if k.startswith("p_"))
+        return (f"The answer came from **{d['source']}**, the candidate with the best expected score under the "
+                f"decision calibrated for `{d['calibration']}` ({probs}).")
+    return f"The answer came from **{d['source']}**, chosen by {d.get('rule') or 'the default rule'}."
+
+
 def _explain_candidates(result: LocationResult, truth: tuple[float, float], err: float) -> list[str]:
     if not result.candidates:
         return []
@@ -225,7 +239,8 @@ def _explain_candidates(result: LocationResult, truth: tuple[float, float], err:
         detail = f" (verifier score {best.score:.3f} vs {max(chosen):.3f} for the chosen point)"
     else:
         detail = f" (verifier score {best.score:.3f})"
-    return [f"A candidate from {best.source} was only {_km(d_best)} from the truth but lost verification{detail}."]
+    source = best.details.get("model", best.source) if best.source == "lmm:recorded" else best.source
+    return [f"A candidate from {source} was only {_km(d_best)} from the truth but lost verification{detail}."]
 
 
 def _explain_lmm(result: LocationResult, truth: tuple[float, float], err: float) -> list[str]:

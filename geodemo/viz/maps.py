@@ -55,9 +55,28 @@ def cluster_colour(label: int) -> str:
     return NOISE_COLOUR if label < 0 else CLUSTER_COLOURS[label % len(CLUSTER_COLOURS)]
 
 
+_OTHER_SOURCE_COLOURS = ("#e6550d", "#31a354", "#636363", "#de2d26", "#3182bd", "#756bb1", "#fd8d3c")
+
+
 def candidate_colour(source: str) -> str:
-    """Colour of a candidate by its source ("lmm:<kind>" share the LMM colour)."""
-    return _SOURCE_COLOURS.get(source.split(":", 1)[0], "#555555")
+    """Colour of a source: the pipeline's own kinds and a live LMM ("lmm:<kind>") have fixed colours;
+    any other source (a recorded LMM or geolocator, by name) a stable colour of its own."""
+    fixed = _SOURCE_COLOURS.get(source.split(":", 1)[0])
+    if fixed is not None:
+        return fixed
+    return _OTHER_SOURCE_COLOURS[sum(source.encode()) % len(_OTHER_SOURCE_COLOURS)]
+
+
+def _source_label(cand) -> str:
+    """The source a candidate is shown under: a recorded LMM's answers under the recorded model's name."""
+    if cand.source.startswith("lmm:") and cand.details.get("model") and cand.source == "lmm:recorded":
+        return str(cand.details["model"])
+    return cand.source
+
+
+def _probabilities(details: dict) -> str:
+    parts = [f"P(<{k[2:-2]} km) {v:.2f}" for k, v in details.items() if k.startswith("p_") and k.endswith("km")]
+    return ", ".join(parts)
 
 
 @lru_cache(maxsize=512)
@@ -260,11 +279,14 @@ def result_map(
     points: list[tuple[float, float]] = []
     for cand in result.candidates:
         score = "-" if cand.score is None else f"{cand.score:.3f}"
+        label = _source_label(cand)
+        probs = _probabilities(cand.details)
+        kind = ("gd-candidate gd-lmm" if cand.source.startswith("lmm") else "gd-candidate") + (
+            " gd-recorded" if cand.details.get("recorded") or cand.source == "lmm:recorded" else "")
         folium.CircleMarker(
             [cand.lat, cand.lon], radius=6, color="#333333", weight=1, fill=True,
-            fill_color=candidate_colour(cand.source), fill_opacity=0.85,
-            class_name="gd-candidate gd-lmm" if cand.source.startswith("lmm") else "gd-candidate",
-            tooltip=f"{cand.source}: {_fmt_coord(cand.lat, cand.lon)}, verifier score {score}",
+            fill_color=candidate_colour(label), fill_opacity=0.85, class_name=kind,
+            tooltip=f"{label}: {_fmt_coord(cand.lat, cand.lon)}, verifier score {score}" + (f", {probs}" if probs else ""),
         ).add_to(m)
         points.append((cand.lat, cand.lon))
     has_point = show_prediction and _finite(result.lat, result.lon)
@@ -278,7 +300,8 @@ def result_map(
             [result.lat, result.lon], radius=10, color="#ffffff", weight=3, fill=True,
             fill_color=PREDICTION_COLOUR, fill_opacity=1.0, class_name="gd-prediction",
             tooltip=(f"prediction {_fmt_coord(result.lat, result.lon)} {result.place or ''} "
-                     f"(confidence {result.confidence:.2f})"),
+                     f"(confidence {result.confidence:.2f}"
+                     + (f", from {result.decision['source']}" if result.decision.get("source") else "") + ")"),
         ).add_to(m)
         _add_marker_label(m, result.lat, result.lon, "prediction", "gd-prediction-label", PREDICTION_COLOUR)
         points.append((result.lat, result.lon))
@@ -287,10 +310,11 @@ def result_map(
                         dash_array="6 6", class_name="gd-error-line").add_to(m)
     _add_truth(m, truth, points)
     fit_points(m, points)
-    sources = sorted({c.source.split(":", 1)[0] for c in result.candidates})
+    sources = sorted({_source_label(c).split(":", 1)[0] for c in result.candidates})
     legend = [(candidate_colour(s), f"candidate: {s}") for s in sources]
     if has_point:
-        legend.append((PREDICTION_COLOUR, "prediction"))
+        won = result.decision.get("source")
+        legend.append((PREDICTION_COLOUR, f"prediction (from {won})" if won else "prediction"))
     if truth is not None:
         legend.append((TRUTH_COLOUR, "true location"))
     add_legend(m, legend)

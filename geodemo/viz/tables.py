@@ -15,7 +15,7 @@ __all__ = [
 ]
 
 LMM_COLUMNS = ["prompt kind", "sample", "raw answer", "parsed coordinate / rejection", "latency s"]
-CANDIDATE_COLUMNS = ["source", "lat", "lon", "verifier score", "retrieval similarity"]
+CANDIDATE_COLUMNS = ["source", "lat", "lon", "verifier score", "retrieval similarity", "P(<25 km)", "P(<750 km)"]
 SHARE_COLUMNS = ["class", "share %"]
 
 
@@ -39,15 +39,25 @@ def lmm_rows(result: LocationResult, answer_chars: int = 240) -> list[list]:
 
 
 def candidate_rows(result: LocationResult) -> list[list]:
-    """One row per candidate, best verifier score first (unscored last)."""
-    cands = sorted(result.candidates, key=lambda c: (c.score is None, -(c.score or 0.0)))
+    """One row per candidate (its source: a recorded LMM's answers under the model's name); best expected
+    score first when the calibrated decision scored them, else best verifier score first (unscored last)."""
+    from geodemo.pipeline.decision import source_of
+
+    def expected(c) -> float | None:
+        p = [v for k, v in c.details.items() if k.startswith("p_") and k.endswith("km")]
+        return sum(p) if p else None
+
+    cands = sorted(result.candidates, key=lambda c: (expected(c) is None, -(expected(c) or 0.0),
+                                                     c.score is None, -(c.score or 0.0)))
     return [
         [
-            c.source,
+            source_of(c) if c.source == "lmm:recorded" else c.source,
             round(c.lat, 4),
             round(c.lon, 4),
             None if c.score is None else round(c.score, 4),
             None if c.retrieval_similarity is None else round(c.retrieval_similarity, 4),
+            c.details.get("p_25km"),
+            c.details.get("p_750km"),
         ]
         for c in cands
     ]

@@ -5,7 +5,8 @@
   when a clustering ran;
 * ``candidates.gps_gallery`` (ours): GeoCLIP's GPS gallery searched in the aligner's GPS space;
 * ``candidates.text_gallery`` (ours): place-name prompts searched with the image embedding;
-* ``candidates.lmm`` (G3): every parsed LMM answer.
+* ``candidates.lmm`` (G3): every parsed LMM answer;
+* ``candidates.recorded`` (ours): another geolocator's recorded predictions, source = its name.
 """
 
 from __future__ import annotations
@@ -152,3 +153,20 @@ class LMMCandidates(Stage):
             if r.accepted:
                 ctx.result.candidates.append(Candidate(float(r.lat), float(r.lon), f"lmm:{r.prompt_kind}",
                                                        details={"sample": r.sample, "model": r.model}))
+
+
+@register_stage
+class RecordedCandidates(Stage):
+    name = "candidates.recorded"
+    description = "other geolocators' recorded predictions (--recorded-candidates NAME=FILE)"
+
+    def run(self, ctx: LocateContext) -> None:
+        for recorded in ctx.components.recorded("candidates"):
+            ctx.sources.append(recorded.name)
+            points = recorded.points(ctx.photo_id) if ctx.photo_id is not None else []
+            for rank, p in enumerate(points):
+                ctx.result.candidates.append(Candidate(p.lat, p.lon, recorded.name,
+                                                       details={"recorded": recorded.name, "rank": rank,
+                                                                "kind": p.kind}))
+            if not points:
+                record_failure(ctx.result, self.name, f"recorded: {recorded.name} has no prediction for this photo")

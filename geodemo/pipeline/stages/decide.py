@@ -2,7 +2,10 @@
 
 * ``decide.verified`` (G3): the candidate the verification stages chose;
 * ``decide.lmm_answer`` (DualGeo): the LMM's first parsed answer; when none parses, the main
-  cluster's spherical-mean centre (never a lat/lon average, never (0, 0)), else retrieval top-1.
+  cluster's spherical-mean centre (never a lat/lon average, never (0, 0)), else retrieval top-1;
+* ``decide.calibrated`` (ours): every candidate of every source (the preset's own, LMM answers, recorded
+  predictions) scored by the decision model fitted for the source set, the best expected score wins
+  (:mod:`geodemo.pipeline.decision`); ``confidence`` is the winner's P(within 25 km).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class DecisionConfig:
     calibration: str = "offline"  # geodemo/pipeline/calibration/<name>.json (or a JSON path)
     uncertainty_top: int = 5  # evidence points the uncertainty radius is the median distance to
     fallback_km: float = 50.0  # uncertainty when there is no other evidence
+    base: str = "offline"  # decide.calibrated: the source-set name of the preset's own candidates
 
 
 class _Decide(Stage):
@@ -38,8 +42,9 @@ class _Decide(Stage):
 
         reverse_geocode(0.0, 0.0)  # loads the city table that names every answer's place
 
-    def finish(self, ctx: LocateContext, scores: np.ndarray | None, best: int | None) -> None:
-        """Confidence, uncertainty and place of the answer now in ``ctx.result`` (one definition each)."""
+    def finish(self, ctx: LocateContext, scores: np.ndarray | None, best: int | None,
+               confidence: float | None = None) -> None:
+        """Confidence (unless given), uncertainty and place of the answer now in ``ctx.result``."""
         r, cfg = ctx.result, self.config
         if not (np.isfinite(r.lat) and np.isfinite(r.lon)):
             return
@@ -50,7 +55,8 @@ class _Decide(Stage):
         match = r.match is not None and r.match.accepted and r.verifier.startswith("reciprocal")
         x = decision.confidence_features(answer, ctx.neighbour_coords, ctx.neighbour_similarities, match)
         try:
-            r.confidence = decision.confidence(x, decision.load_calibration(cfg.calibration))
+            r.confidence = decision.confidence(x, decision.load_calibration(cfg.calibration)) \
+                if confidence is None else float(confidence)
         except Exception as exc:  # noqa: BLE001 - the answer stands; its confidence is unknown
             record_failure(r, self.name, exc)
             r.confidence = 0.0
@@ -63,14 +69,8 @@ class _Decide(Stage):
         except Exception as exc:  # noqa: BLE001
             record_failure(r, "geocode", exc)
 
-
-@register_stage
-class DecideVerified(_Decide):
-    name = "decide.verified"
-    papers = frozenset({"g3"})
-    description = "answer = the verified best candidate"
-
-    def run(self, ctx: LocateContext) -> None:
+    def verified(self, ctx: LocateContext) -> None:
+        """G3's rule: the verified best candidate (the provisional answer when nothing was verified)."""
         ver = ctx.verification
         if ver is None:  # nothing verified: the provisional (re-ranked) answer stands
             self.finish(ctx, None, None)
@@ -79,6 +79,16 @@ class DecideVerified(_Decide):
         ctx.set_answer(best.lat, best.lon)
         ctx.result.verifier = ver.verifier
         self.finish(ctx, ver.scores, ver.best)
+
+
+@register_stage
+class DecideVerified(_Decide):
+    name = "decide.verified"
+    papers = frozenset({"g3"})
+    description = "answer = the verified best candidate"
+
+    def run(self, ctx: LocateContext) -> None:
+        self.verified(ctx)
 
 
 @register_stage
@@ -103,3 +113,52 @@ class DecideLMMAnswer(_Decide):
             ctx.set_answer(r.neighbours[0].lat, r.neighbours[0].lon)
             r.verifier = "retrieval-top1 (no LMM answer)"
         self.finish(ctx, None, None)
+
+
+@register_stage
+class DecideCalibrated(_Decide):
+    name = "decide.calibrated"
+    description = "best expected score over every source's candidates (model fitted per source set)"
+
+    def run(self, ctx: LocateContext) -> None:
+        r = ctx.result
+        if not r.candidates:
+            self.finish(ctx, None, None)
+            return
+        match_id = r.match.id if r.match is not None and r.match.accepted else None
+        lmm = np.array([[x.lat, x.lon] for x in r.lmm_records if x.accepted], dtype=np.float64).reshape(-1, 2)
+        ev = decision.Evidence(r.candidates, ctx.neighbour_coords, ctx.neighbour_similarities, lmm, match_id,
+                               decision.rule_choice(r.candidates, match_id))
+        source_set = decision.source_set_name(self.config.base, ctx.sources)
+        try:
+            model = decision.load_decision(source_set)
+        except Exception as exc:  # noqa: BLE001 - a broken model file: the default rule decides
+            record_failure(r, self.name, exc)
+            model = None
+        confidence = None
+        if model is None and not ctx.sources:  # the preset's own candidates alone, no model fitted: its verifier
+            self.verified(ctx)
+            r.decision = {"calibration": None, "rule": f"the preset's verifier (no decision fitted for {source_set})",
+                          "source": decision.source_of(r.candidates[ctx.verification.best])
+                          if ctx.verification is not None else None}
+            return
+        if model is not None:
+            best, p = model.choose(decision.candidate_features(ev, model.sources))
+            for c, row in zip(r.candidates, p, strict=True):
+                c.details.update({f"p_{int(rad)}km": round(float(v), 4) for rad, v in zip(model.radii_km, row, strict=True)})
+            confidence = float(p[best, 0])
+            r.verifier = f"calibrated:{source_set}"
+            r.decision = {"calibration": source_set, "source": decision.source_of(r.candidates[best]),
+                          **{f"p_{int(rad)}km": round(float(v), 4) for rad, v in zip(model.radii_km, p[best], strict=True)}}
+        else:
+            best = decision.default_choice(ev, set(decision.BASE_SOURCES))
+            if best is None:
+                self.finish(ctx, None, None)
+                return
+            r.verifier = f"default:agreement ({source_set} has no fitted decision)"
+            r.decision = {"calibration": None, "rule": "agreement between sources (no model fitted for "
+                          f"{source_set})", "source": decision.source_of(r.candidates[best])}
+        c = r.candidates[best]
+        ctx.set_answer(c.lat, c.lon)
+        scores = np.array([np.nan if x.score is None else x.score for x in r.candidates])
+        self.finish(ctx, scores if np.isfinite(scores).all() else None, best, confidence)

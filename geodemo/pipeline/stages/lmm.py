@@ -79,6 +79,10 @@ class LMM(Stage):
     def run(self, ctx: LocateContext) -> None:
         from geodemo.lmm import LMMContext
 
+        recorded = ctx.components.recorded("lmm")
+        if recorded:
+            self._run_recorded(ctx, recorded[0])
+            return
         try:
             nb = list(ctx.result.neighbours)
             clustering = ctx.result.clusters_after
@@ -92,7 +96,9 @@ class LMM(Stage):
                 description=self._description(ctx),
                 clues=ctx.result.clues,
             )
-            ctx.result.lmm_records = list(ctx.components.lmm_stage(self.settings(ctx)).run(ctx.image, context))
+            lmm = ctx.components.lmm_stage(self.settings(ctx))
+            ctx.sources.append(str(lmm.backend.model))
+            ctx.result.lmm_records = list(lmm.run(ctx.image, context))
         except Exception as exc:  # noqa: BLE001 - optional stage
             record_failure(ctx.result, self.name, exc, how_to_add=_HOW_TO_ADD)
             return
@@ -103,3 +109,23 @@ class LMM(Stage):
             how = backend_status(str(self.settings(ctx).get("backend", "")))  # None: installed, yet it failed
             record_failure(ctx.result, self.name, f"every LMM call failed; first error: {failed[0]}",
                            unavailable=how is not None, how_to_add=how)
+
+    def _run_recorded(self, ctx: LocateContext, recorded) -> None:
+        """The LMM's answers read from a recorded file (how G3 runs: llm_predict.py writes them, verification
+        reads them), one record per recorded point, ``recorded: NAME``; a photo the file lacks is said plainly."""
+        from geodemo.result import LMMRecord
+
+        ctx.sources.append(recorded.name)
+        what = f"recorded: {recorded.name}"
+        if ctx.photo_id is None:
+            record_failure(ctx.result, self.name, f"{what}: the photo has no file name to look its answer up by")
+            return
+        points = recorded.answers(ctx.photo_id)
+        ctx.result.lmm_records = [
+            LMMRecord(prompt_kind="recorded" if p.kind == "answer" else p.kind, prompt=what, sample=p.sample,
+                      raw_answer=p.raw if p.raw is not None else f"{p.lat}, {p.lon}", lat=p.lat, lon=p.lon,
+                      backend="recorded", model=recorded.name, cached=True) for p in points]
+        if not points:
+            rejected = recorded.rejected(ctx.photo_id)
+            why = f" ({rejected[0].reason})" if rejected else ""
+            record_failure(ctx.result, self.name, f"{what} has no answer for this photo{why}")

@@ -1,0 +1,182 @@
+"""The multi-source decision on the dev split: collect every candidate once, then score each source set.
+
+    records = collect(dataset, "offline", recorded={"lmm": {...}, "candidates": {...}}, out_file=...)
+    rows = source_set_rows(records, "offline", ["gemini-2.0-flash", "geoestimation-isns"])
+
+``collect`` locates every photo with all the sources given (the photo's photographer left out of the
+gallery and verified by the fold verifier that never saw that photographer) and stores each full result
+as a JSON line. Every source set is then a subset of those candidates: each source alone, today's
+decision (G3's rule: the verifier's argmax, or the reciprocal match), the calibrated decision (each photo
+decided by a model fitted on the other photographer folds, its family and regularisation chosen inside
+those folds) and the oracle. :func:`fit_source_set` fits the model that ships for a source set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geodemo.eval.metrics import ACC_KEYS, accuracy_table
+from geodemo.geo import haversine_km
+from geodemo.pipeline import decision
+from geodemo.pipeline.decision import Evidence, source_of
+
+__all__ = ["collect", "read_records", "source_sets", "source_set_rows", "fit_source_set", "rows_markdown"]
+
+
+def collect(dataset: Any, preset: str, recorded: dict[str, dict[str, str]], out_file: Path, limit: int | None = None,
+            cross_fit: str = "auto", progress: bool = True, options: Any = None) -> list[dict]:
+    """Locate every photo of ``dataset`` with ``preset`` and the recorded sources (fold-held-out), storing
+    one JSON line per photo in ``out_file``."""
+    from geodemo.eval.ablation import fold_locators, run_photos
+    from geodemo.paths import checkpoints_dir
+    from geodemo.pipeline import GeoLocator
+
+    locator = GeoLocator.from_preset(preset, gallery={"progress": False}, recorded=recorded)
+    aligner = (locator.config.get("verifier") or {}).get("aligner")
+    pattern = cross_fit
+    if pattern == "auto":
+        pattern = f"{aligner}-fold{{}}of3" if aligner and (checkpoints_dir() / f"{aligner}-fold0of3").is_dir() else "none"
+    by_group = None
+    if pattern != "none":
+        by_group = fold_locators(preset, pattern, recorded=recorded)
+    return run_photos(dataset, locator, out_file, limit, options, by_group=by_group, progress=progress)
+
+
+def read_records(path: Path) -> list[dict]:
+    """The JSON lines :func:`collect` wrote."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def source_sets(base: str, external: list[str]) -> list[list[str]]:
+    """Every subset of the external sources (the base alone first, all of them last)."""
+    return [list(c) for n in range(len(external) + 1) for c in combinations(sorted(external), n)]
+
+
+def _evidences(records: list[dict], external: list[str]) -> list[Evidence]:
+    keep = set(decision.BASE_SOURCES) | set(external)
+    return [Evidence.from_result(r["result"], keep) for r in records]
+
+
+def _coords(evidences: list[Evidence], choice: list[int | None]) -> np.ndarray:
+    """The chosen candidate's coordinate per photo (NaN where nothing was chosen)."""
+    out = np.full((len(evidences), 2), np.nan)
+    for i, (ev, j) in enumerate(zip(evidences, choice, strict=True)):
+        if j is not None and j >= 0:
+            out[i] = (ev.candidates[j].lat, ev.candidates[j].lon)
+    return out
+
+
+def _pick(evidences: list[Evidence], choose) -> np.ndarray:
+    return _coords(evidences, [choose(ev) for ev in evidences])
+
+
+def _oracle(ev: Evidence, truth: np.ndarray) -> int | None:
+    if not ev.candidates:
+        return None
+    coords = np.array([[c.lat, c.lon] for c in ev.candidates])
+    return int(np.argmin(haversine_km(coords, np.asarray(truth)[None, :])))
+
+
+def _first_of(source: str):
+    def choose(ev: Evidence) -> int | None:
+        return next((j for j, c in enumerate(ev.candidates) if source_of(c) == source), None)
+    return choose
+
+
+def _own_rule(ev: Evidence) -> int | None:
+    own = [j for j, c in enumerate(ev.candidates) if source_of(c) in decision.BASE_SOURCES]
+    k = decision.rule_choice([ev.candidates[j] for j in own], ev.match_id)
+    return None if k is None else own[k]
+
+
+def source_set_rows(records: list[dict], base: str, external: list[str], num_folds: int = 5,
+                    **fit_options: Any) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Accuracy rows of one source set (see the module docstring) and the cross-validation details."""
+    evidences = _evidences(records, external)
+    truth = np.array([[r["lat"], r["lon"]] for r in records], dtype=np.float64)
+    groups = [str(r.get("group") or f"id:{r['id']}") for r in records]
+    ids = [str(r["id"]) for r in records]
+    sources = decision.source_vocabulary(evidences, external)
+    rows: dict[str, dict] = {f"{base} alone (its own rule)": accuracy_table(_pick(evidences, _own_rule), truth)}
+    for name in external:
+        rows[f"{name} alone"] = accuracy_table(_pick(evidences, _first_of(name)), truth)
+    rows["today's decision (verifier argmax / reciprocal match)"] = accuracy_table(
+        _pick(evidences, lambda ev: ev.rule), truth)
+    cv = decision.cross_validated_decisions(evidences, truth, groups, ids, sources, num_folds, **fit_options)
+    rows["**calibrated decision** (photographer folds)"] = accuracy_table(
+        _coords(evidences, [int(j) for j in cv["choice"]]), truth)
+    rows["oracle (best candidate of the set)"] = accuracy_table(
+        _coords(evidences, [_oracle(ev, t) for ev, t in zip(evidences, truth, strict=True)]), truth)
+    return rows, {**cv, "sources": sources, "groups": groups}
+
+
+def fit_source_set(records: list[dict], base: str, external: list[str], num_folds: int = 5,
+                   provenance: dict[str, Any] | None = None, **fit_options: Any):
+    """The decision model of ``base`` + ``external`` fitted on every photo of ``records``."""
+    evidences = _evidences(records, external)
+    truth = np.array([[r["lat"], r["lon"]] for r in records], dtype=np.float64)
+    groups = [str(r.get("group") or f"id:{r['id']}") for r in records]
+    ids = [str(r["id"]) for r in records]
+    sources = decision.source_vocabulary(evidences, external)
+    return decision.fit_decision(evidences, truth, groups, ids, sources, decision.source_set_name(base, external),
+                                 num_folds, provenance=provenance, **fit_options)
+
+
+def rows_markdown(tables: Iterable[tuple[str, dict[str, dict]]], caption: str) -> str:
+    """One markdown table: a header row per source set, then its rows (accuracy in %, median km)."""
+    head = " | ".join(f"{k.split('@')[1]} km" for k in ACC_KEYS)
+    lines = [caption, "", f"| source set / row | {head} | median km |", "|---|" + "---:|" * (len(ACC_KEYS) + 1)]
+    for name, rows in tables:
+        lines.append(f"| *{name}* |" + " |" * (len(ACC_KEYS) + 1))
+        for row, m in rows.items():
+            accs = " | ".join(f"{100 * m[k]:.1f}" for k in ACC_KEYS)
+            lines.append(f"| {row} | {accs} | {m['median_km']:.0f} |")
+    return "\n".join(lines)
+
+
+def run_decision_study(benchmark: str, preset: str, recorded: dict[str, dict[str, str]], out: Path,
+                       reuse: bool = False, limit: int | None = None, num_folds: int = 5, save: bool = False,
+                       cross_fit: str = "auto", progress: bool = True, provenance: dict[str, Any] | None = None
+                       ) -> str:
+    """Collect (or, with ``reuse``, read ``out/results.jsonl``), print the table of every source set and,
+    with ``save``, fit and write the decision model of each (dev split only)."""
+    from geodemo.data import load_benchmark
+    from geodemo.pipeline.presets import load_preset
+    from geodemo.storage import write_json, write_text
+
+    if save and benchmark != "im2gps3k-dev":
+        raise ValueError("decision models are fitted on the dev split only (im2gps3k-dev)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    if reuse and results.is_file():
+        records = read_records(results)
+    else:
+        records = collect(load_benchmark(benchmark), preset, recorded, results, limit, cross_fit, progress)
+    base = str((load_preset(preset).get("decision") or {}).get("base") or preset)
+    external = sorted({name for role in recorded.values() for name in role})
+    tables, metrics, lines = [], {}, []
+    for subset in source_sets(base, external):
+        name = decision.source_set_name(base, subset)
+        rows, _ = source_set_rows(records, base, subset, num_folds)
+        tables.append((name, rows))
+        metrics[name] = rows
+        if save:
+            model, report = fit_source_set(records, base, subset, num_folds, provenance={
+                **(provenance or {}), "split": benchmark, "preset": preset, "photos": len(records),
+                "sources": {role: sorted(files) for role, files in recorded.items()}})
+            path = model.save(decision.DECISION_DIR / f"{name}.json")
+            lines.append(f"{name}: {report['family']}, C={report['C']:g} -> {path.name}")
+    text = rows_markdown(tables, f"Decision by source set on {benchmark} ({len(records)} photos, preset {preset}, "
+                                 f"photographer folds; accuracy in %, error strictly under the distance)")
+    if lines:
+        text += "\n\nfitted on every photo: " + "; ".join(lines)
+    write_text(out / "decision-table.md", text + "\n")
+    write_json(out / "decision-metrics.json", metrics, indent=1)
+    return text
