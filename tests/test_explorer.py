@@ -127,6 +127,32 @@ def test_a_photo_view_shows_every_stage_with_the_truth_and_no_server_path(tmp_pa
         photo_view(open_run("hand-built-set/offline", root), "not-a-photo")
 
 
+def test_a_recorded_source_shows_as_a_source_with_its_win_and_probability(tmp_path: Path):
+    """A recorded peer's candidate is drawn in its own colour and named in the table, the map and the
+    explanation; the curves evaluate.py saved beside the run are what the explorer shows."""
+    from geodemo.eval.report import compare_runs
+    from geodemo.result import Candidate
+    from geodemo.viz.maps import candidate_colour
+
+    root = tmp_path / "runs"
+    out = make_run(root)
+    won = _result(TOKYO, near_in_main=False)
+    won.candidates.append(Candidate(TOKYO[0], TOKYO[1], "peer-x", details={"recorded": "peer-x", "p_25km": 0.61,
+                                                                              "p_750km": 0.9}))
+    won.decision = {"calibration": "offline+peer-x", "source": "peer-x", "p_25km": 0.61, "p_750km": 0.9}
+    from geodemo.eval.results import ResultStore
+
+    ResultStore(out).save("outvoted", PARIS, won, group="g0")
+    v = photo_view(open_run("hand-built-set/offline", root), "outvoted")
+    assert v.candidate_rows[0][0] == "peer-x" and v.candidate_rows[0][-2:] == [0.61, 0.9]
+    assert "candidate: peer-x" in v.result_map and candidate_colour("peer-x") in v.result_map
+    assert "from peer-x" in v.result_map and "gd-recorded" in v.result_map
+    assert "came from **peer-x**" in v.explanation and "P(within 25 km) 0.61" in v.explanation
+    assert open_run("hand-built-set/offline", root).curves is None
+    compare_runs(out.parent, "hand-built-set")
+    assert open_run("hand-built-set/offline", root).curves == out.parent / "curves.png"
+
+
 # ---- the page, in Chromium ------------------------------------------------------------------
 
 CHROMIUM = Path("/usr/bin/chromium")

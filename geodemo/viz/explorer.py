@@ -104,6 +104,12 @@ class RunView:
     def failures(self) -> list[dict[str, str]]:
         return [r for r in self.attribution.rows if r["cause"] != CORRECT]
 
+    @property
+    def curves(self) -> Path | None:
+        """The accuracy-against-distance curves ``scripts/evaluate.py`` saved beside this run (its own
+        folder's, else the benchmark folder's that compares it with the others), None when there are none."""
+        return next((p for p in (self.dir / "curves.png", self.dir.parent / "curves.png") if p.is_file()), None)
+
 
 def _resolve(name: str, root: Path) -> Path:
     """The folder ``name`` names inside ``root``; ValueError for anything that leaves it."""
@@ -339,6 +345,8 @@ def failure_explorer(root: str | Path | None = None) -> None:
     summary = gr.Markdown("", elem_id="explorer-summary")
     causes = gr.Dataframe(headers=["cause", "photos", "% of photos", "% of failures", "meaning"], value=[],
                           interactive=False, wrap=True, elem_id="explorer-causes", label="Causes")
+    curves = gr.Image(label="Accuracy against distance (this run beside the others on the benchmark)",
+                      type="pil", interactive=False, height=320, elem_id="explorer-curves")
     with gr.Row():
         cause = gr.Dropdown([ALL_FAILURES, *[c for c in CAUSES if c != CORRECT]], value=ALL_FAILURES,
                             label="Show", elem_id="explorer-cause")
@@ -379,14 +387,15 @@ def failure_explorer(root: str | Path | None = None) -> None:
 
     def load_run(name: str | None, cause_name: str, sort_name: str):
         if not name:
-            return "Choose an evaluation.", "", [], [], gr.update(choices=[], value=None)
+            return "Choose an evaluation.", "", [], [], gr.update(choices=[], value=None), None
         try:
             view = open_run(name, base())
         except ValueError as exc:
-            return f"⚠️ {exc}", "", [], [], gr.update(choices=[], value=None)
+            return f"⚠️ {exc}", "", [], [], gr.update(choices=[], value=None), None
         table, ids = failure_rows(view, cause_name, sort_name)
         note = "" if ids else "No failure of this kind in this evaluation."
-        return note, summary_markdown(view), cause_rows(view), table, gr.update(choices=ids, value=None)
+        curve = _open_photo(view.curves)
+        return note, summary_markdown(view), cause_rows(view), table, gr.update(choices=ids, value=None), curve
 
     def show_photo(name: str | None, chosen: str | None):
         if not name or not chosen:
@@ -404,7 +413,7 @@ def failure_explorer(root: str | Path | None = None) -> None:
 
     pick_row.__annotations__["evt"] = gr.SelectData  # a class, not a string: Gradio injects the event by it
 
-    list_outputs = [status, summary, causes, failures, photo_id]
+    list_outputs = [status, summary, causes, failures, photo_id, curves]
     refresh.click(refresh_list, run, run, queue=False, api_visibility="private")
     for trigger in (run.change, cause.change, sort.change):
         trigger(load_run, [run, cause, sort], list_outputs, api_visibility="private")
