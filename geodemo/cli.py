@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples")
     loc.add_argument("--exclude-group", action="append", default=[], help="leave out a photographer's photos")
     loc.add_argument("--no-progress", action="store_true", help="no progress bars (first-time gallery builds)")
+    loc.add_argument("--weights", choices=["pretrained", "random"], default="pretrained",
+                     help="'random': untrained models of the real architectures (tests, timing)")
 
     sub.add_parser("presets", help="list the built-in presets and their stages")
     add_index_parser(sub)
@@ -202,8 +204,9 @@ def _one_line(exc: BaseException) -> str:
 
 def _locate(args: argparse.Namespace) -> int:
     from geodemo.errors import GeodemoError
-    from geodemo.pipeline import GeoLocator, LocateOptions
+    from geodemo.pipeline import GeoLocator, LocateOptions, load_preset
     from geodemo.pipeline.locator import InvalidOptionError
+    from geodemo.pipeline.presets import with_random_weights
 
     try:
         options = LocateOptions(
@@ -214,7 +217,8 @@ def _locate(args: argparse.Namespace) -> int:
         print(f"error: {_FLAGS.get(exc.option, exc.option)} {exc.reason}", file=sys.stderr)
         return 2
     try:
-        locator = GeoLocator.from_preset(args.preset, gallery={"progress": not args.no_progress})
+        config = load_preset(args.preset, gallery={"progress": not args.no_progress})
+        locator = GeoLocator(with_random_weights(config) if args.weights == "random" else config)
         result = locator.locate(args.photo, options)
     except (GeodemoError, KeyError, FileNotFoundError) as exc:  # bad input, or a missing resource: exit 2
         if os.environ.get("GEODEMO_DEBUG"):
