@@ -122,9 +122,31 @@ class Components:
         def build() -> Any:
             from geodemo.models.descriptors import load_descriptor
 
-            return load_descriptor(dict(spec), device=self._device())
+            return load_descriptor(self._published_checkpoint(dict(spec)), device=self._device())
 
         return self.get("descriptor", build)
+
+    def _published_checkpoint(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """``spec`` with its checkpoint taken from the preset's ``"hub"`` entry (:mod:`geodemo.hub`) when
+        no local file or folder of that name exists (random weights read no checkpoint)."""
+        hub, name = self.config.get("hub"), spec.get("checkpoint")
+        if not hub or spec.get("weights", "pretrained") == "random":
+            return spec
+        from geodemo.hub import fetch
+        from geodemo.models.descriptors import _resolve_checkpoint
+        from geodemo.paths import MissingResourceError
+
+        try:
+            if name:
+                _resolve_checkpoint(name)
+                return spec
+        except MissingResourceError:
+            pass
+        preset = self.config.get("name", "this preset")
+        path = fetch(hub, f"{preset}'s published weights",
+                     how=f"put them in the checkpoints folder as {name or hub['filename']} (GEODEMO_CHECKPOINTS), "
+                         "or set descriptor.checkpoint")
+        return {**spec, "checkpoint": str(path)}
 
     @property
     def retrieval_name(self) -> str:
