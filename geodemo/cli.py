@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     loc = sub.add_parser("locate", help="locate one photo")
     loc.add_argument("photo", help="path of the photo (JPEG, PNG, ...)")
-    loc.add_argument("--preset", default="offline", help="a preset name (`presets` lists them) or a preset JSON path")
+    loc.add_argument("--preset", default=None,
+                     help="a preset name (`presets` lists them) or a preset JSON path (default: the first of "
+                          "GEODEMO_PRESETS, geoclip-plus,offline, whose weights are here or downloadable)")
     loc.add_argument("--json", action="store_true", help="print the whole LocationResult as JSON")
     lmm = loc.add_mutually_exclusive_group()
     lmm.add_argument("--lmm", dest="use_lmm", action="store_true", default=None, help="run the LMM stage")
@@ -216,6 +218,13 @@ def _locate(args: argparse.Namespace) -> int:
     except InvalidOptionError as exc:
         print(f"error: {_FLAGS.get(exc.option, exc.option)} {exc.reason}", file=sys.stderr)
         return 2
+    if args.preset is None:
+        from geodemo.pipeline.choice import choose_preset
+
+        choice = choose_preset()
+        args.preset = choice.preset
+        if choice.passed_over:
+            print(f"note: {choice.explanation}", file=sys.stderr)
     try:
         config = load_preset(args.preset, gallery={"progress": not args.no_progress})
         locator = GeoLocator(with_random_weights(config) if args.weights == "random" else config)
