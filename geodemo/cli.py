@@ -1,4 +1,7 @@
-"""Command line: ``python -m geodemo locate PHOTO [--preset offline] [--json]``.
+"""Command line: ``geodemo locate PHOTO [--preset offline] [--json]`` (or ``python -m geodemo ...``).
+
+Commands: ``locate``, ``presets``, ``index``, ``evaluate`` and ``train`` (a checkout's
+``scripts/evaluate.py`` and ``scripts/train.py``), ``space-deploy`` (:mod:`geodemo.space`).
 
 Prints the :class:`~geodemo.result.LocationResult` as JSON (``--json``) or as a short summary.
 ``python -m geodemo index OUT --preset g3 --csv photos.csv --images photos.tar`` builds a retrieval
@@ -22,7 +25,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m geodemo", description="Worldwide photo geo-localization.")
+    parser = argparse.ArgumentParser(prog="geodemo", description="Worldwide photo geo-localization.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     loc = sub.add_parser("locate", help="locate one photo")
@@ -46,7 +49,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the built-in presets and their stages")
     add_index_parser(sub)
+    for name, what in _SCRIPT_COMMANDS.items():
+        cmd = sub.add_parser(name, help=f"{what} (scripts/{name}.py; `geodemo {name} --help`)", add_help=False)
+        cmd.add_argument("args", nargs=argparse.REMAINDER, help=f"the options of scripts/{name}.py")
+    space = sub.add_parser("space-deploy", help="upload this checkout to a Hugging Face Space",
+                           description="Create (or update) a Gradio Space and upload the files a Space needs "
+                           "(huggingface_hub upload_folder: binaries go through Xet, no git history is sent).")
+    space.add_argument("repo_id", help="the Space, e.g. your-name/geodemo")
+    space.add_argument("--hardware", default="cpu-basic",
+                       help="Space hardware (cpu-basic, cpu-upgrade, t4-small, zero-a10g, ...): a CPU one gets the "
+                            "CPU torch wheel, a GPU one the CUDA wheel")
+    space.add_argument("--private", action="store_true", help="create the Space private")
+    space.add_argument("--dry-run", action="store_true", help="list the files and requirements, upload nothing")
     return parser
+
+
+# commands whose options live in a script of the checkout (run with the rest of the command line)
+_SCRIPT_COMMANDS = {"evaluate": "score a predictor on a benchmark", "train": "train a model from a training preset"}
+
+
+def _script(name: str, argv: list[str]) -> int:
+    """``scripts/<name>.py``'s ``main(argv)`` (a checkout's scripts; an installed wheel has none)."""
+    import importlib.util
+
+    from geodemo.paths import REPO_ROOT
+
+    path = REPO_ROOT / "scripts" / f"{name}.py"
+    if not path.is_file():
+        print(f"error: `geodemo {name}` runs scripts/{name}.py of a geodemo checkout, and this installation has "
+              f"none: clone the repository and run it there", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location(f"geodemo_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.main(argv) or 0)
+
+
+def _space_deploy(args: argparse.Namespace) -> int:
+    from geodemo.space import deploy
+
+    report = deploy(args.repo_id, hardware=args.hardware, private=args.private, dry_run=args.dry_run)
+    print(report.summary())
+    return 0
 
 
 def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -185,6 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "presets":
         print(_presets_text())
         return 0
+    if args.command in _SCRIPT_COMMANDS:
+        return _script(args.command, list(args.args))
+    if args.command == "space-deploy":
+        from geodemo.errors import GeodemoError
+
+        try:
+            return _space_deploy(args)
+        except (GeodemoError, ValueError) as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
 
     try:
         return _locate(args)

@@ -27,6 +27,7 @@ from geodemo.models.base import ModelUnavailableError
 from geodemo.models.loading import (
     from_pretrained,
     local_dir_or_none,
+    on_space_gpu,
     resolve_device,
     resolve_dtype,
     resolve_hub_file,
@@ -111,6 +112,7 @@ class CLIPEncoder:
 
         return PixelRecipe(self.image_size, "short-side", "bicubic", mean=tuple(self.mean), std=tuple(self.std))
 
+    @on_space_gpu(duration=60)
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor, tokens: bool = False) -> dict[str, torch.Tensor]:
         """A normalised ``(B, 3, size, size)`` batch -> ``{"image": unit rows, "tokens": patch tokens}``
@@ -121,6 +123,7 @@ class CLIPEncoder:
             out["tokens"] = toks
         return out
 
+    @on_space_gpu(duration=60)  # ZeroGPU: a GPU for the image tower's forward passes
     @torch.no_grad()  # not inference_mode: the tokens feed trainable fusion layers (autograd saves them)
     def encode_image_outputs(
         self, images: list[Image.Image], batch_size: int = 16, progress: bool = False, tokens: bool = False

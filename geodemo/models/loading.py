@@ -17,6 +17,7 @@ from typing import Any
 from geodemo.models.base import ModelUnavailableError
 
 __all__ = [
+    "on_space_gpu",
     "resolve_device",
     "resolve_dtype",
     "hub_offline",
@@ -29,6 +30,19 @@ __all__ = [
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
+
+
+def on_space_gpu(fn: Any = None, *, duration: int = 120) -> Any:
+    """``spaces.GPU(duration=...)(fn)`` when the ``spaces`` package is installed (a ZeroGPU Space attaches
+    a GPU for the call), else ``fn`` unchanged; usable as ``@on_space_gpu`` or ``@on_space_gpu(duration=60)``.
+    The image towers' forward passes and LMM generation carry it."""
+    if fn is None:
+        return lambda f: on_space_gpu(f, duration=duration)
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=duration)(fn)
 
 
 def resolve_device(device: str | None = "auto") -> str:
