@@ -8,10 +8,10 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from geodemo.space import CPU_TORCH_INDEX, DeployError, deploy, space_requirements
