@@ -121,8 +121,16 @@ class Components:
 
         def build() -> Any:
             from geodemo.models.descriptors import load_descriptor
+            from geodemo.paths import MissingResourceError
 
-            return load_descriptor(self._published_checkpoint(dict(spec)), device=self._device())
+            try:
+                ready = self._published_checkpoint(dict(spec))
+            except MissingResourceError as unpublished:
+                try:  # a missing encoder is reported first, as without a "hub" entry
+                    return load_descriptor(dict(spec), device=self._device())
+                except MissingResourceError:  # the checkpoint: say how to get the published one
+                    raise unpublished from None
+            return load_descriptor(ready, device=self._device())
 
         return self.get("descriptor", build)
 
