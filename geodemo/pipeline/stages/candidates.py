@@ -116,12 +116,6 @@ class GPSGalleryCandidates(Stage):
                             lambda n: {"id": n.id})
 
 
-@dataclass(frozen=True)
-class GeoCLIPConfig:
-    enabled: bool = True
-    top_k: int = 5
-
-
 @register_stage
 class GeoCLIPCandidates(Stage):
     """GeoCLIP's prediction (:func:`geodemo.models.geoclip.geoclip_predict`) with the preset's aligner,
@@ -129,7 +123,7 @@ class GeoCLIPCandidates(Stage):
 
     name = "candidates.geoclip"
     section = "geoclip"
-    Config = GeoCLIPConfig
+    Config = GPSGalleryConfig  # the same settings: enabled, top_k
     papers = frozenset({"geoclip"})
     description = "GeoCLIP's top k of its 100K GPS gallery, scored by its softmax probability"
 
