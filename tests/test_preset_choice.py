@@ -81,3 +81,11 @@ def test_cli_default_says_which_preset_answered_and_why(empty_hf_cache, capsys):
     out, err = capsys.readouterr()
     assert "preset offline" in out
     assert "geoclip-plus" in err and "CLIP ViT-L/14" in err
+
+
+def test_page_says_which_preset_answers_and_why():
+    import app
+
+    dropdown = next(c for c in app.demo.config["components"] if c.get("props", {}).get("elem_id") == "preset")
+    assert dropdown["props"]["value"] == app.DEFAULT_PRESET == "offline"  # the tests run offline
+    assert "geoclip-plus" in dropdown["props"]["info"] and "CLIP ViT-L/14" in dropdown["props"]["info"]
