@@ -212,6 +212,9 @@ def _presets_text() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _SCRIPT_COMMANDS:  # every option, --help included, belongs to the script
+        return _script(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "index":
         from geodemo.models.base import ModelUnavailableError
@@ -229,8 +232,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "presets":
         print(_presets_text())
         return 0
-    if args.command in _SCRIPT_COMMANDS:
-        return _script(args.command, list(args.args))
     if args.command == "space-deploy":
         from geodemo.errors import GeodemoError
 

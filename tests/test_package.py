@@ -83,3 +83,13 @@ def test_console_script_locates_a_bundled_example_alone(installed):
     for command in ("index", "evaluate", "train", "space-deploy"):
         assert command in subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=root,
                                          env=_env(root)).stdout
+
+
+def test_evaluate_and_train_commands_run_the_checkouts_scripts(capsys):
+    from geodemo.cli import main
+
+    for command, option in (("evaluate", "--benchmark"), ("train", "--preset")):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+        assert option in capsys.readouterr().out
