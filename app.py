@@ -9,7 +9,7 @@ example's ground truth), the error, the accuracy bands and a plain-language fail
 The same function is exposed as the API endpoint ``/locate`` (returns the LocationResult JSON),
 so ``gradio_client.Client(url).predict(handle_file(path), api_name="/locate")`` works.
 Run: ``.venv/bin/python app.py`` (env ``GEODEMO_HOST``, ``GEODEMO_PORT`` (default 127.0.0.1:7860, or
-Gradio's ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``), ``GEODEMO_PRESET`` (default ``offline``),
+Gradio's ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``), ``GEODEMO_PRESET`` (default: :func:`geodemo.pipeline.choice.choose_preset`),
 ``GEODEMO_WARMUP=0`` to skip loading the models before serving).
 
 Whatever a client sends is checked here, on the server (:func:`validate_request`): the preset, the
@@ -41,6 +41,7 @@ from PIL import Image
 # Importing geodemo (any submodule) first installs its torchvision guard before vision libraries.
 from geodemo.errors import GeodemoError, describe
 from geodemo.imageio import ImageError, PhotoBudget, read_exif_gps
+from geodemo.pipeline.choice import choose_preset
 from geodemo.redact import public_dict, redact, redact_paths
 from geodemo.result import LocationResult
 from geodemo.viz import error_report, lmm_rows, map_iframe, timing_text
@@ -50,7 +51,9 @@ from geodemo.viz.tables import CANDIDATE_COLUMNS, LMM_COLUMNS, candidate_rows
 
 logger = logging.getLogger("geodemo.app")
 
-DEFAULT_PRESET = os.environ.get("GEODEMO_PRESET", "offline")
+# GEODEMO_PRESET, else the first of GEODEMO_PRESETS (geoclip-plus,offline) whose weights are here or downloadable
+DEFAULT_CHOICE = choose_preset()
+DEFAULT_PRESET = DEFAULT_CHOICE.preset
 FALLBACK_PRESETS = ("offline", "g3", "dualgeo")
 PRESET_DEFAULT = "preset default"
 FALLBACK_BACKENDS = ("ollama", "openai", "transformers", "gguf")
@@ -754,7 +757,8 @@ def build_demo() -> gr.Blocks:
                         "the photo itself and its photographer are left out of the gallery"), examples_per_page=10,
                         visible_columns=[0, 1], elem_id="examples")
                 with gr.Accordion("Settings", open=False):
-                    preset = gr.Dropdown(presets, value=default_preset, label="Preset", elem_id="preset")
+                    preset = gr.Dropdown(presets, value=default_preset, label="Preset", elem_id="preset",
+                                         info=DEFAULT_CHOICE.explanation)
                     with gr.Row():
                         top_k = gr.Number(None, label="top-k neighbours", placeholder="preset default",
                                           precision=0, minimum=WEB_RANGES["top_k"][0], maximum=WEB_RANGES["top_k"][1])

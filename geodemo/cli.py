@@ -1,4 +1,7 @@
-"""Command line: ``python -m geodemo locate PHOTO [--preset offline] [--json]``.
+"""Command line: ``geodemo locate PHOTO [--preset offline] [--json]`` (or ``python -m geodemo ...``).
+
+Commands: ``locate``, ``presets``, ``index``, ``evaluate`` and ``train`` (a checkout's
+``scripts/evaluate.py`` and ``scripts/train.py``), ``space-deploy`` (:mod:`geodemo.space`).
 
 Prints the :class:`~geodemo.result.LocationResult` as JSON (``--json``) or as a short summary.
 ``python -m geodemo index OUT --preset g3 --csv photos.csv --images photos.tar`` builds a retrieval
@@ -22,12 +25,14 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m geodemo", description="Worldwide photo geo-localization.")
+    parser = argparse.ArgumentParser(prog="geodemo", description="Worldwide photo geo-localization.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     loc = sub.add_parser("locate", help="locate one photo")
     loc.add_argument("photo", help="path of the photo (JPEG, PNG, ...)")
-    loc.add_argument("--preset", default="offline", help="a preset name (`presets` lists them) or a preset JSON path")
+    loc.add_argument("--preset", default=None,
+                     help="a preset name (`presets` lists them) or a preset JSON path (default: the first of "
+                          "GEODEMO_PRESETS, geoclip-plus,offline, whose weights are here or downloadable)")
     loc.add_argument("--json", action="store_true", help="print the whole LocationResult as JSON")
     lmm = loc.add_mutually_exclusive_group()
     lmm.add_argument("--lmm", dest="use_lmm", action="store_true", default=None, help="run the LMM stage")
@@ -40,9 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--exclude-group", action="append", default=[], help="leave out a photographer's photos")
     add_recorded_arguments(loc)
     loc.add_argument("--no-progress", action="store_true", help="no progress bars (first-time gallery builds)")
+    loc.add_argument("--weights", choices=["pretrained", "random"], default="pretrained",
+                     help="'random': untrained models of the real architectures (tests, timing)")
 
     sub.add_parser("presets", help="list the built-in presets and their stages")
     add_index_parser(sub)
+    for name, what in _SCRIPT_COMMANDS.items():
+        cmd = sub.add_parser(name, help=f"{what} (scripts/{name}.py; `geodemo {name} --help`)", add_help=False)
+        cmd.add_argument("args", nargs=argparse.REMAINDER, help=f"the options of scripts/{name}.py")
+    space = sub.add_parser("space-deploy", help="upload this checkout to a Hugging Face Space",
+                           description="Create (or update) a Gradio Space and upload the files a Space needs "
+                           "(huggingface_hub upload_folder: binaries go through Xet, no git history is sent).")
+    space.add_argument("repo_id", help="the Space, e.g. your-name/geodemo")
+    space.add_argument("--hardware", default="cpu-basic",
+                       help="Space hardware (cpu-basic, cpu-upgrade, t4-small, zero-a10g, ...): a CPU one gets the "
+                            "CPU torch wheel, a GPU one the CUDA wheel")
+    space.add_argument("--private", action="store_true", help="create the Space private")
+    space.add_argument("--dry-run", action="store_true", help="list the files and requirements, upload nothing")
     return parser
 
 
@@ -54,6 +73,35 @@ def add_recorded_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recorded-candidates", metavar="NAME=FILE", action="append", default=[],
                         help="another geolocator's recorded predictions join the candidates as source NAME "
                              "(repeatable)")
+
+
+# commands whose options live in a script of the checkout (run with the rest of the command line)
+_SCRIPT_COMMANDS = {"evaluate": "score a predictor on a benchmark", "train": "train a model from a training preset"}
+
+
+def _script(name: str, argv: list[str]) -> int:
+    """``scripts/<name>.py``'s ``main(argv)`` (a checkout's scripts; an installed wheel has none)."""
+    import importlib.util
+
+    from geodemo.paths import REPO_ROOT
+
+    path = REPO_ROOT / "scripts" / f"{name}.py"
+    if not path.is_file():
+        print(f"error: `geodemo {name}` runs scripts/{name}.py of a geodemo checkout, and this installation has "
+              f"none: clone the repository and run it there", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location(f"geodemo_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.main(argv) or 0)
+
+
+def _space_deploy(args: argparse.Namespace) -> int:
+    from geodemo.space import deploy
+
+    report = deploy(args.repo_id, hardware=args.hardware, private=args.private, dry_run=args.dry_run)
+    print(report.summary())
+    return 0
 
 
 def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -180,6 +228,9 @@ def _presets_text() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _SCRIPT_COMMANDS:  # every option, --help included, belongs to the script
+        return _script(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "index":
         from geodemo.models.base import ModelUnavailableError
@@ -197,6 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "presets":
         print(_presets_text())
         return 0
+    if args.command == "space-deploy":
+        from geodemo.errors import GeodemoError
+
+        try:
+            return _space_deploy(args)
+        except (GeodemoError, ValueError) as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
 
     try:
         return _locate(args)
@@ -218,8 +277,9 @@ def _one_line(exc: BaseException) -> str:
 
 def _locate(args: argparse.Namespace) -> int:
     from geodemo.errors import GeodemoError
-    from geodemo.pipeline import GeoLocator, LocateOptions
+    from geodemo.pipeline import GeoLocator, LocateOptions, load_preset
     from geodemo.pipeline.locator import InvalidOptionError
+    from geodemo.pipeline.presets import with_random_weights
 
     try:
         options = LocateOptions(
@@ -229,12 +289,20 @@ def _locate(args: argparse.Namespace) -> int:
     except InvalidOptionError as exc:
         print(f"error: {_FLAGS.get(exc.option, exc.option)} {exc.reason}", file=sys.stderr)
         return 2
+    if args.preset is None:
+        from geodemo.pipeline.choice import choose_preset
+
+        choice = choose_preset()
+        args.preset = choice.preset
+        if choice.passed_over:
+            print(f"note: {choice.explanation}", file=sys.stderr)
     try:
         from geodemo.data.recorded import recorded_section
 
         recorded = recorded_section(args.recorded_lmm, args.recorded_candidates)
-        locator = GeoLocator.from_preset(args.preset, gallery={"progress": not args.no_progress},
-                                         **({"recorded": recorded} if recorded else {}))
+        config = load_preset(args.preset, gallery={"progress": not args.no_progress},
+                             **({"recorded": recorded} if recorded else {}))
+        locator = GeoLocator(with_random_weights(config) if args.weights == "random" else config)
         result = locator.locate(args.photo, options)
     except (GeodemoError, KeyError, FileNotFoundError, ValueError) as exc:  # bad input or a missing resource: exit 2
         if os.environ.get("GEODEMO_DEBUG"):

@@ -17,7 +17,10 @@ from pathlib import Path
 from geodemo.errors import MissingResourceError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLE_DIR = REPO_ROOT / "assets"
+# a checkout keeps assets/ at the top level; an installed wheel carries it as package data in
+# geodemo/assets (setup.py maps the folder under the package)
+_PACKAGED_ASSETS = Path(__file__).resolve().parent / "assets"
+BUNDLE_DIR = _PACKAGED_ASSETS if _PACKAGED_ASSETS.is_dir() else REPO_ROOT / "assets"
 
 __all__ = [
     "REPO_ROOT",

@@ -23,6 +23,10 @@ the load, CPU times much less.
 With recorded sources, every photo is also located by a second, equally warm locator without them, and
 the time the recorded sources add (the stages they touch: lmm, candidates, verification, decision) is
 printed as the median of the per-photo differences.
+
+    python scripts/bench_locate.py --preset geoclip --weights random   # the real architectures, untrained
+
+Peak memory is the largest resident set of this process and of the first-answer processes.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-# Run in a fresh interpreter by the first-answer measurement: argv = preset, photo.
+# Run in a fresh interpreter by the first-answer measurement: argv = preset, photo, weights.
 _FIRST_ANSWER = """
 import json, resource, sys, time
 def cpu():
@@ -52,12 +56,14 @@ def cpu():
     return time.process_time() + child.ru_utime + child.ru_stime
 t0 = time.perf_counter()
 from geodemo.pipeline import GeoLocator
-locator = GeoLocator.from_preset(sys.argv[1], gallery={"progress": False})
+from geodemo.pipeline.presets import load_preset, with_random_weights
+config = load_preset(sys.argv[1], gallery={"progress": False})
+locator = GeoLocator(with_random_weights(config) if sys.argv[3] == "random" else config)
 t1, c1 = time.perf_counter(), cpu()
 result = locator.locate(sys.argv[2])
 print(json.dumps({"answered_at": time.time(), "import_s": t1 - t0, "locate_s": time.perf_counter() - t1,
                   "import_cpu_s": c1, "locate_cpu_s": cpu() - c1, "timings": result.timings, "lat": result.lat,
-                  "lon": result.lon}), flush=True)
+                  "lon": result.lon, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 """
 
 
@@ -91,11 +97,24 @@ def _quantiles(values: list[float]) -> tuple[float, float, float]:
     return float(np.median(a)), float(np.percentile(a, 95)), float(a.max())
 
 
-def first_answer(preset: str, photo: str, env: dict[str, str]) -> dict:
+def _locator(preset: str, weights: str):
+    from geodemo.pipeline import GeoLocator, load_preset
+    from geodemo.pipeline.presets import with_random_weights
+
+    config = load_preset(preset, gallery={"progress": False})
+    return GeoLocator(with_random_weights(config) if weights == "random" else config)
+
+
+def _peak_rss_mb() -> float:
+    """Largest resident set of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def first_answer(preset: str, photo: str, env: dict[str, str], weights: str = "pretrained") -> dict:
     """Seconds from starting a fresh Python process to its first answer (the answer printed; the
     process exits later, once the work it started in the background is done), with its own split."""
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-c", _FIRST_ANSWER, preset, photo], env=env, cwd=REPO,
+    proc = subprocess.run([sys.executable, "-c", _FIRST_ANSWER, preset, photo, weights], env=env, cwd=REPO,
                           capture_output=True, text=True)
     exited = time.time() - t0
     if proc.returncode != 0:
@@ -133,7 +152,7 @@ def recorded_cost(preset: str, photos: list[str], recorded: dict) -> dict:
             "photos": len(photos)}
 
 
-def per_photo(preset: str, photos: list[str], cpu_stages: bool, own_cache: bool) -> dict:
+def per_photo(preset: str, photos: list[str], cpu_stages: bool, own_cache: bool, weights: str = "pretrained") -> dict:
     """Warm-up time, then per-photo wall / CPU time and per-stage timings of ``photos``.
 
     With ``cpu_stages`` the photos are located a second time with the stages strictly in turn
@@ -142,10 +161,9 @@ def per_photo(preset: str, photos: list[str], cpu_stages: bool, own_cache: bool)
     OCR reports are removed first, so the photos are read again.
     """
     from geodemo.paths import cache_dir
-    from geodemo.pipeline import GeoLocator
 
     t0 = time.perf_counter()
-    locator = GeoLocator.from_preset(preset, gallery={"progress": False}).warmup()
+    locator = _locator(preset, weights).warmup()
     warmup = time.perf_counter() - t0
     rows = []
     for path in photos:
@@ -164,7 +182,7 @@ def per_photo(preset: str, photos: list[str], cpu_stages: bool, own_cache: bool)
             for stage, _ in locator.iter_locate(path):
                 c1 = _cpu_s()
                 row["cpu_stages"][stage], c0 = c1 - c0, c1
-    return {"warmup_s": warmup, "rows": rows}
+    return {"warmup_s": warmup, "rows": rows, "peak_rss_mb": _peak_rss_mb()}
 
 
 def table(rows: list[dict]) -> str:
@@ -212,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-stages", action="store_true",
                     help="also locate the photos again, stages in turn, and report each stage's CPU time "
                          "(what a quiet machine would take when the load makes wall times meaningless)")
+    ap.add_argument("--weights", choices=["pretrained", "random"], default="pretrained",
+                    help="'random': untrained models of the real architectures (timing where the weights are not)")
     ap.add_argument("--json", help="also write every figure to this JSON file")
     from geodemo.cli import add_recorded_arguments
 
@@ -226,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="geodemo-bench-"))
     os.environ["GEODEMO_CACHE"] = str(cache)
     env = {**os.environ, "GEODEMO_CACHE": str(cache)}
-    report: dict = {"preset": args.preset, "photos": len(photos) - 1, "source": source, "cache": str(cache),
+    report: dict = {"preset": args.preset, "weights": args.weights, "photos": len(photos) - 1, "source": source, "cache": str(cache),
                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                     "python": platform.python_version()}
-    print(f"# bench_locate: preset {args.preset}, {len(photos) - 1} photos from the {source}")
+    print(f"# bench_locate: preset {args.preset} ({args.weights} weights), {len(photos) - 1} photos from the {source}")
     print(f"cache: {'empty, temporary' if not args.cache else cache}")
     try:
         if not args.no_first_answer:
@@ -238,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             for run in range(max(1, args.first_answer_runs)):
                 own = Path(tempfile.mkdtemp(prefix="geodemo-first-")) if not args.cache else cache
                 try:
-                    first = first_answer(args.preset, photos[0], {**env, "GEODEMO_CACHE": str(own)})
+                    first = first_answer(args.preset, photos[0], {**env, "GEODEMO_CACHE": str(own)}, args.weights)
                 finally:
                     if not args.cache:
                         shutil.rmtree(own, ignore_errors=True)
@@ -253,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"first answer over {len(firsts)} fresh processes: median {statistics.median(firsts):.1f} s, "
                   f"max {max(firsts):.1f} s")
         report["load_before"] = _load()
-        timed = per_photo(args.preset, photos[1:], args.cpu_stages, own_cache=not args.cache)
+        timed = per_photo(args.preset, photos[1:], args.cpu_stages, own_cache=not args.cache, weights=args.weights)
         report.update(timed)
         from geodemo.data.recorded import recorded_section
 
@@ -266,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(cache, ignore_errors=True)
     ocr = sum(r["ocr"] for r in timed["rows"])
     print(f"warm-up {timed['warmup_s']:.1f} s; OCR ran on {ocr} of {len(timed['rows'])} photos")
+    peaks = [timed["peak_rss_mb"], *(f.get("peak_rss_mb", 0.0) for f in report.get("first_answer", []))]
+    print(f"peak memory (resident set) {max(peaks):.0f} MB")
     print(f"load average before {report['load_before']}, after {report['load_after']}\n")
     print(table(timed["rows"]))
     if "recorded_cost" in report:

@@ -142,10 +142,11 @@ def rows_markdown(tables: Iterable[tuple[str, dict[str, dict]]], caption: str) -
 
 def run_decision_study(benchmark: str, preset: str, recorded: dict[str, dict[str, str]], out: Path,
                        reuse: bool = False, limit: int | None = None, num_folds: int = 5, save: bool = False,
-                       cross_fit: str = "auto", progress: bool = True, provenance: dict[str, Any] | None = None
-                       ) -> str:
+                       cross_fit: str = "auto", progress: bool = True, provenance: dict[str, Any] | None = None,
+                       use_lmm: bool = False) -> str:
     """Collect (or, with ``reuse``, read ``out/results.jsonl``), print the table of every source set and,
-    with ``save``, fit and write the decision model of each (dev split only)."""
+    with ``save``, fit and write the decision model of each (dev split only). ``use_lmm`` also runs the
+    preset's own (live) LMM stage: its model is one more source."""
     from geodemo.data import load_benchmark
     from geodemo.pipeline.presets import load_preset
     from geodemo.storage import write_json, write_text
@@ -158,9 +159,13 @@ def run_decision_study(benchmark: str, preset: str, recorded: dict[str, dict[str
     if reuse and results.is_file():
         records = read_records(results)
     else:
-        records = collect(load_benchmark(benchmark), preset, recorded, results, limit, cross_fit, progress)
+        from geodemo.pipeline import LocateOptions
+
+        options = LocateOptions(use_lmm=True) if use_lmm else None
+        records = collect(load_benchmark(benchmark), preset, recorded, results, limit, cross_fit, progress, options)
     base = str((load_preset(preset).get("decision") or {}).get("base") or preset)
-    external = sorted({name for role in recorded.values() for name in role})
+    external = sorted({name for role in recorded.values() for name in role} | {
+        source_of(c) for r in records for c in r["result"]["candidates"]} - set(decision.BASE_SOURCES))
     tables, metrics, lines = [], {}, []
     for subset in source_sets(base, external):
         name = decision.source_set_name(base, subset)

@@ -27,6 +27,7 @@ from geodemo.models.base import ModelUnavailableError
 from geodemo.models.loading import (
     from_pretrained,
     local_dir_or_none,
+    on_space_gpu,
     resolve_device,
     resolve_dtype,
     resolve_hub_file,
@@ -111,6 +112,7 @@ class CLIPEncoder:
 
         return PixelRecipe(self.image_size, "short-side", "bicubic", mean=tuple(self.mean), std=tuple(self.std))
 
+    @on_space_gpu(duration=60)
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor, tokens: bool = False) -> dict[str, torch.Tensor]:
         """A normalised ``(B, 3, size, size)`` batch -> ``{"image": unit rows, "tokens": patch tokens}``
@@ -121,6 +123,7 @@ class CLIPEncoder:
             out["tokens"] = toks
         return out
 
+    @on_space_gpu(duration=60)  # ZeroGPU: a GPU for the image tower's forward passes
     @torch.no_grad()  # not inference_mode: the tokens feed trainable fusion layers (autograd saves them)
     def encode_image_outputs(
         self, images: list[Image.Image], batch_size: int = 16, progress: bool = False, tokens: bool = False
@@ -291,7 +294,7 @@ class HFCLIPEncoder(CLIPEncoder):
 
     def __init__(
         self, name: str, model: Any, tokenizer: Any, image_cfg: dict[str, Any], device: str, dtype: Any,
-        tokenizer_folder: Path | None = None,
+        tokenizer_folder: Path | None = None, image_processor: Any = None,
     ):
         super().__init__(
             name,
@@ -305,6 +308,7 @@ class HFCLIPEncoder(CLIPEncoder):
         self.image_size = int(image_cfg.get("size", model.config.vision_config.image_size))
         self.mean = tuple(image_cfg.get("mean", OPENAI_MEAN))
         self.std = tuple(image_cfg.get("std", OPENAI_STD))
+        self.image_processor = image_processor  # transformers' own processor (GeoCLIP's), else ours
 
     @property
     def tokenizer(self) -> Any:
@@ -314,7 +318,10 @@ class HFCLIPEncoder(CLIPEncoder):
         return self._tokenizer
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
-        batch = torch.stack([clip_preprocess(im, self.image_size, self.mean, self.std) for im in images])
+        if self.image_processor is not None:  # as GeoCLIP's ImageEncoder.preprocess_image does it
+            batch = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        else:
+            batch = torch.stack([clip_preprocess(im, self.image_size, self.mean, self.std) for im in images])
         return batch.to(self.device, self.dtype)
 
     def _image_forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -372,6 +379,18 @@ def _hf_tokenizer(folder: Path | None) -> Any:
     return open_clip.get_tokenizer("ViT-L-14")
 
 
+def _transformers_processor(folder: Path | None) -> Any:
+    """The image processor ``AutoProcessor.from_pretrained(folder)`` gives (GeoCLIP's preprocessing);
+    without a folder, the class it picks for CLIP with CLIP's defaults (224 px, OpenAI mean/std)."""
+    if folder is not None:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(str(folder))
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor()
+
+
 def load_hf_clip(
     pretrained: str | None = "openai/clip-vit-large-patch14",
     local_dir: str | os.PathLike | None = None,
@@ -382,9 +401,16 @@ def load_hf_clip(
     revision: str | None = None,
     seed: int = 0,
     name: str = "hf-clip-vit-l14",
+    preprocess: str = "geodemo",
     **_: object,
 ) -> HFCLIPEncoder:
-    """Registry loader for transformers CLIP (hub id, local folder, or random weights of ``config``)."""
+    """Registry loader for transformers CLIP (hub id, local folder, or random weights of ``config``).
+
+    ``preprocess="transformers"`` resizes and crops with the repo's own ``AutoProcessor`` (what
+    GeoCLIP does) instead of our pixel recipe, so the features equal GeoCLIP's.
+    """
+    if preprocess not in ("geodemo", "transformers"):
+        raise ValueError(f"preprocess must be 'geodemo' or 'transformers', got {preprocess!r}")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     folder = transformers_weights(name, pretrained, local_dir, random_init, saved_by="CLIPModel.save_pretrained",
@@ -398,4 +424,6 @@ def load_hf_clip(
     else:
         model = from_pretrained(CLIPModel, folder, name, torch_dtype)
     model = model.to(device=dev, dtype=torch_dtype)
-    return HFCLIPEncoder(name, model, None, _hf_image_cfg(folder), dev, torch_dtype, tokenizer_folder=folder)
+    processor = _transformers_processor(folder) if preprocess == "transformers" else None
+    return HFCLIPEncoder(name, model, None, _hf_image_cfg(folder), dev, torch_dtype, tokenizer_folder=folder,
+                         image_processor=processor)

@@ -17,9 +17,11 @@ from typing import Any
 from geodemo.models.base import ModelUnavailableError
 
 __all__ = [
+    "on_space_gpu",
     "resolve_device",
     "resolve_dtype",
     "hub_offline",
+    "hub_endpoint",
     "hub_reachable",
     "resolve_hub_file",
     "resolve_hub_snapshot",
@@ -28,6 +30,19 @@ __all__ = [
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
+
+
+def on_space_gpu(fn: Any = None, *, duration: int = 120) -> Any:
+    """``spaces.GPU(duration=...)(fn)`` when the ``spaces`` package is installed (a ZeroGPU Space attaches
+    a GPU for the call), else ``fn`` unchanged; usable as ``@on_space_gpu`` or ``@on_space_gpu(duration=60)``.
+    The image towers' forward passes and LMM generation carry it."""
+    if fn is None:
+        return lambda f: on_space_gpu(f, duration=duration)
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=duration)(fn)
 
 
 def resolve_device(device: str | None = "auto") -> str:
@@ -75,21 +90,30 @@ def hub_offline() -> bool:
 
 
 @lru_cache(maxsize=4)
-def _probe(host: str, timeout_s: float) -> bool:
+def _probe(host: str, port: int, timeout_s: float) -> bool:
     try:
-        with socket.create_connection((host, 443), timeout=timeout_s):
+        with socket.create_connection((host, port), timeout=timeout_s):
             return True
     except OSError:
         return False
 
 
+def hub_endpoint() -> str:
+    """The hub's address: ``HF_ENDPOINT`` (a mirror, or a local test server) or https://huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or "https://huggingface.co"
+
+
 def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connect (checked once per process)."""
+    """Whether the Hugging Face hub (:func:`hub_endpoint`) answers a TCP connect (checked once per
+    process and address)."""
     if hub_offline():
         return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-    return _probe(host, timeout_s)
+    from urllib.parse import urlsplit
+
+    url = urlsplit(hub_endpoint())
+    if not url.hostname:
+        return False
+    return _probe(url.hostname, url.port or (80 if url.scheme == "http" else 443), timeout_s)
 
 
 def local_dir_or_none(path: str | os.PathLike | None) -> Path | None:

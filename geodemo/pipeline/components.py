@@ -19,7 +19,7 @@ from geodemo.retrieval.database import IndexConfig, RetrievalDatabase
 __all__ = ["Components", "INJECTABLE"]
 
 INJECTABLE = ("encoder", "segmenter", "descriptor", "gallery", "aligner", "lmm", "view_bank", "gps_gallery",
-              "text_gallery")
+              "text_gallery", "geoclip_gallery")
 
 
 class Components:
@@ -48,9 +48,18 @@ class Components:
     def _device_overrides(self, model_name: str) -> dict[str, Any]:
         from geodemo.models.registry import get_spec
 
-        if "device" in get_spec(model_name).config and self.config.get("device", "auto"):
-            return {"device": self._device()}
-        return {}
+        out: dict[str, Any] = {}
+        spec = get_spec(model_name)
+        if "device" in spec.config and self.config.get("device", "auto"):
+            out["device"] = self._device()
+        if self.config.get("weights") == "random":  # with_random_weights: untrained, real architecture
+            import importlib
+            import inspect
+
+            module, func = spec.loader.split(":")
+            if "random_init" in inspect.signature(getattr(importlib.import_module(module), func)).parameters:
+                out.update(random_init=True, seed=int(self.config.get("seed", 0)))
+        return out
 
     def get(self, key: str, build: Callable[[], Any]) -> Any:
         """The component ``key``, built once by ``build`` (errors propagate)."""
@@ -112,10 +121,40 @@ class Components:
 
         def build() -> Any:
             from geodemo.models.descriptors import load_descriptor
+            from geodemo.paths import MissingResourceError
 
-            return load_descriptor(dict(spec), device=self._device())
+            try:
+                ready = self._published_checkpoint(dict(spec))
+            except MissingResourceError as unpublished:
+                try:  # a missing encoder is reported first, as without a "hub" entry
+                    return load_descriptor(dict(spec), device=self._device())
+                except MissingResourceError:  # the checkpoint: say how to get the published one
+                    raise unpublished from None
+            return load_descriptor(ready, device=self._device())
 
         return self.get("descriptor", build)
+
+    def _published_checkpoint(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """``spec`` with its checkpoint taken from the preset's ``"hub"`` entry (:mod:`geodemo.hub`) when
+        no local file or folder of that name exists (random weights read no checkpoint)."""
+        hub, name = self.config.get("hub"), spec.get("checkpoint")
+        if not hub or spec.get("weights", "pretrained") == "random":
+            return spec
+        from geodemo.hub import fetch
+        from geodemo.models.descriptors import _resolve_checkpoint
+        from geodemo.paths import MissingResourceError
+
+        try:
+            if name:
+                _resolve_checkpoint(name)
+                return spec
+        except MissingResourceError:
+            pass
+        preset = self.config.get("name", "this preset")
+        path = fetch(hub, f"{preset}'s published weights",
+                     how=f"put them in the checkpoints folder as {name or hub['filename']} (GEODEMO_CHECKPOINTS), "
+                         "or set descriptor.checkpoint")
+        return {**spec, "checkpoint": str(path)}
 
     @property
     def retrieval_name(self) -> str:
@@ -131,6 +170,19 @@ class Components:
         """The encoder whose raw features aligners take (the descriptor's encoder, else the preset's)."""
         spec = self.config.get("descriptor") or {}
         return str(spec.get("encoder") or self.config.get("encoder"))
+
+    @property
+    def feature_spaces(self) -> set[str]:
+        """The encoder's name and the space its features share with another's (a registry config's
+        ``features_of``: GeoCLIP's transformers backbone gives clip-vit-l14's projections)."""
+        from geodemo.models.registry import get_spec
+
+        name = self.feature_encoder_name
+        try:
+            same = get_spec(name).config.get("features_of")
+        except KeyError:
+            same = None
+        return {name, *([same] if same else [])}
 
     @property
     def gallery(self) -> RetrievalDatabase:
@@ -190,7 +242,7 @@ class Components:
             from geodemo.models.aligners import load_aligner
 
             aligner = load_aligner(name, device=self._device())
-            if aligner.encoder_name != self.feature_encoder_name:
+            if aligner.encoder_name not in self.feature_spaces:
                 raise ValueError(
                     f"aligner {name!r} takes {aligner.encoder_name!r} features but this preset encodes "
                     f"with {self.feature_encoder_name!r}"

@@ -39,7 +39,7 @@ __all__ = ["GeoLocator", "LocateOptions", "InvalidOptionError", "build_stages", 
 
 # keys of a preset that are not stage sections
 TOP_LEVEL_KEYS = ("name", "description", "paper", "based_on", "device", "encoder", "segmenter", "descriptor",
-                  "gallery", "stages", "recorded")
+                  "gallery", "stages", "weights", "seed", "hub", "recorded")
 # keys of a stage section that a component reads rather than the stage
 _COMPONENT_KEYS = {"verifier": {"aligner"}}
 
@@ -356,7 +356,8 @@ class GeoLocator:
             _ = comp.descriptor
         else:
             _ = comp.encoder
-        _ = comp.gallery
+        if "retrieve" in names:
+            _ = comp.gallery
         if "segment" in names and comp.has_segmenter:
             try:
                 _ = comp.segmenter

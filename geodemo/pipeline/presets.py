@@ -13,7 +13,7 @@ from typing import Any
 
 from geodemo.configs import list_configs, read_config
 
-__all__ = ["PRESET_DIR", "list_presets", "load_preset", "deep_merge"]
+__all__ = ["PRESET_DIR", "list_presets", "load_preset", "deep_merge", "with_random_weights"]
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -38,3 +38,15 @@ def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
     """The preset called ``name_or_path`` (built-in name or JSON file), with ``overrides`` merged in."""
     cfg = read_config(name_or_path, PRESET_DIR, what="preset", name_key="name", error=KeyError)
     return deep_merge(cfg, overrides)
+
+
+def with_random_weights(cfg: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """``cfg`` with untrained models of the real architectures (tests, timing on a machine without the
+    weights): ``"weights": "random"`` for the preset's hub models and its descriptor, whose
+    checkpoint is then not read. Models that are real only (TFLite) and packaged weights (the
+    geoclip wheel's heads) stay as they are."""
+    out = deep_merge(cfg, {"weights": "random", "seed": int(seed)})
+    if isinstance(out.get("descriptor"), dict):
+        out["descriptor"] = {**{k: v for k, v in out["descriptor"].items() if k != "checkpoint"},
+                             "weights": "random", "seed": int(seed)}
+    return out

