@@ -99,7 +99,7 @@ def test_geoclip_plus_runs_every_stage_with_geoclips_candidates(preset_locator):
     config = with_random_weights(load_preset("geoclip-plus"))
     locator = GeoLocator(config, descriptor=preset_locator.components.descriptor)
     result = locator.locate(PHOTO)
-    assert result.stages[:2] == ["load", "encode"] and result.stages[-1] == "decide.verified"
+    assert result.stages[:2] == ["load", "encode"] and result.stages[-1] == "decide.calibrated"
     assert "candidates.geoclip" in result.stages and "verify" in result.stages
     assert sum(c.source == "geoclip" for c in result.candidates) == 5
     assert result.verifier.startswith("aligner:geoclip")  # GeoCLIP's GPS space decided, not the fallback

@@ -190,7 +190,7 @@ def fit_calibration(x: np.ndarray, hit: np.ndarray, folds: np.ndarray, radius_km
 # calibrated probabilities, never by one source's raw score against another's.
 
 RADII_KM = (25.0, 750.0)
-BASE_SOURCES = ("retrieval", "cluster-centre", "gps-gallery", "text-gallery")  # the preset's own candidates
+BASE_SOURCES = ("retrieval", "cluster-centre", "gps-gallery", "text-gallery", "geoclip")  # a preset's own candidates
 DECISION_DIR = CALIBRATION_DIR / "decision"
 _FAR = math.log1p(20_038.0)  # half the Earth's circumference, the largest great-circle distance
 
