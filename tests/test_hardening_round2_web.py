@@ -135,8 +135,8 @@ def test_n5_numbers_that_must_be_whole_are_refused_in_words_never_rounded(app_ur
         uploaded = httpx.post(f"{base}/gradio_api/upload", files={"files": (OSV_PHOTO, fh, "image/jpeg")},
                               timeout=60).json()[0]
     number = "NaN" if top_k == "NaN" else json.dumps(top_k)
-    body = ('{"data": [{"path": %s, "meta": {"_type": "gradio.FileData"}}, "offline", %s, null, null, "off", '
-            '"preset default", "", null]}') % (json.dumps(uploaded), number)
+    body = json.dumps({"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, "offline", "<top-k>",
+                                None, None, "off", "preset default", "", None]}).replace('"<top-k>"', number)
     call = httpx.post(f"{base}/gradio_api/call/locate", content=body, timeout=60,
                       headers={"Content-Type": "application/json"})
     assert call.status_code == 200, call.text[:300]
