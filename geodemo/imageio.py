@@ -167,6 +167,12 @@ def _open(source: ImageSource, max_pixels: int, max_bytes: int | None = None, na
     return image
 
 
+#: Modes ``Image.reduce`` averages in place, without a full-size copy.
+_DIRECT_REDUCE = frozenset({"L", "RGB", "I", "F", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
+#: Pixels converted at once by the strip-wise conversions (a few MB of arrays whatever the photo's size).
+_STRIP_PIXELS = 2_000_000
+
+
 def _value_range(mode: str, lo: float, hi: float) -> tuple[float, float]:
     """``(offset, full scale)`` that map a single-channel image of ``mode`` with values ``lo..hi`` onto 0..255.
 
@@ -239,12 +245,6 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
         canvas.alpha_composite(rgba)
         return canvas.convert("RGB")
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
-
-
-#: Modes ``Image.reduce`` averages in place, without a full-size copy.
-_DIRECT_REDUCE = frozenset({"L", "RGB", "I", "F", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
-#: Pixels converted at once when a mode ``Image.reduce`` refuses is reduced strip by strip.
-_STRIP_PIXELS = 2_000_000
 
 
 def _reduce(image: Image.Image, factor: int) -> Image.Image:
