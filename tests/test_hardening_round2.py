@@ -172,6 +172,7 @@ def test_n4_a_png_whose_metadata_inflates_to_200mb_is_a_photo_error_with_its_rea
 # ------------------------------------------------------------------------------------ N2: linear text handling
 ADVERSARIAL = {
     "spaces and digits": " 1" * 50_000 + "x",
+    "one number, 100 KB of spaces": "1" + " " * 99_997 + "1x",  # the probe's N2 text (quadratic in the old regex)
     "digits dots commas": "1.1," * 25_000 + "a",
     "parentheses": "(" * 100_000,
     "dotted words": "a." * 50_000,
