@@ -12,11 +12,11 @@ Run: ``.venv/bin/python app.py`` (env ``GEODEMO_HOST``, ``GEODEMO_PORT`` (defaul
 Gradio's ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``), ``GEODEMO_PRESET`` (default: :func:`geodemo.pipeline.choice.choose_preset`),
 ``GEODEMO_WARMUP=0`` to skip loading the models before serving).
 
-Whatever a client sends is checked here, on the server (:func:`validate_request`): the preset, the
-LMM backend and model against the server's allow-lists (``GEODEMO_WEB_LMM_BACKENDS``,
-``GEODEMO_LMM_MODELS``; a model never names a path unless the server lists it, and the
-OpenAI-compatible backend's model comes from the server's config only), every number against its
-range. Every photo, uploaded, pasted, sent as a ``data:`` URL or through the API, has the same
+Whatever a client sends is checked on the server by :func:`geodemo.web.policy.validate_request`
+(the request resolved with the preset's defaults, then the allow-lists ``GEODEMO_WEB_LMM_BACKENDS``
+and ``GEODEMO_LMM_MODELS``, number ranges and text lengths); request bodies over the photo budget
+are refused from their declared length (:class:`geodemo.web.limits.BodyLimit`) and uploads leave
+Gradio's cache after ``GEODEMO_UPLOAD_MAX_AGE_S``. Every photo, uploaded, pasted, sent as a ``data:`` URL or through the API, has the same
 budget (:class:`geodemo.imageio.PhotoBudget`: ``GEODEMO_MAX_UPLOAD_MB``, ``GEODEMO_WEB_MAX_PIXELS``).
 Answers carry no server paths (:func:`geodemo.redact.public_dict`); a neighbour's thumbnail is
 served by its gallery id (API ``/thumbnail``).
@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -39,26 +38,38 @@ import gradio as gr
 from PIL import Image
 
 # Importing geodemo (any submodule) first installs its torchvision guard before vision libraries.
-from geodemo.errors import GeodemoError, describe
-from geodemo.imageio import ImageError, PhotoBudget, read_exif_gps
-from geodemo.pipeline.choice import choose_preset
+from geodemo.errors import describe
+from geodemo.imageio import ImageError, read_exif_gps
 from geodemo.redact import public_dict, redact, redact_paths
 from geodemo.result import LocationResult
 from geodemo.viz import error_report, lmm_rows, map_iframe, timing_text
 from geodemo.viz.explain import decision_sentence
 from geodemo.viz.maps import cluster_map, neighbour_map, result_map
 from geodemo.viz.tables import CANDIDATE_COLUMNS, LMM_COLUMNS, candidate_rows
+from geodemo.web.inputs import PhotoInput, RawDropdown, RawNumber, RawRadio, plain_errors
+from geodemo.web.limits import BodyLimit, max_body_bytes, upload_cache_policy
+from geodemo.web.policy import (  # noqa: F401 - re-exported: the app's request rules live in geodemo.web.policy
+    DEFAULT_CHOICE,
+    DEFAULT_PRESET,
+    PRESET_DEFAULT,
+    TEXT_LIMITS,
+    WEB_RANGES,
+    RequestError,
+    available_backends,
+    available_presets,
+    check_text,
+    parse_example_key,
+    parse_truth,
+    preset_source,
+    unavailable_backends_markdown,
+    validate_request,
+)
 
 logger = logging.getLogger("geodemo.app")
 
-# GEODEMO_PRESET, else the first of GEODEMO_PRESETS (geoclip-plus,offline) whose weights are here or downloadable
-DEFAULT_CHOICE = choose_preset()
-DEFAULT_PRESET = DEFAULT_CHOICE.preset
-FALLBACK_PRESETS = ("offline", "g3", "dualgeo")
-PRESET_DEFAULT = "preset default"
-FALLBACK_BACKENDS = ("ollama", "openai", "transformers", "gguf")
-BUDGET = PhotoBudget.for_web()  # one budget for every way a photo arrives
+BUDGET = PhotoInput.budget  # one budget for every way a photo arrives
 MAX_UPLOAD = BUDGET.max_bytes  # Gradio's own upload route refuses larger files (HTTP 413)
+MAX_BODY = max_body_bytes(MAX_UPLOAD)  # any request body: refused from its declared length (BodyLimit)
 MAP_HEIGHT = 420
 RECOGNISED_SETS = ("im2gps3k-dev", "osv5m-sample")  # shared benchmarks whose photos are recognised by name
 
@@ -67,89 +78,6 @@ RECOGNISED_SETS = ("im2gps3k-dev", "osv5m-sample")  # shared benchmarks whose ph
 
 _LOCATORS: dict[str, Any] = {}
 _LOCATORS_LOCK = threading.Lock()
-
-
-def server_presets() -> dict[str, str]:
-    """Extra preset files the server offers (``GEODEMO_EXTRA_PRESETS``: JSON paths separated by
-    commas), by name (the file's stem): the page sees the name, never the path."""
-    return {Path(p).stem: p for p in _env_list("GEODEMO_EXTRA_PRESETS")}
-
-
-def available_presets() -> list[str]:
-    """Preset names the page may choose: the pipeline's (``geodemo/pipeline/presets/*.json``) and
-    the server's extra ones (:func:`server_presets`)."""
-    try:
-        from geodemo.pipeline import list_presets
-
-        names = list_presets()
-    except Exception:  # noqa: BLE001 - the page must load even when the pipeline does not
-        logger.exception("could not list the pipeline presets")
-        names = []
-    names = names or list(FALLBACK_PRESETS)
-    return names + [n for n in server_presets() if n not in names]
-
-
-class RequestError(GeodemoError, ValueError):
-    """A setting the page or an API client sent that the server does not accept (message for the user)."""
-
-
-#: Backends whose model is fixed by the server's config (an API key pays for it): never from the page.
-SERVER_MODEL_BACKENDS = frozenset({"openai", "openai-compatible"})
-
-#: What a web request may ask for (inclusive ranges; the library's own ranges are wider).
-WEB_RANGES: dict[str, tuple[float, float]] = {
-    "top_k": (1, 200), "eps_km": (0.1, 5000), "min_samples": (1, 50), "lmm_samples": (1, 20),
-}
-
-
-def _env_list(name: str) -> list[str]:
-    return [m.strip() for m in os.environ.get(name, "").split(",") if m.strip()]
-
-
-def allowed_local_models() -> list[str]:
-    """LMM models the page may ask for (``GEODEMO_LMM_MODELS``, comma-separated; none by default)."""
-    return _env_list("GEODEMO_LMM_MODELS")
-
-
-@lru_cache(maxsize=1)
-def backend_availability() -> dict[str, str | None]:
-    """Registered LMM backends -> None when usable here, else one line on how to enable it (probed once)."""
-    try:
-        from geodemo.lmm.backends import backend_availability as probe
-
-        return probe()
-    except Exception:  # noqa: BLE001 - the page must load even when probing fails
-        logger.exception("could not probe the LMM backends")
-        return dict.fromkeys(FALLBACK_BACKENDS)
-
-
-def available_backends() -> list[str]:
-    """LMM backends the page offers ("preset default" first): the reachable ones among those the
-    server allows (:func:`registered_backends`)."""
-    allowed = set(registered_backends())
-    return [PRESET_DEFAULT, *(name for name, how in backend_availability().items() if how is None and name in allowed)]
-
-
-def registered_backends() -> list[str]:
-    """LMM backends a web request may ask for, reachable or not: every registered name (aliases
-    included), narrowed by ``GEODEMO_WEB_LMM_BACKENDS`` when set."""
-    try:
-        from geodemo.lmm.backends import list_backends
-
-        return list(list_backends())
-    except Exception:  # noqa: BLE001
-        logger.exception("could not list the LMM backends")
-        names = list(FALLBACK_BACKENDS)
-    allowed = _env_list("GEODEMO_WEB_LMM_BACKENDS")
-    return [n for n in names if not allowed or n in allowed]
-
-
-def unavailable_backends_markdown() -> str:
-    """One line per allowed backend that is not reachable here, saying how to enable it."""
-    allowed = set(registered_backends())
-    lines = [f"- **{name}**: not installed: {redact_paths(how)}"
-             for name, how in backend_availability().items() if how and name in allowed]
-    return "Not available here:\n" + "\n".join(lines) if lines else ""
 
 
 def get_locator(preset: str):
@@ -162,168 +90,15 @@ def get_locator(preset: str):
             t0 = time.perf_counter()
             from geodemo.data.recorded import recorded_for
 
-            config = server_presets().get(preset, preset)
+            config = preset_source(preset)
             locator = GeoLocator.from_preset(config, **recorded_for(config))
             logger.info("loaded preset %s in %.1f s", preset, time.perf_counter() - t0)
             _LOCATORS[preset] = locator
         return locator
 
 
-def _choice(v: Any) -> str | None:
-    """A text choice from the page: None for empty or "preset default"."""
-    if v is None:
-        return None
-    if not isinstance(v, str):
-        raise RequestError(f"expected a name, got {type(v).__name__}")
-    v = v.strip()
-    return None if not v or v == PRESET_DEFAULT else v
-
-
-def _web_number(name: str, label: str, v: Any, whole: bool) -> float | None:
-    """A number from the page within :data:`WEB_RANGES`; None (empty) keeps the preset's value."""
-    if v is None or (isinstance(v, str) and not v.strip()):
-        return None
-    if isinstance(v, bool):
-        raise RequestError(f"{label} must be a number")
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise RequestError(f"{label} must be a number, got {str(v)[:40]!r}") from None
-    lo, hi = WEB_RANGES[name]
-    if not math.isfinite(x) or not lo <= x <= hi or (whole and x != int(x)):
-        kind = "a whole number" if whole else "a number"
-        raise RequestError(f"{label} must be {kind} from {lo:g} to {hi:g} (or empty for the preset's value)")
-    return int(x) if whole else x
-
-
-def preset_lmm_backend(preset: str) -> str | None:
-    """The LMM backend a preset configures (None when it has none)."""
-    from geodemo.pipeline import load_preset
-
-    return (load_preset(server_presets().get(preset, preset)).get("lmm") or {}).get("backend")
-
-
-def validate_request(
-    preset: Any,
-    top_k: Any,
-    eps_km: Any,
-    min_samples: Any,
-    lmm_mode: Any,
-    lmm_backend: Any,
-    lmm_model: Any,
-    lmm_samples: Any,
-    exclude_ids: set[str] | None = None,
-    exclude_groups: set[str] | None = None,
-):
-    """``(preset, LocateOptions)`` from what a client sent, or :class:`RequestError` saying what is refused.
-
-    The one rule for every web choice: presets, backends and models come from the server's
-    allow-lists, numbers from :data:`WEB_RANGES`; nothing the page sends is used as a path.
-    """
-    from geodemo.pipeline import LocateOptions
-    from geodemo.pipeline.locator import InvalidOptionError
-
-    preset_name = _choice(preset) or DEFAULT_PRESET
-    presets = available_presets()
-    if preset_name not in presets:
-        raise RequestError(f"unknown preset {preset_name[:60]!r}; choose one of {', '.join(presets)}")
-    mode = (_choice(lmm_mode) or "").lower()
-    if mode not in ("", "on", "off"):
-        raise RequestError(f"LMM stage must be {PRESET_DEFAULT!r}, 'on' or 'off'")
-    backend, model = _choice(lmm_backend), _choice(lmm_model)
-    backends = registered_backends()  # reachable or not: the LMM stage says "not installed"
-    if backend is not None and backend not in backends:
-        raise RequestError(f"unknown LMM backend {backend[:60]!r}; choose one of {', '.join(backends)}")
-    if model is not None:
-        effective = backend or preset_lmm_backend(preset_name)
-        if effective in SERVER_MODEL_BACKENDS:
-            raise RequestError("the OpenAI-compatible backend's model is set on the server (OPENAI_MODEL or the "
-                               "preset), not by the page; leave the LMM model empty")
-        if model not in allowed_local_models():
-            raise RequestError(
-                "the page may not choose this LMM model; the server allows "
-                f"{', '.join(allowed_local_models()) or 'only the preset default'} (env GEODEMO_LMM_MODELS)")
-    try:
-        options = LocateOptions(
-            top_k=_web_number("top_k", "top-k neighbours", top_k, True),
-            eps_km=_web_number("eps_km", "DBSCAN eps (km)", eps_km, False),
-            min_samples=_web_number("min_samples", "DBSCAN min samples", min_samples, True),
-            use_lmm={"on": True, "off": False}.get(mode),
-            lmm_backend=backend,
-            lmm_model=model,
-            lmm_samples=_web_number("lmm_samples", "answers per prompt", lmm_samples, True),
-            exclude_ids=set(exclude_ids or ()),
-            exclude_groups=set(exclude_groups or ()),
-        )
-    except InvalidOptionError as exc:
-        raise RequestError(str(exc)) from None
-    return preset_name, options
-
-
 # ---------------------------------------------------------------------------------------------
 # Inputs: the photo, the optional truth and example identity.
-
-
-class PhotoInput(gr.Image):
-    """``gr.Image`` that hands the handler the uploaded file's path, undecoded.
-
-    Gradio's own decoding would turn a non-image into an unreadable server error and would drop
-    the EXIF block (GPS); ``geodemo.imageio.load_image`` reads it instead, with readable errors.
-    """
-
-    is_template = True  # rendered by the built-in Image front end
-
-    def preprocess(self, payload):  # type: ignore[override]
-        """The file's path, after the photo budget's byte check (uploads, pastes and data URLs alike)."""
-        if payload is None:
-            return None
-        if getattr(payload, "path", None):
-            path = Path(payload.path)
-            try:
-                BUDGET.check_bytes(path.stat().st_size, "the photo")
-            except OSError:
-                raise gr.Error("the uploaded photo could not be found on the server; upload it again") from None
-            except ImageError as exc:
-                raise gr.Error(str(exc)) from None
-            return str(path)
-        url = getattr(payload, "url", None) or ""
-        if url.startswith("data:"):
-            from gradio.processing_utils import save_base64_to_cache
-
-            encoded = len(url) - url.find(",") - 1
-            try:  # checked on the text, before anything is decoded or written
-                BUDGET.check_bytes(encoded * 3 // 4, "the photo (sent as a data URL)")
-            except ImageError as exc:
-                raise gr.Error(str(exc)) from None
-            try:
-                return save_base64_to_cache(url, self.GRADIO_CACHE)
-            except Exception:  # noqa: BLE001 - malformed base64 or header
-                raise gr.Error("the photo's data URL could not be decoded") from None
-        raise gr.Error("the upload carried no file")
-
-
-_COORD_RE = re.compile(r"^\s*\(?\s*(-?\d+(?:\.\d+)?)\s*[,; ]\s*(-?\d+(?:\.\d+)?)\s*\)?\s*$")
-
-
-def parse_truth(text: str | None) -> tuple[float, float] | None:
-    """``"48.85, 2.35"`` -> (48.85, 2.35); empty -> None; anything else -> ValueError."""
-    if not text or not text.strip():
-        return None
-    m = _COORD_RE.match(text)
-    if not m:
-        raise ValueError(f"true location {text!r} is not 'lat, lon' in decimal degrees")
-    lat, lon = float(m.group(1)), float(m.group(2))
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        raise ValueError(f"true location {text!r} is out of range (lat within ±90, lon within ±180)")
-    return lat, lon
-
-
-def parse_example_key(key: str | None) -> tuple[set[str], set[str]]:
-    """``"<benchmark>|<id>|<group>"`` -> ({id}, {group}) to leave the example's own photos out."""
-    if not key or "|" not in key:
-        return set(), set()
-    _bench, sample_id, group = (key.split("|") + ["", ""])[:3]
-    return ({sample_id} if sample_id else set()), ({group} if group else set())
 
 
 def read_photo(path: str) -> tuple[Image.Image, tuple[float, float] | None]:
@@ -574,34 +349,29 @@ def locate_stream(
         if not photo:
             yield _message("⚠️ Drop a photo (or click an example) first.")
             return
+        try:  # every text and setting is checked before the photo is read
+            typed_truth = parse_truth(truth_text)
+            ids, groups = parse_example_key(example_key)
+            known = None if ids else recognise_benchmark_photo(photo)
+            if known is not None:
+                ids, groups = {str(known[1].id)}, ({str(known[1].group)} if known[1].group else set())
+            preset, options = validate_request(preset, top_k, eps_km, min_samples, lmm_mode, lmm_backend,
+                                               lmm_model, lmm_samples, ids, groups)
+        except RequestError as exc:
+            yield _message(f"⚠️ {describe(exc)[0]}")
+            return
         try:
             image, exif_gps = read_photo(photo)
         except ImageError as exc:
             yield _message(f"⚠️ This file cannot be used as a photo: {describe(exc)[0]}")
             return
-        try:
-            typed_truth = parse_truth(truth_text)
-        except ValueError as exc:
-            yield _message(f"⚠️ {exc}")
-            return
-        ids, groups = parse_example_key(example_key)
         if typed_truth is not None:
-            truth, truth_source = typed_truth, ("example ground truth" if ids else "typed in")
+            truth, truth_source = typed_truth, ("example ground truth" if ids and known is None else "typed in")
         else:
             truth, truth_source = exif_gps, "EXIF GPS"
-        known = None if ids else recognise_benchmark_photo(photo)
-        if known is not None:
-            bench, sample = known
-            ids, groups = {str(sample.id)}, ({str(sample.group)} if sample.group else set())
-            if truth is None:
-                truth = (float(sample.lat), float(sample.lon))
-                truth_source = f"{bench} ground truth, recognised by file name"
-        try:
-            preset, options = validate_request(preset, top_k, eps_km, min_samples, lmm_mode, lmm_backend,
-                                               lmm_model, lmm_samples, ids, groups)
-        except RequestError as exc:
-            yield _message(f"⚠️ {exc}")
-            return
+        if truth is None and known is not None:
+            truth = (float(known[1].lat), float(known[1].lon))
+            truth_source = f"{known[0]} ground truth, recognised by file name"
         opacity = min(max(float(opacity), 0.0), 1.0) if isinstance(opacity, (int, float)) and math.isfinite(opacity) else 0.5
         yield _message(f"⏳ loading the `{preset}` pipeline (first use only) …")
         locator = get_locator(preset)
@@ -637,6 +407,7 @@ def locate_stream(
                        "The details are in the server log.")
 
 
+@plain_errors("locating")
 def locate_api(
     photo: str | None,
     preset: str = DEFAULT_PRESET,
@@ -652,23 +423,15 @@ def locate_api(
 
     Refused settings, unusable photos and failures raise ``gr.Error`` with a one-line message.
     """
-    try:
-        preset, options = validate_request(preset, top_k, eps_km, min_samples, lmm_mode, lmm_backend,
-                                           lmm_model, lmm_samples)
-    except RequestError as exc:
-        raise gr.Error(str(exc)) from None
+    preset, options = validate_request(preset, top_k, eps_km, min_samples, lmm_mode, lmm_backend,
+                                       lmm_model, lmm_samples)
     if not photo:
         raise gr.Error("no photo given")
     try:
         image, exif_gps = read_photo(photo)
     except ImageError as exc:
         raise gr.Error(f"this file cannot be used as a photo: {describe(exc)[0][:300]}") from None
-    try:
-        result = get_locator(preset).locate(image, options)
-    except Exception as exc:  # noqa: BLE001 - the log keeps the traceback, the caller gets one line
-        logger.exception("API locate failed")
-        raise gr.Error(f"locating failed: {describe(exc)[0][:300]}") from None
-    out = public_dict(result)
+    out = public_dict(get_locator(preset).locate(image, options))
     if exif_gps is not None and out.get("exif_gps") is None:
         out["exif_gps"] = list(exif_gps)
     return out
@@ -685,14 +448,12 @@ def _gallery_files(preset: str) -> dict[str, str]:
     return {str(i): str(p) for i, p in zip(meta.ids, paths, strict=False) if p}
 
 
+@plain_errors("the thumbnail")
 def thumbnail_api(neighbour_id: str | None, preset: str | None = DEFAULT_PRESET) -> Image.Image:
     """API: the thumbnail of the gallery photo a result names by id (``neighbours[].id``)."""
-    try:
-        preset_name, _ = validate_request(preset, None, None, None, None, None, None, None)
-    except RequestError as exc:
-        raise gr.Error(str(exc)) from None
-    key = str(neighbour_id or "").strip()
-    path = _gallery_files(preset_name).get(key) if key and len(key) <= 300 else None
+    preset_name, _ = validate_request(preset, None, None, None, "off", None, None, None)
+    key = (check_text("gallery id", neighbour_id) or "").strip()
+    path = _gallery_files(preset_name).get(key) if key else None
     if path is None:
         raise gr.Error(f"no gallery photo with id {key[:60]!r} in preset {preset_name!r}")
     try:
@@ -739,7 +500,7 @@ def build_demo() -> gr.Blocks:
     """The Gradio Blocks page."""
     presets = available_presets()
     default_preset = DEFAULT_PRESET if DEFAULT_PRESET in presets else presets[0]
-    with gr.Blocks(title="geodemo: photo geo-localization") as demo:
+    with gr.Blocks(title="geodemo: photo geo-localization", delete_cache=upload_cache_policy()) as demo:
         gr.Markdown(INTRO)
         seg_state = gr.State(None)
         with gr.Row():
@@ -747,6 +508,7 @@ def build_demo() -> gr.Blocks:
                 photo = PhotoInput(label="Photo", type="filepath", sources=["upload", "clipboard"],
                                    image_mode=None, height=320, elem_id="photo")
                 truth_box = gr.Textbox(label="True location (optional: lat, lon; filled by examples)",
+                                       max_length=TEXT_LIMITS["true location"],
                                        placeholder="e.g. 48.8584, 2.2945", elem_id="truth")
                 example_key = gr.Textbox(visible=False, elem_id="example-key")
                 run = gr.Button("📍 Locate", variant="primary", elem_id="locate")
@@ -757,23 +519,23 @@ def build_demo() -> gr.Blocks:
                         "the photo itself and its photographer are left out of the gallery"), examples_per_page=10,
                         visible_columns=[0, 1], elem_id="examples")
                 with gr.Accordion("Settings", open=False):
-                    preset = gr.Dropdown(presets, value=default_preset, label="Preset", elem_id="preset",
+                    preset = RawDropdown(presets, value=default_preset, label="Preset", elem_id="preset",
                                          info=DEFAULT_CHOICE.explanation)
                     with gr.Row():
-                        top_k = gr.Number(None, label="top-k neighbours", placeholder="preset default",
+                        top_k = RawNumber(None, label="top-k neighbours", placeholder="preset default",
                                           precision=0, minimum=WEB_RANGES["top_k"][0], maximum=WEB_RANGES["top_k"][1])
-                        eps_km = gr.Number(None, label="DBSCAN eps (km)", placeholder="preset default",
+                        eps_km = RawNumber(None, label="DBSCAN eps (km)", placeholder="preset default",
                                            minimum=WEB_RANGES["eps_km"][0], maximum=WEB_RANGES["eps_km"][1])
-                        min_samples = gr.Number(None, label="DBSCAN min samples", placeholder="preset default",
+                        min_samples = RawNumber(None, label="DBSCAN min samples", placeholder="preset default",
                                                 precision=0, minimum=WEB_RANGES["min_samples"][0],
                                                 maximum=WEB_RANGES["min_samples"][1])
-                    lmm_mode = gr.Radio([PRESET_DEFAULT, "on", "off"], value=PRESET_DEFAULT, label="LMM stage",
+                    lmm_mode = RawRadio([PRESET_DEFAULT, "on", "off"], value=PRESET_DEFAULT, label="LMM stage",
                                         elem_id="lmm-mode")
                     with gr.Row():
-                        lmm_backend = gr.Dropdown(available_backends(), value=PRESET_DEFAULT, label="LMM backend",
+                        lmm_backend = RawDropdown(available_backends(), value=PRESET_DEFAULT, label="LMM backend",
                                                   allow_custom_value=True)
                         lmm_model = gr.Textbox("", label="LMM model", placeholder="preset default")
-                        lmm_samples = gr.Number(None, label="answers per prompt", placeholder="preset default",
+                        lmm_samples = RawNumber(None, label="answers per prompt", placeholder="preset default",
                                                 precision=0, minimum=WEB_RANGES["lmm_samples"][0],
                                                 maximum=WEB_RANGES["lmm_samples"][1])
                     gr.Markdown(unavailable_backends_markdown(), elem_id="lmm-unavailable")
@@ -855,7 +617,17 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
+def launch_options() -> dict[str, Any]:
+    """What every launch of the page passes to ``demo.launch`` (``python app.py``, the tests): the upload
+    size, the request-body limit (:class:`geodemo.web.limits.BodyLimit`), the style, no raw errors."""
+    from starlette.middleware import Middleware
+
+    return {"max_file_size": MAX_UPLOAD, "css": CSS, "show_error": False,
+            "app_kwargs": {"middleware": [Middleware(BodyLimit, max_bytes=MAX_BODY)]}}
+
+
 demo = build_demo()
+
 
 def warmup(preset: str = DEFAULT_PRESET) -> None:
     """Load the default preset's models and gallery before serving (skip: ``GEODEMO_WARMUP=0``)."""
@@ -876,7 +648,5 @@ if __name__ == "__main__":
         # None lets Gradio read GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (set by Spaces), else 127.0.0.1:7860.
         server_name=os.environ.get("GEODEMO_HOST") or None,
         server_port=int(os.environ["GEODEMO_PORT"]) if os.environ.get("GEODEMO_PORT") else None,
-        max_file_size=MAX_UPLOAD,
-        css=CSS,
-        show_error=False,
+        **launch_options(),
     )

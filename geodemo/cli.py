@@ -268,10 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    """``exc`` in plain words (no class names, no server paths) on one line of at most 500 characters."""
+    """``exc`` in plain words (no class names; the user's own paths kept) on one line of at most 500 characters."""
     from geodemo.errors import describe
 
-    text = " ".join(describe(exc)[0].split())
+    text = " ".join(describe(exc, keep_paths=True)[0].split())
     return text if len(text) <= 500 else text[:497] + "..."
 
 

@@ -54,9 +54,13 @@ class GeodemoError(Exception):
     @property
     def plain(self) -> str:
         """The message and its hint in plain words: no class names, no server paths."""
-        text = plain_text(self.message) or self.summary
+        return self.plain_words()
+
+    def plain_words(self, keep_paths: bool = False) -> str:
+        """:attr:`plain`; ``keep_paths=True`` keeps paths whole (the CLI's own user)."""
+        text = plain_text(self.message, keep_paths) or self.summary
         if self.hint:
-            hint = plain_text(self.hint)
+            hint = plain_text(self.hint, keep_paths)
             if hint and hint not in text:
                 text = f"{text.rstrip('.')}; {hint}"
         return text
@@ -127,8 +131,10 @@ _PATH = re.compile(
     r"(?<![\w.:/\\$-])(?:~|\.{1,2})?/(?:[^\s/'\"`<>|:;,()\[\]{}]+/)+([^\s/'\"`<>|:;,()\[\]{}]*)"
     r"|\b[A-Za-z]:\\(?:[^\s\\'\"<>|]+\\)+([^\s\\'\"<>|]*)"
 )
-# "SomethingError: " / "KeyError(" / "(TesseractNotFoundError)" - an exception class name.
-_CLASS = re.compile(r"\b(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Unavailable|Warning|Exit)\b(?::\s*)?")
+# "SomethingError: " / "KeyError(" / "(TesseractNotFoundError)" - an exception class name. Each dotted
+# word is matched once and tested in Python (:func:`_drop_class_name`): no backtracking, linear time.
+_DOTTED_WORD = re.compile(r"(?<![\w.])[A-Za-z_][\w.]*(?::[ \t]*)?")
+_CLASS_SUFFIXES = ("Error", "Exception", "Unavailable", "Warning", "Exit")
 _TRACEBACK = "Traceback (most recent call last):"
 
 _GENERIC = (  # builtin exceptions -> what a person can understand
@@ -155,6 +161,17 @@ def _path_word(match: re.Match[str]) -> str:
     return f"'{name}'" if "." in name.strip(".") else "a server folder"
 
 
+def _drop_class_name(match: re.Match[str]) -> str:
+    """"" for an exception class name (with its module path and a following ': '), else the word itself."""
+    word = match.group(0)
+    dotted = word.rstrip(": \t")
+    name = dotted.rstrip(".")
+    *modules, last = name.split(".")
+    is_class = (last[:1].isupper() and last.endswith(_CLASS_SUFFIXES)
+                and all(m[:1].islower() or m[:1] == "_" for m in modules))
+    return dotted[len(name):] if is_class else word
+
+
 def redact_paths(text: str) -> str:
     """``text`` with every file path replaced by its last component (the resource's name).
 
@@ -164,14 +181,25 @@ def redact_paths(text: str) -> str:
     return _PATH.sub(_last_component, text)
 
 
-def plain_text(text: str) -> str:
-    """``text`` without tracebacks, exception class names or server paths (file names are kept)."""
+#: Longest message shown to a person (a sentence or two, never a document): longer text is cut first.
+MAX_MESSAGE_CHARS = 2000
+
+
+def plain_text(text: str, keep_paths: bool = False) -> str:
+    """``text`` without tracebacks, exception class names or server paths (file names are kept).
+
+    ``keep_paths=True`` keeps paths whole (the CLI shows the user's own files; only the web hides them).
+    At most :data:`MAX_MESSAGE_CHARS` characters are kept, so scrubbing costs little whatever the text.
+    """
     text = str(text)
     if _TRACEBACK in text:  # keep the exception's own line, drop the frames
         text = text.split(_TRACEBACK, 1)[0] + " " + next(
             (line for line in reversed(text.splitlines()) if line.strip()), "")
-    text = _PATH.sub(_path_word, text)
-    text = _CLASS.sub("", text)
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 1] + "…"
+    if not keep_paths:
+        text = _PATH.sub(_path_word, text)
+    text = _DOTTED_WORD.sub(_drop_class_name, text)
     text = re.sub(r"\(\s*\)", "", text)
     text = re.sub(r"\s{2,}", " ", text).strip(" :;,")
     return text
@@ -190,16 +218,17 @@ def _detail(exc: BaseException) -> str:
     return "; ".join(parts)
 
 
-def describe(exc: BaseException) -> tuple[str, str]:
+def describe(exc: BaseException, keep_paths: bool = False) -> tuple[str, str]:
     """``(plain words, technical detail)`` for any exception.
 
-    The plain words are safe to show on the page and the CLI; the detail (class name, message with
-    paths, cause) is for logs and the ``error_details`` of a JSON result.
+    The plain words are safe to show on the page; the detail (class name, message with paths, cause)
+    is for logs and the ``error_details`` of a JSON result. ``keep_paths=True`` (the CLI and scripts,
+    whose user owns the files) keeps paths whole; only the web hides them.
     """
     if isinstance(exc, GeodemoError):
-        plain = exc.plain
+        plain = exc.plain_words(keep_paths)
     else:
-        text = plain_text(str(exc))
+        text = plain_text(str(exc), keep_paths)
         generic = next((words for kind, words in _GENERIC if isinstance(exc, kind)), None)
         if generic and (not text or isinstance(exc, (MemoryError, ImportError))):
             plain = generic

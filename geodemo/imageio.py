@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,11 @@ def _open(source: ImageSource, max_pixels: int, max_bytes: int | None = None, na
         ) from exc
     except OSError as exc:
         raise ImageError(f"cannot open {name}: its header is damaged or truncated ({exc})") from exc
+    except ValueError as exc:  # PIL's own safety limits on metadata (a text or ICC chunk that inflates too far)
+        raise ImageError(f"{name} carries a metadata block (text or colour profile) too large to read safely "
+                         f"({exc}); save the photo again without it") from exc
+    except (SyntaxError, EOFError, IndexError, TypeError, ZeroDivisionError, struct.error) as exc:
+        raise ImageError(f"cannot open {name}: its header is malformed ({exc})") from exc
     width, height = image.size
     if width <= 0 or height <= 0:
         raise ImageError(f"{name} has an empty size {width}x{height}")
@@ -161,39 +167,78 @@ def _open(source: ImageSource, max_pixels: int, max_bytes: int | None = None, na
     return image
 
 
-def _scale_to_uint8(arr: np.ndarray, full_scale: float | None) -> np.ndarray:
-    """Map a single-channel array onto 0..255; ``full_scale`` is the value that becomes 255.
+#: Modes ``Image.reduce`` averages in place, without a full-size copy.
+_DIRECT_REDUCE = frozenset({"L", "RGB", "I", "F", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
+#: Pixels converted at once by the strip-wise conversions (a few MB of arrays whatever the photo's size).
+_STRIP_PIXELS = 2_000_000
 
-    With ``full_scale=None`` the range is guessed: 0..1 (float), 0..255, 0..65535, else min..max.
+
+def _value_range(mode: str, lo: float, hi: float) -> tuple[float, float]:
+    """``(offset, full scale)`` that map a single-channel image of ``mode`` with values ``lo..hi`` onto 0..255.
+
+    16-bit modes use 0..65535; otherwise the range is guessed: 0..1 (float), 0..255, 0..65535, else min..max.
     """
-    values = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if values.size == 0:
-        return values.astype(np.uint8)
-    lo, hi = float(values.min()), float(values.max())
-    if full_scale is None:
-        if lo >= 0 and hi <= 1.0 and np.issubdtype(arr.dtype, np.floating):
-            full_scale = 1.0
-        elif lo >= 0 and hi <= 255:
-            full_scale = 255.0
-        elif lo >= 0 and hi <= 65535:
-            full_scale = 65535.0
-        else:  # arbitrary range (32-bit integers, negative floats): stretch min..max
-            values, full_scale = values - lo, max(hi - lo, 1e-12)
-    return np.clip(np.round(values / full_scale * 255.0), 0, 255).astype(np.uint8)
+    if mode.startswith("I;16"):
+        return 0.0, 65535.0
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = 0.0, 0.0
+    if lo >= 0 and hi <= 1.0 and mode == "F":
+        return 0.0, 1.0
+    if lo >= 0 and hi <= 255:
+        return 0.0, 255.0
+    if lo >= 0 and hi <= 65535:
+        return 0.0, 65535.0
+    return lo, max(hi - lo, 1e-12)  # arbitrary range (32-bit integers, negative floats): stretch min..max
 
 
-def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB: alpha is composited on ``background``, 16-bit is rescaled."""
+def _scale_to_uint8(arr: np.ndarray, offset: float, full_scale: float) -> np.ndarray:
+    """``(arr - offset) / full_scale`` onto 0..255 (NaN and infinities become 0), in float32."""
+    values = np.nan_to_num(np.array(arr, dtype=np.float32), copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    if offset:
+        values -= offset
+    values *= 255.0 / full_scale
+    np.round(values, out=values)
+    return np.clip(values, 0, 255, out=values).astype(np.uint8)
+
+
+def _gray8(image: Image.Image, value_range: tuple[float, float]) -> Image.Image:
+    """A 32-bit, 16-bit or float image as 8-bit grey, scaled a strip of rows at a time (no full-size array)."""
+    width, height = image.size
+    out = Image.new("L", image.size)
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        strip = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+        out.paste(Image.fromarray(_scale_to_uint8(strip, *value_range), mode="L"), (0, top))
+    return out
+
+
+def _extrema(image: Image.Image) -> tuple[float, float]:
+    """The value range of a single-channel numeric image, read without copying it."""
+    try:
+        lo, hi = image.getextrema()
+        return float(lo), float(hi)
+    except (ValueError, TypeError):
+        return 0.0, 0.0
+
+
+_NUMERIC_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255),
+           value_range: tuple[float, float] | None = None) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: alpha is composited on ``background``, 16-bit is rescaled.
+
+    ``value_range`` (offset, full scale) fixes how a 32-bit or float image maps onto 0..255 (a strip of a
+    larger image must use the whole image's range); by default it is guessed from this image's values.
+    """
     mode = image.mode
     if mode == "RGB":
         return image
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         mode = image.mode
-    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        full_scale = 65535.0 if mode.startswith("I;16") else None
-        gray = _scale_to_uint8(np.asarray(image), full_scale)
-        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode in _NUMERIC_MODES:
+        return _gray8(image, value_range or _value_range(mode, *_extrema(image))).convert("RGB")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, background + (255,))
@@ -202,19 +247,35 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """``image.reduce(factor)`` for every mode, in about the memory of the decoded image itself.
+
+    Modes ``reduce`` refuses (16-bit, palette, 1-bit) or copies first (alpha modes, premultiplied at full
+    size) are converted to 8-bit RGB and reduced one strip of rows at a time, so no full-size converted
+    copy ever exists; 32-bit and float strips share the whole image's value range.
+    """
+    if image.mode in _DIRECT_REDUCE:
+        return image.reduce(factor)
+    width, height = image.size
+    value_range = _value_range(image.mode, *_extrema(image)) if image.mode in _NUMERIC_MODES else None
+    rows = factor * max(1, _STRIP_PIXELS // (width * factor))
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        strip = image.crop((0, top, width, min(height, top + rows)))
+        out.paste(to_rgb(strip, value_range=value_range).reduce(factor), (0, top // factor))
+    return out
+
+
 def _shrink(image: Image.Image, side: int) -> Image.Image:
     """``image`` with its long side at most ``side`` (box-reduced by an integer factor, then resampled)."""
     if not side or max(image.size) <= side:
         return image
     factor = max(image.size) // side
     if factor >= 2:
-        try:
-            image = image.reduce(factor)
-        except (ValueError, NotImplementedError):  # modes reduce() does not take (palette, 16-bit)
-            image = to_rgb(image).reduce(factor)
+        image = _reduce(image, factor)
     if max(image.size) > side:
         if image.mode not in ("RGB", "RGBA", "L", "LA"):
-            image = to_rgb(image)
+            image = to_rgb(image)  # at most twice the working side: a bounded copy
         image = image.copy()
         image.thumbnail((side, side), Image.Resampling.LANCZOS)
     return image
@@ -254,7 +315,7 @@ def load_image(
         image = _shrink(image, side)
     except OSError as exc:  # truncated data, broken compression stream
         raise ImageError(f"{name} is damaged or truncated and cannot be decoded: {exc}") from exc
-    except (ValueError, SyntaxError) as exc:
+    except (ValueError, SyntaxError, EOFError, IndexError, TypeError, ZeroDivisionError, struct.error) as exc:
         raise ImageError(f"{name} could not be decoded: {exc}") from exc
     if transpose is not None:
         image = image.transpose(transpose)

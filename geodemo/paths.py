@@ -88,6 +88,21 @@ def find_resource(*parts: str, explicit: str | os.PathLike | None = None, what: 
     )
 
 
+def train_presets_dir() -> Path:
+    """Folder of the training presets (``geodemo/train/presets``): one per checkpoint ``scripts/train.py`` makes."""
+    return Path(__file__).resolve().parent / "train" / "presets"
+
+
+def how_to_make_checkpoint(name: str | os.PathLike) -> str:
+    """The command that makes the trained checkpoint ``name`` (a training preset of that name), or where to
+    put one when no training preset makes it."""
+    stem = Path(name).name
+    if (train_presets_dir() / f"{stem}.json").is_file():
+        return (f"make it with `python scripts/train.py --preset {stem}` (it is saved to checkpoints/{stem}, "
+                "or $GEODEMO_CHECKPOINTS)")
+    return "pass a file or folder path, or a name under checkpoints/ (or $GEODEMO_CHECKPOINTS)"
+
+
 def checkpoints_dir() -> Path:
     """Folder for trained weights: ``$GEODEMO_CHECKPOINTS`` or ``checkpoints/`` in the repository."""
     env = os.environ.get("GEODEMO_CHECKPOINTS")

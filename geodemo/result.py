@@ -139,6 +139,7 @@ class LMMRecord(_JsonMixin):
     lon: float | None = None
     rejection: str | None = None  # why no coordinate was kept (None when parsed)
     error: str | None = None  # backend failure (time-out, no server ...)
+    not_installed: bool = False  # the failure says the backend or its model is absent (not a time-out)
     latency_s: float = 0.0
     backend: str = ""
     model: str = ""

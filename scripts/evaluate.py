@@ -24,6 +24,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import geodemo  # noqa: E402,F401  (torchvision guard before any model import)
 from geodemo.data import list_benchmarks, load_benchmark, load_csv  # noqa: E402
+from geodemo.errors import GeodemoError, describe  # noqa: E402
 from geodemo.eval import create_predictor, evaluate, list_predictors  # noqa: E402
 
 
@@ -101,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
                    "recorded": recorded_section(args.recorded_lmm, args.recorded_candidates)}
         if args.lmm != "preset":
             options["lmm"] = {"enabled": args.lmm == "on"}
-    try:
+    try:  # the preset's models and gallery load here: one that cannot load stops the run before any photo
         predictor = create_predictor(args.predictor, dataset, **options)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (GeodemoError, KeyError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {describe(exc, keep_paths=True)[0]}", file=sys.stderr)
         return 2
     suffix = f"-{args.gallery}" if args.predictor != "geolocator" and args.gallery != "self" else ""
     if args.predictor == "geolocator" and args.lmm != "preset":

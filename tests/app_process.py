@@ -1,51 +1,27 @@
-"""``python app.py`` as a separate process on a free local port, for tests that need the real server."""
+"""``python app.py`` as a separate process on a free local port, for tests that need the real server
+(:mod:`geodemo.web.process`; a server that does not start fails the test with its log)."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from geodemo.web.process import AppDidNotStart, free_port
+from geodemo.web.process import served_app as _served_app
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port", "served_app"]
 
 
 @contextmanager
 def served_app(cwd: Path, env: dict[str, str], log_path: Path, start_timeout_s: float
                ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start ``app.py`` in ``cwd`` (output to ``log_path``), wait until it serves, yield ``(url, process)``;
-    stop it afterwards (terminate, then kill if it has not exited in 30 s)."""
-    port = free_port()
-    env = {**env, "GEODEMO_HOST": "127.0.0.1", "GEODEMO_PORT": str(port)}
-    url = f"http://127.0.0.1:{port}/"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            t0 = time.perf_counter()
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"app.py exited: {log_path.read_text()[-2000:]}")
-                try:
-                    urllib.request.urlopen(url, timeout=2)
-                    break
-                except OSError:
-                    if time.perf_counter() - t0 > start_timeout_s:
-                        pytest.fail(f"app.py did not serve in {start_timeout_s:g} s: {log_path.read_text()[-2000:]}")
-                    time.sleep(1)
-            yield url, proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    """:func:`geodemo.web.process.served_app`; ``pytest.fail`` with the app's log when it does not start."""
+    try:
+        with _served_app(cwd, env, log_path, start_timeout_s) as served:
+            yield served
+    except AppDidNotStart as exc:
+        pytest.fail(str(exc))

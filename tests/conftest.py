@@ -61,6 +61,6 @@ def app_url(shared) -> str:
     demo = app.build_demo()
     demo.queue(default_concurrency_limit=2)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                            quiet=True, css=app.CSS, max_file_size=app.MAX_UPLOAD)
+                            quiet=True, **app.launch_options())
     yield url
     demo.close()

@@ -1,4 +1,6 @@
-"""Fuzz (issue 16): 200 random byte strings and mutated JPEG/PNG files fed to the CLI and the API.
+"""Fuzz (issue 16): 200 random byte strings and mutated JPEG/PNG files fed to the CLI and the API;
+(issue 27) the probe's table: PNG metadata bombs, a 16-bit 40 MP PNG, 1 x 100000 and 2 x 2 images,
+100 KB and regex-hostile texts in every text field, out-of-type numbers and an oversized body.
 
 Every input must end with a clean answer or a one-line error: no traceback, no hang over 30 s,
 memory under 2 GB. The CLI part calls ``geodemo.cli.main`` in one separate process (so its peak
@@ -138,6 +140,42 @@ def corpus(shared, tmp_path_factory) -> list[Path]:
     return make_corpus(shared, tmp_path_factory.mktemp("fuzz"))
 
 
+def make_probe_files(folder: Path) -> list[Path]:
+    """The probe's image table (issue 27): metadata bombs, 16-bit 40 MP, slivers, a 2 x 2 dot."""
+    from test_hardening_round2 import gray16_png, icc_bomb_png, text_bomb_png
+
+    files = {"icc-bomb.png": icc_bomb_png(), "ztxt-bomb.png": text_bomb_png()}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    paths = [folder / name for name in files]
+    paths.append(gray16_png(folder / "gray16-40mp.png", 6300, 6300))  # 39.7 MP, inside the web budget
+    for name, mode, size in (("sliver-1x100000.png", "RGB", (1, 100_000)), ("sliver-100000x1.png", "I;16", (100_000, 1)),
+                             ("dot-2x2.png", "RGB", (2, 2))):
+        Image.new(mode, size, 120).save(folder / name)
+        paths.append(folder / name)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def probe_files(tmp_path_factory) -> list[Path]:
+    return make_probe_files(tmp_path_factory.mktemp("probe"))
+
+
+def test_fuzz_cli_probe_inputs(probe_files):
+    proc = subprocess.run([sys.executable, "-c", _CLI_DRIVER, str(LIGHT), *map(str, probe_files)],
+                          capture_output=True, text=True, env=_env(), cwd=REPO, timeout=600)
+    rows = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+    assert len(rows) == len(probe_files), proc.stderr[-2000:]
+    for row in rows:
+        assert not row["hang"] and row["escaped"] is None, row
+        _check_cli_answer(row["rc"], row["out"], row["err"], row["file"])
+        assert "OpenCV" not in row["out"] + row["err"], row
+    peak_kb = int(proc.stdout.split("PEAK_KB")[1].split()[0])
+    assert peak_kb < MAX_RSS_KB, f"the CLI process peaked at {peak_kb / 1e6:.2f} GB"
+    by_name = {r["file"]: r for r in rows}
+    assert by_name["gray16-40mp.png"]["rc"] == 0  # a real photo, decoded at the working size
+
+
 def test_fuzz_cli(corpus):
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", _CLI_DRIVER, str(LIGHT), *map(str, corpus)], capture_output=True,
@@ -166,32 +204,94 @@ def _peak_rss_kb(pid: int) -> int:
     return int(status.split("VmHWM:")[1].split()[0])
 
 
-def test_fuzz_api(corpus, tmp_path):
+@pytest.fixture(scope="module")
+def light_server(tmp_path_factory):
+    """``python app.py`` serving the light preset, shared by the API fuzz tests: (url, process)."""
+    env = _env(GEODEMO_PRESET="light", GEODEMO_EXTRA_PRESETS=str(LIGHT))
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with served_app(REPO, env, log, start_timeout_s=300) as served:
+        yield served
+
+
+def _check_api_refusal(message: str, name: str, tmp_root: Path) -> None:
+    assert message.strip() and message.strip() != "None", f"{name}: an error without words"
+    assert "Traceback" not in message and "\n" not in message.strip(), f"{name}: {message[:600]}"
+    assert str(tmp_root) not in message and "/tmp/gradio" not in message, f"{name}: {message}"
+
+
+def test_fuzz_api(corpus, tmp_path, light_server):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    env = _env(GEODEMO_PRESET="light", GEODEMO_EXTRA_PRESETS=str(LIGHT))
-    with served_app(REPO, env, tmp_path / "server.log", start_timeout_s=300) as (url, server):
-        client = Client(url, verbose=False, download_files=False)
-        t0 = time.monotonic()
-        located = refused = 0
-        for pair in zip(corpus[0::2], corpus[1::2], strict=True):  # two in flight: the app's concurrency limit
-            jobs = [(path, time.monotonic(), client.submit(handle_file(str(path)), "light", None, None, None, "off",
-                                                           "preset default", "", None, api_name="/locate"))
-                    for path in pair]
-            for path, start, job in jobs:
-                try:
-                    answer = job.result(timeout=HANG_S)
-                    assert isinstance(answer, dict) and "lat" in answer, f"{path.name}: {str(answer)[:300]}"
-                    located += 1
-                except AppError as exc:
-                    message = str(exc)
-                    assert "Traceback" not in message and "\n" not in message.strip(), f"{path.name}: {message[:600]}"
-                    assert str(tmp_path.parent) not in message and "/tmp/gradio" not in message, f"{path.name}: {message}"
-                    refused += 1
-                assert time.monotonic() - start < HANG_S, f"{path.name} took over {HANG_S:g} s"
-        peak_kb = _peak_rss_kb(server.pid)
-        print(f"fuzz API: {located} located, {refused} refused, {time.monotonic() - t0:.0f} s, "
-              f"server peak {peak_kb / 1e6:.2f} GB")
-        assert peak_kb < MAX_RSS_KB, f"the app server peaked at {peak_kb / 1e6:.2f} GB"
-        assert server.poll() is None  # still serving
+    url, server = light_server
+    client = Client(url, verbose=False, download_files=False)
+    t0 = time.monotonic()
+    located = refused = 0
+    for pair in zip(corpus[0::2], corpus[1::2], strict=True):  # two in flight: the app's concurrency limit
+        jobs = [(path, time.monotonic(), client.submit(handle_file(str(path)), "light", None, None, None, "off",
+                                                       "preset default", "", None, api_name="/locate"))
+                for path in pair]
+        for path, start, job in jobs:
+            try:
+                answer = job.result(timeout=HANG_S)
+                assert isinstance(answer, dict) and "lat" in answer, f"{path.name}: {str(answer)[:300]}"
+                located += 1
+            except AppError as exc:
+                _check_api_refusal(str(exc), path.name, tmp_path.parent)
+                refused += 1
+            assert time.monotonic() - start < HANG_S, f"{path.name} took over {HANG_S:g} s"
+    peak_kb = _peak_rss_kb(server.pid)
+    print(f"fuzz API: {located} located, {refused} refused, {time.monotonic() - t0:.0f} s, "
+          f"server peak {peak_kb / 1e6:.2f} GB")
+    assert peak_kb < MAX_RSS_KB, f"the app server peaked at {peak_kb / 1e6:.2f} GB"
+    assert server.poll() is None  # still serving
+
+
+#: Out-of-type values for each number field and long or regex-hostile texts for each text field (issue 27).
+BAD_NUMBERS = [1.5, True, "five", [3], {"n": 3}, -1e308, 10**30]
+LONG_TEXTS = [" 1" * 50_000 + "x", "a." * 50_000, "(" * 100_000, "A" * 100_000 + "Error: ", " /a" * 33_000]
+
+
+def test_fuzz_api_probe_inputs(probe_files, tmp_path, light_server):
+    """The probe's table through ``/locate`` and ``/thumbnail``: every input answered in words within 30 s,
+    the server's peak under 2 GB, and it keeps serving."""
+    import socket
+    from urllib.parse import urlparse
+
+    import httpx
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, server = light_server
+    client = Client(url, verbose=False, download_files=False)
+    ok_photo = handle_file(str(probe_files[2]))  # the 16-bit 40 MP PNG
+    base = ["light", None, None, None, "off", "preset default", "", None]
+    calls: list[tuple[str, list, str]] = [(p.name, [handle_file(str(p)), *base], "/locate") for p in probe_files]
+    for i, field in ((1, "top_k"), (3, "min_samples"), (7, "lmm_samples")):
+        calls += [(f"{field}={v!r}"[:40], [ok_photo, *base[:i], v, *base[i + 1:]], "/locate") for v in BAD_NUMBERS]
+    for text in LONG_TEXTS:
+        for i, field in ((0, "preset"), (4, "lmm_mode"), (5, "lmm_backend"), (6, "lmm_model")):
+            calls.append((f"{field}={text[:12]!r}...", [ok_photo, *base[:i], text, *base[i + 1:]], "/locate"))
+        calls.append((f"thumbnail {text[:12]!r}...", [text, "light"], "/thumbnail"))
+    t0 = time.monotonic()
+    answered = refused = 0
+    for name, args, api in calls:
+        start = time.monotonic()
+        try:
+            client.submit(*args, api_name=api).result(timeout=HANG_S)
+            answered += 1
+        except AppError as exc:
+            _check_api_refusal(str(exc), name, tmp_path.parent)
+            refused += 1
+        assert time.monotonic() - start < HANG_S, f"{name} took over {HANG_S:g} s"
+    target = urlparse(url)
+    with socket.create_connection((target.hostname, target.port), timeout=10) as sock:  # an oversized body
+        sock.sendall(b"POST /gradio_api/call/locate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 314572800\r\n\r\n{")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+    assert httpx.get(url.rstrip("/") + "/gradio_api/info", timeout=30).status_code == 200
+    peak_kb = _peak_rss_kb(server.pid)
+    print(f"fuzz API probe inputs: {answered} answered, {refused} refused, {time.monotonic() - t0:.0f} s, "
+          f"server peak {peak_kb / 1e6:.2f} GB")
+    assert peak_kb < MAX_RSS_KB, f"the app server peaked at {peak_kb / 1e6:.2f} GB"
+    assert server.poll() is None and refused >= len(calls) - len(probe_files)

@@ -86,8 +86,10 @@ def test_checkpoint_round_trip_and_missing(tmp_path):
     coords = np.array([[10.0, 20.0], [-45.0, 170.0]])
     assert np.array_equal(loaded.embed_image_features(feats), model.eval().embed_image_features(feats))
     assert np.array_equal(loaded.embed_locations(coords), model.embed_locations(coords))
-    with pytest.raises(MissingResourceError, match="scripts/train.py --preset no-such-model"):
-        load_aligner("no-such-model")
+    with pytest.raises(MissingResourceError, match="no aligner checkpoint 'no-such-model'.*under checkpoints/"):
+        load_aligner("no-such-model")  # no training preset makes it: no made-up train command
+    with pytest.raises(MissingResourceError, match=r"`python scripts/train.py --preset offline-verifier`"):
+        load_aligner("/no/such/folder/offline-verifier")
 
 
 def test_gps_gallery_cached_and_consistent(geoclip_encoder):

@@ -131,10 +131,11 @@ def test_d4_a_data_url_has_the_same_size_budget_as_an_upload(app_url, shared):
     buf = io.BytesIO()
     with Image.open(shared / "data" / "osv5m-sample" / "images" / OSV_PHOTO) as im:
         im.save(buf, format="PNG")
-    big = buf.getvalue() + b"\0" * (43 * 2**20)  # a 43 MB PNG (decoders ignore what follows IEND)
+    big = buf.getvalue() + b"\0" * (int(40.5 * 2**20) - len(buf.getvalue()))  # 40.5 MB (decoders ignore what follows IEND)
     base = app_url.rstrip("/")
     upload = httpx.post(f"{base}/gradio_api/upload", files={"files": ("big.png", big, "image/png")}, timeout=120)
     assert upload.status_code == 413  # Gradio's own upload route refuses it ...
+    # (a data URL whose request body is over the body limit never gets this far: issue 27's N6 test)
     url = "data:image/png;base64," + base64.b64encode(big).decode()
     call = httpx.post(f"{base}/gradio_api/call/locate", timeout=120, json={"data": [
         {"url": url, "meta": {"_type": "gradio.FileData"}, "orig_name": "big.png"}, *SETTINGS]})

@@ -20,10 +20,12 @@ from PIL import Image, ImageOps
 
 from geodemo.errors import ToolUnavailableError
 
-__all__ = ["text_score", "letter_regions", "GateUnavailable"]
+__all__ = ["text_score", "letter_regions", "GateUnavailable", "MIN_LETTER_PX"]
 
 # letter regions: height (pixels, share of the photo height), width / height, filled share of the box
 _MIN_HEIGHT, _MAX_HEIGHT_SHARE = 6, 0.25
+#: Smallest side (pixels) an image may have and still show a letter: anything thinner holds no text.
+MIN_LETTER_PX = _MIN_HEIGHT
 _ASPECT = (0.1, 4.0)  # up to a joined word of a cursive script (Arabic)
 _FILL = (0.15, 0.85)
 _MAX_STROKE = 0.35  # stroke width / letter height
@@ -51,6 +53,8 @@ def letter_regions(image: Image.Image, side: int = 512) -> np.ndarray:
     except ImportError as exc:  # pragma: no cover - opencv-python-headless is in requirements.txt
         raise GateUnavailable("OpenCV is not installed: pip install opencv-python-headless") from exc
     grey = _grey(image, side)
+    if min(grey.shape) < MIN_LETTER_PX:  # no letter fits (and MSER refuses images under 3x3)
+        return np.zeros((0, 7), dtype=np.float32)
     regions, boxes = cv2.MSER_create(5, 12, max(13, int(0.02 * grey.size))).detectRegions(grey)
     boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
     if len(boxes) == 0:

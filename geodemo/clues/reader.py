@@ -10,6 +10,7 @@ from typing import Any
 
 from PIL import Image
 
+from geodemo.clues.gate import MIN_LETTER_PX
 from geodemo.clues.language import identify_language
 from geodemo.clues.ocr import TesseractUnavailable, detect_script, prepare, read_words, tesseract_languages
 from geodemo.clues.prior import country_weights
@@ -134,6 +135,9 @@ def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None
     if score is not None and score < cfg.gate_threshold:
         return ClueReport(gate_score=score, gated_out=True)
     prepared = prepare(image, cfg.ocr_side)
+    if min(prepared.size) < MIN_LETTER_PX:  # a sliver of a photo: no line of text fits in it
+        return ClueReport(skipped=f"the photo is {image.width}x{image.height} pixels, too thin to show text",
+                          gate_score=score)
 
     cache_path = None
     if cfg.cache:

@@ -236,6 +236,24 @@ def _row(photo_id: str, group: str, a: Attribution, timings: dict[str, float]) -
     return row
 
 
+def _has_answer(pred: dict[str, str]) -> bool:
+    try:
+        return math.isfinite(float(pred.get("error_km") or "nan"))
+    except ValueError:
+        return False
+
+
+def _from_prediction(pred: dict[str, str], threshold_km: float) -> Attribution:
+    """A photo whose stored result is missing or unreadable, judged by its ``predictions.csv`` answer."""
+    err, T = float(pred["error_km"]), float(threshold_km)
+    note = ("its stage-by-stage result is unreadable, so the answer comes from predictions.csv; run the "
+            "evaluation again (same command) to restore it")
+    if err < T:
+        return Attribution(CORRECT, f"The prediction is {err:,.0f} km from the truth ({note}).", err, T)
+    return Attribution("stage error", f"The prediction is {err:,.0f} km from the truth; {note}.", err, T,
+                       stage="results")
+
+
 def attribute_run(
     run_dir: str | Path,
     ids: Iterable[str] | None = None,
@@ -254,7 +272,7 @@ def attribute_run(
 
     run = Path(run_dir)
     predictions = read_predictions(run / "predictions.csv")
-    store = ResultStore(run)
+    store = ResultStore(run, read_only=not write)  # a reader never deletes a damaged result
     wanted = list(ids) if ids is not None else list(predictions)
     rows, timing_keys = [], {}
     for photo_id in wanted:
@@ -264,7 +282,8 @@ def attribute_run(
         stored = store.load(photo_id)
         truth = stored.truth if stored is not None else (float(pred["true_lat"]), float(pred["true_lon"]))
         result = stored.result if stored is not None else None
-        a = attribute(result, truth, threshold_km=threshold_km)
+        a = (attribute(result, truth, threshold_km=threshold_km) if stored is not None or not _has_answer(pred)
+             else _from_prediction(pred, threshold_km))
         timings = dict(result.timings) if result is not None else {}
         timing_keys.update(dict.fromkeys(timings))
         rows.append(_row(photo_id, pred.get("group", ""), a, timings))

@@ -10,6 +10,7 @@ it is dropped on resume and that photo is predicted again (rows that do not pars
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -186,6 +187,7 @@ def evaluate(
         raise ValueError(f"predictor {name!r} keeps no stage-by-stage result, so its failures cannot be "
                          "explained; use a pipeline predictor (--predictor geolocator)")
     todo = [s for s in data.samples if s.id not in done or (store is not None and not store.has(s.id))]
+    _forget_rows(csv_path, {s.id for s in todo if s.id in done})  # located again: their new row replaces the old
 
     new_file = not csv_path.exists() or csv_path.stat().st_size == 0
     started = time.perf_counter()
@@ -256,6 +258,22 @@ def evaluate(
     write_json(summary_path, to_jsonable(report.to_dict()), indent=2, allow_nan=False)
     write_text(table_path, markdown_table({name: metrics}, benchmark=data.name) + "\n")
     return report
+
+
+def _forget_rows(csv_path: Path, ids: set[str]) -> None:
+    """Rewrite ``predictions.csv`` (atomically) without the rows of ``ids``, so a photo located again
+    keeps exactly one row."""
+    if not ids:
+        return
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        kept = [row for row in reader if row.get("id") not in ids]
+        columns = reader.fieldnames or CSV_COLUMNS
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    write_text(csv_path, buf.getvalue())
 
 
 def _row(sample: GeoSample, pred: np.ndarray | None, dist: float | None, error: str) -> dict[str, Any]:

@@ -123,7 +123,8 @@ def _geolocator(dataset: GeoDataset | None, preset: str = "offline", progress: b
     from geodemo.pipeline import GeoLocator  # imported lazily: heavy, and built by the pipeline module
 
     overrides = {k: v for k, v in overrides.items() if k not in ("gallery", "radius_km", "seed") and v}
-    locator = GeoLocator.from_preset(preset, gallery={"progress": bool(progress)}, **overrides)
+    # loaded now: a preset that cannot load (missing checkpoint, gallery) stops the run before its first photo
+    locator = GeoLocator.from_preset(preset, gallery={"progress": bool(progress)}, **overrides).warmup()
     leak = training_overlap(locator.aligner, dataset)
     if leak:
         warnings.warn(leak, stacklevel=2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -51,10 +52,16 @@ class StoredResult:
 
 
 class ResultStore:
-    """The ``results/`` folder of one evaluation run."""
+    """The ``results/`` folder of one evaluation run.
 
-    def __init__(self, run_dir: str | Path):
+    The run that writes it (``read_only=False``) deletes a damaged file it meets, so that a resumed
+    run redoes that photo; readers (the failure explorer, attribution without writing) pass
+    ``read_only=True`` and only skip it: they never change a runs folder.
+    """
+
+    def __init__(self, run_dir: str | Path, read_only: bool = False):
         self.dir = Path(run_dir) / RESULTS_DIR
+        self.read_only = read_only
 
     def exists(self) -> bool:
         return self.dir.is_dir()
@@ -71,8 +78,10 @@ class ResultStore:
         return self.dir / f"{file_key(photo_id)}.jpg"
 
     def has(self, photo_id: str) -> bool:
-        """Whether the photo's result is stored and readable (a damaged one is deleted: a resumed run redoes it)."""
-        return self.load(photo_id) is not None
+        """Whether the photo's result and thumbnail are stored and readable (a resumed run redoes the photo
+        otherwise; the writer deletes a damaged result)."""
+        stored = self.load(photo_id)
+        return stored is not None and stored.thumbnail is not None and _decodes(stored.thumbnail)
 
     def save(
         self,
@@ -123,7 +132,14 @@ class ResultStore:
             result = None if record.get("result") is None else LocationResult.from_dict(record["result"])
             parsed.append((str(record["id"]), truth, result))
 
-        record = read_json(path, "stored result", validate=check)  # damaged: reported once, deleted
+        if self.read_only:
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                check(record)
+            except (OSError, ValueError, TypeError, KeyError, IndexError):
+                return None  # missing or damaged: skipped, left as it is
+        else:
+            record = read_json(path, "stored result", validate=check)  # damaged: reported once, deleted
         if record is None:
             return None
         photo_id, truth, result = parsed[0]
@@ -132,3 +148,13 @@ class ResultStore:
             id=photo_id, truth=truth, result=result, group=record.get("group") or None,
             error=str(record.get("error") or ""), thumbnail=thumb if thumb.is_file() else None,
         )
+
+
+def _decodes(path: Path) -> bool:
+    """Whether the image file at ``path`` decodes whole (a torn thumbnail does not)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except (OSError, ValueError, SyntaxError):
+        return False

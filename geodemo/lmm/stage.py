@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from geodemo.errors import describe
+from geodemo.errors import describe, is_not_installed
 from geodemo.lmm.backends import LMMBackend, call_deadline, create_backend
 from geodemo.lmm.cache import AnswerCache, answer_key, image_hash
 from geodemo.lmm.parse import parse_coordinate
@@ -148,10 +148,10 @@ class LMMStage:
         }
 
     def _record(self, prompt: Prompt, sample: int, raw: str | None, latency: float, cached: bool,
-                error: str | None = None) -> LMMRecord:
+                error: str | None = None, not_installed: bool = False) -> LMMRecord:
         rec = LMMRecord(prompt_kind=prompt.kind, prompt=prompt.text, sample=sample, raw_answer=None,
                         latency_s=round(float(latency), 4), backend=self.backend.name, model=self.backend.model,
-                        cached=cached, error=error)
+                        cached=cached, error=error, not_installed=not_installed)
         if error is None and raw is None:
             error = "the backend returned no text"
         if error is not None:
@@ -204,9 +204,10 @@ class LMMStage:
             try:
                 load()  # loading a local model once is not part of the time budget
             except Exception as exc:  # noqa: BLE001 - a model that cannot load fails every call
-                msg = describe(exc)[0]  # plain words (the page shows it)
+                msg, missing = describe(exc)[0], is_not_installed(exc)  # plain words (the page shows it)
                 for i, prompt, _ in todo:
-                    by_prompt[i] = [self._record(prompt, s, None, 0.0, False, error=msg) for s in range(n)]
+                    by_prompt[i] = [self._record(prompt, s, None, 0.0, False, error=msg, not_installed=missing)
+                                    for s in range(n)]
                 return
         stage_end = time.monotonic() + cfg.timeout_s
         results: queue.Queue = queue.Queue()
@@ -220,9 +221,10 @@ class LMMStage:
                 except BaseException as exc:  # noqa: BLE001 - handed to the stage's thread
                     results.put((slot, None, exc))
 
-        def give_up(slot: int, msg: str, latency: float) -> None:
+        def give_up(slot: int, msg: str, latency: float, missing: bool = False) -> None:
             i, prompt, _ = todo[slot]
-            by_prompt[i] = [self._record(prompt, s, None, latency, False, error=msg) for s in range(n)]
+            by_prompt[i] = [self._record(prompt, s, None, latency, False, error=msg, not_installed=missing)
+                            for s in range(n)]
 
         while waiting or running:
             now = time.monotonic()
@@ -244,7 +246,7 @@ class LMMStage:
                 i, prompt, keys = todo[slot]
                 if exc is not None:
                     msg = describe(exc)[0]  # plain words (the page shows it)
-                    give_up(slot, msg, time.monotonic() - started)
+                    give_up(slot, msg, time.monotonic() - started, is_not_installed(exc))
                     continue
                 answers, latency = value
                 per_answer = latency / n

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from geodemo.models.gps import LocationEncoder, _geoclip_file, load_geoclip_location_encoder
-from geodemo.paths import MissingResourceError, bundle_path, checkpoints_dir
+from geodemo.paths import MissingResourceError, bundle_path, checkpoints_dir, how_to_make_checkpoint
 from geodemo.storage import atomic_path, write_text
 
 __all__ = [
@@ -220,8 +220,7 @@ def load_aligner(path_or_name: str | Path, device: str = "cpu") -> nn.Module:
             return _from_folder(folder, device)
     looked = ", ".join(str(c) for c in candidates)
     raise MissingResourceError(
-        f"no aligner checkpoint {str(path_or_name)!r}: looked for {CONFIG_FILE} + {WEIGHTS_FILE} in "
-        f"{looked}; train it with `python scripts/train.py --preset {path.name}` "
-        f"(or set GEODEMO_CHECKPOINTS), or use 'geoclip'"
+        f"no aligner checkpoint {str(path_or_name)!r}: looked for {CONFIG_FILE} + {WEIGHTS_FILE} in {looked}; "
+        f"{how_to_make_checkpoint(path.name)}, or use 'geoclip'"
     )
 

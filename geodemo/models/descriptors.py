@@ -46,7 +46,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from geodemo.paths import MissingResourceError, checkpoints_dir
+from geodemo.paths import MissingResourceError, checkpoints_dir, how_to_make_checkpoint
 
 __all__ = ["DESCRIPTOR_KINDS", "DescriptorOutput", "Descriptor", "FeatureDescriptor", "G3Descriptor",
            "DualGeoDescriptor", "load_descriptor", "module_fingerprint"]
@@ -148,7 +148,7 @@ def _resolve_checkpoint(value: str | Path) -> Path:
             return candidate
     raise MissingResourceError(
         f"descriptor checkpoint {str(value)!r} not found (looked in {', '.join(str(c) for c in candidates)}); "
-        "pass a file or folder path, or a name under checkpoints/ (or $GEODEMO_CHECKPOINTS)"
+        f"{how_to_make_checkpoint(value)}"
     )
 
 

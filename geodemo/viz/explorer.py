@@ -198,7 +198,7 @@ def _float(text: str | None) -> float:
 def _thumb_cell(view: RunView, photo_id: str) -> str:
     from geodemo.viz.maps import thumbnail_data_uri
 
-    uri = thumbnail_data_uri(ResultStore(view.dir).thumbnail_path(photo_id), size=LIST_THUMB_PX)
+    uri = thumbnail_data_uri(ResultStore(view.dir, read_only=True).thumbnail_path(photo_id), size=LIST_THUMB_PX)
     if not uri:
         return ""
     return f'<img src="{uri}" alt="photo" style="height:{LIST_THUMB_PX}px;border-radius:3px">'
@@ -259,9 +259,9 @@ def photo_view(view: RunView, photo_id: str) -> PhotoView:
     from geodemo.viz.maps import cluster_map, neighbour_map, result_map
     from geodemo.viz.tables import candidate_rows, lmm_rows, timing_text
 
-    stored: StoredResult | None = ResultStore(view.dir).load(photo_id)
+    stored: StoredResult | None = ResultStore(view.dir, read_only=True).load(photo_id)  # never writes the run
     if stored is None:
-        raise ValueError(f"no stored result for photo {photo_id!r} in {view.name}")
+        return _prediction_only_view(view, photo_id)
     truth, result = stored.truth, stored.result
     photo = _open_photo(stored.thumbnail)
     row = view.by_id.get(photo_id, {})
@@ -299,6 +299,28 @@ def photo_view(view: RunView, photo_id: str) -> PhotoView:
     return PhotoView("\n\n".join(head), explanation, maps["neighbours"], maps["before"], maps["after"],
                      maps["result"], lmm, candidate_rows(result), photo,
                      ("#### Stages that reported a problem\n" + errors) if errors else "")
+
+
+def _prediction_only_view(view: RunView, photo_id: str) -> PhotoView:
+    """A photo whose stored result is unreadable: its answer as ``predictions.csv`` holds it."""
+    from geodemo.eval.harness import read_predictions
+
+    pred = read_predictions(view.dir / "predictions.csv").get(photo_id)
+    if pred is None:
+        raise ValueError(f"no stored result for photo {photo_id!r} in {view.name}")
+    head = [f"### `{photo_id.replace('`', '')}`",
+            f"**True location**: {_float(pred.get('true_lat')):.4f}, {_float(pred.get('true_lon')):.4f}"]
+    if pred.get("pred_lat") and pred.get("pred_lon"):
+        head.append(f"**Prediction**: {_float(pred['pred_lat']):.4f}, {_float(pred['pred_lon']):.4f} · "
+                    f"**{_float(pred.get('error_km')):,.0f} km off** (from predictions.csv)")
+    else:
+        head.append("**No location was predicted.**")
+    row = view.by_id.get(photo_id, {})
+    why = ("#### Why\n- The stored stage-by-stage result of this photo is unreadable (the explorer leaves the run "
+           "as it is); run the evaluation again with the same command to restore it.")
+    photo = _open_photo(ResultStore(view.dir, read_only=True).thumbnail_path(photo_id))
+    return PhotoView("\n\n".join(head), why + (f"\n- Cause: **{row['cause']}**" if row.get("cause") else ""),
+                     "", "", "", "", [], [], photo, "")
 
 
 def _has_point(result: LocationResult) -> bool:

@@ -136,8 +136,15 @@ def backend_availability(timeout_s: float = 1.0) -> dict[str, str | None]:
     return {cls.name: backend_status(cls.name, timeout_s) for cls in dict.fromkeys(_REGISTRY.values())}
 
 
-def backend_status(name: str, timeout_s: float = 1.0) -> str | None:
-    """None when the backend registered as ``name`` can answer here, else how to enable it."""
+def backend_status(name: str, timeout_s: float = 1.0, **config: Any) -> str | None:
+    """None when the backend registered as ``name`` can answer here, else how to enable it.
+
+    ``config`` is the backend's settings as a preset or a request gives them (``model``, ``host`` ...):
+    the probe checks the model that will be used, on the server that will be asked; settings a
+    backend's probe does not take are ignored.
+    """
+    import inspect
+
     from geodemo.errors import describe
 
     _load_builtin()
@@ -145,8 +152,12 @@ def backend_status(name: str, timeout_s: float = 1.0) -> str | None:
     if cls is None:
         return f"there is no LMM backend named {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
     probe = getattr(cls, "availability", None)
+    if probe is None:
+        return None
+    params = inspect.signature(probe).parameters
+    wanted = {k: v for k, v in config.items() if k in params and k != "timeout_s" and v is not None}
     try:
-        return probe(timeout_s) if probe is not None else None
+        return probe(timeout_s, **wanted)
     except Exception as exc:  # noqa: BLE001 - a failing probe means "not usable", in plain words
         return describe(exc)[0]
 

@@ -46,19 +46,21 @@ class OllamaBackend:
     completion = False
 
     @classmethod
-    def availability(cls, timeout_s: float = 1.0) -> str | None:
-        """None when an Ollama server answers and has the default model, else how to get there."""
+    def availability(cls, timeout_s: float = 1.0, model: str | None = None, host: str | None = None) -> str | None:
+        """None when the Ollama server (``host``, else ``$OLLAMA_HOST``, else the default) answers and has
+        ``model`` (default: the backend's default model), else how to get there."""
         import httpx
 
-        host = os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
+        model = model or DEFAULT_OLLAMA_MODEL
+        host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST
         host = host if "://" in host else f"http://{host}"
-        pull = f"`ollama pull {DEFAULT_OLLAMA_MODEL}`"
+        pull = f"`ollama pull {model}`"
         try:
             tags = httpx.get(f"{host.rstrip('/')}/api/tags", timeout=timeout_s).json()
         except (httpx.HTTPError, ValueError):
             return f"start Ollama (`ollama serve`, or set OLLAMA_HOST) and {pull}"
         names = [m.get("model") or m.get("name") or "" for m in tags.get("models", [])]
-        return None if any(_same_model(DEFAULT_OLLAMA_MODEL, n) for n in names) else f"run {pull}"
+        return None if any(_same_model(model, n) for n in names) else f"run {pull}"
 
     def __init__(
         self,

@@ -102,13 +102,21 @@ class LMM(Stage):
         except Exception as exc:  # noqa: BLE001 - optional stage
             record_failure(ctx.result, self.name, exc, how_to_add=_HOW_TO_ADD)
             return
-        failed = [r.error for r in ctx.result.lmm_records if r.error]
-        if failed and len(failed) == len(ctx.result.lmm_records):
-            from geodemo.lmm.backends import backend_status
+        records = ctx.result.lmm_records
+        failed = [r.error for r in records if r.error]
+        if failed and len(failed) == len(records):
+            # "not installed" only when the calls themselves said so (no server, no model): a time-out or
+            # a refused call is a failure, whatever a quick probe of the backend finds now
+            missing = all(r.not_installed for r in records)
+            how = None
+            if missing:
+                from geodemo.lmm.backends import backend_status
 
-            how = backend_status(str(self.settings(ctx).get("backend", "")))  # None: installed, yet it failed
+                settings = self.settings(ctx)
+                how = backend_status(str(settings.get("backend", "")),
+                                     **{k: settings.get(k) for k in ("model", "host", "api_key_env")})
             record_failure(ctx.result, self.name, f"every LMM call failed; first error: {failed[0]}",
-                           unavailable=how is not None, how_to_add=how)
+                           unavailable=missing, how_to_add=how)
 
     def _run_recorded(self, ctx: LocateContext, recorded) -> None:
         """The LMM's answers read from a recorded file (how G3 runs: llm_predict.py writes them, verification

@@ -1,0 +1,324 @@
+"""What a web request may ask for: the one place the page's and the API's settings are checked.
+
+Every route (the page, ``/locate``, ``/thumbnail``, a direct ``fn_index`` call) hands what the
+client sent to :func:`validate_request`, which resolves the request the way the pipeline will run
+it (the preset's defaults expanded) and then applies the server's allow-lists to the result:
+
+- presets: the pipeline's and the server's extra ones (``GEODEMO_EXTRA_PRESETS``), by name only;
+- LMM backends: ``GEODEMO_WEB_LMM_BACKENDS`` (comma-separated; unset = every registered backend),
+  enforced on the backend that will actually run, including a preset's own when the LMM stage is on;
+- LMM models: ``GEODEMO_LMM_MODELS`` (none by default); the OpenAI-compatible backend's model comes
+  from the server's config only;
+- numbers: :data:`WEB_RANGES`; whole numbers must be whole (1.5, ``true`` and NaN are refused);
+- free text: :data:`TEXT_LIMITS`, checked before any parsing, and parsed without regular expressions
+  that could backtrack (a 100 KB text costs microseconds and is refused in one short line).
+
+Nothing here imports Gradio: :class:`RequestError` is what the app turns into its own error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from geodemo.errors import GeodemoError, redact_paths
+from geodemo.pipeline.choice import choose_preset
+
+__all__ = [
+    "DEFAULT_CHOICE", "DEFAULT_PRESET", "PRESET_DEFAULT", "RequestError", "SERVER_MODEL_BACKENDS", "TEXT_LIMITS", "WEB_RANGES",
+    "allowed_backends", "allowed_local_models", "available_backends", "available_presets", "backend_availability",
+    "check_text", "parse_example_key", "parse_truth", "registered_backends", "server_presets",
+    "unavailable_backends_markdown", "validate_request",
+]
+
+logger = logging.getLogger("geodemo.web")
+
+# GEODEMO_PRESET, else the first of GEODEMO_PRESETS (geoclip-plus,offline) whose weights are here or downloadable
+DEFAULT_CHOICE = choose_preset()
+DEFAULT_PRESET = DEFAULT_CHOICE.preset
+FALLBACK_PRESETS = ("offline", "g3", "dualgeo")
+PRESET_DEFAULT = "preset default"
+FALLBACK_BACKENDS = ("ollama", "openai", "transformers", "gguf")
+
+#: Backends whose model is fixed by the server's config (an API key pays for it): never from the page.
+SERVER_MODEL_BACKENDS = frozenset({"openai", "openai-compatible"})
+
+#: What a web request may ask for (inclusive ranges; the library's own ranges are wider).
+WEB_RANGES: dict[str, tuple[float, float]] = {
+    "top_k": (1, 200), "eps_km": (0.1, 5000), "min_samples": (1, 50), "lmm_samples": (1, 20),
+}
+
+#: Longest text each free-text field may carry, checked before the text is parsed or echoed.
+TEXT_LIMITS: dict[str, int] = {
+    "true location": 100, "example": 400, "preset": 200, "LMM stage": 40, "LMM backend": 100,
+    "LMM model": 200, "gallery id": 300,
+}
+
+
+class RequestError(GeodemoError, ValueError):
+    """A setting the page or an API client sent that the server does not accept (message for the user)."""
+
+    summary = "the request was refused"
+
+
+def _env_list(name: str) -> list[str]:
+    return [m.strip() for m in os.environ.get(name, "").split(",") if m.strip()]
+
+
+def check_text(label: str, value: Any) -> str | None:
+    """``value`` as text within :data:`TEXT_LIMITS` [label], None for None; refused before any parsing."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"{label} must be text, got {_kind(value)}")
+    limit = TEXT_LIMITS[label]
+    if len(value) > limit:
+        raise RequestError(f"{label} is {len(value):,} characters long; at most {limit} are accepted")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
+        type(value), "another kind of value")
+
+
+# ------------------------------------------------------------------------------------------ presets
+
+
+def server_presets() -> dict[str, str]:
+    """Extra preset files the server offers (``GEODEMO_EXTRA_PRESETS``: JSON paths separated by
+    commas), by name (the file's stem): the page sees the name, never the path."""
+    return {Path(p).stem: p for p in _env_list("GEODEMO_EXTRA_PRESETS")}
+
+
+def available_presets() -> list[str]:
+    """Preset names the page may choose: the pipeline's (``geodemo/pipeline/presets/*.json``) and
+    the server's extra ones (:func:`server_presets`)."""
+    try:
+        from geodemo.pipeline import list_presets
+
+        names = list_presets()
+    except Exception:  # noqa: BLE001 - the page must load even when the pipeline does not
+        logger.exception("could not list the pipeline presets")
+        names = []
+    names = names or list(FALLBACK_PRESETS)
+    return names + [n for n in server_presets() if n not in names]
+
+
+def preset_source(name: str) -> str:
+    """What :func:`geodemo.pipeline.load_preset` is given for a preset the page named."""
+    return server_presets().get(name, name)
+
+
+def preset_lmm(preset: str) -> tuple[bool, dict[str, Any]]:
+    """(whether the preset has an LMM stage, its ``lmm`` section)."""
+    from geodemo.pipeline import load_preset
+
+    cfg = load_preset(preset_source(preset))
+    stages = cfg.get("stages")
+    has_stage = stages is None or "lmm" in stages
+    return has_stage, dict(cfg.get("lmm") or {})
+
+
+# ------------------------------------------------------------------------------------------ backends
+
+
+@lru_cache(maxsize=1)
+def backend_availability() -> dict[str, str | None]:
+    """Registered LMM backends -> None when usable here, else one line on how to enable it (probed once)."""
+    try:
+        from geodemo.lmm.backends import backend_availability as probe
+
+        return probe()
+    except Exception:  # noqa: BLE001 - the page must load even when probing fails
+        logger.exception("could not probe the LMM backends")
+        return dict.fromkeys(FALLBACK_BACKENDS)
+
+
+def registered_backends() -> list[str]:
+    """Every registered LMM backend name (aliases included)."""
+    try:
+        from geodemo.lmm.backends import list_backends
+
+        return list(list_backends())
+    except Exception:  # noqa: BLE001
+        logger.exception("could not list the LMM backends")
+        return list(FALLBACK_BACKENDS)
+
+
+def allowed_backends() -> list[str]:
+    """LMM backends a web request may run, reachable or not: the registered ones, narrowed by
+    ``GEODEMO_WEB_LMM_BACKENDS`` when it is set."""
+    allowed = _env_list("GEODEMO_WEB_LMM_BACKENDS")
+    return [n for n in registered_backends() if not allowed or n in allowed]
+
+
+def available_backends() -> list[str]:
+    """LMM backends the page offers ("preset default" first): the reachable ones among the allowed."""
+    allowed = set(allowed_backends())
+    return [PRESET_DEFAULT, *(name for name, how in backend_availability().items() if how is None and name in allowed)]
+
+
+def unavailable_backends_markdown() -> str:
+    """One line per allowed backend that is not reachable here, saying how to enable it."""
+    allowed = set(allowed_backends())
+    lines = [f"- **{name}**: not installed: {redact_paths(how)}"
+             for name, how in backend_availability().items() if how and name in allowed]
+    return "Not available here:\n" + "\n".join(lines) if lines else ""
+
+
+def allowed_local_models() -> list[str]:
+    """LMM models the page may ask for (``GEODEMO_LMM_MODELS``, comma-separated; none by default)."""
+    return _env_list("GEODEMO_LMM_MODELS")
+
+
+# ------------------------------------------------------------------------------------------ values
+
+
+def _choice(label: str, v: Any) -> str | None:
+    """A text choice from the page: None for empty or "preset default"."""
+    v = check_text(label, v)
+    if v is None:
+        return None
+    v = v.strip()
+    return None if not v or v == PRESET_DEFAULT else v
+
+
+def web_number(name: str, label: str, v: Any, whole: bool) -> float | int | None:
+    """A number from the page within :data:`WEB_RANGES`; None (empty) keeps the preset's value.
+
+    Text, true/false, NaN and, where the number must be whole, fractions are refused (never rounded).
+    """
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    kind = "a whole number" if whole else "a number"
+    lo, hi = WEB_RANGES[name]
+    expected = f"{label} must be {kind} from {lo:g} to {hi:g} (or empty for the preset's value)"
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise RequestError(f"{expected}, got {_kind(v)}")
+    if isinstance(v, str):
+        if len(v) > 40:
+            raise RequestError(f"{expected}, got a {len(v):,}-character text")
+        try:
+            v = float(v)
+        except ValueError:
+            raise RequestError(f"{expected}, got {v.strip()[:40]!r}") from None
+    x = float(v)
+    if not math.isfinite(x) or not lo <= x <= hi or (whole and x != int(x)):
+        raise RequestError(f"{expected}, got {x:g}")
+    return int(x) if whole else x
+
+
+def _number(text: str) -> float | None:
+    """A plain decimal number (``-12.5``), or None: no exponent, no sign but one leading minus."""
+    body = text[1:] if text.startswith("-") else text
+    whole, _, frac = body.partition(".")
+    if not whole.isdigit() or not whole.isascii() or ("." in body and not (frac.isdigit() and frac.isascii())):
+        return None
+    return float(text)
+
+
+def parse_truth(text: Any) -> tuple[float, float] | None:
+    """``"48.85, 2.35"`` (also ``"(48.85; 2.35)"`` or ``"48.85 2.35"``) -> (48.85, 2.35); empty -> None;
+    anything else -> :class:`RequestError` that does not repeat the text.
+
+    The length is checked first (:data:`TEXT_LIMITS`); the parse is a few string splits, linear in the text.
+    """
+    text = check_text("true location", text)
+    if text is None or not text.strip():
+        return None
+    body = text.strip()
+    if body.startswith("(") and body.endswith(")"):
+        body = body[1:-1]
+    parts = body.replace(";", ",").split(",")
+    if len(parts) == 1:
+        parts = body.split()
+    values = [_number(p.strip()) for p in parts] if len(parts) == 2 else []
+    if len(values) != 2 or None in values:
+        raise RequestError("the true location must be 'lat, lon' in decimal degrees, e.g. 48.8584, 2.2945")
+    lat, lon = values
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise RequestError("the true location is out of range (lat within ±90, lon within ±180)")
+    return lat, lon
+
+
+def parse_example_key(key: Any) -> tuple[set[str], set[str]]:
+    """``"<benchmark>|<id>|<group>"`` -> ({id}, {group}) to leave the example's own photos out."""
+    key = check_text("example", key)
+    if not key or "|" not in key:
+        return set(), set()
+    _bench, sample_id, group = (key.split("|") + ["", ""])[:3]
+    return ({sample_id} if sample_id else set()), ({group} if group else set())
+
+
+# ------------------------------------------------------------------------------------------ the request
+
+
+def validate_request(
+    preset: Any,
+    top_k: Any,
+    eps_km: Any,
+    min_samples: Any,
+    lmm_mode: Any,
+    lmm_backend: Any,
+    lmm_model: Any,
+    lmm_samples: Any,
+    exclude_ids: set[str] | None = None,
+    exclude_groups: set[str] | None = None,
+):
+    """``(preset, LocateOptions)`` from what a client sent, or :class:`RequestError` saying what is refused.
+
+    The request is resolved as the pipeline will run it (the preset's LMM stage, backend and model
+    filled in where the client left them to the preset) and the allow-lists are applied to that.
+    """
+    from geodemo.pipeline import LocateOptions
+    from geodemo.pipeline.locator import InvalidOptionError
+
+    preset_name = _choice("preset", preset) or DEFAULT_PRESET
+    presets = available_presets()
+    if preset_name not in presets:
+        raise RequestError(f"unknown preset {preset_name[:60]!r}; choose one of {', '.join(presets)}")
+    mode = (_choice("LMM stage", lmm_mode) or "").lower()
+    if mode not in ("", "on", "off"):
+        raise RequestError(f"LMM stage must be {PRESET_DEFAULT!r}, 'on' or 'off'")
+    backend, model = _choice("LMM backend", lmm_backend), _choice("LMM model", lmm_model)
+    allowed = allowed_backends()  # reachable or not: the LMM stage says "not installed"
+    if backend is not None and backend not in allowed:
+        raise RequestError(f"the LMM backend {backend[:60]!r} is not offered here; choose one of "
+                           f"{', '.join(allowed) or 'none'} (server setting GEODEMO_WEB_LMM_BACKENDS)")
+    numbers = {
+        "top_k": web_number("top_k", "top-k neighbours", top_k, True),
+        "eps_km": web_number("eps_km", "DBSCAN eps (km)", eps_km, False),
+        "min_samples": web_number("min_samples", "DBSCAN min samples", min_samples, True),
+        "lmm_samples": web_number("lmm_samples", "answers per prompt", lmm_samples, True),
+    }
+    has_stage, lmm = preset_lmm(preset_name)
+    runs_lmm = has_stage and {"on": True, "off": False}.get(mode, bool(lmm.get("enabled")))
+    effective = backend or lmm.get("backend")
+    if runs_lmm and effective is not None and effective not in allowed:
+        raise RequestError(f"preset {preset_name!r} asks the LMM backend {effective!r}, which this server does "
+                           f"not offer; set the LMM stage off or choose one of {', '.join(allowed) or 'none'}")
+    if model is not None:
+        if effective in SERVER_MODEL_BACKENDS:
+            raise RequestError("the OpenAI-compatible backend's model is set on the server (OPENAI_MODEL or the "
+                               "preset), not by the page; leave the LMM model empty")
+        if model not in allowed_local_models():
+            raise RequestError(
+                "the page may not choose this LMM model; the server allows "
+                f"{', '.join(allowed_local_models()) or 'only the preset default'} (env GEODEMO_LMM_MODELS)")
+    try:
+        options = LocateOptions(
+            use_lmm={"on": True, "off": False}.get(mode),
+            lmm_backend=backend,
+            lmm_model=model,
+            exclude_ids=set(exclude_ids or ()),
+            exclude_groups=set(exclude_groups or ()),
+            **numbers,
+        )
+    except InvalidOptionError as exc:
+        raise RequestError(str(exc)) from None
+    return preset_name, options
