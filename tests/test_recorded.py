@@ -184,3 +184,17 @@ def test_evaluate_refuses_a_recorded_predictor_without_its_file(capsys):
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--benchmark", "im2gps3k-dev", "--predictor", "recorded"])
     assert "--predictions" in capsys.readouterr().err
+
+
+def test_the_server_names_recorded_sources_only_for_the_roles_a_preset_can_use(monkeypatch):
+    from geodemo.data.recorded import recorded_for
+
+    monkeypatch.delenv("GEODEMO_RECORDED_LMM", raising=False)
+    monkeypatch.delenv("GEODEMO_RECORDED_CANDIDATES", raising=False)
+    assert recorded_for("offline") == {}
+    monkeypatch.setenv("GEODEMO_RECORDED_LMM", "vlm=/srv/vlm.csv")
+    monkeypatch.setenv("GEODEMO_RECORDED_CANDIDATES", "peer=/srv/peer.csv")
+    both = {"lmm": {"vlm": "/srv/vlm.csv"}, "candidates": {"peer": "/srv/peer.csv"}}
+    assert recorded_for("offline") == {"recorded": both}
+    assert recorded_for("g3-offline") == {"recorded": {"lmm": both["lmm"]}}  # no candidates.recorded stage
+    assert recorded_for("geoclip") == {}  # neither an LMM nor a recorded-candidates stage

@@ -424,8 +424,11 @@ def _stack(evidences: list[Evidence], truths: np.ndarray, sources: list[str], fa
 
 
 def _fit_heads(x: np.ndarray, err: np.ndarray, c: float, radii: tuple[float, ...]) -> tuple[list, list, list, list]:
-    """Standardisation and one logistic regression per radius (a constant where every label is the same)."""
+    """Standardisation and one logistic regression per radius (a constant where every label is the same).
+    Newton-Cholesky on one BLAS thread: many rows, few columns (on a busy 2-core machine, threads that
+    spin-wait made each fit several times slower)."""
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
@@ -439,7 +442,8 @@ def _fit_heads(x: np.ndarray, err: np.ndarray, c: float, radii: tuple[float, ...
             coef.append([0.0] * x.shape[1])
             intercept.append(float(np.log(rate / (1 - rate))))
             continue
-        lr = LogisticRegression(C=c, max_iter=2000).fit(z, y)
+        with threadpool_limits(1):
+            lr = LogisticRegression(C=c, solver="newton-cholesky", max_iter=200).fit(z, y)
         coef.append([float(v) for v in lr.coef_[0]])
         intercept.append(float(lr.intercept_[0]))
     return mean.tolist(), scale.tolist(), coef, intercept
