@@ -39,7 +39,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import geodemo  # noqa: E402,F401 - torchvision guard before model code
-from geodemo.retrieval.database import IVF_KINDS, GalleryMeta, IndexConfig, RetrievalDatabase  # noqa: E402
+from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase  # noqa: E402
+from geodemo.retrieval.index_kinds import INDEX_KINDS  # noqa: E402
+
+
+def _trains(kind: str) -> bool:
+    return INDEX_KINDS.get(kind).trains
 
 KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq", "ivfsplit")
 # FAISS's own composites and ivfsplit at the same budget, <= 1/8 of flat's 3072 bytes per 768-d row
@@ -181,7 +186,7 @@ def recall(found: list[np.ndarray], exact: list[np.ndarray] | np.ndarray, k: int
 
 
 def _search_settings(kind: str, nprobes: list[int]) -> list[dict]:
-    return [{"nprobe": p} for p in nprobes] if kind in IVF_KINDS else [{}]
+    return [{"nprobe": p} for p in nprobes] if _trains(kind) else [{}]
 
 
 def bench_synthetic(
@@ -199,7 +204,7 @@ def bench_synthetic(
         variants = [(v["kind"], {**option_sets[0], **{k: x for k, x in v.items() if k != "kind"}})
                     for v in variants]
     else:
-        variants = [(kind, opts) for kind in kinds for opts in (option_sets if kind in IVF_KINDS else [{}])]
+        variants = [(kind, opts) for kind in kinds for opts in (option_sets if _trains(kind) else [{}])]
     rows: list[dict] = []
     rate: dict[str, float] = {}  # seconds per row at the previous size
     gen = Spectral(dim) if data == "spectral" else Mixture(dim)
@@ -258,7 +263,7 @@ def bench_real(n_queries: int, search_threads: int = 1) -> list[dict]:
     small_ivf = {"nlist": 16, "nprobe": 8}  # ~1,000 rows: a few lists, else IVF cannot train
     for kind in KINDS:
         t0 = time.perf_counter()
-        cfg = IndexConfig(kind, **(small_ivf if kind in IVF_KINDS else {}))
+        cfg = IndexConfig(kind, **(small_ivf if _trains(kind) else {}))
         db = RetrievalDatabase.build(emb, meta, "mobilenet-v1-imagenet", cfg, progress=False)
         build = time.perf_counter() - t0
         found = [r.indices for r in db.search(queries, k=21)]
