@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -39,6 +38,7 @@ import gradio as gr
 from PIL import Image
 
 # Importing geodemo (any submodule) first installs its torchvision guard before vision libraries.
+from geodemo import env
 from geodemo.errors import GeodemoError, describe
 from geodemo.imageio import ImageError, PhotoBudget, read_exif_gps
 from geodemo.redact import public_dict, redact, redact_paths
@@ -49,7 +49,7 @@ from geodemo.viz.tables import CANDIDATE_COLUMNS, LMM_COLUMNS, candidate_rows
 
 logger = logging.getLogger("geodemo.app")
 
-DEFAULT_PRESET = os.environ.get("GEODEMO_PRESET", "offline")
+DEFAULT_PRESET = env.get("GEODEMO_PRESET", "offline")
 FALLBACK_PRESETS = ("offline", "g3", "dualgeo")
 PRESET_DEFAULT = "preset default"
 FALLBACK_BACKENDS = ("ollama", "openai", "transformers", "gguf")
@@ -99,7 +99,7 @@ WEB_RANGES: dict[str, tuple[float, float]] = {
 
 
 def _env_list(name: str) -> list[str]:
-    return [m.strip() for m in os.environ.get(name, "").split(",") if m.strip()]
+    return env.get_list(name)
 
 
 def allowed_local_models() -> list[str]:
@@ -850,7 +850,7 @@ demo = build_demo()
 
 def warmup(preset: str = DEFAULT_PRESET) -> None:
     """Load the default preset's models and gallery before serving (skip: ``GEODEMO_WARMUP=0``)."""
-    if os.environ.get("GEODEMO_WARMUP", "1") == "0":
+    if not env.get_flag("GEODEMO_WARMUP", True):
         return
     t0 = time.perf_counter()
     try:
@@ -865,8 +865,8 @@ if __name__ == "__main__":
     warmup()
     demo.queue(default_concurrency_limit=2, max_size=32).launch(
         # None lets Gradio read GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (set by Spaces), else 127.0.0.1:7860.
-        server_name=os.environ.get("GEODEMO_HOST") or None,
-        server_port=int(os.environ["GEODEMO_PORT"]) if os.environ.get("GEODEMO_PORT") else None,
+        server_name=env.get("GEODEMO_HOST"),
+        server_port=env.get_int("GEODEMO_PORT", None),
         max_file_size=MAX_UPLOAD,
         css=CSS,
         show_error=False,

@@ -14,9 +14,10 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Sequence
+
+from geodemo import env
 
 __all__ = ["main", "build_parser"]
 
@@ -185,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _locate(args)
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback in the debug log
-        if os.environ.get("GEODEMO_DEBUG"):
+        if env.get_flag("GEODEMO_DEBUG"):
             raise
         log.debug("locate failed", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr)
@@ -217,7 +218,7 @@ def _locate(args: argparse.Namespace) -> int:
         locator = GeoLocator.from_preset(args.preset, gallery={"progress": not args.no_progress})
         result = locator.locate(args.photo, options)
     except (GeodemoError, KeyError, FileNotFoundError) as exc:  # bad input, or a missing resource: exit 2
-        if os.environ.get("GEODEMO_DEBUG"):
+        if env.get_flag("GEODEMO_DEBUG"):
             raise
         log.debug("locate failed", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr)
