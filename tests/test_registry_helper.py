@@ -90,6 +90,7 @@ def test_register_model_then_a_builtin_model_is_still_found():
     ("geodemo.lmm.backends.base", "list_backends", "create_backend", None),
     ("geodemo.eval.predictors", "list_predictors", "create_predictor", None),
     ("geodemo.data.benchmarks", "list_benchmarks", "load_benchmark", None),
+    ("geodemo.retrieval.index_kinds", None, None, None),
 ])
 def test_every_named_lookup_is_one_registry(module, lister, getter, builtin):
     import importlib
