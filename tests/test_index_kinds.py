@@ -5,21 +5,12 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
+from test_split_index import _spectral  # unit rows around a shared mean with a 1/i spectrum
 
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 from geodemo.retrieval.index_kinds import INDEX_KINDS, IndexKind, register_index_kind, search_parameters
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
-
-
-def _spectral(n: int, d: int, seed: int = 0, places: int = 50) -> np.ndarray:
-    """Unit rows around a shared mean with a 1/i spectrum, like image embeddings."""
-    rng = np.random.default_rng(seed)
-    scale = np.arange(1, d + 1) ** -0.5
-    centres = np.random.default_rng(99).normal(size=(places, d)) * scale
-    centres[:, 0] += 1.5
-    x = centres[rng.integers(0, places, n)] + 0.7 * rng.normal(size=(n, d)) * scale
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _meta(n: int, groups: int = 10) -> GalleryMeta:
@@ -29,8 +20,8 @@ def _meta(n: int, groups: int = 10) -> GalleryMeta:
 
 @pytest.fixture(scope="module")
 def gallery() -> tuple[np.ndarray, np.ndarray, GalleryMeta]:
-    x = _spectral(6000, 64)
-    return x, _spectral(40, 64, seed=5), _meta(len(x))
+    x = _spectral(6000, 64, places=50)
+    return x, _spectral(40, 64, seed=5, places=50), _meta(len(x))
 
 
 def _exact(x: np.ndarray, q: np.ndarray, k: int, leave_out: np.ndarray | None = None) -> np.ndarray:
