@@ -68,7 +68,7 @@ def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                      help="'random': untrained models of the real architectures (tests, timing)")
     idx.add_argument("--seed", type=int, default=None, help="seed of random weights")
     idx.add_argument("--index-kind", choices=INDEX_KINDS, default=None,
-                     help="override the preset's gallery.index.kind (ivfsplit: the compact kind for millions of rows)")
+                     help="override the preset's gallery.index.kind (factory: FAISS's own, e.g. IVFPQR for millions of rows)")
     idx.add_argument("--chunk-size", type=int, default=256, help="rows described per saved chunk")
     idx.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's)")
     idx.add_argument("--overwrite", action="store_true", help="discard an interrupted build or database in OUT")
