@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ import gradio as gr
 from PIL import Image
 
 # Importing geodemo (any submodule) first installs its torchvision guard before vision libraries.
+from geodemo import env
 from geodemo.errors import describe
 from geodemo.imageio import ImageError, read_exif_gps
 from geodemo.redact import public_dict, redact, redact_paths
@@ -631,7 +631,7 @@ demo = build_demo()
 
 def warmup(preset: str = DEFAULT_PRESET) -> None:
     """Load the default preset's models and gallery before serving (skip: ``GEODEMO_WARMUP=0``)."""
-    if os.environ.get("GEODEMO_WARMUP", "1") == "0":
+    if not env.get_flag("GEODEMO_WARMUP", True):
         return
     t0 = time.perf_counter()
     try:
@@ -646,7 +646,7 @@ if __name__ == "__main__":
     warmup()
     demo.queue(default_concurrency_limit=2, max_size=32).launch(
         # None lets Gradio read GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (set by Spaces), else 127.0.0.1:7860.
-        server_name=os.environ.get("GEODEMO_HOST") or None,
-        server_port=int(os.environ["GEODEMO_PORT"]) if os.environ.get("GEODEMO_PORT") else None,
+        server_name=env.get("GEODEMO_HOST"),
+        server_port=env.get_int("GEODEMO_PORT", None),
         **launch_options(),
     )

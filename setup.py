@@ -10,6 +10,6 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["geodemo", "geodemo.*"]), "geodemo.assets"],
     package_dir={"geodemo.assets": "assets"},
-    package_data={"geodemo": ["**/*.json"], "geodemo.assets": ["**/*"]},
+    package_data={"geodemo": ["**/*.json", "viz/static/leaflet/*"], "geodemo.assets": ["**/*"]},
     include_package_data=False,
 )

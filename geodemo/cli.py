@@ -17,9 +17,10 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Sequence
+
+from geodemo import env
 
 __all__ = ["main", "build_parser"]
 
@@ -126,7 +127,7 @@ def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                      help="'random': untrained models of the real architectures (tests, timing)")
     idx.add_argument("--seed", type=int, default=None, help="seed of random weights")
     idx.add_argument("--index-kind", choices=INDEX_KINDS, default=None,
-                     help="override the preset's gallery.index.kind (ivfsplit: the compact kind for millions of rows)")
+                     help="override the preset's gallery.index.kind (factory: FAISS's own, e.g. IVFPQR for millions of rows)")
     idx.add_argument("--chunk-size", type=int, default=256, help="rows described per saved chunk")
     idx.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's)")
     idx.add_argument("--overwrite", action="store_true", help="discard an interrupted build or database in OUT")
@@ -260,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _locate(args)
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback in the debug log
-        if os.environ.get("GEODEMO_DEBUG"):
+        if env.get_flag("GEODEMO_DEBUG"):
             raise
         log.debug("locate failed", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr)
@@ -305,7 +306,7 @@ def _locate(args: argparse.Namespace) -> int:
         locator = GeoLocator(with_random_weights(config) if args.weights == "random" else config)
         result = locator.locate(args.photo, options)
     except (GeodemoError, KeyError, FileNotFoundError, ValueError) as exc:  # bad input or a missing resource: exit 2
-        if os.environ.get("GEODEMO_DEBUG"):
+        if env.get_flag("GEODEMO_DEBUG"):
             raise
         log.debug("locate failed", exc_info=True)
         print(f"error: {_one_line(exc)}", file=sys.stderr)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import struct
 import warnings
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from geodemo import env
 from geodemo.errors import ImageError
 
 __all__ = [
@@ -59,11 +59,7 @@ class MissingImageError(ImageError, FileNotFoundError):
 
 
 def _env_int(name: str, default: int) -> int:
-    env = os.environ.get(name, "").strip()
-    try:
-        return int(float(env)) if env else default
-    except ValueError:
-        raise ValueError(f"${name} must be a whole number, got {env!r}") from None
+    return env.get_int(name, default)
 
 
 def max_image_pixels() -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from geodemo import env as geodemo_env
 from geodemo.errors import MissingResourceError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ __all__ = [
 
 def shared_dir() -> Path:
     """Folder of shared data and weights: ``$GEODEMO_SHARED`` or ``../shared`` beside the checkout."""
-    env = os.environ.get("GEODEMO_SHARED")
+    env = geodemo_env.get("GEODEMO_SHARED")
     if env:
         return Path(env).expanduser().resolve()
     return (REPO_ROOT.parent / "shared").resolve()
@@ -105,14 +106,14 @@ def how_to_make_checkpoint(name: str | os.PathLike) -> str:
 
 def checkpoints_dir() -> Path:
     """Folder for trained weights: ``$GEODEMO_CHECKPOINTS`` or ``checkpoints/`` in the repository."""
-    env = os.environ.get("GEODEMO_CHECKPOINTS")
+    env = geodemo_env.get("GEODEMO_CHECKPOINTS")
     path = Path(env).expanduser() if env else REPO_ROOT / "checkpoints"
     return path
 
 
 def cache_dir(*parts: str) -> Path:
     """A cache folder (created): ``$GEODEMO_CACHE`` or ``~/.cache/geodemo``."""
-    env = os.environ.get("GEODEMO_CACHE")
+    env = geodemo_env.get("GEODEMO_CACHE")
     root = Path(env).expanduser() if env else Path.home() / ".cache" / "geodemo"
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)

@@ -39,9 +39,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import geodemo  # noqa: E402,F401 - torchvision guard before model code
-from geodemo.retrieval.database import IVF_KINDS, GalleryMeta, IndexConfig, RetrievalDatabase  # noqa: E402
+from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase  # noqa: E402
+from geodemo.retrieval.index_kinds import INDEX_KINDS  # noqa: E402
+
+
+def _trains(kind: str) -> bool:
+    return INDEX_KINDS.get(kind).trains
 
 KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq", "ivfsplit")
+# FAISS's own composites and ivfsplit at the same budget, <= 1/8 of flat's 3072 bytes per 768-d row
+# (8-byte ids included): `--variants budget`
+BUDGET_VARIANTS = [
+    {"kind": "ivfsplit", "refine_bits": 2400},  # 64 + 300 + 8 + 4 bytes
+    {"kind": "factory", "factory": "IVF{nlist},PQ64np,Refine(SQ4)", "reduce_dim": 576},  # 64 + 8 + 288
+    {"kind": "factory", "factory": "IVF{nlist},PQ96+256", "metric": "l2"},  # IVFPQR: 96 + 256 + 8
+    {"kind": "factory", "factory": "OPQ64,IVF{nlist},PQ64x4fs,Refine(SQ4)", "reduce_dim": 640},  # 32 + 8 + 320
+]
 
 
 def peak_rss_gb() -> float:
@@ -173,20 +186,25 @@ def recall(found: list[np.ndarray], exact: list[np.ndarray] | np.ndarray, k: int
 
 
 def _search_settings(kind: str, nprobes: list[int]) -> list[dict]:
-    return [{"nprobe": p} for p in nprobes] if kind in IVF_KINDS else [{}]
+    return [{"nprobe": p} for p in nprobes] if _trains(kind) else [{}]
 
 
 def bench_synthetic(
     sizes: list[int], dim: int, n_queries: int, max_build_s: float, chunk: int, ivf: dict | list[dict],
     kinds: tuple[str, ...] = KINDS, data: str = "spectral", nprobes: list[int] | None = None,
-    search_threads: int = 1,
+    search_threads: int = 1, variants: list[dict] | None = None,
 ) -> list[dict]:
     """One row per (size, kind, IVF option set, search setting); every index is built once per size.
 
-    ``ivf`` is one set of IVF options or a list of them, each built as its own IVF index."""
+    ``ivf`` is one set of IVF options or a list of them, each built as its own IVF index;
+    ``variants`` (IndexConfig dicts with their ``kind``, on top of ``ivf``) replace kinds x option sets."""
     option_sets = ivf if isinstance(ivf, list) else [ivf]
     common = {k: v for k, v in option_sets[0].items() if all(o.get(k) == v for o in option_sets)}
-    variants = [(kind, opts) for kind in kinds for opts in (option_sets if kind in IVF_KINDS else [{}])]
+    if variants:
+        variants = [(v["kind"], {**option_sets[0], **{k: x for k, x in v.items() if k != "kind"}})
+                    for v in variants]
+    else:
+        variants = [(kind, opts) for kind in kinds for opts in (option_sets if _trains(kind) else [{}])]
     rows: list[dict] = []
     rate: dict[str, float] = {}  # seconds per row at the previous size
     gen = Spectral(dim) if data == "spectral" else Mixture(dim)
@@ -195,7 +213,8 @@ def bench_synthetic(
         truth, exact = ExactTopK(queries, 20), None
         meta = GalleryMeta(ids=np.arange(n).astype(str).tolist(), coords=np.zeros((n, 2)))
         for kind, options in variants:
-            est = rate.get(kind, 0.0) * n * (1.3 if kind == "hnsw" else 1.0)
+            label = f"{kind} {json.dumps({k: v for k, v in options.items() if k not in common})}"
+            est = rate.get(label, 0.0) * n * (1.3 if kind == "hnsw" else 1.0)
             if est > max_build_s:
                 rows.append({"n": n, "kind": kind, "skipped": f"estimated build {est / 60:.0f} min > budget"})
                 print(f"  {kind} @ {n}: skipped (estimated {est:.0f} s)", flush=True)
@@ -209,10 +228,9 @@ def bench_synthetic(
             print(f"  {kind} @ {n}: built in {build:.0f} s (+ {clock.seconds:.0f} s generating rows"
                   f"{'' if exact is not None else ' and the exact top-20'})", flush=True)
             exact = truth.result() if exact is None else exact
-            rate[kind] = build / n
+            rate[label] = build / n
             size = db.index_nbytes
-            own = {k: v for k, v in options.items() if k not in common}
-            label = f"{kind} {json.dumps(own)}" if own else kind
+            label = label.removesuffix(" {}")
             for setting in _search_settings(kind, nprobes or [cfg.nprobe]):
                 for key, value in setting.items():
                     setattr(db.config, key, value)
@@ -245,7 +263,7 @@ def bench_real(n_queries: int, search_threads: int = 1) -> list[dict]:
     small_ivf = {"nlist": 16, "nprobe": 8}  # ~1,000 rows: a few lists, else IVF cannot train
     for kind in KINDS:
         t0 = time.perf_counter()
-        cfg = IndexConfig(kind, **(small_ivf if kind in IVF_KINDS else {}))
+        cfg = IndexConfig(kind, **(small_ivf if _trains(kind) else {}))
         db = RetrievalDatabase.build(emb, meta, "mobilenet-v1-imagenet", cfg, progress=False)
         build = time.perf_counter() - t0
         found = [r.indices for r in db.search(queries, k=21)]
@@ -312,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index-options", default="{}",
                         help='more IndexConfig fields for the IVF kinds, as JSON, e.g. {"reduce_dim": 736}; '
                              'a list of such objects builds one index per object')
+    parser.add_argument("--variants", default=None,
+                        help='index configurations to build, as a JSON list of IndexConfig objects with their '
+                             '"kind" (IVF options above apply beneath them), or "budget": ivfsplit beside '
+                             "FAISS's IVF-PQ + Refine, OPQ fast-scan + Refine and IVFPQR at 1/8 of flat's memory")
     parser.add_argument("--nprobe", default="16", help="comma-separated nprobe values to measure (IVF kinds)")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
@@ -330,8 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         ivf = [{"nlist": args.nlist, "train_size": args.ivf_train, **o} for o in (extra if isinstance(extra, list) else [extra])]
         kinds = tuple(k for k in args.kinds.split(",") if k)
         nprobes = [int(x) for x in args.nprobe.split(",")]
+        variants = None
+        if args.variants:
+            variants = BUDGET_VARIANTS if args.variants == "budget" else json.loads(args.variants)
         rows = bench_synthetic(sizes, args.dim, args.queries, args.max_build_s, args.chunk, ivf, kinds,
-                               args.data, nprobes, args.threads)
+                               args.data, nprobes, args.threads, variants)
         out.append(md_table(rows, f"Synthetic {args.data} unit vectors, {args.dim} dims, {args.queries} single "
                                   f"queries on {args.threads} FAISS thread(s) (builds on {args.build_threads}); "
                                   f"hnsw M={IndexConfig.hnsw_m}, "

@@ -80,7 +80,7 @@ def _vm(pid: int, key: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", default=os.environ.get("GEODEMO_PRESET", "offline"))
+    ap.add_argument("--preset", default="offline", help="the preset the served app uses (GEODEMO_PRESET of the server)")
     ap.add_argument("--requests", type=int, default=20, help="/locate calls in the burst (one of them the 16-bit PNG)")
     ap.add_argument("--start-timeout", type=float, default=600.0)
     args = ap.parse_args(argv)

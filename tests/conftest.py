@@ -14,14 +14,37 @@ os.environ.setdefault("GEODEMO_CACHE", str(REPO_ROOT / ".cache" / "tests"))
 
 from geodemo.paths import shared_dir  # noqa: E402
 
+SHARED_SKIP = "shared data folder not found at {}: set GEODEMO_SHARED (see README)"
+
+
+def _shared_folder() -> Path:
+    path = shared_dir()
+    if not (path / "data").is_dir():
+        pytest.skip(SHARED_SKIP.format(path))
+    return path
+
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """The shared data/weights folder, or a skip that says how to provide it."""
-    path = shared_dir()
-    if not (path / "data").is_dir():
-        pytest.skip(f"shared data folder not found at {path}: set GEODEMO_SHARED (see README)")
-    return path
+    return _shared_folder()
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the ``shared`` fixture is marked ``shared`` (``-m "not shared"`` leaves them out)."""
+    for item in items:
+        if "shared" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Skips for want of the shared folder all point at the fixture, so the summary folds them into one
+    line ("SKIPPED [100] tests/conftest.py: shared data folder not found ..."), not one per test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and "set GEODEMO_SHARED" in str(report.longrepr[2]):
+        report.longrepr = (__file__, _shared_folder.__code__.co_firstlineno, report.longrepr[2])
 
 
 def _one_thread(get_threads, set_threads):

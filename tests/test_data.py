@@ -43,7 +43,7 @@ def jpeg(color=(120, 80, 40), size=(48, 32), exif=None) -> bytes:
 
 def test_registry_names():
     assert {"im2gps3k-dev", "osv5m-sample", "yfcc4k-meta", "im2gps-meta"} <= set(list_benchmarks())
-    with pytest.raises(ValueError, match="unknown benchmark 'nope'; known: im2gps3k-dev"):
+    with pytest.raises(KeyError, match="unknown benchmark 'nope'; known benchmarks: im2gps3k-dev"):
         load_benchmark("nope")
 
 

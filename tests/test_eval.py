@@ -205,7 +205,7 @@ def test_geoclip_gallery_is_the_100k_training_sample():
 
 def test_predictor_registry():
     assert {"density-prior", "random-gallery", "geolocator"} <= set(list_predictors())
-    with pytest.raises(ValueError, match="unknown predictor 'nope'; known: density-prior"):
+    with pytest.raises(ValueError, match="unknown predictor 'nope'; known predictors: density-prior"):
         create_predictor("nope")
 
 

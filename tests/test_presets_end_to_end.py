@@ -46,7 +46,7 @@ def tiny_segmenter():
         {"pretrained": None, "config": SEGFORMER_B0, "image_size": 128, "name": SEGMENTER, "device": "cpu",
          "dtype": "float32"}, "test only"))
     yield SEGMENTER
-    registry._REGISTRY.pop(SEGMENTER, None)
+    registry.MODELS.remove(SEGMENTER)
 
 
 @pytest.fixture(scope="module")

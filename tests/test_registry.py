@@ -63,7 +63,7 @@ def test_register_a_new_model_by_config(shared):
         enc = create_model("test-mobilenet-2-threads", num_threads=1)  # overrides replace config entries
         assert enc.embed_dim == 1024
     finally:
-        registry._REGISTRY.pop(spec.name, None)
+        registry.MODELS.remove(spec.name)
     assert "test-mobilenet-2-threads" not in list_models()
 
 

@@ -1,7 +1,7 @@
 """Named benchmark sets under the shared folder: ``load_benchmark("im2gps3k-dev")``.
 
 A benchmark is a registry entry (CSV path, image folder, format) relative to
-:func:`geodemo.paths.shared_dir`; adding one is adding an entry to :data:`BENCHMARKS`.
+:func:`geodemo.paths.shared_dir`; adding one is ``BENCHMARKS.add(name, BenchmarkSpec(...))``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from geodemo.data.dataset import GeoDataset
 from geodemo.data.formats import load_csv
 from geodemo.paths import MissingResourceError, bundle_path, shared_path
+from geodemo.registry import Registry
 
 __all__ = ["BenchmarkSpec", "BENCHMARKS", "list_benchmarks", "load_benchmark", "load_examples"]
 
@@ -27,8 +28,7 @@ class BenchmarkSpec:
     description: str
 
 
-BENCHMARKS: dict[str, BenchmarkSpec] = {
-    spec.name: spec
+def _builtin(registry: Registry[BenchmarkSpec]) -> None:
     for spec in [
         BenchmarkSpec(
             "im2gps3k-dev",
@@ -62,21 +62,21 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             237,
             "IM2GPS ground truth (no images); its LON,LAT header is swapped and detected",
         ),
-    ]
-}
+    ]:
+        registry.add(spec.name, spec)
+
+
+BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark", _builtin, sort=False)
 
 
 def list_benchmarks() -> list[str]:
     """Names accepted by :func:`load_benchmark`."""
-    return list(BENCHMARKS)
+    return BENCHMARKS.names()
 
 
 def load_benchmark(name: str) -> GeoDataset:
     """Load a named set from the shared folder (:class:`MissingResourceError` says where it looked)."""
-    try:
-        spec = BENCHMARKS[name]
-    except KeyError:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}") from None
+    spec = BENCHMARKS.get(name)  # a KeyError (also a ValueError) lists the known names
     csv_path = shared_path(*spec.csv.split("/"))
     if not csv_path.is_file():
         raise MissingResourceError(

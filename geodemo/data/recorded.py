@@ -372,11 +372,11 @@ RECORDED_ENV = {"lmm": "GEODEMO_RECORDED_LMM", "candidates": "GEODEMO_RECORDED_C
 def recorded_from_env(environ: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
     """The ``recorded`` section the server's environment names: ``GEODEMO_RECORDED_LMM=NAME=FILE`` and
     ``GEODEMO_RECORDED_CANDIDATES=NAME=FILE[;NAME=FILE...]``."""
-    import os
+    from geodemo import env
 
-    env = os.environ if environ is None else environ
-    lmm = (env.get(RECORDED_ENV["lmm"]) or "").strip() or None
-    candidates = [s.strip() for s in (env.get(RECORDED_ENV["candidates"]) or "").split(";") if s.strip()]
+    read = env.get if environ is None else (lambda name: (environ.get(name) or "").strip() or None)
+    lmm = read(RECORDED_ENV["lmm"]) or None
+    candidates = [s.strip() for s in (read(RECORDED_ENV["candidates"]) or "").split(";") if s.strip()]
     return recorded_section(lmm, candidates)
 
 

@@ -15,34 +15,26 @@ import numpy as np
 
 from geodemo.data.dataset import GeoDataset
 from geodemo.eval.harness import Predictor, QueryPhoto
+from geodemo.registry import Registry
 
 __all__ = ["register_predictor", "create_predictor", "list_predictors", "load_gallery"]
 
 PredictorFactory = Callable[..., Predictor]
-_REGISTRY: dict[str, PredictorFactory] = {}
+PREDICTORS: Registry[PredictorFactory] = Registry("predictor")  # the built-ins are registered below
 
 
 def register_predictor(name: str) -> Callable[[PredictorFactory], PredictorFactory]:
     """Decorator adding a factory ``(dataset, **options) -> Predictor`` under ``name``."""
-
-    def wrap(factory: PredictorFactory) -> PredictorFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
+    return PREDICTORS.register(name)
 
 
 def list_predictors() -> list[str]:
-    return sorted(_REGISTRY)
+    return PREDICTORS.names()
 
 
 def create_predictor(name: str, dataset: GeoDataset | None = None, **options: Any) -> Predictor:
-    """Build the predictor registered as ``name`` (``ValueError`` lists the known names)."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown predictor {name!r}; known: {', '.join(list_predictors())}") from None
-    return factory(dataset, **options)
+    """Build the predictor registered as ``name`` (a ``KeyError``, also a ``ValueError``, lists the known names)."""
+    return PREDICTORS.get(name)(dataset, **options)
 
 
 def load_gallery(spec: str, dataset: GeoDataset | None):

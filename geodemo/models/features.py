@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from geodemo import env
 from geodemo.models.registry import create_model, get_spec
 from geodemo.paths import cache_dir
 from geodemo.storage import load_npz, save_npz
@@ -108,7 +109,7 @@ def image_features(
     if missing:
         encoder = shared_model(encoder_name, **overrides)
         if workers is None:
-            workers = int(os.environ.get("GEODEMO_EXTRACT_WORKERS", "0"))
+            workers = env.get_int("GEODEMO_EXTRACT_WORKERS", 0)
         if hasattr(encoder, "pixel_recipe") and hasattr(dataset, "open_image"):
             _encode_missing(encoder, dataset, missing, keys, cached, failed, batch_size, workers,
                             progress, f"{encoder_name} on {dataset.name}")

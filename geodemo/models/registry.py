@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelSpec", "list_models", "get_spec", "create_model", "register_model"]
+from geodemo.registry import Registry
+
+__all__ = ["ModelSpec", "MODELS", "list_models", "get_spec", "create_model", "register_model"]
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 
@@ -30,43 +32,34 @@ class ModelSpec:
     description: str = ""
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+def _load_builtin(registry: Registry[ModelSpec]) -> None:
+    for path in sorted(CONFIG_DIR.glob("*.json")):
+        data = json.loads(path.read_text())
+        registry.add(path.stem, ModelSpec(
+            name=path.stem,
+            family=data["family"],
+            loader=data["loader"],
+            config=data.get("config", {}),
+            description=data.get("description", ""),
+        ))
+
+
+MODELS: Registry[ModelSpec] = Registry("model", _load_builtin)
 
 
 def register_model(spec: ModelSpec) -> None:
-    """Add (or replace) a model under ``spec.name``."""
-    _REGISTRY[spec.name] = spec
-
-
-def _load_builtin() -> None:
-    if _REGISTRY:
-        return
-    for path in sorted(CONFIG_DIR.glob("*.json")):
-        data = json.loads(path.read_text())
-        register_model(
-            ModelSpec(
-                name=path.stem,
-                family=data["family"],
-                loader=data["loader"],
-                config=data.get("config", {}),
-                description=data.get("description", ""),
-            )
-        )
+    """Add (or replace) a model under ``spec.name``; the built-in models stay registered."""
+    MODELS.add(spec.name, spec)
 
 
 def list_models(family: str | None = None) -> list[str]:
     """Registered model names, optionally of one family."""
-    _load_builtin()
-    return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)
+    return [n for n, s in MODELS.items() if family is None or s.family == family]
 
 
 def get_spec(name: str) -> ModelSpec:
     """The spec of a registered model, or a ``KeyError`` listing the known names."""
-    _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+    return MODELS.get(name)
 
 
 def create_model(name: str, **overrides: Any) -> Any:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geodemo import env
 from geodemo.models.base import ModelUnavailableError
 from geodemo.paths import MissingResourceError, find_resource
 
@@ -17,8 +18,7 @@ __all__ = ["TFLiteModel", "find_weights", "default_threads"]
 
 def default_threads() -> int:
     """Interpreter threads: ``$GEODEMO_TFLITE_THREADS`` or min(4, cores)."""
-    env = os.environ.get("GEODEMO_TFLITE_THREADS")
-    return int(env) if env else max(1, min(4, os.cpu_count() or 1))
+    return env.get_int("GEODEMO_TFLITE_THREADS", max(1, min(4, os.cpu_count() or 1)))
 
 
 def find_weights(model: str, filename: str, local_dir: str | os.PathLike | None, shared_subdir: str) -> Path:

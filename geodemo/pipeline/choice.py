@@ -10,11 +10,11 @@ downloaded here: :func:`preset_missing` only looks.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geodemo import env
 from geodemo.pipeline.presets import load_preset
 
 __all__ = ["DEFAULT_ORDER", "PresetChoice", "preset_order", "model_missing", "preset_missing", "choose_preset"]
@@ -43,7 +43,7 @@ class PresetChoice:
 
 def preset_order(value: str | None = None) -> list[str]:
     """Preset names from ``value`` or ``GEODEMO_PRESETS`` (comma separated), else :data:`DEFAULT_ORDER`."""
-    raw = os.environ.get("GEODEMO_PRESETS", "") if value is None else value
+    raw = (env.get("GEODEMO_PRESETS", "") or "") if value is None else value
     names = [n.strip() for n in raw.split(",") if n.strip()]
     return names or list(DEFAULT_ORDER)
 
@@ -125,7 +125,7 @@ def preset_missing(name_or_config: str | dict[str, Any]) -> str | None:
 def choose_preset(order: list[str] | str | None = None) -> PresetChoice:
     """``GEODEMO_PRESET`` when set, else the first preset of ``order`` (:func:`preset_order`) that
     :func:`preset_missing` finds ready; the last one answers when none is (its failure is then clear)."""
-    forced = os.environ.get("GEODEMO_PRESET", "").strip()
+    forced = env.get("GEODEMO_PRESET", "") or ""
     if forced and order is None:
         return PresetChoice(forced, forced=True)
     names = preset_order(order) if not isinstance(order, list) else order

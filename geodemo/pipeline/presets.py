@@ -2,16 +2,20 @@
 
 A preset names every component (encoder, segmenter, gallery, index kind, verifier, LMM, clues) and
 every hyper-parameter; the :class:`~geodemo.pipeline.GeoLocator` has no preset-specific code.
-Overrides are deep-merged: ``load_preset("offline", rerank={"eps_km": 25})``.
+Overrides are the one syntax of every preset family (:func:`geodemo.configs.parse_overrides`),
+``load_preset("offline", ["rerank.eps_km=25"])``, or sections deep-merged:
+``load_preset("offline", rerank={"eps_km": 25})``. Unknown keys are refused when the stages are
+built from their sections.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from geodemo.configs import list_configs, read_config
+from geodemo.configs import apply_overrides, list_configs, read_config
 
 __all__ = ["PRESET_DIR", "list_presets", "load_preset", "deep_merge", "with_random_weights"]
 
@@ -34,10 +38,12 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def load_preset(name_or_path: str | Path, **overrides: Any) -> dict[str, Any]:
-    """The preset called ``name_or_path`` (built-in name or JSON file), with ``overrides`` merged in."""
+def load_preset(name_or_path: str | Path, overrides: Iterable[str] | Mapping[str, Any] | None = None,
+                **sections: Any) -> dict[str, Any]:
+    """The preset called ``name_or_path`` (built-in name or JSON file), with ``sections`` merged in,
+    then the ``section.key=value`` ``overrides`` set."""
     cfg = read_config(name_or_path, PRESET_DIR, what="preset", name_key="name", error=KeyError)
-    return deep_merge(cfg, overrides)
+    return apply_overrides(deep_merge(cfg, sections), overrides, what=f"preset {cfg['name']!r}")
 
 
 def with_random_weights(cfg: dict[str, Any], seed: int = 0) -> dict[str, Any]:

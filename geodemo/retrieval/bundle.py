@@ -70,7 +70,7 @@ class GalleryBundle:
         rows = self._rows()
         paths: list[str | None] = []
         for r in rows:
-            spec = BENCHMARKS.get(r["dataset"])
+            spec = BENCHMARKS.get(r["dataset"]) if r["dataset"] in BENCHMARKS else None
             full = shared_path(*spec.images.split("/"), r["file"]) if spec and spec.images else None
             thumb = thumbnail_path(r["dataset"], r["file"])
             paths.append(str(full) if full is not None and full.is_file() else

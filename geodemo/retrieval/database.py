@@ -1,22 +1,25 @@
 """A FAISS retrieval database: unit embeddings + per-row metadata (id, lat, lon, place, image, group).
 
-Index kinds (chosen by :class:`IndexConfig`, never by code paths):
+Index kinds (chosen by :class:`IndexConfig`, never by code paths) are the registry
+:data:`~geodemo.retrieval.index_kinds.INDEX_KINDS`:
 
 * ``flat``  exact inner product (cosine on unit rows), the reference;
+* ``factory`` any FAISS ``index_factory`` string (``factory``, ``{nlist}`` filled in), on the first
+  ``reduce_dim`` principal axes of the rows when set (uncentred, so inner products are kept up to the
+  dropped tail): FAISS's own compact indexes (IVF-PQ + Refine, OPQ fast-scan + Refine, ...);
 * ``hnsw``  graph index, approximate, no training;
-* ``ivfpq`` inverted lists + product quantisation, compact for millions of rows;
-* ``ivfsq`` inverted lists of each row's residual from its list centre in ``sq_bits``-bit scalar
-  codes, each dimension's range set to its mean +- ``sq_range`` standard deviations; optionally on
-  the first ``reduce_dim`` principal axes of the rows (uncentred, so inner products are kept up to
-  the dropped tail) to fit a memory budget;
-* ``ivfrabitq`` inverted lists of each row's residual in RaBitQ codes of ``rabitq_bits`` bits per
-  dimension (FAISS ``IndexIVFRaBitQ``: a random rotation, then an estimator of the inner product
-  with error bounds), on the first ``reduce_dim`` principal axes as above: at MP16 scale (4.1M x 768)
-  704 axes at 4 bits fit in 1/8 of flat's memory;
+* ``ivfpq`` inverted lists + product quantisation;
+* ``ivfsq`` inverted lists of each row's residual in ``sq_bits``-bit scalar codes, each dimension's
+  range its mean +- ``sq_range`` standard deviations, optionally on ``reduce_dim`` axes as above;
+* ``ivfrabitq`` inverted lists of residual RaBitQ codes of ``rabitq_bits`` bits per dimension
+  (FAISS ``IndexIVFRaBitQ``) on ``reduce_dim`` axes after a fixed random rotation;
 * ``ivfsplit`` inverted lists of 8-bit codes of the leading ``lead_axes`` principal axes give a
-  shortlist, re-ranked with codes of the other axes (and of the leading axes' rounding error) whose
-  ``refine_bits`` bits are allocated by how much each axis moves inner products
-  (:mod:`geodemo.retrieval.split_index`): the MP16-scale kind.
+  shortlist, re-ranked with bit-allocated codes of the other axes
+  (:mod:`geodemo.retrieval.split_index`).
+
+Excluded ids and groups are left out inside the FAISS search (an ``IDSelector``), so exact search
+stays exact; only indexes that take no selector (``ivfsplit``, FAISS's IVFPQR, GPU indexes) are
+over-fetched by the number of excluded rows and filtered.
 
 Recall against exact search, latency and memory of each kind, measured by
 ``scripts/bench_retrieval.py``, are in the README.
@@ -33,7 +36,6 @@ Saved as ``index.faiss`` + ``meta.parquet`` + ``config.json``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +49,7 @@ from geodemo.errors import EncoderMismatchError
 from geodemo.geo import validate_coords
 from geodemo.paths import MissingResourceError
 from geodemo.result import Neighbour
-from geodemo.retrieval.split_index import SplitIVFIndex
+from geodemo.retrieval.index_kinds import INDEX_KINDS, default_nlist, is_faiss_index, search_parameters, tune
 from geodemo.storage import atomic_path, write_json
 
 __all__ = [
@@ -60,9 +62,6 @@ __all__ = [
     "INDEX_KINDS",
 ]
 
-INDEX_KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq", "ivfsplit")
-IVF_KINDS = ("ivfpq", "ivfsq", "ivfrabitq", "ivfsplit")
-CODED_IVF_KINDS = ("ivfsq", "ivfrabitq")  # CPU compositions: optional projection, choice of list quantizer
 FORMAT_VERSION = 1
 
 
@@ -74,7 +73,7 @@ class DescriptorMismatchError(EncoderMismatchError):
 class IndexConfig:
     """How the FAISS index is built. ``None`` parameters are chosen from the gallery size."""
 
-    kind: str = "flat"  # flat | hnsw | ivfpq | ivfsq | ivfrabitq | ivfsplit
+    kind: str = "flat"  # a name in INDEX_KINDS: flat | factory | hnsw | ivfpq | ivfsq | ivfrabitq | ivfsplit
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
@@ -87,18 +86,19 @@ class IndexConfig:
     sq_range: float = 2.5  # ivfsq: each dimension's code range is its mean +- sq_range std
     rabitq_bits: int = 7  # ivfrabitq: bits per (projected) dimension, 1 to 9
     rabitq_query_bits: int = 8  # ivfrabitq: bits of the quantised query (FAISS ``qb``)
-    reduce_dim: int | None = None  # ivfsq, ivfrabitq: keep this many principal axes (None: all)
+    reduce_dim: int | None = None  # factory, ivfsq, ivfrabitq: keep this many principal axes (None: all)
     quantizer: str = "flat"  # ivfsq, ivfrabitq: list assignment by exact search of the centres, or "hnsw"
     kmeans_iters: int = 10  # ivfsq, ivfrabitq, ivfsplit: k-means iterations for the list centres
     lead_axes: int | None = None  # ivfsplit: leading principal axes coded in the lists (None: 64)
     lead_bits: int = 8  # ivfsplit: bits per leading axis in the lists (4, 6 or 8)
     refine_bits: int | None = None  # ivfsplit: bits per row of re-ranking codes (None: 3.4 per other axis)
-    shortlist: int = 256  # ivfsplit: rows per query re-ranked with those codes
+    shortlist: int = 256  # ivfsplit, factory with Refine or IVFPQR: rows per query re-ranked
     use_gpu: str | bool = "auto"  # auto | True | False: GPU FAISS when present (flat, ivfpq)
+    factory: str | None = None  # factory: a FAISS index_factory string on the (reduce_dim) axes; {nlist} filled in
+    metric: str = "ip"  # factory: "ip", or "l2" for structures FAISS has only for L2 (IVFPQR); rows are unit
 
     def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise ValueError(f"unknown index kind {self.kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+        INDEX_KINDS.get(self.kind)  # an unknown kind: KeyError (also a ValueError) listing the known ones
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> IndexConfig:
@@ -184,14 +184,6 @@ class SearchResult:
     dissimilar_similarities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
-def _auto_pq_m(dim: int) -> int:
-    target = max(1, dim // 8)
-    for m in range(target, 0, -1):
-        if dim % m == 0:
-            return m
-    return 1
-
-
 def _iter_chunks(embeddings: np.ndarray | Iterable[np.ndarray], chunk_size: int) -> Iterator[np.ndarray]:
     if isinstance(embeddings, np.ndarray):
         for start in range(0, len(embeddings), chunk_size):
@@ -223,6 +215,11 @@ def _check_descriptor(recorded: str | None, encoder_name: str, query: str) -> No
     )
 
 
+def _on_gpu(index: Any) -> bool:
+    name = type(index).__name__
+    return name.startswith("Gpu") or name == "IndexReplicas"
+
+
 class RetrievalDatabase:
     """Embeddings of one encoder in a FAISS index, with their metadata."""
 
@@ -234,71 +231,12 @@ class RetrievalDatabase:
         self.descriptor = descriptor  # the Descriptor.name it was built with (None: built from embeddings)
         self.config = config
         self.dim = dim
-        self._group_counts: dict[str, int] | None = None
-        self._id_counts: dict[str, int] | None = None
+        self._rows_by: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None  # id, group -> rows
 
     # ------------------------------------------------------------------ building
     @staticmethod
     def _new_index(dim: int, cfg: IndexConfig, n_expected: int) -> Any:
-        import faiss
-
-        if cfg.kind == "flat":
-            return faiss.IndexFlatIP(dim)
-        if cfg.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = cfg.ef_construction
-            index.hnsw.efSearch = cfg.ef_search
-            return index
-        nlist = cfg.nlist or max(1, min(int(4 * math.sqrt(max(n_expected, 1))), max(1, n_expected // 39)))
-        if cfg.kind in CODED_IVF_KINDS:
-            return RetrievalDatabase._new_coded_ivf(dim, cfg, nlist)
-        if cfg.kind == "ivfsplit":
-            return SplitIVFIndex(dim, nlist, cfg.lead_axes, cfg.refine_bits, cfg.shortlist, cfg.nprobe,
-                                 cfg.kmeans_iters, capacity=n_expected, lead_bits=cfg.lead_bits)
-        pq_m = cfg.pq_m or _auto_pq_m(dim)
-        if dim % pq_m:
-            raise ValueError(f"ivfpq: pq_m={pq_m} must divide the embedding size {dim}")
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, cfg.pq_bits, faiss.METRIC_INNER_PRODUCT)
-        index.nprobe = min(cfg.nprobe, nlist)  # faiss's wrapper keeps the quantizer alive
-        return index
-
-    @staticmethod
-    def _new_coded_ivf(dim: int, cfg: IndexConfig, nlist: int) -> Any:
-        """``ivfsq`` or ``ivfrabitq``: optional bias-free projection, then inverted lists of codes."""
-        import faiss
-
-        d = dim if cfg.reduce_dim is None else int(cfg.reduce_dim)
-        if not 0 < d <= dim:
-            raise ValueError(f"{cfg.kind}: reduce_dim must be in 1..{dim}, got {d}")
-        if cfg.quantizer not in ("flat", "hnsw"):
-            raise ValueError(f"{cfg.kind}: quantizer must be 'flat' or 'hnsw', got {cfg.quantizer!r}")
-        if cfg.quantizer == "hnsw":
-            quantizer = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-            quantizer.hnsw.efSearch = max(64, 2 * cfg.nprobe)
-        else:
-            quantizer = faiss.IndexFlatIP(d)
-        if cfg.kind == "ivfrabitq":
-            if not 1 <= cfg.rabitq_bits <= 9:
-                raise ValueError(f"ivfrabitq: rabitq_bits must be 1 to 9, got {cfg.rabitq_bits}")
-            if not 0 <= cfg.rabitq_query_bits <= 8:
-                raise ValueError(f"ivfrabitq: rabitq_query_bits must be 0 to 8, got {cfg.rabitq_query_bits}")
-            ivf = faiss.IndexIVFRaBitQ(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT, True, int(cfg.rabitq_bits))
-            ivf.qb = int(cfg.rabitq_query_bits)
-        else:
-            qtypes = {4: faiss.ScalarQuantizer.QT_4bit, 6: faiss.ScalarQuantizer.QT_6bit,
-                      8: faiss.ScalarQuantizer.QT_8bit}
-            if cfg.sq_bits not in qtypes:
-                raise ValueError(f"ivfsq: sq_bits must be 4, 6 or 8, got {cfg.sq_bits}")
-            ivf = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, qtypes[cfg.sq_bits],
-                                                faiss.METRIC_INNER_PRODUCT, True)
-            ivf.sq.rangestat = faiss.ScalarQuantizer.RS_meanstd
-            ivf.sq.rangestat_arg = float(cfg.sq_range)
-        ivf.cp.niter = int(cfg.kmeans_iters)
-        ivf.nprobe = min(cfg.nprobe, nlist)
-        if d == dim and cfg.kind == "ivfsq":
-            return ivf
-        return faiss.IndexPreTransform(faiss.LinearTransform(dim, d, False), ivf)  # axes set by _train
+        return INDEX_KINDS.get(cfg.kind).new(dim, cfg, cfg.nlist or default_nlist(n_expected))
 
     @staticmethod
     def _train(index: Any, train: np.ndarray) -> None:
@@ -325,28 +263,14 @@ class RetrievalDatabase:
 
     @staticmethod
     def _set_search_params(index: Any, cfg: IndexConfig) -> None:
-        """nprobe (and the HNSW quantizer's efSearch, or the split index's shortlist) from ``cfg`` (also
-        after loading a saved index)."""
-        import faiss
-
-        if isinstance(index, SplitIVFIndex):
-            index.nprobe, index.shortlist = cfg.nprobe, cfg.shortlist
-        elif cfg.kind == "ivfpq":
-            index.nprobe = int(cfg.nprobe)  # FAISS probes at most nlist lists
-        elif cfg.kind in CODED_IVF_KINDS:
-            ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-            ivf.nprobe = min(cfg.nprobe, ivf.nlist)
-            if cfg.kind == "ivfrabitq":
-                ivf.qb = int(cfg.rabitq_query_bits)
-            quantizer = faiss.downcast_index(ivf.quantizer)
-            if isinstance(quantizer, faiss.IndexHNSW):
-                quantizer.hnsw.efSearch = max(64, 2 * ivf.nprobe)
+        """The search settings of ``cfg`` (nprobe, efSearch, shortlist ...) on ``index`` (also after loading)."""
+        tune(index, cfg)
 
     @staticmethod
     def _maybe_gpu(index: Any, cfg: IndexConfig) -> Any:
         import faiss
 
-        if cfg.use_gpu is False or cfg.kind in ("hnsw", "ivfsplit", *CODED_IVF_KINDS):  # CPU-only compositions
+        if cfg.use_gpu is False or not INDEX_KINDS.get(cfg.kind).gpu:  # CPU-only compositions
             return index
         n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         if n_gpus == 0:
@@ -383,7 +307,7 @@ class RetrievalDatabase:
         dim = int(np.asarray(first).shape[1])
         index = cls._new_index(dim, cfg, n)
         pending: list[np.ndarray] = [first]
-        if cfg.kind in IVF_KINDS:
+        if INDEX_KINDS.get(cfg.kind).trains:
             # gather training rows from the first chunks (bounded by train_size)
             have = len(first)
             while have < min(cfg.train_size, n):
@@ -393,8 +317,12 @@ class RetrievalDatabase:
                 pending.append(nxt)
                 have += len(nxt)
             train = _as_query(np.concatenate(pending)[: cfg.train_size], dim)
-            bits = cfg.pq_bits if cfg.kind == "ivfpq" else 0
-            nlist = index.nlist if isinstance(index, SplitIVFIndex) else faiss.extract_index_ivf(index).nlist
+            bits = INDEX_KINDS.get(cfg.kind).code_bits(cfg)
+            if is_faiss_index(index):
+                ivf = faiss.try_extract_index_ivf(index)
+                nlist = 1 if ivf is None else ivf.nlist
+            else:
+                nlist = index.nlist
             min_train = max(nlist, 2**bits)
             if len(train) < min_train:
                 raise ValueError(
@@ -404,6 +332,7 @@ class RetrievalDatabase:
                 )
             cls._train(index, train)
             del train
+        cls._set_search_params(index, cfg)
         index = cls._maybe_gpu(index, cfg)
         added = 0
         bar = tqdm(total=n, desc=f"indexing ({cfg.kind})", unit="row", disable=not progress)
@@ -434,7 +363,7 @@ class RetrievalDatabase:
         """Bytes the index takes as stored (its FAISS serialisation; a split index adds its own arrays)."""
         import faiss
 
-        if isinstance(self.index, SplitIVFIndex):
+        if not is_faiss_index(self.index):
             return self.index.nbytes
         return int(faiss.serialize_index(self.index).nbytes)
 
@@ -450,37 +379,58 @@ class RetrievalDatabase:
         """Raise :class:`DescriptorMismatchError` unless this database was built with ``descriptor``."""
         _check_descriptor(self.descriptor, self.encoder_name, descriptor)
 
-    def _excluded_count(self, exclude_ids: set[str], exclude_groups: set[str]) -> int:
+    def _excluded_rows(self, exclude_ids: frozenset[str], exclude_groups: frozenset[str]) -> np.ndarray:
+        """Sorted row numbers of the excluded ids and groups."""
         if not exclude_ids and not exclude_groups:
-            return 0
-        if self._group_counts is None:
-            self._group_counts = pd.Series(self.meta.groups, dtype="object").value_counts().to_dict()
-            self._id_counts = pd.Series(self.meta.ids).value_counts().to_dict()
-        return sum(self._id_counts.get(i, 0) for i in exclude_ids) + sum(
-            self._group_counts.get(g, 0) for g in exclude_groups
-        )
+            return np.zeros(0, np.int64)
+        if self._rows_by is None:
+            ids = pd.Series(self.meta.ids, dtype="object")
+            groups = pd.Series(self.meta.groups, dtype="object")
+            self._rows_by = (ids.groupby(ids, sort=False).indices, groups.groupby(groups, sort=False).indices)
+        by_id, by_group = self._rows_by
+        parts = [by_id[i] for i in exclude_ids if i in by_id] + [by_group[g] for g in exclude_groups if g in by_group]
+        return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
-    def _keep(self, idx: int, exclude_ids: set[str], exclude_groups: set[str]) -> bool:
-        if idx < 0:
-            return False
-        if exclude_ids and self.meta.ids[idx] in exclude_ids:
-            return False
-        return not (exclude_groups and self.meta.groups[idx] in exclude_groups)
+    def _search_excluding(self, x: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` of ``x`` (similarities, row numbers; -1 past the last row) leaving out ``rows``."""
+        import faiss
+
+        k = min(k, len(self) - len(rows))
+        if k <= 0:
+            return np.zeros((len(x), 0), np.float32), np.zeros((len(x), 0), np.int64)
+        selector = None
+        if len(rows):
+            batch = faiss.IDSelectorBatch(rows)
+            selector = faiss.IDSelectorNot(batch)
+            selector._batch = batch  # SWIG holds a raw pointer
+        params = None if _on_gpu(self.index) else search_parameters(self.index, self.config, k, selector)
+        if params is not None:
+            sims, idx = self.index.search(x, k, params=params)
+        else:  # no selector inside this index: over-fetch by the excluded rows and filter
+            sims, idx = self.index.search(x, min(len(self), k + len(rows)))
+            dropped = np.isin(idx, rows) | (idx < 0)
+            order = np.argsort(dropped, axis=1, kind="stable")[:, :k]
+            sims, idx = np.take_along_axis(sims, order, 1), np.take_along_axis(idx, order, 1)
+            idx = np.where(np.take_along_axis(dropped, order, 1), -1, idx)
+        if self.config.metric == "l2":  # squared distances between unit rows -> inner products
+            sims = (np.einsum("ij,ij->i", x, x)[:, None] + 1.0 - sims) / 2
+        return sims, idx
 
     def _search_filtered(
         self, x: np.ndarray, k: int, excl_ids: list[set[str]], excl_groups: list[set[str]]
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        n_total = len(self)
-        extra = max(self._excluded_count(i, g) for i, g in zip(excl_ids, excl_groups, strict=True)) if len(x) else 0
-        fetch = min(n_total, k + extra)
-        sims, idx = self.index.search(x, fetch)
-        out_i, out_s = [], []
-        for row in range(len(x)):
-            keep = [
-                j for j in range(fetch) if self._keep(int(idx[row, j]), excl_ids[row], excl_groups[row])
-            ][:k]
-            out_i.append(idx[row, keep].astype(np.int64))
-            out_s.append(sims[row, keep].astype(np.float32))
+        """Per query, the top-``k`` rows and similarities; queries with the same exclusions go together."""
+        out_i: list[np.ndarray] = [np.zeros(0, np.int64)] * len(x)
+        out_s: list[np.ndarray] = [np.zeros(0, np.float32)] * len(x)
+        batches: dict[tuple[frozenset[str], frozenset[str]], list[int]] = {}
+        for q, (ids, groups) in enumerate(zip(excl_ids, excl_groups, strict=True)):
+            batches.setdefault((frozenset(ids), frozenset(groups)), []).append(q)
+        for (ids, groups), queries in batches.items():
+            sims, idx = self._search_excluding(x[queries], k, self._excluded_rows(ids, groups))
+            for row, q in enumerate(queries):
+                keep = idx[row] >= 0
+                out_i[q] = idx[row, keep].astype(np.int64)
+                out_s[q] = sims[row, keep].astype(np.float32)
         return out_i, out_s
 
     def search(
@@ -496,8 +446,8 @@ class RetrievalDatabase:
         """Top-``k`` most similar and top-``k_dissimilar`` least similar rows for each query.
 
         ``exclude_ids`` / ``exclude_groups`` are one set for all queries or one set per query;
-        excluded rows never appear (the index is over-fetched by the number of excluded rows,
-        so exact search stays exact). ``encoder_name`` and ``descriptor``, when given, must match
+        excluded rows never appear (FAISS leaves them out inside the search, so exact search stays
+        exact). ``encoder_name`` and ``descriptor``, when given, must match
         the database's (:class:`EncoderMismatchError`, :class:`DescriptorMismatchError`).
         """
         self._check_encoder(encoder_name)
@@ -557,7 +507,7 @@ class RetrievalDatabase:
         index = self.index
         if hasattr(faiss, "index_gpu_to_cpu") and type(index).__name__.startswith("Gpu"):
             index = faiss.index_gpu_to_cpu(index)
-        if isinstance(index, SplitIVFIndex):
+        if not is_faiss_index(index):
             index.write(directory)
         else:
             with atomic_path(directory / "index.faiss") as tmp:
@@ -596,6 +546,8 @@ class RetrievalDatabase:
         if use_gpu is not None:
             cfg.use_gpu = use_gpu
         if cfg.kind == "ivfsplit":
+            from geodemo.retrieval.split_index import SplitIVFIndex
+
             index = SplitIVFIndex.read(directory, cfg.lead_axes, cfg.lead_bits, cfg.shortlist, cfg.nprobe)
         else:
             index = faiss.read_index(str(directory / "index.faiss"))

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from geodemo.configs import check_keys
 from geodemo.paths import REPO_ROOT, checkpoints_dir
 from geodemo.storage import atomic_dir, drop_torn_tail, write_json
-from geodemo.train.config import resolve_device
+from geodemo.train.config import TRAINING_SCHEMA, resolve_device
 from geodemo.train.data import (
     EpochSampler,
     FeatureBatches,
@@ -126,6 +127,7 @@ class Trainer:
                  exclude_groups: set[str] | None = None, table: FeatureTable | None = None):
         from accelerate import Accelerator
 
+        check_keys(cfg, TRAINING_SCHEMA, what=f"training config {cfg.get('preset', '')!r}")  # typos are errors
         self.cfg, self.progress = cfg, progress
         run, optim, dcfg = cfg.get("run", {}), cfg["optim"], cfg["data"]
         out = Path(output_dir or run.get("output", f"runs/{cfg.get('preset', 'train')}"))

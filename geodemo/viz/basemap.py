@@ -1,7 +1,7 @@
 """Leaflet maps that work offline: inlined Leaflet, Natural Earth outlines, OSM tiles when reachable.
 
-Every map is a self-contained HTML document (Leaflet's JS and CSS inlined by ``offlinefolium``,
-no CDN reference) that the app shows in an ``<iframe srcdoc>``. The country outlines from
+Every map is a self-contained HTML document (``folium``, with Leaflet's JS and CSS inlined from the
+copy shipped in ``geodemo/viz/static/leaflet``, no CDN reference) that the app shows in an ``<iframe srcdoc>``. The country outlines from
 ``assets/ne_110m_countries.geojson`` sit in a pane *under* the OpenStreetMap tiles: online the
 tiles cover them, offline the tiles fail and the outlines remain, so the map is readable either way.
 """
@@ -15,8 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import offlinefolium as folium
-from offlinefolium.template import Template
+import folium
+from folium.template import Template
 
 from geodemo.paths import BUNDLE_DIR, MissingResourceError
 
@@ -37,20 +37,31 @@ OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 OSM_ATTRIBUTION = "&copy; OpenStreetMap contributors; outlines: Natural Earth"
 OCEAN_COLOUR = "#cfe3f0"
 
-_LEAFLET_JS = ("leaflet", "https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.js")
-_LEAFLET_CSS = ("leaflet_css", "https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.css")
+LEAFLET_DIR = Path(__file__).with_name("static") / "leaflet"  # Leaflet 1.9.3 (BSD-2-Clause, LICENSE beside it)
+
+
+@lru_cache(maxsize=1)
+def _leaflet_inline() -> str:
+    """Leaflet's CSS and JS as inline ``<style>`` and ``<script>`` elements (read once)."""
+    js = (LEAFLET_DIR / "leaflet.js").read_text(encoding="utf-8").replace("//# sourceMappingURL=leaflet.js.map", "")
+    css = (LEAFLET_DIR / "leaflet.css").read_text(encoding="utf-8")
+    return f"<style>{css}</style>\n<script>{js}</script>"
 
 
 class OfflineMap(folium.Map):
-    """An ``offlinefolium.Map`` that inlines Leaflet only (no jQuery, Bootstrap or icon fonts).
+    """A ``folium.Map`` that inlines Leaflet only (no jQuery, Bootstrap or icon fonts, no CDN).
 
-    The URLs below are only keys into offlinefolium's bundled copies: the rendered page embeds
-    the files' text and references no CDN. Markers must therefore be vector markers
-    (``CircleMarker``, ``Circle``, ``PolyLine``) or ``DivIcon`` markers, which need no images.
+    Markers must therefore be vector markers (``CircleMarker``, ``Circle``, ``PolyLine``) or
+    ``DivIcon`` markers, which need no images.
     """
 
-    default_js = [_LEAFLET_JS]
-    default_css = [_LEAFLET_CSS]
+    default_js: list = []
+    default_css: list = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # first in the header, so Leaflet is defined before any map script runs
+        self.get_root().header.add_child(folium.Element(_leaflet_inline()), name="leaflet_inline", index=0)
 
 
 def countries_geojson(path: Path | None = None) -> dict[str, Any]:

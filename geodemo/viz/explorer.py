@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from geodemo import env as geodemo_env
 from geodemo.eval.attribution import (
     CAUSES,
     CORRECT,
@@ -68,7 +69,7 @@ _MAX_DEPTH = 4  # runs/<benchmark>/<predictor>/ is depth 2; allow some nesting
 
 def runs_dir() -> Path:
     """The folder searched for evaluations: ``$GEODEMO_RUNS`` or ``runs/`` in the repository."""
-    env = os.environ.get(RUNS_ENV)
+    env = geodemo_env.get(RUNS_ENV)
     return Path(env).expanduser() if env else REPO_ROOT / "runs"
 
 

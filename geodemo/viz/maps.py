@@ -1,7 +1,7 @@
 """The app's maps, drawn from a finished or partial :class:`~geodemo.result.LocationResult`.
 
 Presentation only: every function reads the result (neighbours, clusterings, candidates, LMM
-records, final point) and never recomputes a prediction. Each returns an ``offlinefolium`` map;
+records, final point) and never recomputes a prediction. Each returns a ``folium`` map;
 :func:`geodemo.viz.basemap.map_iframe` turns it into HTML for the page. Marker CSS classes
 (``gd-neighbour``, ``gd-centre``, ``gd-candidate``, ``gd-prediction``, ``gd-truth``) let tests and
 users find each kind of point in the page.
@@ -16,8 +16,8 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-import offlinefolium as folium
-from offlinefolium.template import Template
+import folium
+from folium.template import Template
 
 from geodemo.result import Clustering, LocationResult, Neighbour
 from geodemo.viz.basemap import add_legend, base_map, fit_points

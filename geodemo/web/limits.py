@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from geodemo import env
 
 __all__ = ["BodyLimit", "max_body_bytes", "upload_cache_policy"]
 
@@ -33,7 +34,7 @@ def max_body_bytes(max_photo_bytes: int) -> int:
 
 def upload_cache_policy() -> tuple[int, int] | None:
     """``(frequency, age)`` in seconds for ``gr.Blocks(delete_cache=...)``; None keeps the cache (age 0)."""
-    raw = os.environ.get("GEODEMO_UPLOAD_MAX_AGE_S", "").strip()
+    raw = env.get("GEODEMO_UPLOAD_MAX_AGE_S", "") or ""
     try:
         age = int(float(raw)) if raw else 1800
     except ValueError:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from geodemo import env
 from geodemo.errors import GeodemoError, redact_paths
 from geodemo.pipeline.choice import choose_preset
 
@@ -66,7 +66,7 @@ class RequestError(GeodemoError, ValueError):
 
 
 def _env_list(name: str) -> list[str]:
-    return [m.strip() for m in os.environ.get(name, "").split(",") if m.strip()]
+    return env.get_list(name)
 
 
 def check_text(label: str, value: Any) -> str | None:

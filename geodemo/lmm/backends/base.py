@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from PIL import Image
 
 from geodemo.errors import BackendError, BackendUnavailableError
+from geodemo.registry import Registry
 
 __all__ = [
     "LMMBackend",
@@ -99,30 +100,24 @@ class LMMBackend(Protocol):
         ...
 
 
-_REGISTRY: dict[str, type] = {}
+# Importing the modules registers their classes; they import their clients lazily.
+BACKENDS: Registry[type] = Registry(
+    "LMM backend", [f"geodemo.lmm.backends.{m}" for m in ("hf", "ollama_backend", "openai_backend")])
 
 
 def register_backend(*names: str) -> Callable[[type], type]:
     """Class decorator: make a backend constructible by ``create_backend(name, **config)``."""
 
     def wrap(cls: type) -> type:
-        for name in names:
-            _REGISTRY[name] = cls
         cls.name = names[0]
-        return cls
+        return BACKENDS.register(*names)(cls)
 
     return wrap
 
 
-def _load_builtin() -> None:
-    # Importing the modules registers their classes; they import their clients lazily.
-    from geodemo.lmm.backends import hf, ollama_backend, openai_backend  # noqa: F401
-
-
 def list_backends() -> list[str]:
     """Registered backend names (aliases included)."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return BACKENDS.names()
 
 
 def backend_availability(timeout_s: float = 1.0) -> dict[str, str | None]:
@@ -132,8 +127,7 @@ def backend_availability(timeout_s: float = 1.0) -> dict[str, str | None]:
     A backend class tells through an optional ``availability(timeout_s) -> str | None`` classmethod;
     probes are quick (local files, a short TCP/HTTP check), never a model load.
     """
-    _load_builtin()
-    return {cls.name: backend_status(cls.name, timeout_s) for cls in dict.fromkeys(_REGISTRY.values())}
+    return {cls.name: backend_status(cls.name, timeout_s) for cls in dict.fromkeys(c for _, c in BACKENDS.items())}
 
 
 def backend_status(name: str, timeout_s: float = 1.0, **config: Any) -> str | None:
@@ -147,10 +141,9 @@ def backend_status(name: str, timeout_s: float = 1.0, **config: Any) -> str | No
 
     from geodemo.errors import describe
 
-    _load_builtin()
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        return f"there is no LMM backend named {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+    if name not in BACKENDS:
+        return f"there is no LMM backend named {name!r}; registered: {', '.join(BACKENDS.names())}"
+    cls = BACKENDS.get(name)
     probe = getattr(cls, "availability", None)
     if probe is None:
         return None
@@ -164,10 +157,7 @@ def backend_status(name: str, timeout_s: float = 1.0, **config: Any) -> str | No
 
 def create_backend(name: str, **config: Any) -> LMMBackend:
     """Build the backend registered as ``name``; unknown config keys are ignored by each backend."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown LMM backend {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**config)
+    return BACKENDS.get(name)(**config)
 
 
 def jpeg_bytes(image: Image.Image, max_side: int | None = 1024, quality: int = 90) -> bytes:

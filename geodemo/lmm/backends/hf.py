@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from typing import Any
 
 from PIL import Image
 
+from geodemo import env
 from geodemo.lmm.backends.base import BackendError, register_backend
 from geodemo.models.base import ModelUnavailableError
 from geodemo.models.loading import on_space_gpu
@@ -320,7 +320,7 @@ class TransformersVLMBackend:
 
     @staticmethod
     def default_model() -> str:
-        return os.environ.get("GEODEMO_VLM_MODEL") or DEFAULT_VLM_MODEL
+        return env.get("GEODEMO_VLM_MODEL", DEFAULT_VLM_MODEL)
 
     @classmethod
     def availability(cls, timeout_s: float = 1.0) -> str | None:
