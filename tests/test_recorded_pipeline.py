@@ -113,8 +113,11 @@ def test_with_the_shipped_gemini_model_a_right_answer_wins(files):
     if decision.load_decision("offline+gemini-2.0-flash") is None:
         pytest.skip("no decision model fitted for offline+gemini-2.0-flash")
     first = files["first"]
+    from geodemo.eval import QueryPhoto
+
     loc = GeoLocator.from_preset("offline", recorded={"lmm": {"gemini-2.0-flash": str(files["lmm"])}})
-    r = loc.locate(str(EXAMPLES / first["image"]))
+    # the photo and its photographer out of the gallery, as for a new user's photo
+    r = loc.locate_query(QueryPhoto(first["image"], str(EXAMPLES / first["image"]), first["photographer"]))
     assert r.decision["calibration"] == "offline+gemini-2.0-flash"
     truth = np.array([[float(first["lat"]), float(first["lon"])]])
     assert r.decision["source"] == "gemini-2.0-flash"
