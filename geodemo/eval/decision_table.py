@@ -108,6 +108,10 @@ def source_set_rows(records: list[dict], base: str, external: list[str], num_fol
         rows[f"{name} alone"] = accuracy_table(_pick(evidences, _first_of(name)), truth)
     rows["today's decision (verifier argmax / reciprocal match)"] = accuracy_table(
         _pick(evidences, lambda ev: ev.rule), truth)
+    if external:
+        base_kinds = set(decision.BASE_SOURCES)
+        rows["default rule (agreement; decides when no model is fitted)"] = accuracy_table(
+            _pick(evidences, lambda ev: decision.default_choice(ev, base_kinds)), truth)
     cv = decision.cross_validated_decisions(evidences, truth, groups, ids, sources, num_folds, **fit_options)
     rows["**calibrated decision** (photographer folds)"] = accuracy_table(
         _coords(evidences, [int(j) for j in cv["choice"]]), truth)
