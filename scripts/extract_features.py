@@ -17,7 +17,8 @@ photos decoded by ``--workers`` processes and resized/normalised on the GPU in b
     python scripts/extract_features.py --benchmark im2gps3k-dev --out features/dev-mobilenet
 
 ``--images`` is a photo folder, a ``.tar``, or a folder of ``.tar`` shards (MP16-Pro's layout).
-Shards ``shard-00000.npz`` hold ``ids``, ``groups``, ``coords``, ``feat_image`` [``feat_text``];
+Shards ``shard-00000.npz`` hold ``ids``, ``groups``, ``coords``, ``feat_image`` (unit rows),
+``feat_projection`` (CLIP: the projection before normalisation) [``feat_text_projection``];
 tokens and label maps go to ``shard-00000.tokens.npy`` / ``.labelmap.npy`` beside it. Existing
 shards are skipped, so an interrupted run resumes; ``meta.json`` records what produced them and a
 different encoder or shard size in the same folder is refused. Unreadable photos are reported,
@@ -39,11 +40,12 @@ import geodemo  # noqa: E402,F401
 
 def _dataset(args):
     from geodemo.data import load_benchmark, load_csv
+    from geodemo.retrieval.geocode import CAPTION_COLUMNS
 
     if args.benchmark:
         ds = load_benchmark(args.benchmark)
     else:
-        ds = load_csv(args.csv, images_dir=args.images, meta_columns=[])
+        ds = load_csv(args.csv, images_dir=args.images, meta_columns=list(CAPTION_COLUMNS))  # G3's captions
     return ds.subset(args.limit) if args.limit else ds
 
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--csv", type=Path, help="a CSV of photos (any format geodemo.data.load_csv reads)")
     ap.add_argument("--images", type=Path, help="photo folder, .tar, or folder of .tar shards for --csv")
     ap.add_argument("--encoder", default="mobilenet-v1-imagenet", help="registered image encoder")
-    ap.add_argument("--text", action="store_true", help="also CLIP text embeddings of the place prompt (G3)")
+    ap.add_argument("--text", action="store_true", help="also CLIP text projections of G3's caption (the CSV's city, state, country; else the nearest city)")
     ap.add_argument("--tokens", action="store_true", help="also patch tokens, float16 (DualGeo)")
     ap.add_argument("--segmenter", help="also ADE20K label maps from this registered segmenter (DualGeo)")
     ap.add_argument("--labelmap-size", type=int, default=64)

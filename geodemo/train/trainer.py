@@ -145,6 +145,11 @@ class Trainer:
             self.images = image_source(dcfg)
             table = self.images.table()
         table = table if table is not None else load_table(dcfg, progress=progress)
+        if cfg["model"].get("architecture") == "g3":  # G3's heads train on what they are queried with
+            from geodemo.models.g3 import g3_inputs
+
+            table = FeatureTable(table.ids, table.groups, table.coords,
+                                 g3_inputs(table.features, bool(cfg["model"].get("text_head", True))))
         self.train_table, self.held_table = split_table(
             table,
             holdout_fraction=float(dcfg.get("holdout_fraction", 0.0)),
@@ -204,9 +209,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedule and batches
     def lr_at(self, step: int) -> float:
-        """Linear warm-up then cosine decay to 0."""
+        """``optim.schedule``: ``"cosine"`` (default): linear warm-up then cosine decay to 0;
+        ``"step"``: PyTorch's ``StepLR`` stepped once per epoch as G3 and DualGeo do, the rate times
+        ``gamma`` every ``step_epochs`` epochs, no warm-up."""
         optim = self.cfg["optim"]
         base, warm = float(optim["lr"]), int(optim.get("warmup_steps", 0))
+        schedule = optim.get("schedule", "cosine")
+        if schedule == "step":
+            epoch = step // max(self.steps_per_epoch, 1)
+            return base * float(optim.get("gamma", 0.87)) ** (epoch // int(optim.get("step_epochs", 1)))
+        if schedule != "cosine":
+            raise ValueError(f"unknown optim.schedule {schedule!r}; choose cosine or step")
         if step < warm:
             return base * (step + 1) / warm
         progress = (step - warm) / max(self.total_steps - warm, 1)
