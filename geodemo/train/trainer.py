@@ -68,15 +68,16 @@ def build_model(mcfg: dict[str, Any]) -> nn.Module:
         if mcfg.get("location_init") == "geoclip":
             model.init_location_from_geoclip()
         loc = model.location_encoder
-    elif arch == "dualgeo":
+    elif arch in ("dualgeo", "dualgeo-tokens"):
         from geodemo.models.dualgeo import DualGeoModel
+        from geodemo.models.dualgeo_tokens import DualGeoTokenModel
 
-        model = DualGeoModel.from_config(mcfg)
+        model = (DualGeoModel if arch == "dualgeo" else DualGeoTokenModel).from_config(mcfg)
         if mcfg.get("location_init") == "geoclip":
             model.init_location_from_geoclip()
         loc = model.location_encoder
     else:
-        raise ValueError(f"unknown model architecture {arch!r}; choose mlp-aligner, g3 or dualgeo")
+        raise ValueError(f"unknown model architecture {arch!r}; choose mlp-aligner, g3, dualgeo or dualgeo-tokens")
     if not mcfg.get("train_location_encoder", True):
         loc.requires_grad_(False)
     return model
