@@ -198,8 +198,8 @@ class DualGeoTokenModel(nn.Module):
         return self.location_encoder.encode(coords)
 
 
-def load_dualgeo(checkpoint: str | None = None, device: str = "cpu", location_init: str | None = "geoclip",
-                 **cfg: Any) -> DualGeoTokenModel:
+def load_dualgeo_tokens(checkpoint: str | None = None, device: str = "cpu", location_init: str | None = "geoclip",
+                        **cfg: Any) -> DualGeoTokenModel:
     """Registry loader: a trained folder, else a fresh model (location encoder from GeoCLIP by default)."""
     if checkpoint:
         return DualGeoTokenModel.from_pretrained(checkpoint, device=device)

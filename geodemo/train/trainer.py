@@ -94,8 +94,14 @@ def load_table(dcfg: dict[str, Any], progress: bool = True) -> FeatureTable:
         return load_benchmark_views(list(dcfg["benchmarks"]), dcfg["encoder"], dcfg.get("segmenter"),
                                     tokens=bool(dcfg.get("tokens", False)),
                                     labelmap_size=int(dcfg.get("labelmap_size", 64)), progress=progress,
-                                    cached_labelmaps_only=bool(dcfg.get("cached_labelmaps_only", False)))
-    raise ValueError(f"unknown data source {source!r}; choose benchmarks, benchmark-views, shards or images")
+                                    cached_labelmaps_only=bool(dcfg.get("cached_labelmaps_only", False)),
+                                    labelmap_resample=dcfg.get("labelmap_resample", "nearest"))
+    if source == "paired-views":  # DualGeo's recipe: the un-augmented views, photos re-read per step
+        from geodemo.train.data import paired_view_source
+
+        return paired_view_source(dcfg, progress=progress).table()
+    raise ValueError(f"unknown data source {source!r}; choose benchmarks, benchmark-views, shards, images "
+                     "or paired-views")
 
 
 def image_source(dcfg: dict[str, Any]) -> ImageSource:
@@ -145,6 +151,11 @@ class Trainer:
         if table is None and dcfg.get("source") == "images":  # augmented training on raw photos
             self.images = image_source(dcfg)
             table = self.images.table()
+        if dcfg.get("source") == "paired-views":  # DualGeo: paired augmentation of photo and label map
+            from geodemo.train.data import paired_view_source
+
+            self.images = paired_view_source(dcfg, progress=progress)
+            table = table if table is not None else self.images.table()
         table = table if table is not None else load_table(dcfg, progress=progress)
         if cfg["model"].get("architecture") == "g3":  # G3's heads train on what they are queried with
             from geodemo.models.g3 import g3_inputs
@@ -248,7 +259,8 @@ class Trainer:
         if self.images is not None:  # encode this batch's photos now, augmented with a per-step seed
             photo_rows = batch.pop("row").cpu().numpy()
             feats = self.images.encode(photo_rows, seed=self.seed * 1_000_003 + step)
-            batch["image"] = torch.from_numpy(feats).to(device)
+            for k, v in (feats if isinstance(feats, dict) else {"image": feats}).items():
+                batch[k] = torch.from_numpy(v).to(device)
         for k, v in batch.items():  # float16 caches (tokens, image) train in float32
             if v.dtype == torch.float16:
                 batch[k] = v.float()
