@@ -127,3 +127,25 @@ def caption(row: dict) -> str:
     parts = [row[c] for c in ("city", "state", "country")]
     parts = [p for p in parts if p is not np.nan and str(p) != "nan"]
     return "A street view photo taken in " + ", ".join(parts)
+
+
+def zero_shot_prompt() -> str:
+    """``llm_predict.py``'s ``get_response`` text, with the indentation its triple-quoted string carries."""
+    return """Suppose you are an expert in geo-localization, you have the ability to give two number GPS coordination given an image.
+                Please give me the location of the given image.
+                Remember, you must have an answer, just output your best guess, don't answer me that you can't give a location.
+                Your answer should be in the following JSON format without any other information: {"latitude": float,"longitude": float}.
+                Your answer should be in the following JSON format without any other information: {"latitude": float,"longitude": float}."""
+
+
+def rag_prompt(similar: list[tuple[float, float]], dissimilar: list[tuple[float, float]]) -> str:
+    """``get_response_rag``'s text; ``process_row_rag`` passes ``str`` of a list of ``'[lat, lon]'`` strings."""
+    candidates_gps = str([f"[{lat}, {lon}]" for lat, lon in similar])
+    reverse_gps = str([f"[{lat}, {lon}]" for lat, lon in dissimilar])
+    return f"""Suppose you are an expert in geo-localization, Please analyze this image and give me a guess of the location.
+                Your answer must be to the coordinates level in (latitude, longitude) format.
+                For your reference, these are coordinates of some similar images: {candidates_gps}, and these are coordinates of some dissimilar images: {reverse_gps}.
+                Remember, you must have an answer, just output your best guess, don't answer me that you can't give an location.
+                Your answer should be in the following JSON format without any other information: {{"latitude": float,"longitude": float}}.
+                Your answer should be in the following JSON format without any other information: {{"latitude": float,"longitude": float}}.
+                """

@@ -189,3 +189,22 @@ def test_unit_row_shards_are_refused_for_g3_training():
     with pytest.raises(ValueError, match="raw text projection"):
         g3_inputs({"image": unit, "projection": unit, "text": unit})
     assert set(g3_inputs({"image": unit}, text_head=False)) == {"image"}  # MobileNet: its output is what it is
+
+
+def test_g3_preset_sends_g3s_own_prompts_and_g3_plus_ours():
+    from geodemo.lmm.prompts import build_prompts
+    from geodemo.lmm.stage import LMMConfig
+    from geodemo.pipeline.presets import load_preset
+    from geodemo.result import Neighbour
+    from tests.g3_reference import rag_prompt, zero_shot_prompt
+
+    near = [Neighbour(i, f"n{i}", 48.8 + i / 7, 2.35 - i / 3, 0.9) for i in range(6)]
+    far = [Neighbour(i, f"f{i}", -33.9 + i, 151.2, 0.1) for i in range(6)]
+    g3 = LMMConfig.from_dict(load_preset("g3")["lmm"])
+    prompts = {p.kind: p.text for p in build_prompts(g3.prompts, neighbours=near, dissimilar=far, wording=g3.wording)}
+    assert prompts["zero-shot"] == zero_shot_prompt()
+    assert prompts["rag-5"] == rag_prompt([(n.lat, n.lon) for n in near[:5]], [(n.lat, n.lon) for n in far[:5]])
+    plus = LMMConfig.from_dict(load_preset("g3-plus")["lmm"])
+    ours = build_prompts(plus.prompts, neighbours=near, dissimilar=far, wording=plus.wording)
+    assert plus.wording == "ours" and all(p.text not in (zero_shot_prompt(),) for p in ours)
+    assert LMMConfig.from_dict(load_preset("dualgeo")["lmm"]).wording == "g3"  # DualGeo's prompts are placeholders

@@ -244,6 +244,7 @@ def run_analogue_ablation(
     from geodemo.retrieval.rerank import cluster_neighbours
     from geodemo.train.data import load_benchmark_views
 
+    given_table = table
     preset = load_preset(preset_name)
     spec = preset.get("descriptor") or {}
     kind = spec.get("kind")
@@ -378,7 +379,7 @@ def run_analogue_ablation(
     ids = [table.ids[i] for i in query_rows]
     compare = compare if compare is not None else preset.get("compare_with")
     if compare:
-        other = run_analogue_ablation(compare, benchmark, num_folds, limit, progress, None, query_ids,
+        other = run_analogue_ablation(compare, benchmark, num_folds, limit, progress, given_table, query_ids,
                                       cached_only, 0, compare="")
         where = {sid: j for j, sid in enumerate(other.ids)}
         for name, pred in other.rows.items():
