@@ -55,7 +55,7 @@ def label_maps_to_tensor(label_maps: list[np.ndarray], size: int = 64, resample:
         if resample == "bilinear":
             from PIL import Image
 
-            grey = Image.fromarray(np.asarray(lm, dtype=np.uint8), mode="L")
+            grey = Image.fromarray(np.asarray(lm, dtype=np.uint8))  # 2-D uint8: greyscale
             out.append(torch.from_numpy(np.asarray(grey.resize((size, size), Image.Resampling.BILINEAR))).long())
             continue
         t = torch.from_numpy(np.array(lm, dtype=np.float32))[None, None]

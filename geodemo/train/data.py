@@ -536,7 +536,7 @@ class PairedViewSource:
         from torchvision.transforms import functional as TF
 
         size = int(getattr(self.encoder, "image_size", 224))
-        seg = Image.fromarray(np.asarray(label_map, dtype=np.uint8), mode="L")
+        seg = Image.fromarray(np.asarray(label_map, dtype=np.uint8))  # greyscale ("L")
         if seg.size != image.size:  # label maps follow the photo's pixels
             seg = seg.resize(image.size, Image.Resampling.NEAREST)
         if torch.rand(1) < 0.5:
