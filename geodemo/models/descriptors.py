@@ -233,7 +233,8 @@ class DualGeoDescriptor(Descriptor):
 
     def __init__(self, name: str, encoder: Any, segmenter: Any, model: Any, feature_dim: int,
                  batch_size: int = 16):
-        super().__init__(name, model.clip_dim + int(feature_dim), encoder, batch_size)
+        view_dim = model.d_model if hasattr(model, "d_model") else model.clip_dim  # token model: d_model
+        super().__init__(name, view_dim + int(feature_dim), encoder, batch_size)
         self.segmenter, self.model = segmenter, model
 
     @property
@@ -269,19 +270,10 @@ class DualGeoDescriptor(Descriptor):
         return self.model.embed_locations(coords)
 
 
-class DualGeoTokenDescriptor(Descriptor):
+class DualGeoTokenDescriptor(DualGeoDescriptor):
     """DualGeo's index vector from our token-level model: [enhanced image view, encoder embedding]."""
 
     kind = "dualgeo-tokens"
-
-    def __init__(self, name: str, encoder: Any, segmenter: Any, model: Any, feature_dim: int,
-                 batch_size: int = 16):
-        super().__init__(name, model.d_model + int(feature_dim), encoder, batch_size)
-        self.segmenter, self.model = segmenter, model
-
-    @property
-    def has_gps_head(self) -> bool:
-        return True
 
     def describe(self, images: list[Image.Image]) -> DescriptorOutput:
         features, tokens = _encoder_outputs(self.encoder, images, self.batch_size, tokens=True)
@@ -307,9 +299,6 @@ class DualGeoTokenDescriptor(Descriptor):
         fused = self.model.gps_embeddings(image_view, seg_view)["fused"]
         descriptor = _unit(np.concatenate([_unit(image_view), _unit(feats)], axis=1))  # / sqrt(2)
         return DescriptorOutput(descriptor=descriptor, features=feats, gps=fused.float().cpu().numpy())
-
-    def embed_locations(self, coords: np.ndarray) -> np.ndarray:
-        return self.model.embed_locations(coords)
 
 
 # ---------------------------------------------------------------------------------------- loading

@@ -126,7 +126,29 @@ class CrossAttentionFusion(nn.Module):
         return (rgb_out[:, 0], seg_out[:, 0]) if single else (rgb_out, seg_out)
 
 
-class DualGeoModel(nn.Module):
+class FolderCheckpoint:
+    """``from_config`` / ``from_pretrained`` / ``save_pretrained`` for a model with ``CONFIG_KEYS`` and ``config``
+    (``config.json`` + ``model.safetensors``, loaded with ``strict=True``)."""
+
+    CONFIG_KEYS: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]):
+        return cls(**{k: v for k, v in cfg.items() if k in cls.CONFIG_KEYS})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str = "cpu"):
+        """Load ``config.json`` + ``model.safetensors`` written by :meth:`save_pretrained`."""
+        cfg, state = read_pretrained(folder)
+        model = cls.from_config(cfg)
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval()
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        return save_pretrained(self, folder, self.config)
+
+
+class DualGeoModel(FolderCheckpoint, nn.Module):
     """DualGeo's trainable part (its state dict minus the CLIP tower) over cached CLIP projections.
 
     Inputs: ``image`` ``(N, clip_dim)`` raw CLIP projections and ``seg`` ``(N, H, W)`` label-map grey
@@ -161,21 +183,6 @@ class DualGeoModel(nn.Module):
         return {"architecture": self.architecture, "name": self.name, "encoder_name": self.encoder_name,
                 "segmenter_name": self.segmenter_name, "clip_dim": self.clip_dim, "heads": self.heads,
                 "dropout": self.dropout, "seg_size": self.seg_size, "location": self.location_encoder.config}
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> DualGeoModel:
-        return cls(**{k: v for k, v in cfg.items() if k in cls.CONFIG_KEYS})
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> DualGeoModel:
-        """Load ``config.json`` + ``model.safetensors`` written by :meth:`save_pretrained`."""
-        cfg, state = read_pretrained(folder)
-        model = cls.from_config(cfg)
-        model.load_state_dict(state, strict=True)
-        return model.to(device).eval()
-
-    def save_pretrained(self, folder: str | Path) -> Path:
-        return save_pretrained(self, folder, self.config)
 
     def init_location_from_geoclip(self) -> None:
         """GeoCLIP's trained location encoder weights in G3's Mercator encoder (DualGeo_train.py loads them)."""

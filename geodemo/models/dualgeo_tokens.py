@@ -13,7 +13,6 @@ GPS space of a (GeoCLIP-initialised) location encoder.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from geodemo.models.aligners import mlp, read_pretrained, save_pretrained
-from geodemo.models.dualgeo import NUM_ADE20K_CLASSES, label_maps_to_tensor
+from geodemo.models.aligners import mlp
+from geodemo.models.dualgeo import NUM_ADE20K_CLASSES, FolderCheckpoint, label_maps_to_tensor
 from geodemo.models.gps import LocationEncoder, load_geoclip_location_encoder
 
 __all__ = ["SegmentationCNN", "CrossAttentionBlock", "DualGeoTokenModel", "load_dualgeo_tokens"]
@@ -84,7 +83,7 @@ class CrossAttentionBlock(nn.Module):
         return img + self.img_ff(img), seg + self.seg_ff(seg)
 
 
-class DualGeoTokenModel(nn.Module):
+class DualGeoTokenModel(FolderCheckpoint, nn.Module):
     """Image tokens ``(N, T, token_dim)`` + label maps ``(N, H, W)`` -> unit embeddings in GPS space."""
 
     architecture = "dualgeo-tokens"
@@ -123,21 +122,6 @@ class DualGeoTokenModel(nn.Module):
                 "heads": self.heads, "layers": self.layers, "class_dim": self.class_dim,
                 "seg_widths": list(self.seg_widths), "labelmap_size": self.labelmap_size,
                 "dropout": self.dropout, "location": self.location_encoder.config}
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> DualGeoTokenModel:
-        return cls(**{k: v for k, v in cfg.items() if k in cls.CONFIG_KEYS})
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> DualGeoTokenModel:
-        """Load ``config.json`` + ``model.safetensors`` written by :meth:`save_pretrained`."""
-        cfg, state = read_pretrained(folder)
-        model = cls.from_config(cfg)
-        model.load_state_dict(state, strict=True)
-        return model.to(device).eval()
-
-    def save_pretrained(self, folder: str | Path) -> Path:
-        return save_pretrained(self, folder, self.config)
 
     def init_location_from_geoclip(self) -> None:
         """GeoCLIP's trained location encoder weights (Equal Earth projection)."""
