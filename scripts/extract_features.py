@@ -10,9 +10,12 @@ photos decoded by ``--workers`` processes and resized/normalised on the GPU in b
         --dtype bf16 --batch-size 256 --workers 16 --text --out features/mp16pro-clip-vit-l14
     # the same on every GPU of the machine (the photo list is split by process)
     accelerate launch scripts/extract_features.py --csv ... --out ...
-    # DualGeo: patch tokens (float16, memory-mappable .npy per shard) + ADE20K label maps
+    # DualGeo's model (dualgeo): raw projections + ADE20K label maps as DualGeo reads them
+    python scripts/extract_features.py --csv ... --encoder clip-vit-l14 --segmenter segformer-b5-ade \\
+        --labelmap-size 224 --labelmap-resample bilinear --out features/mp16pro-dualgeo
+    # our token-level model (dualgeo-tokens): patch tokens (float16, memory-mappable .npy per shard)
     python scripts/extract_features.py --csv ... --encoder clip-vit-l14 --tokens --shard-size 1024 \\
-        --segmenter segformer-b5-ade --out features/mp16pro-dualgeo
+        --segmenter segformer-b5-ade --out features/mp16pro-dualgeo-tokens
     # offline, real weights: MobileNet V1 on the dev split
     python scripts/extract_features.py --benchmark im2gps3k-dev --out features/dev-mobilenet
 
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", action="store_true", help="also patch tokens, float16 (DualGeo)")
     ap.add_argument("--segmenter", help="also ADE20K label maps from this registered segmenter (DualGeo)")
     ap.add_argument("--labelmap-size", type=int, default=64)
+    ap.add_argument("--labelmap-resample", choices=["nearest", "bilinear"], default="nearest",
+                    help="bilinear with --labelmap-size 224: DualGeo's model (dualgeo preset); nearest: dualgeo-tokens")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--shard-size", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -89,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     meta = {"dataset": ds.name, "encoder": args.encoder, "text": args.text, "tokens": args.tokens,
-            "segmenter": args.segmenter, "labelmap_size": args.labelmap_size}
+            "segmenter": args.segmenter, "labelmap_size": args.labelmap_size,
+            **({"labelmap_resample": args.labelmap_resample} if args.labelmap_resample != "nearest" else {})}
     encoder = create_model(args.encoder, device=device, dtype=args.dtype, **json.loads(args.model_options))
     segmenter = create_model(args.segmenter) if args.segmenter else None
     try:
         report = extract_to_shards(
             ds, encoder, args.out, shard_size=args.shard_size, tokens=args.tokens, text=args.text,
-            segmenter=segmenter, labelmap_size=args.labelmap_size, batch_size=args.batch_size,
+            segmenter=segmenter, labelmap_size=args.labelmap_size, labelmap_resample=args.labelmap_resample,
+            batch_size=args.batch_size,
             workers=args.workers, resize_on=args.resize_on, prefetch=args.prefetch,
             process_index=state.process_index, num_processes=state.num_processes, meta=meta,
             progress=not args.no_progress and state.is_main_process,

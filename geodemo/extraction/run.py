@@ -124,6 +124,7 @@ def extract_to_shards(
     text: bool = False,
     segmenter: Any = None,
     labelmap_size: int = 64,
+    labelmap_resample: str = "nearest",
     batch_size: int = 64,
     workers: int = 4,
     resize_on: str = "auto",
@@ -140,7 +141,8 @@ def extract_to_shards(
     settings is refused. Encoders with a raw output besides their unit rows (CLIP) store it as
     ``projection``. ``text`` adds ``text_projection``, the CLIP text projection of each photo's G3
     caption (:func:`~geodemo.retrieval.geocode.training_caption`: the CSV's city/state/country);
-    ``segmenter`` adds ADE20K label maps (DualGeo), segmented in this process from the whole photo.
+    ``segmenter`` adds ADE20K label maps (DualGeo), segmented in this process from the whole photo and
+    resized to ``labelmap_size`` (``labelmap_resample="bilinear"``, size 224: as DualGeo reads its PNGs).
     ``on_failure(photo_id, reason)`` is called for each unreadable photo.
     """
     from tqdm.auto import tqdm
@@ -200,7 +202,7 @@ def extract_to_shards(
         if segmenter is not None and batch.positions:
             maps = [np.asarray(segmenter.segment(dataset.open_image(dataset.samples[p])).label_map)
                     for p in batch.positions]
-            lm = label_maps_to_tensor(maps, labelmap_size).numpy().astype(np.uint8)
+            lm = label_maps_to_tensor(maps, labelmap_size, resample=labelmap_resample).numpy().astype(np.uint8)
             for i, p in enumerate(batch.positions):
                 rows[p]["labelmap"] = lm[i]
         if batch.positions and not template:
