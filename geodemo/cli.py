@@ -216,6 +216,7 @@ def _presets_text() -> str:
         locator = GeoLocator.from_preset(name)
         cfg = locator.config
         kind = (f"faithful {cfg['paper']}" if cfg.get("paper")
+                else f"offline analogue of {cfg['analogue_of']}" if cfg.get("analogue_of")
                 else f"improves {cfg['based_on']}" if cfg.get("based_on") else "ours")
         lines = [f"{name}  ({kind})"]
         lines += textwrap.wrap(cfg.get("description", ""), 100, initial_indent="    ", subsequent_indent="    ")

@@ -10,14 +10,18 @@ photos decoded by ``--workers`` processes and resized/normalised on the GPU in b
         --dtype bf16 --batch-size 256 --workers 16 --text --out features/mp16pro-clip-vit-l14
     # the same on every GPU of the machine (the photo list is split by process)
     accelerate launch scripts/extract_features.py --csv ... --out ...
-    # DualGeo: patch tokens (float16, memory-mappable .npy per shard) + ADE20K label maps
+    # DualGeo's model (dualgeo): raw projections + ADE20K label maps as DualGeo reads them
+    python scripts/extract_features.py --csv ... --encoder clip-vit-l14 --segmenter segformer-b5-ade \\
+        --labelmap-size 224 --labelmap-resample bilinear --out features/mp16pro-dualgeo
+    # our token-level model (dualgeo-tokens): patch tokens (float16, memory-mappable .npy per shard)
     python scripts/extract_features.py --csv ... --encoder clip-vit-l14 --tokens --shard-size 1024 \\
-        --segmenter segformer-b5-ade --out features/mp16pro-dualgeo
+        --segmenter segformer-b5-ade --out features/mp16pro-dualgeo-tokens
     # offline, real weights: MobileNet V1 on the dev split
     python scripts/extract_features.py --benchmark im2gps3k-dev --out features/dev-mobilenet
 
 ``--images`` is a photo folder, a ``.tar``, or a folder of ``.tar`` shards (MP16-Pro's layout).
-Shards ``shard-00000.npz`` hold ``ids``, ``groups``, ``coords``, ``feat_image`` [``feat_text``];
+Shards ``shard-00000.npz`` hold ``ids``, ``groups``, ``coords``, ``feat_image`` (unit rows),
+``feat_projection`` (CLIP: the projection before normalisation) [``feat_text_projection``];
 tokens and label maps go to ``shard-00000.tokens.npy`` / ``.labelmap.npy`` beside it. Existing
 shards are skipped, so an interrupted run resumes; ``meta.json`` records what produced them and a
 different encoder or shard size in the same folder is refused. Unreadable photos are reported,
@@ -39,11 +43,12 @@ import geodemo  # noqa: E402,F401
 
 def _dataset(args):
     from geodemo.data import load_benchmark, load_csv
+    from geodemo.retrieval.geocode import CAPTION_COLUMNS
 
     if args.benchmark:
         ds = load_benchmark(args.benchmark)
     else:
-        ds = load_csv(args.csv, images_dir=args.images, meta_columns=[])
+        ds = load_csv(args.csv, images_dir=args.images, meta_columns=list(CAPTION_COLUMNS))  # G3's captions
     return ds.subset(args.limit) if args.limit else ds
 
 
@@ -54,10 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--csv", type=Path, help="a CSV of photos (any format geodemo.data.load_csv reads)")
     ap.add_argument("--images", type=Path, help="photo folder, .tar, or folder of .tar shards for --csv")
     ap.add_argument("--encoder", default="mobilenet-v1-imagenet", help="registered image encoder")
-    ap.add_argument("--text", action="store_true", help="also CLIP text embeddings of the place prompt (G3)")
+    ap.add_argument("--text", action="store_true", help="also CLIP text projections of G3's caption (the CSV's city, state, country; else the nearest city)")
     ap.add_argument("--tokens", action="store_true", help="also patch tokens, float16 (DualGeo)")
     ap.add_argument("--segmenter", help="also ADE20K label maps from this registered segmenter (DualGeo)")
     ap.add_argument("--labelmap-size", type=int, default=64)
+    ap.add_argument("--labelmap-resample", choices=["nearest", "bilinear"], default="nearest",
+                    help="bilinear with --labelmap-size 224: DualGeo's model (dualgeo preset); nearest: dualgeo-tokens")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--shard-size", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -87,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     meta = {"dataset": ds.name, "encoder": args.encoder, "text": args.text, "tokens": args.tokens,
-            "segmenter": args.segmenter, "labelmap_size": args.labelmap_size}
+            "segmenter": args.segmenter, "labelmap_size": args.labelmap_size,
+            **({"labelmap_resample": args.labelmap_resample} if args.labelmap_resample != "nearest" else {})}
     encoder = create_model(args.encoder, device=device, dtype=args.dtype, **json.loads(args.model_options))
     segmenter = create_model(args.segmenter) if args.segmenter else None
     try:
         report = extract_to_shards(
             ds, encoder, args.out, shard_size=args.shard_size, tokens=args.tokens, text=args.text,
-            segmenter=segmenter, labelmap_size=args.labelmap_size, batch_size=args.batch_size,
+            segmenter=segmenter, labelmap_size=args.labelmap_size, labelmap_resample=args.labelmap_resample,
+            batch_size=args.batch_size,
             workers=args.workers, resize_on=args.resize_on, prefetch=args.prefetch,
             process_index=state.process_index, num_processes=state.num_processes, meta=meta,
             progress=not args.no_progress and state.is_main_process,

@@ -31,7 +31,7 @@ import geodemo  # noqa: E402,F401  (torchvision guard first)
 from geodemo.storage import write_json  # noqa: E402
 from geodemo.train import Trainer, apply_overrides, list_presets, load_preset  # noqa: E402
 
-ANALOGUE_PRESETS = ("g3-offline", "dualgeo-offline")  # what --all makes: deployable + fold models each
+ANALOGUE_PRESETS = ("g3-offline", "dualgeo-offline", "dualgeo-tokens-offline")  # what --all makes: deployable + fold models each
 ALL_FOLDS = 3
 
 

@@ -32,9 +32,16 @@ def dual_views(dev64):
                                 labelmap_size=32, progress=False)
 
 
+@pytest.fixture(scope="module")
+def faithful_views(dev64):
+    """Pooled MobileNet features and DeepLab label maps as DualGeo reads them (grey levels, bilinear, 64 px)."""
+    return load_benchmark_views([dev64], "mobilenet-v1-imagenet", "deeplab-mnv2-ade", labelmap_size=64,
+                                labelmap_resample="bilinear", progress=False)
+
+
 def _small(cfg: dict, tmp_path, **extra) -> dict:
     return apply_overrides(cfg, {"optim.batch_size": 16, "optim.warmup_steps": 0, "run.output": str(tmp_path),
-                                 "run.log_every": 1, "select.epochs": [], **extra})
+                                 "run.log_every": 1, "select.epochs": [], "data.source": "benchmark-views", **extra})
 
 
 def test_dual_view_model_learns_and_embeds_each_photo_alone(dual_views, tmp_path):
@@ -45,7 +52,7 @@ def test_dual_view_model_learns_and_embeds_each_photo_alone(dual_views, tmp_path
     assert len(np.unique(dual_views.features["labelmap"])) > 10  # real ADE20K classes, not a blank map
     # a held-out quarter of the photographers, as epoch selection has (the trainer must not try to score
     # a DualGeo model as a GeoAligner at the end of fit)
-    cfg = _small(load_preset("dualgeo-offline"), tmp_path,
+    cfg = _small(load_preset("dualgeo-tokens-offline"), tmp_path,
                  **{"optim.steps": 12, "optim.lr": 1e-3, "data.holdout_fraction": 0.25})
     trainer = Trainer(cfg, progress=False, table=dual_views)
     assert len(trainer.held_table) > 0
@@ -127,8 +134,8 @@ def test_fold_models_never_score_their_own_photographers(dev64, tmp_path, monkey
         assert sid not in neighbours and all(by_id[n] != by_id[sid] for n in neighbours)
 
 
-@pytest.mark.parametrize("name", ["dualgeo-offline", "g3-offline"])
-def test_locate_with_an_analogue_preset_runs_every_stage(name, dev64, dual_views, tmp_path):
+@pytest.mark.parametrize("name", ["dualgeo-offline", "dualgeo-tokens-offline", "g3-offline"])
+def test_locate_with_an_analogue_preset_runs_every_stage(name, dev64, dual_views, faithful_views, tmp_path):
     """Small real checkpoints (a few steps on 64 dev photos), a database of their descriptor built from the
     cached views, then ``python -m geodemo locate PHOTO --preset <json> --json`` in a fresh process."""
     import json
@@ -141,12 +148,13 @@ def test_locate_with_an_analogue_preset_runs_every_stage(name, dev64, dual_views
     from geodemo.pipeline.presets import load_preset as load_pipeline_preset
     from geodemo.train.analogues import build_view_database, train_checkpoint
 
+    views = faithful_views if name == "dualgeo-offline" else dual_views
     cfg = _small(load_preset(name), tmp_path, **{"optim.steps": 4})
-    folder = train_checkpoint(cfg, tmp_path / name, table=dual_views, progress=False)
+    folder = train_checkpoint(cfg, tmp_path / name, table=views, progress=False)
     preset = load_pipeline_preset(name)
     spec = {**preset["descriptor"], "checkpoint": str(folder)}
     descriptor = load_descriptor(spec)
-    db = build_view_database(descriptor, dual_views, tmp_path / "db", index=preset["gallery"]["index"],
+    db = build_view_database(descriptor, views, tmp_path / "db", index=preset["gallery"]["index"],
                              image_paths={s.id: str(s.image_path) for s in dev64.samples}, progress=False)
     preset.update(descriptor=spec, gallery={**preset["gallery"], "path": str(db)})
     (tmp_path / "preset.json").write_text(json.dumps(preset))
@@ -162,7 +170,7 @@ def test_locate_with_an_analogue_preset_runs_every_stage(name, dev64, dual_views
     top_k = preset["retrieval"]["top_k"]
     assert len(data["neighbours"]) == top_k
     assert data["neighbours"][0]["id"] == dev64.samples[3].id  # the photo itself is in this small gallery
-    if name == "dualgeo-offline":
+    if name.startswith("dualgeo"):
         assert data["clusters_after"]["eps_km"] == 50 and data["segmentation"]["shares"]
     else:
         assert data["verifier"] and len(data["candidates"]) >= preset["candidates"]["retrieval_top"]
@@ -187,6 +195,8 @@ def test_dualgeo_lmm_rows_answer_from_the_fold_held_out_neighbours(dev64, dual_v
     monkeypatch.setenv("GEODEMO_CHECKPOINTS", str(tmp_path))
     train_folds(_small(load_preset("dualgeo-offline"), tmp_path, **{"optim.steps": 4}), 3, tmp_path,
                 "dualgeo-offline", progress=False, table=dual_views)
+    train_folds(_small(load_preset("dualgeo-tokens-offline"), tmp_path, **{"optim.steps": 4}), 3, tmp_path,
+                "dualgeo-tokens-offline", progress=False, table=dual_views)
     answers = {1: (48.8566, 2.3522), 3: (-33.8688, 151.2093), 5: (-0.1807, -78.4678)}  # by call; others: prose
     calls = {"n": 0}
 
@@ -208,6 +218,10 @@ def test_dualgeo_lmm_rows_answer_from_the_fold_held_out_neighbours(dev64, dual_v
         ab = run_analogue_ablation(str(path), "im2gps3k-dev", num_folds=3, progress=False, table=dual_views,
                                    lmm_subset=n)
         assert [e.id for e in ab.evidence] == ab.ids[:n]
+        # the faithful model's rows and, beside them, our token-level model's (compare_with)
+        compared = "dualgeo-tokens-offline: DualGeo descriptor (enhanced image view + raw features), top-1"
+        assert compared in ab.rows and np.isfinite(ab.rows[compared]).all()
+        assert "DualGeo descriptor (enhanced image view + raw features), top-1" in ab.rows
         text, rows = analogue_lmm_rows(ab, str(path), dev64, tmp_path / "results-lmm.jsonl", progress=False)
         chats = server.posts("/api/chat")
         assert len(chats) == n and all(c["body"]["model"] == "llava:13b" for c in chats)

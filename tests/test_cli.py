@@ -59,6 +59,9 @@ def test_module_entry_point_lists_presets():
     assert {"dualgeo", "dualgeo-plus", "g3", "g3-plus", "offline", "g3-offline", "dualgeo-offline"} <= set(names)
     by_name = dict(zip(names, blocks, strict=False))
     assert "(faithful g3)" in by_name["g3"] and "(improves dualgeo)" in by_name["dualgeo-plus"]
+    assert "(offline analogue of g3)" in by_name["g3-offline"]
+    assert "(offline analogue of dualgeo)" in by_name["dualgeo-offline"]
+    assert "(offline analogue of dualgeo-plus)" in by_name["dualgeo-tokens-offline"]
     stages = " ".join(by_name["g3"].split("stages:")[1].split())
     assert stages == ("load* -> encode* -> retrieve* -> lmm* -> candidates.lmm* -> candidates.retrieval* -> "
                       "verify.gps_head* -> decide.verified*")

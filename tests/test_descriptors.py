@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import geodemo  # noqa: F401
-from geodemo.models.descriptors import DualGeoDescriptor, load_descriptor
+from geodemo.models.descriptors import DualGeoTokenDescriptor, load_descriptor
 from geodemo.models.registry import ModelSpec, list_models, register_model
 from geodemo.paths import MissingResourceError
 
@@ -42,8 +42,9 @@ def photos() -> list[Image.Image]:
 
 
 G3_RANDOM = {"kind": "g3", "encoder": "test-tiny-clip", "weights": "random"}
-DUALGEO_RANDOM = {"kind": "dualgeo", "encoder": "test-tiny-clip", "segmenter": "test-tiny-segformer",
-                  "weights": "random"}
+DUALGEO_RANDOM = {"kind": "dualgeo-tokens", "encoder": "test-tiny-clip", "segmenter": "test-tiny-segformer",
+                  "weights": "random"}  # our token-level model (dualgeo-plus)
+FAITHFUL_DUALGEO = {**DUALGEO_RANDOM, "kind": "dualgeo"}
 
 
 def test_features_kind_is_unit_encoder_rows(photos):
@@ -113,7 +114,21 @@ def test_missing_checkpoint_and_bad_specs_are_clear():
         load_descriptor({"kind": "dualgeo", "encoder": "test-tiny-clip", "weights": "random"})
 
 
-def test_dualgeo_kind_is_dualgeos_index_vector(photos):
+def test_faithful_dualgeo_kind_is_dualgeos_index_vector(photos):
+    """DualGeo's model: [unit enhanced image view, unit CLIP projection] / sqrt 2; gps: its image view's head."""
+    d = load_descriptor(FAITHFUL_DUALGEO)
+    out = d.describe(photos)
+    assert out.descriptor.shape == (3, 2 * 768) and d.dim == 2 * 768
+    scaled = out.descriptor * np.sqrt(2)
+    assert np.allclose(np.linalg.norm(scaled[:, :768], axis=1), 1, atol=1e-5)
+    assert np.allclose(scaled[:, 768:], out.features / np.linalg.norm(out.features, axis=1, keepdims=True), atol=1e-6)
+    assert out.gps.shape == (3, 768) and np.allclose(np.linalg.norm(out.gps, axis=1), 1, atol=1e-5)
+    single = d.describe(photos[1:2])  # attention within the photo: batch-mates change nothing
+    assert np.abs(single.descriptor[0] - out.descriptor[1]).max() < 1e-5
+    assert d.name.startswith("dualgeo:test-tiny-clip@")
+
+
+def test_dualgeo_tokens_kind_is_dualgeos_index_vector(photos):
     d = load_descriptor(DUALGEO_RANDOM)
     out = d.describe(photos)
     assert out.descriptor.shape == (3, d.model.d_model + 768) and d.dim == d.model.d_model + 768
@@ -126,7 +141,7 @@ def test_dualgeo_kind_is_dualgeos_index_vector(photos):
     # a photo's descriptor does not depend on its batch-mates
     single = d.describe(photos[1:2])
     assert np.abs(single.descriptor[0] - out.descriptor[1]).max() < 1e-4
-    assert d.name.startswith("dualgeo:test-tiny-clip@") and "+test-tiny-segformer@" in d.name
+    assert d.name.startswith("dualgeo-tokens:test-tiny-clip@") and "+test-tiny-segformer@" in d.name
 
 
 class _TokensOnlyEncoder:
@@ -144,7 +159,7 @@ class _TokensOnlyEncoder:
 
 def test_dualgeo_takes_any_encoder_with_tokens(photos):
     d = load_descriptor(DUALGEO_RANDOM)
-    other = DualGeoDescriptor("x", _TokensOnlyEncoder(d.encoder), d.segmenter, d.model, d.encoder.embed_dim)
+    other = DualGeoTokenDescriptor("x", _TokensOnlyEncoder(d.encoder), d.segmenter, d.model, d.encoder.embed_dim)
     a, b = d.describe(photos), other.describe(photos)
     assert np.abs(a.descriptor - b.descriptor).max() < 1e-5  # unit encoder rows: the same after normalising
     assert np.abs(a.gps - b.gps).max() < 1e-5

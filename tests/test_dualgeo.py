@@ -1,4 +1,4 @@
-"""DualGeo dual-view model: shapes, normalisation, determinism, per-photo fusion, save/load."""
+"""Our token-level dual-view model (dualgeo-plus): shapes, normalisation, determinism, per-photo fusion, save/load."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import geodemo  # noqa: F401
-from geodemo.models.dualgeo import DualGeoModel, label_maps_to_tensor
+from geodemo.models.dualgeo import label_maps_to_tensor
+from geodemo.models.dualgeo_tokens import DualGeoTokenModel as DualGeoModel
 
 TINY = dict(token_dim=48, d_model=32, heads=4, layers=2, class_dim=8, seg_widths=(16, 32), labelmap_size=32,
             location={"hidden_dim": 32, "embed_dim": 24, "rff_dim": 8, "seed": 0})

@@ -94,25 +94,27 @@ def _preset(name: str, folder: Path, server_url: str, gallery: Path | None = Non
 
 @pytest.fixture(scope="module")
 def shards(dev, tiny_segmenter, tmp_path_factory):
-    """Feature shards of the first 64 dev photos: raw CLIP projections, patch tokens, label maps."""
+    """Feature shards of the first 64 dev photos as scripts/extract_features.py writes them for the faithful
+    presets: unit rows and raw CLIP projections, label maps as DualGeo reads them (224 px, bilinear)."""
     from geodemo.models.descriptors import load_descriptor
 
     out = tmp_path_factory.mktemp("shards")
     d = load_descriptor({"kind": "dualgeo", "encoder": "clip-vit-l14", "segmenter": SEGMENTER, "weights": "random"})
     samples = dev.samples[:N_PHOTOS]
-    feats, tokens, maps = [], [], []
+    feats, maps = [], []
     for start in range(0, N_PHOTOS, 16):
         images = [dev.open_image(s) for s in samples[start:start + 16]]
-        f, t = d.encoder.encode_image_outputs(images, batch_size=16, tokens=True)
+        f, _ = d.encoder.encode_image_outputs(images, batch_size=16)
         feats.append(np.asarray(f))
-        tokens.append(t.float().cpu().numpy().astype(np.float16))
         maps += [np.asarray(m) for m in d.segmenter.label_maps(images)]
     from geodemo.models.dualgeo import label_maps_to_tensor
 
+    raw = np.concatenate(feats)
     np.savez(out / "shard-00000.npz", ids=np.array([s.id for s in samples]),
              groups=np.array([s.group or "" for s in samples]),
-             coords=np.array([[s.lat, s.lon] for s in samples]), feat_image=np.concatenate(feats),
-             feat_tokens=np.concatenate(tokens), feat_labelmap=label_maps_to_tensor(maps, 64).numpy().astype(np.uint8))
+             coords=np.array([[s.lat, s.lon] for s in samples]),
+             feat_image=raw / np.linalg.norm(raw, axis=1, keepdims=True), feat_projection=raw,
+             feat_labelmap=label_maps_to_tensor(maps, 224, resample="bilinear").numpy().astype(np.uint8))
     (out / "meta.json").write_text(json.dumps({"encoder": "clip-vit-l14", "n": N_PHOTOS}))
     return out
 
@@ -169,7 +171,7 @@ def test_faithful_preset_end_to_end_on_a_built_database(name, dev, shards, ollam
                 main = r.clusters_after.main
                 assert (r.lat, r.lon) == (main.centre_lat, main.centre_lon) and r.verifier.startswith("cluster-centre")
             reranked = [r.neighbours[i] for i in r.clusters_after.order]
-            assert f"({reranked[0].lat:.4f}, {reranked[0].lon:.4f})" in rec.prompt
+            assert f"[{reranked[0].lat}, {reranked[0].lon}]" in rec.prompt  # G3's wording (DualGeo's is a placeholder)
         assert 0.0 <= r.confidence <= 1.0 and np.isfinite(r.uncertainty_km) and r.place
         assert haversine_km(np.array([[r.lat, r.lon]]), np.array([[0.0, 0.0]]))[0] > 1  # never a silent (0, 0)
     chats = ollama.posts("/api/chat")[before:]

@@ -159,7 +159,9 @@ def test_faithful_presets_run_exactly_their_papers_stages(paper):
     assert cfg["stages"] == PAPER_STAGES[paper]  # and in the paper's order
     # the improvements live in presets of their own, built on the faithful list
     plus = load_preset(f"{paper}-plus")
-    assert plus["based_on"] == paper and set(PAPER_STAGES[paper]) - {"decide.lmm_answer"} <= set(plus["stages"])
+    # the -plus presets decide with the calibrated multi-source decision instead of the paper's rule
+    assert plus["based_on"] == paper and set(PAPER_STAGES[paper]) - {"decide.lmm_answer", "decide.verified"} <= set(
+        plus["stages"]) and plus["stages"][-1] == "decide.calibrated"
 
 
 def test_faithful_preset_settings_are_the_papers():

@@ -49,7 +49,7 @@ def test_one_step_lowers_loss_on_fixed_batch(kind):
         mcfg = {"architecture": "g3", "clip_dim": 32, "location": {**TINY_LOC, "projection": "mercator"}}
         batch = {"image": torch.randn(8, 32, generator=g), "text": torch.randn(8, 32, generator=g), "coords": coords}
     else:
-        mcfg = {"architecture": "dualgeo", "token_dim": 24, "d_model": 16, "heads": 2, "layers": 1, "class_dim": 4,
+        mcfg = {"architecture": "dualgeo-tokens", "token_dim": 24, "d_model": 16, "heads": 2, "layers": 1, "class_dim": 4,
                 "seg_widths": [8, 16], "labelmap_size": 16, "location": TINY_LOC}
         batch = {"tokens": torch.randn(8, 5, 24, generator=g), "labelmap": torch.randint(0, 151, (8, 16, 16), generator=g),
                  "coords": coords}

@@ -31,7 +31,7 @@ def _write_shards(folder, table: FeatureTable, shard: int) -> None:
 def _dualgeo_cfg(output) -> dict:
     return {
         "preset": "tiny-dualgeo",
-        "model": {"architecture": "dualgeo", "token_dim": 24, "d_model": 16, "heads": 2, "layers": 1,
+        "model": {"architecture": "dualgeo-tokens", "token_dim": 24, "d_model": 16, "heads": 2, "layers": 1,
                   "class_dim": 4, "seg_widths": [8, 16], "labelmap_size": 16, "location": TINY_LOC},
         "objective": {"kind": "dualgeo"},
         "data": {"holdout_fraction": 0.0},

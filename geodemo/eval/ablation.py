@@ -348,7 +348,7 @@ def _is_analogue(preset: str) -> bool:
     from geodemo.train.config import list_presets as training_presets
     from geodemo.train.config import load_preset as training_preset
 
-    if (load_preset(preset).get("descriptor") or {}).get("kind") not in ("dualgeo", "g3"):
+    if (load_preset(preset).get("descriptor") or {}).get("kind") not in ("dualgeo", "dualgeo-tokens", "g3"):
         return False
     name = Path(preset).stem
     return name in training_presets() and "select" in training_preset(name)

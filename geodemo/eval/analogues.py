@@ -57,32 +57,41 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def model_views(model: nn.Module, features: dict[str, np.ndarray], batch_size: int = 128) -> dict[str, np.ndarray]:
     """Unit retrieval vectors of every row under each view the trained model offers.
 
-    DualGeo (``tokens``, ``labelmap``, ``image``): ``image``, ``segmentation``, ``fused`` (the model's GPS-space
-    embeddings) and ``descriptor`` (DualGeo's index vector, as :class:`DualGeoDescriptor` builds it). G3
-    (``image``): ``gps`` (the image->GPS head) and ``descriptor`` (G3's index vector, :class:`G3Descriptor`).
-    Always ``raw``. A photo's vectors never depend on the other rows of its batch (eval mode, per-sample model).
+    DualGeo's model (``image``, ``labelmap``) and our token-level model (``tokens``, ``labelmap``,
+    ``image``): ``image``, ``segmentation`` (the GPS-space embeddings of the two views; the token model
+    adds ``fused``) and ``descriptor`` (DualGeo's index vector, as :class:`DualGeoDescriptor` /
+    :class:`DualGeoTokenDescriptor` build it). G3 (``image``): ``gps`` (the image->GPS head) and
+    ``descriptor`` (G3's index vector, :class:`G3Descriptor`). Always ``raw``. A photo's vectors never
+    depend on the other rows of its batch (eval mode, per-photo attention).
     """
-    from geodemo.models.descriptors import DualGeoDescriptor, G3Descriptor
+    from geodemo.models.descriptors import DualGeoDescriptor, DualGeoTokenDescriptor, G3Descriptor
 
     was_training = model.training
     model.eval()
     raw = np.asarray(features["image"], dtype=np.float32)
-    dual = getattr(model, "architecture", None) == "dualgeo"
+    arch = getattr(model, "architecture", None)
     out: dict[str, list[np.ndarray]] = {}
     try:
-        if dual:
+        if arch == "dualgeo":
             descriptor = DualGeoDescriptor(model.name, None, None, model, raw.shape[1])
+        elif arch == "dualgeo-tokens":
+            descriptor = DualGeoTokenDescriptor(model.name, None, None, model, raw.shape[1])
         else:
             descriptor = G3Descriptor(model.name, None, model)
         p = next(model.parameters())
         for s in range(0, len(raw), batch_size):
             rows = slice(s, s + batch_size)
-            if dual:
-                tokens = torch.from_numpy(np.asarray(features["tokens"][rows], np.float32)).to(p.device)
+            if arch in ("dualgeo", "dualgeo-tokens"):
                 labels = torch.from_numpy(np.asarray(features["labelmap"][rows]).astype(np.int64)).to(p.device)
-                views = model(tokens, labels)
+                if arch == "dualgeo":
+                    views = model(torch.from_numpy(raw[rows]).to(p.device), labels)
+                    tokens = None
+                else:
+                    tokens = torch.from_numpy(np.asarray(features["tokens"][rows], np.float32)).to(p.device)
+                    views = model(tokens, labels)
                 for k in ("image", "segmentation", "fused"):
-                    out.setdefault(k, []).append(views[k].float().cpu().numpy())
+                    if k in views:
+                        out.setdefault(k, []).append(views[k].float().cpu().numpy())
                 d = descriptor.describe_features(raw[rows], tokens, labels)
             else:
                 d = descriptor.describe_features(raw[rows])
@@ -111,10 +120,12 @@ def load_trained(folder: str | Path, device: str = "cpu") -> nn.Module:
     from geodemo.models.aligners import load_aligner, read_pretrained
 
     cfg, _ = read_pretrained(folder)
-    if cfg.get("architecture") == "dualgeo":
+    if cfg.get("architecture") in ("dualgeo", "dualgeo-tokens"):
         from geodemo.models.dualgeo import DualGeoModel
+        from geodemo.models.dualgeo_tokens import DualGeoTokenModel
 
-        model = DualGeoModel.from_pretrained(folder, device=device)
+        cls = DualGeoModel if cfg["architecture"] == "dualgeo" else DualGeoTokenModel
+        model = cls.from_pretrained(folder, device=device)
         model.provenance = dict(cfg.get("training") or {})
         return model
     return load_aligner(folder, device=device)
@@ -216,6 +227,7 @@ def run_analogue_ablation(
     query_ids: set[str] | None = None,
     cached_only: bool = False,
     lmm_subset: int = 0,
+    compare: str | None = None,
 ) -> AnalogueAblation:
     """Every photo of ``benchmark`` scored by its fold model (see module doc); rows in table order.
 
@@ -223,29 +235,37 @@ def run_analogue_ablation(
     preset's gallery datasets and the benchmark's photos (tests use a small subset). ``cached_only`` keeps
     the photos whose label maps are already cached (nothing is segmented; the notes say how many).
     ``lmm_subset`` (DualGeo): keep the retrieved evidence of the first N scored photos for
-    :func:`locate_with_lmm`.
+    :func:`locate_with_lmm`. ``compare``: another analogue preset (``dualgeo-tokens-offline``, our
+    token-level model; default: the preset's ``compare_with``) whose fold models score the same photos
+    the same way; its descriptor and re-ranking rows join the table, so the faithful model and ours sit
+    side by side.
     """
     from geodemo.pipeline.presets import load_preset
     from geodemo.retrieval.rerank import cluster_neighbours
     from geodemo.train.data import load_benchmark_views
 
+    given_table = table
     preset = load_preset(preset_name)
     spec = preset.get("descriptor") or {}
     kind = spec.get("kind")
-    if kind not in ("dualgeo", "g3"):
+    if kind not in ("dualgeo", "dualgeo-tokens", "g3"):
         raise ValueError(f"preset {preset_name!r} is not an offline analogue (descriptor kind {kind!r})")
     datasets = list(preset["gallery"]["datasets"])
     if table is None and benchmark not in datasets:
         raise ValueError(f"{benchmark!r} must be one of the preset's gallery datasets {datasets} "
                          "(its photos are scored leave-one-photographer-out)")
     models = load_fold_models(spec.get("checkpoint", preset_name), num_folds)
-    dual = kind == "dualgeo"
+    dual = kind != "g3"
+    tokens = kind == "dualgeo-tokens"
     if table is None:
         from geodemo.data import load_benchmark
+        from geodemo.train.data import views_for
 
+        opts = views_for(models[0].model)
         table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if dual else None,
-                                     tokens=dual, labelmap_size=int(getattr(models[0].model, "labelmap_size", 64)),
-                                     progress=progress, cached_labelmaps_only=cached_only)
+                                     tokens=opts["tokens"], labelmap_size=opts["labelmap_size"],
+                                     labelmap_resample=opts["labelmap_resample"], progress=progress,
+                                     cached_labelmaps_only=cached_only)
         datasets_note = ", ".join(datasets)
         if cached_only:
             datasets_note += "; only photos with cached label maps"
@@ -270,7 +290,8 @@ def run_analogue_ablation(
     n = len(query_rows)
     n_lmm = min(n, max(0, int(lmm_subset))) if dual else 0
 
-    names = (["raw", "image", "segmentation", "fused", "descriptor"] if dual else ["raw", "gps", "descriptor"])
+    names = (["raw", "image", "segmentation", *(["fused"] if tokens else []), "descriptor"] if dual
+             else ["raw", "gps", "descriptor"])
     retrieved: dict[str, list[np.ndarray]] = {v: [np.zeros(0, np.int64)] * n for v in names}
     sims: dict[str, list[np.ndarray]] = {v: [np.zeros(0)] * n for v in names}
     far: list[SearchResult | None] = [None] * n_lmm  # the main view's hits of the LMM subset (dissimilar too)
@@ -309,7 +330,8 @@ def run_analogue_ablation(
         rows["retrieval top-1, raw MobileNet features"] = top1("raw")
         rows["image view only (top-1)"] = top1("image")
         rows["segmentation view only (top-1)"] = top1("segmentation")
-        rows["dual view (fused), top-1"] = top1("fused")
+        if tokens:
+            rows["dual view (fused), top-1"] = top1("fused")
         rows["DualGeo descriptor (enhanced image view + raw features), top-1"] = top1("descriptor")
         reranked, centres = np.full((n, 2), np.nan), np.full((n, 2), np.nan)
         clusterings: list[Clustering | None] = [None] * n
@@ -354,8 +376,23 @@ def run_analogue_ablation(
             table.ids[q], table.groups[q], (float(coords[q, 0]), float(coords[q, 1])), models[fold[i]].name,
             _neighbours(retrieved[main][i], sims[main][i], table.ids, coords),
             _neighbours(far_rows, far_sims, table.ids, coords), clusterings[i]))
-    return AnalogueAblation(preset_name, benchmark, [table.ids[i] for i in query_rows], truth, rows, notes,
-                            neighbour_ids, evidence)
+    ids = [table.ids[i] for i in query_rows]
+    compare = compare if compare is not None else preset.get("compare_with")
+    if compare:
+        other = run_analogue_ablation(compare, benchmark, num_folds, limit, progress, given_table, query_ids,
+                                      cached_only, 0, compare="")
+        where = {sid: j for j, sid in enumerate(other.ids)}
+        for name, pred in other.rows.items():
+            if name.startswith(("DualGeo descriptor", "+ DBSCAN")):
+                aligned = np.full((n, 2), np.nan)
+                for i, sid in enumerate(ids):
+                    if sid in where:
+                        aligned[i] = pred[where[sid]]
+                rows[f"{compare}: {name}"] = aligned
+        missing = len(set(ids) - set(where))
+        notes.append(f"rows '{compare}: ...': our token-level model's fold models on the same photos"
+                     + (f" ({missing} photos it could not score count as failures)" if missing else ""))
+    return AnalogueAblation(preset_name, benchmark, ids, truth, rows, notes, neighbour_ids, evidence)
 
 
 def _neighbours(rows: np.ndarray, sims: np.ndarray, ids: list[str], coords: np.ndarray) -> list[Neighbour]:

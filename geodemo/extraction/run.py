@@ -124,6 +124,7 @@ def extract_to_shards(
     text: bool = False,
     segmenter: Any = None,
     labelmap_size: int = 64,
+    labelmap_resample: str = "nearest",
     batch_size: int = 64,
     workers: int = 4,
     resize_on: str = "auto",
@@ -137,8 +138,11 @@ def extract_to_shards(
     """Encode ``dataset`` into ``out/shard-NNNNN.npz`` (+ ``.tokens.npy``, ``.labelmap.npy``); resumable.
 
     ``meta`` (what produced the features) is stored in ``meta.json``; a folder made with different
-    settings is refused. ``text`` adds CLIP text embeddings of each photo's place prompt (G3);
-    ``segmenter`` adds ADE20K label maps (DualGeo), segmented in this process from the whole photo.
+    settings is refused. Encoders with a raw output besides their unit rows (CLIP) store it as
+    ``projection``. ``text`` adds ``text_projection``, the CLIP text projection of each photo's G3
+    caption (:func:`~geodemo.retrieval.geocode.training_caption`: the CSV's city/state/country);
+    ``segmenter`` adds ADE20K label maps (DualGeo), segmented in this process from the whole photo and
+    resized to ``labelmap_size`` (``labelmap_resample="bilinear"``, size 224: as DualGeo reads its PNGs).
     ``on_failure(photo_id, reason)`` is called for each unreadable photo.
     """
     from tqdm.auto import tqdm
@@ -170,11 +174,12 @@ def extract_to_shards(
         samples = [dataset.samples[p] for p in kept]
         feats = {k: np.stack([rows[p][k] for p in kept]) if kept else np.zeros((0, *shape), dtype)
                  for k, (shape, dtype) in template.items()}  # a shard of only failures keeps the columns
-        if text:
-            from geodemo.retrieval.geocode import place_prompt, reverse_geocode
+        if text:  # G3's caption, its text projection before L2 normalisation (what G3's text head takes)
+            from geodemo.retrieval.geocode import training_caption
 
-            prompts = [place_prompt(reverse_geocode(s.lat, s.lon)) for s in samples]
-            feats["text"] = encoder.encode_texts(prompts) if prompts else np.zeros((0, encoder.embed_dim), np.float32)
+            prompts = [training_caption(s.meta, s.lat, s.lon) for s in samples]
+            feats["text_projection"] = (encoder.encode_texts(prompts, normalize=False) if prompts
+                                        else np.zeros((0, encoder.embed_dim), np.float32))
         table = FeatureTable([s.id for s in samples], [s.group for s in samples],
                              np.array([[s.lat, s.lon] for s in samples], dtype=np.float32).reshape(-1, 2), feats)
         write_feature_shard(out / f"shard-{shard:05d}.npz", table)
@@ -197,7 +202,7 @@ def extract_to_shards(
         if segmenter is not None and batch.positions:
             maps = [np.asarray(segmenter.segment(dataset.open_image(dataset.samples[p])).label_map)
                     for p in batch.positions]
-            lm = label_maps_to_tensor(maps, labelmap_size).numpy().astype(np.uint8)
+            lm = label_maps_to_tensor(maps, labelmap_size, resample=labelmap_resample).numpy().astype(np.uint8)
             for i, p in enumerate(batch.positions):
                 rows[p]["labelmap"] = lm[i]
         if batch.positions and not template:

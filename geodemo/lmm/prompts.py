@@ -7,6 +7,12 @@ Kinds (a preset lists the ones it runs, K prompts x N samples each):
                        dissimilar retrieved photos (G3 uses k = 5, 10, 15);
 * ``dualgeo-cluster``  DualGeo's variant: the members of the re-ranked main cluster, best first.
 
+Wording: ``"ours"`` (above) or ``"g3"``: G3's own text (``llm_predict.py``, ``get_response`` and
+``get_response_rag``, character for character, coordinates as ``str`` of a list of ``"[lat, lon]"``
+strings) for chat models that see the photo; G3's code has no other rendering, so text-only and
+completion backends get ours. DualGeo's ``lmms.py`` leaves its prompts as ``"your prompts"``
+placeholders: its presets use G3's wording for the re-ranked neighbours (``rag-15``).
+
 Each prompt has three renderings, chosen by what the backend can do: a chat prompt about the
 attached photo (vision models), a chat prompt about a text description of the photo (text-only
 chat models: they are told they cannot see it), and a completion prompt for base models that ends
@@ -20,11 +26,29 @@ from dataclasses import dataclass
 
 from geodemo.result import Neighbour
 
-__all__ = ["Prompt", "ANSWER_PREFIX", "DEFAULT_PROMPTS", "build_prompt", "build_prompts", "prompt_kinds_valid"]
+__all__ = ["Prompt", "ANSWER_PREFIX", "DEFAULT_PROMPTS", "WORDINGS", "build_prompt", "build_prompts",
+           "prompt_kinds_valid"]
 
 ANSWER_PREFIX = '{"latitude":'
 DEFAULT_PROMPTS = ("zero-shot", "rag-5", "rag-10", "rag-15")
 _RAG = re.compile(r"^rag-(\d+)$")
+WORDINGS = ("ours", "g3")
+
+# G3's llm_predict.py, as its triple-quoted strings send them (their source indentation included)
+_G3_INDENT = "\n" + " " * 16
+_G3_JSON = 'Your answer should be in the following JSON format without any other information: {"latitude": float,"longitude": float}.'
+_G3_ZERO_SHOT = _G3_INDENT.join([
+    "Suppose you are an expert in geo-localization, you have the ability to give two number GPS coordination given an image.",
+    "Please give me the location of the given image.",
+    "Remember, you must have an answer, just output your best guess, don't answer me that you can't give a location.",
+    _G3_JSON, _G3_JSON])
+_G3_RAG = _G3_INDENT.join([
+    "Suppose you are an expert in geo-localization, Please analyze this image and give me a guess of the location.",
+    "Your answer must be to the coordinates level in (latitude, longitude) format.",
+    "For your reference, these are coordinates of some similar images: {similar}, and these are coordinates of "
+    "some dissimilar images: {dissimilar}.",
+    "Remember, you must have an answer, just output your best guess, don't answer me that you can't give an location.",
+    _G3_JSON, _G3_JSON]) + _G3_INDENT
 
 _ROLE = (
     "You are an expert in photo geolocation. You read architecture, vegetation, road markings, "
@@ -95,6 +119,7 @@ def build_prompt(
     sees_image: bool = True,
     completion: bool = False,
     cluster_max: int = 15,
+    wording: str = "ours",
 ) -> Prompt | None:
     """The prompt of one kind, or ``None`` when its evidence is missing (no neighbours for RAG)."""
     prompt_kinds_valid([kind])
@@ -102,6 +127,11 @@ def build_prompt(
     if got is None:
         return None
     refs, far = got
+    if wording == "g3" and sees_image and not completion and kind != "dualgeo-cluster":
+        if kind == "zero-shot":
+            return Prompt(kind, _G3_ZERO_SHOT)
+        listed = [str([f"[{n.lat}, {n.lon}]" for n in group]) for group in (refs, far)]
+        return Prompt(kind, _G3_RAG.replace("{similar}", listed[0]).replace("{dissimilar}", listed[1]))
     description = description.strip() or "no description is available"
     if completion:
         return Prompt(kind, _completion_text(kind, refs, far, description), ANSWER_PREFIX)
@@ -159,13 +189,14 @@ def build_prompts(
     sees_image: bool = True,
     completion: bool = False,
     cluster_max: int = 15,
+    wording: str = "ours",
 ) -> list[Prompt]:
     """Prompts for every kind that has its evidence, in the order given."""
     out = []
     for kind in prompt_kinds_valid(kinds):
         p = build_prompt(kind, neighbours=neighbours, dissimilar=dissimilar, main_cluster=main_cluster,
                          description=description, sees_image=sees_image, completion=completion,
-                         cluster_max=cluster_max)
+                         cluster_max=cluster_max, wording=wording)
         if p is not None:
             out.append(p)
     return out

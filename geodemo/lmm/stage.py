@@ -25,7 +25,7 @@ from geodemo.errors import describe, is_not_installed
 from geodemo.lmm.backends import LMMBackend, call_deadline, create_backend
 from geodemo.lmm.cache import AnswerCache, answer_key, image_hash
 from geodemo.lmm.parse import parse_coordinate
-from geodemo.lmm.prompts import DEFAULT_PROMPTS, Prompt, build_prompts, prompt_kinds_valid
+from geodemo.lmm.prompts import DEFAULT_PROMPTS, WORDINGS, Prompt, build_prompts, prompt_kinds_valid
 from geodemo.result import ClueReport, LMMRecord, Neighbour
 
 __all__ = ["LMMContext", "LMMConfig", "LMMStage"]
@@ -46,7 +46,7 @@ class LMMContext:
 
 
 _STAGE_KEYS = ("backend", "model", "prompts", "samples", "temperature", "seed", "timeout_s", "call_timeout_s",
-               "concurrency", "cache", "cluster_max")
+               "concurrency", "cache", "cluster_max", "wording")
 
 
 @dataclass
@@ -64,6 +64,7 @@ class LMMConfig:
     concurrency: int = 2
     cache: bool = True
     cluster_max: int = 15
+    wording: str = "ours"  # "g3": G3's own prompt text (llm_predict.py) for vision chat models
     backend_options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -81,6 +82,8 @@ class LMMConfig:
                           ("temperature", float), ("timeout_s", float), ("call_timeout_s", float)):
             if key in known:
                 known[key] = cast(known[key])
+        if known.get("wording", "ours") not in WORDINGS:
+            raise ValueError(f"lmm.wording must be one of {WORDINGS}, got {known['wording']!r}")
         if known.get("samples", 1) < 1 or known.get("concurrency", 1) < 1:
             raise ValueError(f"lmm.samples and lmm.concurrency must be >= 1, got {cfg}")
         for key in ("timeout_s", "call_timeout_s"):
@@ -126,6 +129,7 @@ class LMMStage:
             sees_image=bool(getattr(self.backend, "sees_image", True)),
             completion=bool(getattr(self.backend, "completion", False)),
             cluster_max=self.config.cluster_max,
+            wording=self.config.wording,
         )
 
     def _key_fields(self, img: str, prompt: Prompt, sample: int) -> dict[str, Any]:

@@ -146,7 +146,8 @@ def save_pretrained(model: nn.Module, folder: str | Path, config: dict[str, Any]
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # cloned: safetensors refuses tensors that share memory (DualGeo's ResNet is registered twice)
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     # written beside and renamed into place, so a reader never sees half a checkpoint
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})

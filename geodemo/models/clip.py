@@ -115,10 +115,11 @@ class CLIPEncoder:
     @on_space_gpu(duration=60)
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor, tokens: bool = False) -> dict[str, torch.Tensor]:
-        """A normalised ``(B, 3, size, size)`` batch -> ``{"image": unit rows, "tokens": patch tokens}``
-        as tensors on the encoder's device (tokens only when asked)."""
+        """A normalised ``(B, 3, size, size)`` batch -> ``{"image": unit rows, "projection": the same
+        projections before L2 normalisation (what G3's heads take), "tokens": patch tokens}`` as tensors
+        on the encoder's device (tokens only when asked)."""
         pooled, toks = self._image_forward(pixels.to(self.device, self.dtype))
-        out = {"image": torch.nn.functional.normalize(pooled.float(), dim=-1)}
+        out = {"image": torch.nn.functional.normalize(pooled.float(), dim=-1), "projection": pooled.float()}
         if tokens:
             out["tokens"] = toks
         return out
@@ -149,11 +150,13 @@ class CLIPEncoder:
         return self.encode_image_outputs(images, batch_size, progress, tokens=True)[1]
 
     @torch.inference_mode()
-    def encode_texts(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """``(N, embed_dim)`` float32 unit rows."""
+    def encode_texts(self, texts: list[str], batch_size: int = 64, normalize: bool = True) -> np.ndarray:
+        """``(N, embed_dim)`` float32 unit rows (``normalize=False``: the text projections before L2
+        normalisation, what G3's text head takes)."""
         out = [np.zeros((0, self.embed_dim), dtype=np.float32)]
         for chunk in self._batches(list(texts), batch_size, False, self.name):
-            out.append(_unit(self._text_forward(chunk)))
+            proj = self._text_forward(chunk)
+            out.append(_unit(proj) if normalize else proj.float().cpu().numpy())
         return np.concatenate(out)
 
 

@@ -5,14 +5,19 @@ A preset's ``"descriptor"`` section names one; :func:`load_descriptor` builds it
     {"kind": "features", "encoder": "mobilenet-v1-imagenet"}
     {"kind": "g3", "encoder": "clip-vit-l14", "checkpoint": "g3.pth"}
     {"kind": "dualgeo", "encoder": "clip-vit-l14", "segmenter": "segformer-b5-ade", "checkpoint": "dualgeo"}
+    {"kind": "dualgeo-tokens", "encoder": "clip-vit-l14", "segmenter": "segformer-b5-ade", "checkpoint": "dualgeo-tokens"}
 
 * ``features``: the encoder's embedding as a unit row (any registered image encoder).
 * ``g3``: G3's index vector (``IndexSearch.py``): the CLIP projection, its image->text and its
   image->GPS embedding, each L2-normalised, concatenated (3 x 768); ``gps`` is the image->GPS head's
   output, the one G3's verification compares with its location encoder.
 * ``dualgeo``: DualGeo's index vector (``IndexSearch_DualGeo.py``): the enhanced image view (after the
-  cross-attention with the segmentation view) and the encoder's own embedding, each L2-normalised,
-  concatenated; ``gps`` is :class:`~geodemo.models.dualgeo.DualGeoModel`'s fused GPS-space embedding.
+  cross-attention with the segmentation view) and the encoder's own projection, each L2-normalised,
+  concatenated, from :class:`~geodemo.models.dualgeo.DualGeoModel` (DualGeo's model; label maps resized
+  bilinearly to its ``seg_size`` as DualGeo reads its PNGs); ``gps`` is its image view's GPS head.
+* ``dualgeo-tokens``: the same vector from our token-level model
+  (:class:`~geodemo.models.dualgeo_tokens.DualGeoTokenModel`, ``dualgeo-plus``); ``gps`` is its fused
+  GPS-space embedding.
 
 The concatenations are divided by sqrt(number of parts): rows are unit vectors, similarities are
 cosines in [-1, 1], and every ranking is the papers' (their inner products scaled by one constant).
@@ -49,9 +54,9 @@ from torch.nn import functional as F
 from geodemo.paths import MissingResourceError, checkpoints_dir, how_to_make_checkpoint
 
 __all__ = ["DESCRIPTOR_KINDS", "DescriptorOutput", "Descriptor", "FeatureDescriptor", "G3Descriptor",
-           "DualGeoDescriptor", "load_descriptor", "module_fingerprint"]
+           "DualGeoDescriptor", "DualGeoTokenDescriptor", "load_descriptor", "module_fingerprint"]
 
-DESCRIPTOR_KINDS = ("features", "g3", "dualgeo")
+DESCRIPTOR_KINDS = ("features", "g3", "dualgeo", "dualgeo-tokens")
 SPEC_KEYS = {"kind", "encoder", "segmenter", "checkpoint", "weights", "seed", "batch_size"}
 # loader options that change where or how fast a model runs, never what it computes
 _RUNTIME_KEYS = {"device", "dtype", "num_threads", "name", "overlay_opacity"}
@@ -222,18 +227,53 @@ class G3Descriptor(Descriptor):
 
 
 class DualGeoDescriptor(Descriptor):
-    """DualGeo's index vector: [enhanced image view, encoder embedding], each unit, concatenated."""
+    """DualGeo's index vector: [enhanced image view, encoder projection], each unit, concatenated."""
 
     kind = "dualgeo"
 
     def __init__(self, name: str, encoder: Any, segmenter: Any, model: Any, feature_dim: int,
                  batch_size: int = 16):
-        super().__init__(name, model.d_model + int(feature_dim), encoder, batch_size)
+        view_dim = model.d_model if hasattr(model, "d_model") else model.clip_dim  # token model: d_model
+        super().__init__(name, view_dim + int(feature_dim), encoder, batch_size)
         self.segmenter, self.model = segmenter, model
 
     @property
     def has_gps_head(self) -> bool:
         return True
+
+    def describe(self, images: list[Image.Image]) -> DescriptorOutput:
+        features, _ = _encoder_outputs(self.encoder, images, self.batch_size)
+        return self.describe_features(features, None, _label_maps(self.segmenter, images))
+
+    @torch.no_grad()
+    def describe_features(self, features: np.ndarray, tokens: Any = None,
+                          label_maps: Any = None) -> DescriptorOutput:
+        """From the encoder's raw output and ADE20K label maps (a list at any size, resized bilinearly
+        to the model's ``seg_size`` as DualGeo reads its PNGs, or ``(N, s, s)`` grey levels already)."""
+        from geodemo.models.dualgeo import label_maps_to_tensor
+
+        if label_maps is None:
+            raise ValueError("the dualgeo descriptor needs label maps besides the features (extract them with "
+                             "--segmenter, --labelmap-size 224 --labelmap-resample bilinear)")
+        feats = np.asarray(features, dtype=np.float32)
+        if feats.ndim != 2 or feats.shape[1] != self.model.clip_dim:
+            raise ValueError(f"{self.model.name} takes ({self.model.clip_dim})-dim projections, got {feats.shape}")
+        p = next(self.model.parameters())
+        lm = (label_maps_to_tensor(label_maps, self.model.seg_size, resample="bilinear") if isinstance(label_maps, list)
+              else torch.as_tensor(np.asarray(label_maps)))
+        x = torch.from_numpy(feats).to(p.device, p.dtype)
+        out = self.model(x, lm.to(p.device))
+        descriptor = _unit(np.concatenate([_unit(out["enhanced_rgb"]), _unit(feats)], axis=1))  # / sqrt(2)
+        return DescriptorOutput(descriptor=descriptor, features=feats, gps=out["image"].float().cpu().numpy())
+
+    def embed_locations(self, coords: np.ndarray) -> np.ndarray:
+        return self.model.embed_locations(coords)
+
+
+class DualGeoTokenDescriptor(DualGeoDescriptor):
+    """DualGeo's index vector from our token-level model: [enhanced image view, encoder embedding]."""
+
+    kind = "dualgeo-tokens"
 
     def describe(self, images: list[Image.Image]) -> DescriptorOutput:
         features, tokens = _encoder_outputs(self.encoder, images, self.batch_size, tokens=True)
@@ -246,7 +286,7 @@ class DualGeoDescriptor(Descriptor):
         from geodemo.models.dualgeo import label_maps_to_tensor
 
         if tokens is None or label_maps is None:
-            raise ValueError("the dualgeo descriptor needs image tokens and label maps besides the features "
+            raise ValueError("the dualgeo-tokens descriptor needs image tokens and label maps besides the features "
                              "(extract them with --tokens and --segmenter)")
         feats = np.asarray(features, dtype=np.float32)
         p = next(self.model.parameters())
@@ -259,9 +299,6 @@ class DualGeoDescriptor(Descriptor):
         fused = self.model.gps_embeddings(image_view, seg_view)["fused"]
         descriptor = _unit(np.concatenate([_unit(image_view), _unit(feats)], axis=1))  # / sqrt(2)
         return DescriptorOutput(descriptor=descriptor, features=feats, gps=fused.float().cpu().numpy())
-
-    def embed_locations(self, coords: np.ndarray) -> np.ndarray:
-        return self.model.embed_locations(coords)
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -295,8 +332,8 @@ def _validate(spec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown descriptor kind {kind!r}; choose one of {', '.join(DESCRIPTOR_KINDS)}")
     if not spec.get("encoder"):
         raise ValueError(f"descriptor {kind!r} needs an 'encoder' (a registered image encoder)")
-    if kind == "dualgeo" and not spec.get("segmenter"):
-        raise ValueError("descriptor 'dualgeo' needs a 'segmenter' (e.g. segformer-b5-ade)")
+    if kind in ("dualgeo", "dualgeo-tokens") and not spec.get("segmenter"):
+        raise ValueError(f"descriptor {kind!r} needs a 'segmenter' (e.g. segformer-b5-ade)")
     weights = spec.get("weights", "pretrained")
     if weights not in ("pretrained", "random"):
         raise ValueError(f"descriptor weights must be 'pretrained' or 'random', got {weights!r}")
@@ -313,7 +350,7 @@ def _heads_checkpoint(kind: str, cfg: dict[str, Any]) -> Path | None:
     raise MissingResourceError(
         f"descriptor {kind!r} needs a 'checkpoint' ("
         + ("G3's saved state dict, e.g. g3.pth, or a folder from `scripts/train.py --preset g3`"
-           if kind == "g3" else "a folder from `scripts/train.py --preset dualgeo`")
+           if kind == "g3" else f"DualGeo's saved checkpoint or a folder from `scripts/train.py --preset {kind}`")
         + "); set descriptor.checkpoint, or \"weights\": \"random\" for an untrained model (tests only)"
     )
 
@@ -346,18 +383,30 @@ def load_descriptor(spec: dict[str, Any], device: str = "cpu") -> Descriptor:
         name = f"g3:{enc_id}+{heads.name}@{module_fingerprint(heads)}"
         return G3Descriptor(name, encoder, heads, cfg["batch_size"])
 
-    from geodemo.models.dualgeo import load_dualgeo
     from geodemo.models.registry import get_spec
 
     segmenter, seg_fp = _load_registered(cfg["segmenter"], device, random, seed)
-    token_dim = int(getattr(encoder, "token_dim", 0) or 0)
     torch.manual_seed(seed)
-    model_cfg = {k: v for k, v in get_spec("dualgeo").config.items() if k not in ("checkpoint", "device")}
-    if token_dim:
-        model_cfg["token_dim"] = token_dim
+    model_cfg = {k: v for k, v in get_spec(kind).config.items() if k not in ("checkpoint", "device")}
     model_cfg.update(encoder_name=cfg["encoder"], segmenter_name=cfg["segmenter"])
-    model = load_dualgeo(str(checkpoint) if checkpoint else None, device=device, **model_cfg)
-    if token_dim and model.token_dim != token_dim:
-        raise ValueError(f"{checkpoint} takes {model.token_dim}-dim tokens but {cfg['encoder']} gives {token_dim}")
-    name = (f"dualgeo:{enc_id}+{cfg['segmenter']}@{seg_fp}+{model.name}@{module_fingerprint(model)}")
-    return DualGeoDescriptor(name, encoder, segmenter, model, encoder.embed_dim, cfg["batch_size"])
+    if kind == "dualgeo":
+        from geodemo.models.dualgeo import load_dualgeo
+
+        model_cfg["clip_dim"] = encoder.embed_dim
+        model = load_dualgeo(str(checkpoint) if checkpoint else None, device=device, **model_cfg)
+        if model.clip_dim != encoder.embed_dim:
+            raise ValueError(f"{checkpoint} takes {model.clip_dim}-dim projections but {cfg['encoder']} gives "
+                             f"{encoder.embed_dim}")
+        cls = DualGeoDescriptor
+    else:
+        from geodemo.models.dualgeo_tokens import load_dualgeo_tokens
+
+        token_dim = int(getattr(encoder, "token_dim", 0) or 0)
+        if token_dim:
+            model_cfg["token_dim"] = token_dim
+        model = load_dualgeo_tokens(str(checkpoint) if checkpoint else None, device=device, **model_cfg)
+        if token_dim and model.token_dim != token_dim:
+            raise ValueError(f"{checkpoint} takes {model.token_dim}-dim tokens but {cfg['encoder']} gives {token_dim}")
+        cls = DualGeoTokenDescriptor
+    name = f"{kind}:{enc_id}+{cfg['segmenter']}@{seg_fp}+{model.name}@{module_fingerprint(model)}"
+    return cls(name, encoder, segmenter, model, encoder.embed_dim, cfg["batch_size"])

@@ -30,7 +30,7 @@ from geodemo.models.gps import LocationEncoder, load_geoclip_location_encoder
 from geodemo.paths import MissingResourceError
 
 __all__ = ["G3_LOGIT_SCALE_INIT", "G3Heads", "G3Model", "clip_config_from_state_dict", "load_g3_checkpoint",
-           "load_g3"]
+           "load_g3", "g3_inputs"]
 
 G3_LOGIT_SCALE_INIT = 3.99  # exp(3.99) = 54.1
 
@@ -139,6 +139,33 @@ class G3Heads(nn.Module):
         pts = torch.from_numpy(validate_coords(coords).astype(np.float32)).to(p.device, p.dtype)
         out = [self.location_embeddings(c).float().cpu().numpy() for c in pts.split(8192)]
         return np.concatenate(out) if out else np.zeros((0, self.clip_dim), np.float32)
+
+
+def g3_inputs(features: dict[str, Any], text_head: bool = True) -> dict[str, Any]:
+    """Feature columns (feature shards, cached embeddings) -> the inputs G3's heads take, as a batch
+    names them: ``image`` and ``text`` are the CLIP projections *before* L2 normalisation, as G3's
+    forward feeds its heads and as :class:`~geodemo.models.descriptors.G3Descriptor` does at query time.
+
+    Extraction stores CLIP's raw projections as ``projection`` / ``text_projection`` beside the unit
+    ``image`` rows; those are used. An encoder without a raw output besides its unit rows (MobileNet,
+    the offline analogue) has ``image`` alone, which is then what its descriptor feeds the heads too.
+    Heads with a text head (CLIP) refuse unit rows: training on them and querying on raw projections
+    would put the heads on two input scales.
+    """
+    out = dict(features)
+    if "projection" in out:
+        out["image"] = out.pop("projection")
+    elif text_head:
+        raise ValueError("G3's heads take raw CLIP projections, but these features hold unit rows only "
+                         "(no 'projection' column): extract them again with scripts/extract_features.py")
+    if "text_projection" in out:
+        out["text"] = out.pop("text_projection")
+    elif "text" in out:
+        raise ValueError("these features hold unit-row text embeddings ('text'); G3's text head takes the "
+                         "raw text projection: extract them again with scripts/extract_features.py --text")
+    if not text_head:
+        out.pop("text", None)
+    return out
 
 
 def clip_config_from_state_dict(state: dict[str, torch.Tensor], head_dim: int = 64):

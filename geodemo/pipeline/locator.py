@@ -38,8 +38,8 @@ from geodemo.result import LocationResult
 __all__ = ["GeoLocator", "LocateOptions", "InvalidOptionError", "build_stages", "TOP_LEVEL_KEYS"]
 
 # keys of a preset that are not stage sections
-TOP_LEVEL_KEYS = ("name", "description", "paper", "based_on", "device", "encoder", "segmenter", "descriptor",
-                  "gallery", "stages", "weights", "seed", "hub", "recorded")
+TOP_LEVEL_KEYS = ("name", "description", "paper", "based_on", "analogue_of", "compare_with", "device", "encoder",
+                  "segmenter", "descriptor", "gallery", "stages", "weights", "seed", "hub", "recorded")
 # keys of a stage section that a component reads rather than the stage
 _COMPONENT_KEYS = {"verifier": {"aligner"}}
 

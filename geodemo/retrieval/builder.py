@@ -98,8 +98,8 @@ class PhotoSource:
 class ShardSource:
     """Feature shards written by ``scripts/extract_features.py`` (``shard-*.npz`` + ``meta.json``).
 
-    ``feat_image`` must be the encoder's raw output (what :meth:`Descriptor.describe_features`
-    takes); the dualgeo descriptor also needs ``tokens`` and ``labelmap``, in the ``.npz`` or as
+    ``feat_projection`` (CLIP's projection before normalisation), else ``feat_image``, is the
+    encoder's raw output that :meth:`Descriptor.describe_features` takes; the dualgeo descriptor also needs ``tokens`` and ``labelmap``, in the ``.npz`` or as
     ``<shard>.<name>.npy`` beside it (memory-mapped, read a chunk at a time).
     """
 
@@ -151,7 +151,13 @@ class ShardSource:
     def chunk(self, start: int, stop: int, descriptor: Any) -> _Chunk:
         parts = list(self._rows(start, stop))
         cols = {k: np.concatenate([p[k] for p, _, _ in parts]) for k in parts[0][0]}
-        out = descriptor.describe_features(cols["feat_image"], cols.get("feat_tokens"), cols.get("feat_labelmap"))
+        features = cols.get("feat_projection", cols["feat_image"])  # the encoder's raw output (CLIP: projection)
+        if descriptor.kind == "g3":  # refuses CLIP shards that hold unit rows only
+            from geodemo.models.g3 import g3_inputs
+
+            features = g3_inputs({k[5:]: v for k, v in cols.items() if k in ("feat_image", "feat_projection")},
+                                 descriptor.heads.text_head)["image"]
+        out = descriptor.describe_features(features, cols.get("feat_tokens"), cols.get("feat_labelmap"))
         coords = cols["coords"].astype(np.float64)
         from geodemo.retrieval.geocode import reverse_geocode_many
 

@@ -20,6 +20,7 @@ __all__ = [
     "reverse_geocode",
     "reverse_geocode_many",
     "place_prompt",
+    "training_caption",
     "geonames_cities",
     "PLACE_TEMPLATE",
 ]
@@ -105,6 +106,25 @@ def reverse_geocode_many(coords: np.ndarray, min_population: int = 0) -> list[Pl
 def reverse_geocode(lat: float, lon: float, min_population: int = 0) -> Place:
     """Nearest GeoNames city to one point."""
     return reverse_geocode_many(np.array([[lat, lon]]), min_population)[0]
+
+
+CAPTION_COLUMNS = ("city", "state", "country")  # MP16-Pro's place columns that G3's captions use
+
+
+def _present(value: object) -> str:
+    text = "" if value is None else str(value).strip()
+    return "" if text.lower() in ("", "nan", "none") else text
+
+
+def training_caption(meta: dict, lat: float, lon: float) -> str:
+    """G3's training caption (``utils/utils.py``): "A street view photo taken in " + the photo's
+    ``city``, ``state``, ``country`` columns that are present, joined by ", ". A photo without any
+    of those columns (a CSV other than MP16-Pro) is captioned from the nearest GeoNames city."""
+    parts = [_present(meta.get(c)) for c in CAPTION_COLUMNS]
+    if not any(parts):
+        place = reverse_geocode(lat, lon)
+        parts = [place.city, place.region, place.country]
+    return "A street view photo taken in " + ", ".join(p for p in parts if _present(p))
 
 
 def place_prompt(place: Place, template: str = PLACE_TEMPLATE) -> str:

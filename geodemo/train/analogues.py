@@ -157,9 +157,11 @@ def build_preset_gallery(preset_name: str, progress: bool = True) -> Path:
     folder = cache_dir("galleries") / f"descriptor-{gallery_key('descriptor', descriptor.name, datasets, index.kind)}"
     if (folder / "config.json").is_file():
         return folder
-    dual = descriptor.kind == "dualgeo"
-    table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if dual else None, tokens=dual,
-                                 labelmap_size=int(getattr(getattr(descriptor, "model", None), "labelmap_size", 64)),
-                                 progress=progress)
+    from geodemo.train.data import views_for
+
+    opts = views_for(getattr(descriptor, "model", None))
+    table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if opts["dual"] else None,
+                                 tokens=opts["tokens"], labelmap_size=opts["labelmap_size"],
+                                 labelmap_resample=opts["labelmap_resample"], progress=progress)
     paths = {s.id: str(s.image_path) for name in datasets for s in load_benchmark(name).samples if s.image_path}
     return build_view_database(descriptor, table, folder, index=index, image_paths=paths, progress=progress)

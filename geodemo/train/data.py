@@ -39,6 +39,9 @@ __all__ = [
     "EpochSampler",
     "FeatureBatches",
     "ShardedArray",
+    "PairedViewSource",
+    "paired_view_source",
+    "views_for",
 ]
 
 
@@ -445,13 +448,14 @@ def load_benchmark_views(
     labelmap_size: int = 64,
     progress: bool = True,
     cached_labelmaps_only: bool = False,
+    labelmap_resample: str = "nearest",
 ) -> FeatureTable:
     """Cached views of named benchmarks (or dataset objects) for the offline analogues (unreadable
     photos dropped).
 
     Features: ``image`` (N, D) pooled embeddings; with ``tokens``, ``tokens`` (N, T, D) float16 from the
     encoder's ``encode_image_tokens``; with ``segmenter``, ``labelmap`` (N, s, s) uint8 ADE20K ids
-    resized (nearest) to ``labelmap_size``. All come from :mod:`geodemo.models.features`' disk cache;
+    resized to ``labelmap_size`` (``labelmap_resample``: nearest, or bilinear as DualGeo reads its PNGs). All come from :mod:`geodemo.models.features`' disk cache;
     ``cached_labelmaps_only`` keeps only the photos whose label maps are cached (segments nothing).
     """
     from geodemo.data import load_benchmark
@@ -471,8 +475,118 @@ def load_benchmark_views(
             maps = cached_label_maps(segmenter, ds, progress=progress, cached_only=cached_labelmaps_only)
             valid &= np.array([m is not None for m in maps])
             blank = np.zeros((labelmap_size, labelmap_size), dtype=np.uint8)
-            small = label_maps_to_tensor([m if m is not None else blank for m in maps], labelmap_size)
+            small = label_maps_to_tensor([m if m is not None else blank for m in maps], labelmap_size,
+                                         resample=labelmap_resample)
             feats["labelmap"] = small.numpy().astype(np.uint8)
         table = FeatureTable(ds.ids(), ds.groups(), ds.coords().astype(np.float32), feats)
         tables.append(table.take(valid))
     return FeatureTable.concat(tables)
+
+
+def views_for(model: Any) -> dict[str, Any]:
+    """The :func:`load_benchmark_views` options a trained model's views need (besides encoder and
+    segmenter): DualGeo's model takes label maps resized bilinearly to its ``seg_size``; the token-level
+    model takes patch tokens and label maps resized (nearest) to its ``labelmap_size``; G3 takes neither."""
+    arch = getattr(model, "architecture", None)
+    if arch == "dualgeo":
+        return {"dual": True, "tokens": False, "labelmap_size": int(model.seg_size), "labelmap_resample": "bilinear"}
+    if arch == "dualgeo-tokens":
+        return {"dual": True, "tokens": True, "labelmap_size": int(model.labelmap_size), "labelmap_resample": "nearest"}
+    return {"dual": False, "tokens": False, "labelmap_size": 64, "labelmap_resample": "nearest"}
+
+
+class PairedViewSource:
+    """DualGeo's training inputs made from photos, as its ``MP16DualTrainDataset`` makes them.
+
+    The photo and its ADE20K label map get the same random horizontal flip (p 0.5) and the same
+    ``RandomResizedCrop`` box (scale 0.8-1, ratio 0.9-1.1), and both are resized to a square (the
+    encoder's input size; ``seg_size`` for the label map, bilinear as torchvision resizes DualGeo's
+    greyscale PNGs); the photo alone then gets colour jitter (0.5, 0.5, 0.5, 0.1; p 0.8), greyscale
+    (p 0.2) and a Gaussian blur of radius 1 (p 0.5). The photo goes through the frozen encoder (its raw
+    output, what DualGeo's CLIP projection is), so augmentation happens before any feature is cached.
+
+    :meth:`table` holds the un-augmented views (``image``, ``labelmap``: what evaluation and the
+    descriptor see) and a ``row`` per photo; :meth:`encode` gives a batch's augmented views. A step's
+    augmentation is a pure function of the seed it is given, so a resumed run sees the same crops.
+    """
+
+    def __init__(self, datasets: list, encoder: str, segmenter: str, seg_size: int = 224, progress: bool = True):
+        from geodemo.data import load_benchmark
+        from geodemo.models.features import cached_label_maps, shared_model
+
+        self.datasets = [load_benchmark(d) if isinstance(d, str) else d for d in datasets]
+        self.encoder = shared_model(encoder)
+        self.seg_size = int(seg_size)
+        self._table = load_benchmark_views(self.datasets, encoder, segmenter, labelmap_size=self.seg_size,
+                                           labelmap_resample="bilinear", progress=progress)
+        by_id = {}
+        for ds in self.datasets:
+            maps = cached_label_maps(segmenter, ds, progress=progress)
+            by_id.update({s.id: (ds, s, m) for s, m in zip(ds.samples, maps, strict=True)})
+        self.items = [by_id[i] for i in self._table.ids]
+
+    def table(self) -> FeatureTable:
+        t = self._table
+        return FeatureTable(t.ids, t.groups, t.coords, {**t.features, "row": np.arange(len(t), dtype=np.int64)})
+
+    def _pair(self, image, label_map: np.ndarray):
+        """One photo and its label map after DualGeo's paired and photo-only augmentations."""
+        from PIL import Image, ImageFilter
+        from torchvision import transforms as T
+        from torchvision.transforms import functional as TF
+
+        size = int(getattr(self.encoder, "image_size", 224))
+        seg = Image.fromarray(np.asarray(label_map, dtype=np.uint8))  # greyscale ("L")
+        if seg.size != image.size:  # label maps follow the photo's pixels
+            seg = seg.resize(image.size, Image.Resampling.NEAREST)
+        if torch.rand(1) < 0.5:
+            image, seg = TF.hflip(image), TF.hflip(seg)
+        i, j, h, w = T.RandomResizedCrop.get_params(image, scale=(0.8, 1.0), ratio=(0.9, 1.1))
+        image = TF.resize(TF.crop(image, i, j, h, w), [size, size])
+        seg = TF.resize(TF.crop(seg, i, j, h, w), [self.seg_size, self.seg_size])
+        if torch.rand(1) < 0.8:
+            image = T.ColorJitter(brightness=0.5, contrast=0.5, saturation=0.5, hue=0.1)(image)
+        if torch.rand(1) < 0.2:
+            image = T.Grayscale(num_output_channels=3)(image)
+        if torch.rand(1) < 0.5:
+            image = image.filter(ImageFilter.GaussianBlur(radius=1))
+        return image, np.asarray(seg, dtype=np.uint8)
+
+    def encode(self, rows, seed: int | None = None) -> dict[str, np.ndarray]:
+        """``image`` (the encoder's raw output) and ``labelmap`` (grey levels at ``seg_size``) of ``rows``,
+        augmented with ``seed`` (without one: the table's un-augmented views)."""
+        from geodemo.models.descriptors import _encoder_outputs
+
+        rows = np.asarray(rows, dtype=np.int64)
+        if seed is None:
+            return {"image": np.asarray(self._table.features["image"][rows], np.float32),
+                    "labelmap": np.asarray(self._table.features["labelmap"][rows])}
+        images, maps = [], []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed) % 2**63)
+            for r in rows.tolist():
+                ds, sample, label_map = self.items[r]
+                image, seg = self._pair(ds.open_image(sample).convert("RGB"), label_map)
+                images.append(image)
+                maps.append(seg)
+        feats, _ = _encoder_outputs(self.encoder, images, batch_size=len(images))
+        return {"image": np.asarray(feats, np.float32), "labelmap": np.stack(maps)}
+
+
+_PAIRED: dict[str, PairedViewSource] = {}
+
+
+def paired_view_source(dcfg: dict[str, Any], progress: bool = True) -> PairedViewSource:
+    """The :class:`PairedViewSource` of a ``"paired-views"`` data section (one per process and config)."""
+    key = json.dumps({k: dcfg.get(k) for k in ("benchmarks", "csv", "images", "encoder", "segmenter", "seg_size")},
+                     sort_keys=True)
+    if key not in _PAIRED:
+        if dcfg.get("csv"):  # MP16-Pro: CSV + photo folder or tar shards
+            from geodemo.data import load_csv
+
+            datasets = [load_csv(dcfg["csv"], images_dir=dcfg.get("images"), meta_columns=[])]
+        else:
+            datasets = list(dcfg["benchmarks"])
+        _PAIRED[key] = PairedViewSource(datasets, dcfg["encoder"], dcfg["segmenter"], int(dcfg.get("seg_size", 224)),
+                                        progress=progress)
+    return _PAIRED[key]

@@ -127,7 +127,8 @@ class G3Objective(nn.Module):
 
 
 class DualGeoObjective(nn.Module):
-    """DualGeo: fused image view <-> GPS and segmentation view <-> GPS."""
+    """DualGeo (``DualView_seg.py``): image view <-> GPS + segmentation view <-> GPS, each a symmetric
+    InfoNCE with its own logit scale (one shared scale for the token-level model)."""
 
     def __init__(self, model: nn.Module, seg_weight: float = 1.0):
         super().__init__()
@@ -135,22 +136,22 @@ class DualGeoObjective(nn.Module):
         self.seg_weight = float(seg_weight)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = self.model(batch["tokens"], batch["labelmap"])
+        out = self.model.embed_batch(batch)
         # a frozen location encoder's embeddings may come precomputed with the batch
         loc = batch["location"] if "location" in batch else self.model.location_embeddings(batch["coords"])
-        scale = self.model.logit_scale.exp()
-        l_img = clip_loss(scale * out["image"] @ loc.T)
-        l_seg = clip_loss(scale * out["segmentation"] @ loc.T)
+        scale_img, scale_seg = self.model.logit_scales()
+        l_img = clip_loss(scale_img.exp() * out["image"] @ loc.T)
+        l_seg = clip_loss(scale_seg.exp() * out["segmentation"] @ loc.T)
         loss = l_img + self.seg_weight * l_seg
         return loss, {"loss_img_gps": l_img.detach(), "loss_seg_gps": l_seg.detach()}
 
 
 def build_objective(kind: str, model: nn.Module, cfg: dict[str, Any]) -> nn.Module:
-    """``kind``: ``"geo-alignment"`` | ``"g3"`` | ``"dualgeo"``."""
+    """``kind``: ``"geo-alignment"`` | ``"g3"`` | ``"dualgeo"`` (either DualGeo model)."""
     if kind == "geo-alignment":
         return GeoAlignmentObjective(model, gps_queue=int(cfg.get("gps_queue", 0)))
     if kind == "g3":
         return G3Objective(model, gps_queue=int(cfg.get("gps_queue", 0)))
-    if kind == "dualgeo":
+    if kind in ("dualgeo", "dualgeo-tokens"):
         return DualGeoObjective(model, seg_weight=float(cfg.get("seg_weight", 1.0)))
     raise ValueError(f"unknown objective {kind!r}; choose geo-alignment, g3 or dualgeo")

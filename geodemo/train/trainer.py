@@ -69,15 +69,16 @@ def build_model(mcfg: dict[str, Any]) -> nn.Module:
         if mcfg.get("location_init") == "geoclip":
             model.init_location_from_geoclip()
         loc = model.location_encoder
-    elif arch == "dualgeo":
+    elif arch in ("dualgeo", "dualgeo-tokens"):
         from geodemo.models.dualgeo import DualGeoModel
+        from geodemo.models.dualgeo_tokens import DualGeoTokenModel
 
-        model = DualGeoModel.from_config(mcfg)
+        model = (DualGeoModel if arch == "dualgeo" else DualGeoTokenModel).from_config(mcfg)
         if mcfg.get("location_init") == "geoclip":
             model.init_location_from_geoclip()
         loc = model.location_encoder
     else:
-        raise ValueError(f"unknown model architecture {arch!r}; choose mlp-aligner, g3 or dualgeo")
+        raise ValueError(f"unknown model architecture {arch!r}; choose mlp-aligner, g3, dualgeo or dualgeo-tokens")
     if not mcfg.get("train_location_encoder", True):
         loc.requires_grad_(False)
     return model
@@ -94,8 +95,14 @@ def load_table(dcfg: dict[str, Any], progress: bool = True) -> FeatureTable:
         return load_benchmark_views(list(dcfg["benchmarks"]), dcfg["encoder"], dcfg.get("segmenter"),
                                     tokens=bool(dcfg.get("tokens", False)),
                                     labelmap_size=int(dcfg.get("labelmap_size", 64)), progress=progress,
-                                    cached_labelmaps_only=bool(dcfg.get("cached_labelmaps_only", False)))
-    raise ValueError(f"unknown data source {source!r}; choose benchmarks, benchmark-views, shards or images")
+                                    cached_labelmaps_only=bool(dcfg.get("cached_labelmaps_only", False)),
+                                    labelmap_resample=dcfg.get("labelmap_resample", "nearest"))
+    if source == "paired-views":  # DualGeo's recipe: the un-augmented views, photos re-read per step
+        from geodemo.train.data import paired_view_source
+
+        return paired_view_source(dcfg, progress=progress).table()
+    raise ValueError(f"unknown data source {source!r}; choose benchmarks, benchmark-views, shards, images "
+                     "or paired-views")
 
 
 def image_source(dcfg: dict[str, Any]) -> ImageSource:
@@ -146,7 +153,17 @@ class Trainer:
         if table is None and dcfg.get("source") == "images":  # augmented training on raw photos
             self.images = image_source(dcfg)
             table = self.images.table()
+        if dcfg.get("source") == "paired-views":  # DualGeo: paired augmentation of photo and label map
+            from geodemo.train.data import paired_view_source
+
+            self.images = paired_view_source(dcfg, progress=progress)
+            table = table if table is not None else self.images.table()
         table = table if table is not None else load_table(dcfg, progress=progress)
+        if cfg["model"].get("architecture") == "g3":  # G3's heads train on what they are queried with
+            from geodemo.models.g3 import g3_inputs
+
+            table = FeatureTable(table.ids, table.groups, table.coords,
+                                 g3_inputs(table.features, bool(cfg["model"].get("text_head", True))))
         self.train_table, self.held_table = split_table(
             table,
             holdout_fraction=float(dcfg.get("holdout_fraction", 0.0)),
@@ -206,9 +223,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedule and batches
     def lr_at(self, step: int) -> float:
-        """Linear warm-up then cosine decay to 0."""
+        """``optim.schedule``: ``"cosine"`` (default): linear warm-up then cosine decay to 0;
+        ``"step"``: PyTorch's ``StepLR`` stepped once per epoch as G3 and DualGeo do, the rate times
+        ``gamma`` every ``step_epochs`` epochs, no warm-up."""
         optim = self.cfg["optim"]
         base, warm = float(optim["lr"]), int(optim.get("warmup_steps", 0))
+        schedule = optim.get("schedule", "cosine")
+        if schedule == "step":
+            epoch = step // max(self.steps_per_epoch, 1)
+            return base * float(optim.get("gamma", 0.87)) ** (epoch // int(optim.get("step_epochs", 1)))
+        if schedule != "cosine":
+            raise ValueError(f"unknown optim.schedule {schedule!r}; choose cosine or step")
         if step < warm:
             return base * (step + 1) / warm
         progress = (step - warm) / max(self.total_steps - warm, 1)
@@ -236,7 +261,8 @@ class Trainer:
         if self.images is not None:  # encode this batch's photos now, augmented with a per-step seed
             photo_rows = batch.pop("row").cpu().numpy()
             feats = self.images.encode(photo_rows, seed=self.seed * 1_000_003 + step)
-            batch["image"] = torch.from_numpy(feats).to(device)
+            for k, v in (feats if isinstance(feats, dict) else {"image": feats}).items():
+                batch[k] = torch.from_numpy(v).to(device)
         for k, v in batch.items():  # float16 caches (tokens, image) train in float32
             if v.dtype == torch.float16:
                 batch[k] = v.float()
