@@ -7,10 +7,14 @@ city level) of where the photo was taken. It is a logistic function of evidence 
 * ``support_200km`` the same within 200 km (region level);
 * ``reciprocal_match`` 1 when the answer is a gallery photo accepted as a reciprocal neighbour.
 
-The weights are fitted on the IM2GPS3k dev split (``scripts/calibrate_confidence.py``: the
-``offline`` preset's answers with each photo's photographer left out of the gallery, regularisation
-chosen by photographer-fold cross-validated log-loss) and stored with their provenance in
-``geodemo/pipeline/calibration/<name>.json``.
+The weights were fitted on the IM2GPS3k dev split (the ``offline`` preset's answers with each photo's
+photographer left out of the gallery, regularisation chosen by photographer-fold cross-validated
+log-loss, :func:`fit_calibration`) and are stored with their provenance in
+``geodemo/pipeline/calibration/<name>.json``; the faithful presets' decisions use it.
+
+**The multi-source decision** (``decide.calibrated``, second half of this module) scores every candidate
+of every source with a model fitted per source set (``calibration/decision/<set>.json``,
+``scripts/calibrate_confidence.py``); its winner's P(within 25 km) is the confidence there.
 
 **uncertainty_km** is the median great-circle distance from the answer to the other best evidence:
 the next ``top`` candidates by verifier score, or, when no verifier scored them (DualGeo's rule:
@@ -31,7 +35,9 @@ import numpy as np
 from geodemo.geo import haversine_km
 
 __all__ = ["CALIBRATION_DIR", "FEATURES", "Calibration", "confidence_features", "confidence",
-           "uncertainty_km", "load_calibration"]
+           "uncertainty_km", "load_calibration", "fit_calibration", "DecisionModel", "Evidence", "candidate_features",
+           "fit_decision", "cross_validated_decisions", "load_decision", "default_choice", "rule_choice",
+           "source_of", "source_set_name"]
 
 CALIBRATION_DIR = Path(__file__).with_name("calibration")
 FEATURES = ("support_25km", "support_200km", "reciprocal_match")
@@ -119,19 +125,6 @@ def uncertainty_km(answer: tuple[float, float], candidate_coords: np.ndarray, sc
     if len(others) == 0:
         return float(fallback_km)
     return float(max(np.median(haversine_km(others, a[None, :])), floor_km))
-
-
-def result_features(result: Any) -> np.ndarray:
-    """:func:`confidence_features` of a finished :class:`~geodemo.result.LocationResult` (or its dict)."""
-    r = result.to_dict() if hasattr(result, "to_dict") else result
-    nb = r.get("neighbours") or []
-    match = r.get("match") or {}
-    accepted = bool(match) and match.get("reciprocal_rank", 1) < match.get("k", 0) and str(
-        r.get("verifier", "")).startswith("reciprocal")
-    lat, lon = r.get("lat"), r.get("lon")
-    answer = (math.nan if lat is None else lat, math.nan if lon is None else lon)
-    return confidence_features(answer, np.array([[n["lat"], n["lon"]] for n in nb]).reshape(-1, 2),
-                               np.array([n["similarity"] for n in nb]), accepted)
 
 
 def fit_calibration(x: np.ndarray, hit: np.ndarray, folds: np.ndarray, radius_km: float = 25.0,
