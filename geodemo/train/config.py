@@ -27,14 +27,14 @@ TRAINING_SCHEMA: configs.Schema = {
     "model": _keys("architecture", "name", "encoder_name", "segmenter_name", "location_init",
                    "train_location_encoder", "dropout", "image_dims", "input_scale", "clip_dim", "text_head",
                    "class_dim", "d_model", "heads", "layers", "labelmap_size", "seg_widths", "token_dim",
-                   "location"),  # location: the location encoder's own options
+                   "seg_size", "location"),  # location: the location encoder's own options
     "objective": _keys("kind", "logit_scale_init", "gps_queue", "positive_km", "seg_weight"),
     "data": _keys("source", "path", "csv", "images", "benchmarks", "encoder", "segmenter", "tokens",
-                  "labelmap_size", "cached_labelmaps_only", "holdout_fraction", "split_seed", "num_folds", "fold",
-                  "augment"),
+                  "labelmap_size", "seg_size", "cached_labelmaps_only", "holdout_fraction", "split_seed", "num_folds",
+                  "fold", "augment"),
     "select": _keys("epochs", "holdout_fraction", "split_seed", "view"),
     "optim": _keys("lr", "weight_decay", "warmup_steps", "batch_size", "epochs", "steps", "grad_accum",
-                   "grad_clip", "shuffle"),
+                   "grad_clip", "shuffle", "schedule", "step_epochs", "gamma"),
     "eval": _keys("gallery", "every_epochs"),
     "run": _keys("seed", "device", "mixed_precision", "compile", "checkpoint_every", "log_every", "output",
                  "tensorboard", "features_on_device_gb", "prefetch_batches"),
