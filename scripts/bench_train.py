@@ -107,7 +107,7 @@ def trainer_vs_heads(rows: int, steps: int, device: str, preset: str = "g3", bat
             "run.features_on_device_gb": features_on_device_gb,
         })
         t0 = time.perf_counter()
-        table = synthetic_table(rows, {"image": dim, "text": dim})
+        table = synthetic_table(rows, {"image": dim, "projection": dim, "text_projection": dim})  # as extraction stores CLIP
         trainer = Trainer(cfg, progress=False, table=table)
         setup = time.perf_counter() - t0
         summary = trainer.fit(resume=False)
