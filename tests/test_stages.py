@@ -289,7 +289,9 @@ def test_failing_optional_components_are_recorded_and_the_locator_goes_on():
     loc = GeoLocator(cfg, descriptor=descriptor, gallery=_gallery(descriptor.name, coords), lmm=lmm, segmenter=None)
     r = loc.locate(_photo(7))
     assert "no-such-aligner" in r.unavailable["candidates.gps_gallery"] and "candidates.gps_gallery" not in r.errors
-    assert r.verifier.startswith("support:") and math.isfinite(r.lat)  # fell back to retrieval support
+    # verification fell back to retrieval support, which scored every candidate, and a decision was made
+    assert all(c.details.get("verifier_score") is not None for c in r.candidates) and math.isfinite(r.lat)
+    assert r.decision.get("source")
 
 
 # ---------------------------------------------------------------------------------------------- decision
@@ -363,8 +365,15 @@ def test_g3_plus_adds_gps_gallery_candidates_in_the_aligners_space_and_keeps_g3s
     gps = [c for c in r.candidates if c.source == "gps-gallery"]
     assert [(c.lat, c.lon) for c in gps][:2] == [(35.7, 139.7), (34.7, 135.5)]  # nearest to Tokyo first
     assert len([c for c in r.candidates if c.source == "retrieval"]) == 15 and aligner.calls == 1
-    # G3's own head still verifies (it points at Paris): the LMM's Paris answer wins
-    assert r.verifier.startswith("gps-head:") and (r.lat, r.lon) == (48.9, 2.3)
+    # G3's own head still scores every candidate (it points at Paris): the LMM's Paris answer scores highest
+    top = max(r.candidates, key=lambda c: c.score)
+    assert (top.lat, top.lon) == (48.9, 2.3) and top.source.startswith("lmm:")
+    # ... but g3-plus decides with the multi-source decision: with no model fitted for g3-plus + this LMM, the
+    # agreement default compares no raw scores across sources; nothing else agrees with the LMM's Paris, so the
+    # preset's own best-scored candidate answers
+    assert r.decision["calibration"] is None and r.decision["rule"].startswith("agreement")
+    own = max((c for c in r.candidates if not c.source.startswith("lmm:")), key=lambda c: c.score)
+    assert (r.lat, r.lon) == (own.lat, own.lon) and r.verifier.startswith("default:agreement")
 
 
 class FakeSegmenter:

@@ -384,10 +384,11 @@ def default_choice(ev: Evidence, base: set[str]) -> int | None:
     if not answers:
         return ev.rule
     coords = np.array([[c.lat, c.lon] for c in cands])
+    group = ["own" if s in base else s for s in src]  # the preset's own candidates are one source
     support = []
     for i in answers:
         d = haversine_km(coords, coords[i][None, :])
-        support.append(len({src[j] for j in range(len(cands)) if d[j] <= 200.0 and src[j] != src[i]}))
+        support.append(len({group[j] for j in range(len(cands)) if d[j] <= 200.0 and group[j] != group[i]}))
     return answers[int(np.argmax(support))]  # first of ties: the preset's own answer comes first
 
 
