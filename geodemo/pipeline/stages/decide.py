@@ -166,7 +166,7 @@ class DecideCalibrated(_Decide):
             best, p = model.choose(decision.candidate_features(ev, model.sources))
             for c, row in zip(r.candidates, p, strict=True):
                 c.details.update({f"p_{int(rad)}km": round(float(v), 4) for rad, v in zip(model.radii_km, row, strict=True)})
-            confidence = float(p[best, 0])
+            confidence = float(p[best, model.radii_km.index(25.0)]) if 25.0 in model.radii_km else None
             r.verifier = f"calibrated:{source_set}"
             r.decision = {"calibration": source_set, "source": decision.source_of(r.candidates[best]),
                           **{f"p_{int(rad)}km": round(float(v), 4) for rad, v in zip(model.radii_km, p[best], strict=True)}}
