@@ -87,9 +87,14 @@ def test_a_fitted_model_round_trips_through_json_and_ranks_by_probability(tmp_pa
     back = decision.load_decision(str(path))
     x = decision.candidate_features(evidences[0], sources)
     np.testing.assert_allclose(back.probabilities(x), model.probabilities(x))
-    best, p = back.choose(x)
-    assert best == int(np.argmax(p.sum(axis=1)))
-    assert decision.source_of(evidences[0].candidates[best]) in {"good", "random", "retrieval"}
+    # the source that is right 90% of the time gets the higher P(<25 km), photo after photo
+    p_good, p_random = [], []
+    for ev in evidences:
+        p = back.probabilities(decision.candidate_features(ev, sources))[:, 0]
+        by = {decision.source_of(c): v for c, v in zip(ev.candidates, p, strict=True)}
+        p_good.append(by["good"])
+        p_random.append(by["random"])
+    assert np.mean(np.array(p_good) > np.array(p_random)) > 0.95 and 0.7 < np.mean(p_good) < 1.0
 
 
 def test_without_a_fitted_model_the_default_rule_never_compares_raw_scores():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from geodemo.eval.metrics import ACC_KEYS, accuracy_table
 from geodemo.geo import haversine_km
 from geodemo.pipeline import decision
 from geodemo.pipeline.decision import Evidence, source_of
+from geodemo.result import LocationResult
 
-__all__ = ["collect", "read_records", "source_sets", "source_set_rows", "fit_source_set", "rows_markdown"]
+__all__ = ["Photos", "collect", "read_records", "source_sets", "source_set_rows", "fit_source_set", "rows_markdown"]
 
 
 def collect(dataset: Any, preset: str, recorded: dict[str, dict[str, str]], out_file: Path, limit: int | None = None,
@@ -58,9 +60,25 @@ def source_sets(base: str, external: list[str]) -> list[list[str]]:
     return [list(c) for n in range(len(external) + 1) for c in combinations(sorted(external), n)]
 
 
-def _evidences(records: list[dict], external: list[str]) -> list[Evidence]:
-    keep = set(decision.BASE_SOURCES) | set(external)
-    return [Evidence.from_result(r["result"], keep) for r in records]
+@dataclass
+class Photos:
+    """The stored results of a :func:`collect` run, parsed once: every source set is a view of them."""
+
+    ids: list[str]
+    groups: list[str]  # the photographer (the photo's id when there is none)
+    truth: np.ndarray  # (N, 2)
+    results: list[LocationResult]
+
+    @classmethod
+    def from_records(cls, records: list[dict]) -> Photos:
+        return cls([str(r["id"]) for r in records], [str(r.get("group") or f"id:{r['id']}") for r in records],
+                   np.array([[r["lat"], r["lon"]] for r in records], dtype=np.float64).reshape(-1, 2),
+                   [LocationResult.from_dict(r["result"]) for r in records])
+
+    def evidences(self, external: list[str]) -> list[Evidence]:
+        """Each photo's evidence with only the preset's own candidates and those of ``external``."""
+        keep = set(decision.BASE_SOURCES) | set(external)
+        return [Evidence.from_result(r, keep) for r in self.results]
 
 
 def _coords(evidences: list[Evidence], choice: list[int | None]) -> np.ndarray:
@@ -89,47 +107,41 @@ def _first_of(source: str):
     return choose
 
 
-def _own_rule(ev: Evidence) -> int | None:
-    own = [j for j, c in enumerate(ev.candidates) if source_of(c) in decision.BASE_SOURCES]
-    k = decision.rule_choice([ev.candidates[j] for j in own], ev.match_id)
-    return None if k is None else own[k]
-
-
-def source_set_rows(records: list[dict], base: str, external: list[str], num_folds: int = 5,
+def source_set_rows(photos: Photos, base: str, external: list[str], num_folds: int = 5,
                     **fit_options: Any) -> tuple[dict[str, dict], dict[str, Any]]:
-    """Accuracy rows of one source set (see the module docstring) and the cross-validation details."""
-    evidences = _evidences(records, external)
-    truth = np.array([[r["lat"], r["lon"]] for r in records], dtype=np.float64)
-    groups = [str(r.get("group") or f"id:{r['id']}") for r in records]
-    ids = [str(r["id"]) for r in records]
+    """Accuracy rows of one source set (see the module docstring) and the cross-validation details
+    (with the set's ``evidences``, ``sources`` and ``features``, which :func:`fit_source_set` reuses)."""
+    evidences = photos.evidences(external)
+    truth = photos.truth
     sources = decision.source_vocabulary(evidences, external)
-    rows: dict[str, dict] = {f"{base} alone (its own rule)": accuracy_table(_pick(evidences, _own_rule), truth)}
+    base_kinds = set(decision.BASE_SOURCES)
+    rows: dict[str, dict] = {f"{base} alone (its own rule)": accuracy_table(
+        _pick(evidences, lambda ev: decision.own_choice(ev, base_kinds)), truth)}
     for name in external:
         rows[f"{name} alone"] = accuracy_table(_pick(evidences, _first_of(name)), truth)
     rows["today's decision (verifier argmax / reciprocal match)"] = accuracy_table(
         _pick(evidences, lambda ev: ev.rule), truth)
     if external:
-        base_kinds = set(decision.BASE_SOURCES)
         rows["default rule (agreement; decides when no model is fitted)"] = accuracy_table(
             _pick(evidences, lambda ev: decision.default_choice(ev, base_kinds)), truth)
-    cv = decision.cross_validated_decisions(evidences, truth, groups, ids, sources, num_folds, **fit_options)
+    cv = decision.cross_validated_decisions(evidences, truth, photos.groups, photos.ids, sources, num_folds,
+                                            **fit_options)
     rows["**calibrated decision** (photographer folds)"] = accuracy_table(
         _coords(evidences, [int(j) for j in cv["choice"]]), truth)
     rows["oracle (best candidate of the set)"] = accuracy_table(
         _coords(evidences, [_oracle(ev, t) for ev, t in zip(evidences, truth, strict=True)]), truth)
-    return rows, {**cv, "sources": sources, "groups": groups}
+    return rows, {**cv, "evidences": evidences, "sources": sources, "groups": photos.groups}
 
 
-def fit_source_set(records: list[dict], base: str, external: list[str], num_folds: int = 5,
-                   provenance: dict[str, Any] | None = None, **fit_options: Any):
-    """The decision model of ``base`` + ``external`` fitted on every photo of ``records``."""
-    evidences = _evidences(records, external)
-    truth = np.array([[r["lat"], r["lon"]] for r in records], dtype=np.float64)
-    groups = [str(r.get("group") or f"id:{r['id']}") for r in records]
-    ids = [str(r["id"]) for r in records]
-    sources = decision.source_vocabulary(evidences, external)
-    return decision.fit_decision(evidences, truth, groups, ids, sources, decision.source_set_name(base, external),
-                                 num_folds, provenance=provenance, **fit_options)
+def fit_source_set(photos: Photos, base: str, external: list[str], num_folds: int = 5,
+                   provenance: dict[str, Any] | None = None, cv: dict[str, Any] | None = None, **fit_options: Any):
+    """The decision model of ``base`` + ``external`` fitted on every photo (``cv``: :func:`source_set_rows`'
+    details of the same set, whose evidence and features are reused)."""
+    evidences = cv["evidences"] if cv else photos.evidences(external)
+    sources = cv["sources"] if cv else decision.source_vocabulary(evidences, external)
+    return decision.fit_decision(evidences, photos.truth, photos.groups, photos.ids, sources,
+                                 decision.source_set_name(base, external), num_folds, provenance=provenance,
+                                 features=cv["features"] if cv else None, **fit_options)
 
 
 def rows_markdown(tables: Iterable[tuple[str, dict[str, dict]]], caption: str) -> str:
@@ -170,14 +182,15 @@ def run_decision_study(benchmark: str, preset: str, recorded: dict[str, dict[str
     base = str((load_preset(preset).get("decision") or {}).get("base") or preset)
     external = sorted({name for role in recorded.values() for name in role} | {
         source_of(c) for r in records for c in r["result"]["candidates"]} - set(decision.BASE_SOURCES))
+    photos = Photos.from_records(records)
     tables, metrics, lines = [], {}, []
     for subset in source_sets(base, external):
         name = decision.source_set_name(base, subset)
-        rows, _ = source_set_rows(records, base, subset, num_folds)
+        rows, cv = source_set_rows(photos, base, subset, num_folds)
         tables.append((name, rows))
         metrics[name] = rows
         if save:
-            model, report = fit_source_set(records, base, subset, num_folds, provenance={
+            model, report = fit_source_set(photos, base, subset, num_folds, cv=cv, provenance={
                 **(provenance or {}), "split": benchmark, "preset": preset, "photos": len(records),
                 "sources": {role: sorted(files) for role, files in recorded.items()}})
             path = model.save(decision.DECISION_DIR / f"{name}.json")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geodemo.eval.metrics import ACC_KEYS, THRESHOLDS_KM, geoscore
+from geodemo.eval.metrics import ACC_KEYS, THRESHOLDS_KM, accuracy_at, geoscore
 from geodemo.eval.published import published_for
 
 __all__ = ["markdown_table", "compare_runs"]
@@ -82,7 +82,7 @@ def _from_errors(err: np.ndarray) -> dict[str, float]:
     e = np.where(np.isfinite(err), err, np.inf)
     out: dict[str, float] = {"n": int(len(e)), "n_failed": int((~np.isfinite(err)).sum())}
     for t in THRESHOLDS_KM:
-        out[f"acc@{t:g}"] = float((e < t).mean()) if len(e) else float("nan")
+        out[f"acc@{t:g}"] = accuracy_at(e, t)
     out["median_km"] = float(np.median(e)) if len(e) else float("nan")
     out["geoscore"] = float(np.mean(geoscore(np.minimum(e, 20_038.0)))) if len(e) else float("nan")
     return out

@@ -36,7 +36,8 @@ from geodemo.geo import haversine_km
 
 __all__ = ["CALIBRATION_DIR", "FEATURES", "Calibration", "confidence_features", "confidence",
            "uncertainty_km", "load_calibration", "fit_calibration", "DecisionModel", "Evidence", "candidate_features",
-           "fit_decision", "cross_validated_decisions", "load_decision", "default_choice", "rule_choice",
+           "fit_decision", "cross_validated_decisions", "load_decision", "default_choice", "own_choice", "rule_choice",
+           "reciprocal_candidate",
            "source_of", "source_set_name"]
 
 CALIBRATION_DIR = Path(__file__).with_name("calibration")
@@ -202,13 +203,20 @@ def source_set_name(base: str, external: list[str] | tuple[str, ...] | set[str])
     return "+".join([base, *sorted(set(external))])
 
 
+def reciprocal_candidate(candidates: list[Any], match_id: str | None) -> int | None:
+    """The retrieval candidate of the accepted reciprocal-match photo ``match_id``, or None."""
+    if match_id is None:
+        return None
+    return next((i for i, c in enumerate(candidates)
+                 if c.source == "retrieval" and c.details.get("id") == match_id), None)
+
+
 def rule_choice(candidates: list[Any], match_id: str | None) -> int | None:
     """Today's rule (G3's): the reciprocal-match retrieval candidate when one was accepted, else the
     verifier's argmax (first of ties); None without scores."""
-    if match_id is not None:
-        for i, c in enumerate(candidates):
-            if c.source == "retrieval" and c.details.get("id") == match_id:
-                return i
+    match = reciprocal_candidate(candidates, match_id)
+    if match is not None:
+        return match
     scores = [c.score for c in candidates]
     if not candidates or any(s is None or not math.isfinite(s) for s in scores):
         return None
@@ -260,6 +268,7 @@ def candidate_features(ev: Evidence, sources: list[str]) -> np.ndarray:
     src = [source_of(c) for c in cands]
     col = {s: k for k, s in enumerate(sources)}
     dist = haversine_km(coords[:, None, :], coords[None, :, :])  # (C, C)
+    match = reciprocal_candidate(cands, ev.match_id)
     scores = np.array([np.nan if c.score is None else c.score for c in cands], dtype=np.float64)
     rows = []
     for i, c in enumerate(cands):
@@ -292,7 +301,7 @@ def candidate_features(ev: Evidence, sources: list[str]) -> np.ndarray:
         else:
             lmm25 = lmm200 = 0.0
         prior = float(c.details.get("clue_prior", 1.0) or 1.0)
-        recip = float(ev.match_id is not None and c.source == "retrieval" and c.details.get("id") == ev.match_id)
+        recip = float(i == match)
         rows.append(np.concatenate([
             onehot, score, [margin, float(has), math.log1p(rank),
                             _support(coords[i], ev.neighbour_coords, ev.neighbour_similarities, 25.0),
@@ -368,6 +377,13 @@ def load_decision(source_set: str) -> DecisionModel | None:
     return DecisionModel.from_dict(json.loads(path.read_text()))
 
 
+def own_choice(ev: Evidence, base: set[str]) -> int | None:
+    """Today's rule among the preset's own candidates (sources in ``base``) only: the preset's own answer."""
+    own = [i for i, c in enumerate(ev.candidates) if source_of(c) in base]
+    pick = rule_choice([ev.candidates[i] for i in own], ev.match_id)
+    return None if pick is None else own[pick]
+
+
 def default_choice(ev: Evidence, base: set[str]) -> int | None:
     """The rule used when no model was fitted for a source set. Each source puts forward one answer (the
     preset's own by today's rule among its candidates, every other source its first candidate); the answer
@@ -377,10 +393,8 @@ def default_choice(ev: Evidence, base: set[str]) -> int | None:
     if not cands:
         return None
     src = [source_of(c) for c in cands]
-    own = [i for i, s in enumerate(src) if s in base]
-    own_pick = rule_choice([cands[i] for i in own], ev.match_id)
-    answers = ([own[own_pick]] if own and own_pick is not None else []) + [
-        src.index(s) for s in dict.fromkeys(src) if s not in base]
+    own_pick = own_choice(ev, base)
+    answers = ([own_pick] if own_pick is not None else []) + [src.index(s) for s in dict.fromkeys(src) if s not in base]
     if not answers:
         return ev.rule
     coords = np.array([[c.lat, c.lon] for c in cands])
@@ -526,4 +540,4 @@ def cross_validated_decisions(evidences: list[Evidence], truths: np.ndarray, gro
             if evidences[i].candidates:
                 choice[i], p = model.choose(features[i])
                 probs[i] = p[choice[i]]
-    return {"choice": choice, "p": probs, "fold": folds, "training_groups": training_groups}
+    return {"choice": choice, "p": probs, "fold": folds, "training_groups": training_groups, "features": features}

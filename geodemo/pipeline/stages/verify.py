@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from geodemo.pipeline.context import LocateContext
+from geodemo.pipeline.decision import reciprocal_candidate
 from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage
@@ -185,7 +186,6 @@ class VerifyReciprocal(Stage):
         ver, match = ctx.verification, ctx.result.match
         if ver is None or match is None or not match.accepted:
             return
-        i = next((i for i, c in enumerate(ctx.result.candidates)
-                  if c.source == "retrieval" and c.details.get("id") == match.id), None)
+        i = reciprocal_candidate(ctx.result.candidates, match.id)
         if i is not None:
             ctx.verification = replace(ver, verifier=f"reciprocal-match(k={match.k})", best=i)
