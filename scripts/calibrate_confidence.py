@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the preset's own LMM stage (e.g. Gemma 3 270M for offline): one more source")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.jsonl and the table")
     parser.add_argument("--reuse", action="store_true", help="read the photos' results from --out instead of locating")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed run: the photos already in --out's results.jsonl are kept, the others "
+                             "located and appended one at a time")
     parser.add_argument("--no-save", action="store_true", help="print the table, write no model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path("runs") / f"decision-{args.benchmark}-{args.preset}"
         print(run_decision_study(args.benchmark, args.preset, recorded, out, reuse=args.reuse, limit=args.limit,
                                  num_folds=args.folds, save=not args.no_save, cross_fit=args.cross_fit,
-                                 progress=not args.no_progress, provenance=provenance, use_lmm=args.lmm))
+                                 progress=not args.no_progress, provenance=provenance, use_lmm=args.lmm,
+                                 resume=args.resume))
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {describe(exc)[0]}", file=sys.stderr)
         return 2

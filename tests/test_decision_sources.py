@@ -109,3 +109,33 @@ def test_without_a_fitted_model_the_default_rule_never_compares_raw_scores():
     best = decision.default_choice(ev, set(decision.BASE_SOURCES))
     assert best in (0, 2) and haversine_km(np.array([[ev.candidates[best].lat, ev.candidates[best].lon]]),
                                            truth[None, :])[0] < 25
+
+
+def test_a_killed_collection_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """``--resume``: photos already stored are kept as they are, a line cut off midway is dropped, and only
+    the missing photos are located (the embedded examples, the real offline pipeline)."""
+    from geodemo.data import load_examples
+    from geodemo.eval.decision_table import collect, read_records
+    from geodemo.pipeline import GeoLocator
+
+    photos = load_examples().subset(3)
+    out = tmp_path / "results.jsonl"
+    collect(photos, "offline", {}, out, limit=2, cross_fit="none", progress=False)
+    first = out.read_text().splitlines()
+    assert len(first) == 2
+    with out.open("a") as fh:  # the run was killed while writing the third photo
+        fh.write(first[0][: len(first[0]) // 2])
+
+    located: list[str] = []
+    real = GeoLocator.locate_query
+
+    def counting(self, query, *args, **kwargs):
+        located.append(query.id)
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(GeoLocator, "locate_query", counting)
+    records = collect(photos, "offline", {}, out, cross_fit="none", progress=False, resume=True)
+    assert located == [photos[2].id]
+    lines = out.read_text().splitlines()
+    assert lines[:2] == first and len(lines) == 3
+    assert [r["id"] for r in records] == [r["id"] for r in read_records(out)] == [p.id for p in photos]

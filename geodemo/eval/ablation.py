@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -214,12 +215,14 @@ def fold_locators(preset: str, pattern: str, **overrides: Any) -> dict[str, obje
 
 def run_photos(
     dataset, locator, out_file: Path, limit: int | None, options=None, by_group: dict | None = None,
-    progress: bool = True,
+    progress: bool = True, resume: bool = False,
 ) -> list[dict]:
     """Locate every photo (leave-one-photographer-out) and store one JSON line per photo.
 
     With ``by_group`` (cross-fitting), each photo is located by the locator whose aligner was trained
-    without its photographer; photos of photographers in no fold are skipped.
+    without its photographer; photos of photographers in no fold are skipped. With ``resume``, the photos
+    already in ``out_file`` are kept and the others are located and appended one line at a time (a run
+    killed midway loses at most the photo it was on); without it the file appears whole or not at all.
     """
     from tqdm.auto import tqdm
 
@@ -228,9 +231,12 @@ def run_photos(
     samples = dataset.samples[:limit] if limit else dataset.samples
     feats = image_features(locator.config["encoder"], dataset, progress=progress)  # cached on disk
     index = {sid: i for i, sid in enumerate(feats.ids)}
-    records = []
-    with atomic_open(out_file) as fh:  # a run killed midway leaves no half file for --reuse to take
-        for s in tqdm(samples, desc="locating", unit="photo", disable=not progress):
+    records = _finished_records(out_file) if resume else []
+    done = {r["id"] for r in records}
+    opened = _appending(out_file, records) if resume else atomic_open(out_file)
+    todo = [s for s in samples if s.id not in done]
+    with opened as fh:  # without resume, a run killed midway leaves no half file for --reuse to take
+        for s in tqdm(todo, desc="locating", unit="photo", disable=not progress):
             i = index[s.id]
             if not feats.valid[i]:
                 continue
@@ -245,8 +251,30 @@ def run_photos(
             result = use.locate_query(q, options, embedding=feats.embeddings[i], views=views)
             rec = {"id": s.id, "group": s.group, "lat": s.lat, "lon": s.lon, "result": result.to_dict()}
             fh.write(json.dumps(rec) + "\n")
+            fh.flush()
             records.append(rec)
     return records
+
+
+def _finished_records(path: Path) -> list[dict]:
+    """The whole JSON lines of an earlier (possibly killed) run; a line cut off midway is dropped."""
+    records = []
+    if Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+@contextmanager
+def _appending(path: Path, records: list[dict]) -> Iterator[IO[str]]:
+    """``path`` rewritten with ``records`` (so no cut-off line stays), then open for appending."""
+    with atomic_open(path) as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in records)
+    with open(path, "a", encoding="utf-8") as fh:
+        yield fh
 
 
 def row_lmm_only(records: list[dict], ctx: Context) -> np.ndarray:

@@ -32,9 +32,9 @@ __all__ = ["Photos", "collect", "read_records", "source_sets", "source_set_rows"
 
 
 def collect(dataset: Any, preset: str, recorded: dict[str, dict[str, str]], out_file: Path, limit: int | None = None,
-            cross_fit: str = "auto", progress: bool = True, options: Any = None) -> list[dict]:
+            cross_fit: str = "auto", progress: bool = True, options: Any = None, resume: bool = False) -> list[dict]:
     """Locate every photo of ``dataset`` with ``preset`` and the recorded sources (fold-held-out), storing
-    one JSON line per photo in ``out_file``."""
+    one JSON line per photo in ``out_file`` (with ``resume``, photos already there are kept)."""
     from geodemo.eval.ablation import fold_locators, run_photos
     from geodemo.paths import checkpoints_dir
     from geodemo.pipeline import GeoLocator
@@ -47,7 +47,7 @@ def collect(dataset: Any, preset: str, recorded: dict[str, dict[str, str]], out_
     by_group = None
     if pattern != "none":
         by_group = fold_locators(preset, pattern, recorded=recorded)
-    return run_photos(dataset, locator, out_file, limit, options, by_group=by_group, progress=progress)
+    return run_photos(dataset, locator, out_file, limit, options, by_group=by_group, progress=progress, resume=resume)
 
 
 def read_records(path: Path) -> list[dict]:
@@ -159,10 +159,10 @@ def rows_markdown(tables: Iterable[tuple[str, dict[str, dict]]], caption: str) -
 def run_decision_study(benchmark: str, preset: str, recorded: dict[str, dict[str, str]], out: Path,
                        reuse: bool = False, limit: int | None = None, num_folds: int = 5, save: bool = False,
                        cross_fit: str = "auto", progress: bool = True, provenance: dict[str, Any] | None = None,
-                       use_lmm: bool = False) -> str:
+                       use_lmm: bool = False, resume: bool = False) -> str:
     """Collect (or, with ``reuse``, read ``out/results.jsonl``), print the table of every source set and,
     with ``save``, fit and write the decision model of each (dev split only). ``use_lmm`` also runs the
-    preset's own (live) LMM stage: its model is one more source."""
+    preset's own (live) LMM stage: its model is one more source. ``resume`` continues a killed collection."""
     from geodemo.data import load_benchmark
     from geodemo.pipeline.presets import load_preset
     from geodemo.storage import write_json, write_text
@@ -178,7 +178,8 @@ def run_decision_study(benchmark: str, preset: str, recorded: dict[str, dict[str
         from geodemo.pipeline import LocateOptions
 
         options = LocateOptions(use_lmm=True) if use_lmm else None
-        records = collect(load_benchmark(benchmark), preset, recorded, results, limit, cross_fit, progress, options)
+        records = collect(load_benchmark(benchmark), preset, recorded, results, limit, cross_fit, progress, options,
+                          resume=resume)
     base = str((load_preset(preset).get("decision") or {}).get("base") or preset)
     external = sorted({name for role in recorded.values() for name in role} | {
         source_of(c) for r in records for c in r["result"]["candidates"]} - set(decision.BASE_SOURCES))
