@@ -7,12 +7,14 @@ A preset's ``"hub"`` entry names the published file its checkpoint is::
 When no local checkpoint is found, :func:`fetch` takes the file from geodemo's cache
 (``cache_dir("hub")``), else downloads it with ``huggingface_hub`` when the hub
 (:func:`~geodemo.models.loading.hub_endpoint`, ``HF_ENDPOINT`` for a mirror) is reachable, and checks its
-SHA-256 against the one recorded; otherwise it fails with the usual "not installed: how to add it".
+SHA-256 against the one the preset records (or, with none recorded, the one the hub gave for the file: its
+ETag); otherwise it fails with the usual "not installed: how to add it".
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,10 @@ from typing import Any
 from geodemo.errors import MissingResourceError, ModelUnavailableError
 from geodemo.storage import sha256_file
 
-__all__ = ["PublishedFile", "hub_cache", "cached", "fetch", "availability"]
+__all__ = ["PublishedFile", "hub_cache", "hub_sha256", "cached", "fetch", "availability"]
 
 log = logging.getLogger(__name__)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -69,18 +72,30 @@ def _download(f: PublishedFile, local_only: bool) -> Path:
                                 cache_dir=hub_cache(), local_files_only=local_only, endpoint=hub_endpoint()))
 
 
+def hub_sha256(path: Path) -> str | None:
+    """The SHA-256 the hub gave for a downloaded file, when it gave one.
+
+    The hub's ETag of a large (LFS/Xet) file is its SHA-256, and ``huggingface_hub`` names the cached
+    blob after that ETag, so the cache itself keeps what the hub said the file is (a small git file's ETag
+    is a git hash instead, and None is returned)."""
+    name = Path(path).resolve().name
+    return name if _SHA256.fullmatch(name) else None
+
+
 def _checked(f: PublishedFile, path: Path) -> Path:
-    """``path`` when its SHA-256 is the recorded one (or none is recorded); else it is removed and refused."""
+    """``path`` when its SHA-256 is the one the preset records, or (with none recorded) the one the hub
+    gave; else the file is removed and refused."""
     digest = sha256_file(path)
-    if f.sha256 is None:
-        log.warning("%s has no recorded sha256; the file fetched has %s", f.label, digest)
+    expected, whose = (f.sha256, "the preset records") if f.sha256 else (hub_sha256(path), "the hub gave")
+    if expected is None:
+        log.warning("%s has no recorded sha256 and the hub gave none; the file fetched has %s", f.label, digest)
         return path
-    if digest != f.sha256:
+    if digest != expected:
         target = path.resolve()
         for p in {path, target}:
             p.unlink(missing_ok=True)
         raise ModelUnavailableError(
-            f"{f.label}: the file fetched has sha256 {digest}, not the {f.sha256} the preset records; it was "
+            f"{f.label}: the file fetched has sha256 {digest}, not the {expected} {whose}; it was "
             "removed", hint="check the preset's \"hub\" revision and sha256, or pass a local checkpoint")
     return path
 

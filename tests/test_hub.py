@@ -186,3 +186,19 @@ def test_g3_preset_takes_its_checkpoint_from_the_hub(online_hub, g3_file, tmp_pa
     assert Components(config)._published_checkpoint(dict(config["descriptor"]))["checkpoint"] == "g3"
     assert Components(config)._published_checkpoint({**config["descriptor"], "weights": "random"})["checkpoint"] == "g3"
     assert len(online_hub.requests) == asked
+
+
+def test_with_no_recorded_sha256_the_hubs_own_is_checked(online_hub, g3_file):
+    """A preset that pins no sha256 still gets a checked file: the hub's ETag of a large file is its SHA-256,
+    and a cached copy that no longer matches it is refused and removed, not loaded."""
+    from geodemo.hub import hub_sha256
+
+    data, _ = g3_file
+    spec = {**_spec(data), "sha256": None}
+    path = fetch(spec, "G3's published weights", how="-")
+    assert hub_sha256(path) == hashlib.sha256(data).hexdigest()
+    blob = path.resolve()
+    blob.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # the cached copy damaged on disk
+    with pytest.raises(ModelUnavailableError, match="the hub gave"):
+        fetch(spec, "G3's published weights", how="-")
+    assert not blob.exists()
