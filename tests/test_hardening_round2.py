@@ -276,7 +276,7 @@ def test_n10_an_lmm_time_out_is_a_failed_stage_not_a_missing_backend(shared, tmp
     preset = tmp_path / "light-openai.json"
     preset.write_text(json.dumps(cfg))
     photo = sorted((shared / "data" / "osv5m-sample" / "images").glob("*.jpg"))[0]
-    result = GeoLocator.from_preset(str(preset)).locate(str(photo), LocateOptions(use_lmm=True))
+    result = GeoLocator.from_preset(str(preset)).locate(str(photo), LocateOptions({"lmm": {"enabled": True}}))
     assert "lmm" in result.errors and "lmm" not in result.unavailable, (result.errors, result.unavailable)
     assert "within" in result.errors["lmm"] and "OPENAI_API_KEY" not in result.errors["lmm"]
     assert all(not r.not_installed for r in result.lmm_records)

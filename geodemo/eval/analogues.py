@@ -433,7 +433,7 @@ def locate_with_lmm(
     samples = {s.id: s for s in dataset.samples}
     records = []
     for ev in tqdm(evidence, desc="LMM (fold-held-out neighbours)", unit="photo", disable=not progress):
-        ctx = locator.new_context(samples[ev.id].image_path, LocateOptions(use_lmm=True), display=False)
+        ctx = locator.new_context(samples[ev.id].image_path, LocateOptions({"lmm": {"enabled": True}}), display=False)
         ctx.result.neighbours, ctx.dissimilar = list(ev.neighbours), list(ev.dissimilar)
         ctx.result.clusters_before, ctx.result.clusters_after = retrieval_order(ev.clustering), ev.clustering
         first = ev.neighbours[ev.clustering.order[0]]
