@@ -73,10 +73,18 @@ def check_text(label: str, value: Any, limit: int | None = None) -> str | None:
         return None
     if not isinstance(value, str):
         raise RequestError(f"{label} must be text, got {_kind(value)}")
-    limit = TEXT_LIMITS[label] if limit is None else limit
+    limit = _text_limit(label) if limit is None else limit
     if len(value) > limit:
         raise RequestError(f"{label} is {len(value):,} characters long; at most {limit} are accepted")
     return value
+
+
+def _text_limit(label: str) -> int:
+    """:data:`TEXT_LIMITS` [label], or the limit of the option control so labelled."""
+    if label in TEXT_LIMITS:
+        return TEXT_LIMITS[label]
+    spec = next(o for o in web_options() if o.label == label)
+    return spec.max_len if spec.kind is str else _CHOICE_TEXT
 
 
 def _kind(value: Any) -> str:
