@@ -5,9 +5,8 @@ A stage marks the fields of its ``Config`` that a call may override with
 else is generated from those marks: :class:`LocateOptions` checks a call's values with the stage
 (:meth:`Stage.check_options`), ``geodemo locate`` gets one flag per option (:func:`add_option_flags`)
 and the web page one control per option (:mod:`geodemo.web.policy`). Adding an option is one
-``option(...)`` field in one stage's ``Config``.
-
->>> LocateOptions({"retrieval": {"top_k": 8}, "lmm": {"enabled": True}})
+``option(...)`` field in one stage's ``Config``, e.g.
+``LocateOptions({"retrieval": {"top_k": 8}, "lmm": {"enabled": True}})``.
 """
 
 from __future__ import annotations

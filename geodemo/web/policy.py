@@ -30,6 +30,7 @@ from geodemo import env
 from geodemo.errors import GeodemoError, redact_paths
 from geodemo.pipeline.choice import choose_preset
 from geodemo.pipeline.options import InvalidOptionError, LocateOptions, Option, declared_options
+from geodemo.pipeline.stages.base import value_kind
 
 __all__ = [
     "DEFAULT_CHOICE", "DEFAULT_PRESET", "PRESET_DEFAULT", "RequestError", "SERVER_MODEL_BACKENDS", "TEXT_LIMITS",
@@ -72,7 +73,7 @@ def check_text(label: str, value: Any, limit: int | None = None) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise RequestError(f"{label} must be text, got {_kind(value)}")
+        raise RequestError(f"{label} must be text, got {value_kind(value)}")
     limit = _text_limit(label) if limit is None else limit
     if len(value) > limit:
         raise RequestError(f"{label} is {len(value):,} characters long; at most {limit} are accepted")
@@ -85,11 +86,6 @@ def _text_limit(label: str) -> int:
         return TEXT_LIMITS[label]
     spec = next(o for o in web_options() if o.label == label)
     return spec.max_len if spec.kind is str else _CHOICE_TEXT
-
-
-def _kind(value: Any) -> str:
-    return {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
-        type(value), "another kind of value")
 
 
 # ------------------------------------------------------------------------------------------ presets

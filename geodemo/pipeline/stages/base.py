@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from geodemo.pipeline.components import Components
     from geodemo.pipeline.context import LocateContext
 
-__all__ = ["Stage", "NoConfig", "config_from_section", "Option", "option", "config_options", "InvalidOptionError"]
+__all__ = ["Stage", "NoConfig", "config_from_section", "Option", "option", "config_options", "InvalidOptionError",
+           "value_kind"]
 
 
 class InvalidOptionError(GeodemoError, ValueError):
@@ -76,11 +77,11 @@ class Option:
     def _flag(self, value: Any) -> bool:
         if isinstance(value, bool):
             return value
-        raise self._refuse(f"must be true, false or unset, got {_kind(value)}")
+        raise self._refuse(f"must be true, false or unset, got {value_kind(value)}")
 
     def _name(self, value: Any) -> str:
         if not isinstance(value, str):
-            raise self._refuse(f"must be a name, got {_kind(value)}")
+            raise self._refuse(f"must be a name, got {value_kind(value)}")
         name = value.strip()
         if not name or len(name) > self.max_len or "\x00" in name:
             raise self._refuse(f"must be a non-empty name of at most {self.max_len} characters")
@@ -92,7 +93,7 @@ class Option:
     def _number(self, value: Any) -> int | float:
         expected = f"must be {self.range_text}"
         if isinstance(value, bool) or not isinstance(value, (int, float, str)) and not _is_numpy_number(value):
-            raise self._refuse(f"{expected}, got {_kind(value)}")
+            raise self._refuse(f"{expected}, got {value_kind(value)}")
         if isinstance(value, str):
             text = value.strip()
             if len(text) > 40:
@@ -111,7 +112,8 @@ def _is_numpy_number(value: Any) -> bool:
     return type(value).__module__ == "numpy" and hasattr(value, "dtype") and value.dtype.kind in "iuf"
 
 
-def _kind(value: Any) -> str:
+def value_kind(value: Any) -> str:
+    """What kind of value a client sent, in words (for refusals that do not echo the value)."""
     return {bool: "true/false", int: "a number", float: "a number", str: "a text", list: "a list",
             dict: "an object"}.get(type(value), "another kind of value")
 
