@@ -71,21 +71,35 @@ def test_non_image_is_a_readable_api_error(client, tmp_path):
 
 def test_exif_gps_of_an_upload_is_the_truth(shared, tmp_path):
     """In-process handler run: a photo carrying EXIF GPS gets an error line against that point."""
-    from PIL import Image
-
     from geodemo.web.handlers import locate_stream
 
-    photo = tmp_path / "street.jpg"  # not a benchmark file name: the truth comes from EXIF only
-    exif = Image.Exif()
-    exif[0x8825] = {1: "N", 2: (39.0, 33.0, 32.76), 3: "E", 4: (8.0, 53.0, 19.97)}  # 39.5591, 8.8889
-    with Image.open(shared / "data" / "osv5m-sample" / "images" / OSV_PHOTO) as im:
-        im.save(photo, exif=exif)
+    photo = _exif_photo(shared, tmp_path / "street.jpg")  # not a benchmark file name: the truth comes from EXIF only
     updates = list(locate_stream(str(photo), "", "", SETTINGS[0], SETTINGS[1:], 0.5))
     final = updates[-1]
     assert "EXIF GPS" in final["error_line"] and "39.5591, 8.8889" in final["error_line"]
     assert "Error" in final["error_line"] and final["result_json"]["neighbours"]
     stages = [u["status"] for u in updates if "status" in u]
     assert any("segment (" in s for s in stages) and "done in" in stages[-1]
+
+
+def _exif_photo(shared, dest):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N", 2: (39.0, 33.0, 32.76), 3: "E", 4: (8.0, 53.0, 19.97)}  # 39.5591, 8.8889
+    with Image.open(shared / "data" / "osv5m-sample" / "images" / OSV_PHOTO) as im:
+        im.save(dest, exif=exif)
+    return dest
+
+
+def test_the_api_answer_carries_the_exif_gps_the_load_stage_read(client, shared, tmp_path):
+    """The upload is decoded and its EXIF read by the pipeline's load stage alone; the answer carries it."""
+    from gradio_client import handle_file
+
+    photo = _exif_photo(shared, tmp_path / "street.jpg")
+    result = client.predict(handle_file(str(photo)), *SETTINGS, api_name="/locate")
+    assert result["exif_gps"] == pytest.approx([39.5591, 8.8889], abs=1e-3)
+    assert result["stages"][0] == "load" and result["neighbours"]
 
 
 def test_page_settings_map_to_locate_options(monkeypatch):
