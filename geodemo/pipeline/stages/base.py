@@ -1,4 +1,5 @@
-"""What every pipeline stage is: a name, a typed config read from one preset section, ``run(context)``."""
+"""What every pipeline stage is: a name, a typed config read from one preset section (the fields a call may
+override marked with :func:`option`), ``run(context)``."""
 
 from __future__ import annotations
 
