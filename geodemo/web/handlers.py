@@ -9,11 +9,12 @@ named updates of the page's outputs.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,17 @@ def _truth(typed: tuple[float, float] | None, exif_gps: Any, ids: set[str], know
     return None, "EXIF GPS"
 
 
+def _named_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(photo, preset, *settings)`` with a signature that names each option (``retrieval_top_k``, ...;
+    default None: the preset's value), which is what Gradio's API page and ``gradio_client`` show and fill."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("photo", kind), inspect.Parameter("preset", kind, default=DEFAULT_PRESET)]
+    params += [inspect.Parameter(f"{o.section}_{o.name}", kind, default=None) for o in web_options()]
+    fn.__signature__ = inspect.Signature(params)
+    return fn
+
+
+@_named_settings
 @plain_errors("locating")
 def locate_api(photo: str | None, preset: Any = DEFAULT_PRESET, *settings: Any) -> dict[str, Any]:
     """API ``/locate``: one photo's ``LocationResult`` as JSON, without server paths (``settings``: the option
