@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from geodemo import env
+from geodemo.pipeline.options import add_option_flags, flag_of, options_from_flags
 
 __all__ = ["main", "build_parser"]
 
@@ -35,14 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a preset name (`presets` lists them) or a preset JSON path (default: the first of "
                           "GEODEMO_PRESETS, geoclip-plus,offline, whose weights are here or downloadable)")
     loc.add_argument("--json", action="store_true", help="print the whole LocationResult as JSON")
-    lmm = loc.add_mutually_exclusive_group()
-    lmm.add_argument("--lmm", dest="use_lmm", action="store_true", default=None, help="run the LMM stage")
-    lmm.add_argument("--no-lmm", dest="use_lmm", action="store_false", help="skip the LMM stage")
-    loc.add_argument("--lmm-backend", default=None, help="override the preset's LMM backend")
-    loc.add_argument("--lmm-model", default=None, help="override the preset's LMM model")
-    loc.add_argument("--top-k", type=int, default=None, help="neighbours to retrieve")
-    loc.add_argument("--eps-km", type=float, default=None, help="DBSCAN radius in km")
-    loc.add_argument("--min-samples", type=int, default=None, help="DBSCAN min_samples")
+    add_option_flags(loc)  # one flag per option a stage lets a call override (--top-k, --lmm, ...)
     loc.add_argument("--exclude-group", action="append", default=[], help="leave out a photographer's photos")
     add_recorded_arguments(loc)
     loc.add_argument("--no-progress", action="store_true", help="no progress bars (first-time gallery builds)")
@@ -168,8 +162,6 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
-_FLAGS = {"top_k": "--top-k", "eps_km": "--eps-km", "min_samples": "--min-samples",
-          "lmm_backend": "--lmm-backend", "lmm_model": "--lmm-model", "lmm_samples": "--lmm-samples"}
 log = logging.getLogger("geodemo.cli")
 
 
@@ -280,16 +272,13 @@ def _one_line(exc: BaseException) -> str:
 def _locate(args: argparse.Namespace) -> int:
     from geodemo.errors import GeodemoError
     from geodemo.pipeline import GeoLocator, LocateOptions, load_preset
-    from geodemo.pipeline.locator import InvalidOptionError
+    from geodemo.pipeline.options import InvalidOptionError
     from geodemo.pipeline.presets import with_random_weights
 
     try:
-        options = LocateOptions(
-            top_k=args.top_k, eps_km=args.eps_km, min_samples=args.min_samples, use_lmm=args.use_lmm,
-            lmm_backend=args.lmm_backend, lmm_model=args.lmm_model, exclude_groups=set(args.exclude_group),
-        )
+        options = LocateOptions(options_from_flags(args), exclude_groups=set(args.exclude_group))
     except InvalidOptionError as exc:
-        print(f"error: {_FLAGS.get(exc.option, exc.option)} {exc.reason}", file=sys.stderr)
+        print(f"error: {flag_of(exc.option)} {exc.reason}", file=sys.stderr)
         return 2
     if args.preset is None:
         from geodemo.pipeline.choice import choose_preset

@@ -71,16 +71,10 @@ def test_non_image_is_a_readable_api_error(client, tmp_path):
 
 def test_exif_gps_of_an_upload_is_the_truth(shared, tmp_path):
     """In-process handler run: a photo carrying EXIF GPS gets an error line against that point."""
-    from PIL import Image
+    from geodemo.web.handlers import locate_stream
 
-    import app
-
-    photo = tmp_path / "street.jpg"  # not a benchmark file name: the truth comes from EXIF only
-    exif = Image.Exif()
-    exif[0x8825] = {1: "N", 2: (39.0, 33.0, 32.76), 3: "E", 4: (8.0, 53.0, 19.97)}  # 39.5591, 8.8889
-    with Image.open(shared / "data" / "osv5m-sample" / "images" / OSV_PHOTO) as im:
-        im.save(photo, exif=exif)
-    updates = list(app.locate_stream(str(photo), "", "", *SETTINGS, 0.5))
+    photo = _exif_photo(shared, tmp_path / "street.jpg")  # not a benchmark file name: the truth comes from EXIF only
+    updates = list(locate_stream(str(photo), "", "", SETTINGS[0], SETTINGS[1:], 0.5))
     final = updates[-1]
     assert "EXIF GPS" in final["error_line"] and "39.5591, 8.8889" in final["error_line"]
     assert "Error" in final["error_line"] and final["result_json"]["neighbours"]
@@ -88,25 +82,45 @@ def test_exif_gps_of_an_upload_is_the_truth(shared, tmp_path):
     assert any("segment (" in s for s in stages) and "done in" in stages[-1]
 
 
-def test_page_settings_map_to_locate_options(monkeypatch):
-    import app
+def _exif_photo(shared, dest):
+    from PIL import Image
 
-    preset, opts = app.validate_request("offline", None, "", 3.0, "on", "preset default", "  ", 2.0,
-                                        {"x.jpg"}, {"author"})
-    assert preset == "offline" and (opts.top_k, opts.eps_km, opts.min_samples) == (None, None, 3)  # empty = default
-    assert opts.use_lmm is True and opts.lmm_backend is None and opts.lmm_model is None
-    assert opts.lmm_samples == 2 and opts.exclude_ids == {"x.jpg"} and opts.exclude_groups == {"author"}
-    assert app.validate_request("g3", 20, 25.0, None, "preset default", "ollama", "", None)[1].use_lmm is None
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N", 2: (39.0, 33.0, 32.76), 3: "E", 4: (8.0, 53.0, 19.97)}  # 39.5591, 8.8889
+    with Image.open(shared / "data" / "osv5m-sample" / "images" / OSV_PHOTO) as im:
+        im.save(dest, exif=exif)
+    return dest
+
+
+def test_the_api_answer_carries_the_exif_gps_the_load_stage_read(client, shared, tmp_path):
+    """The upload is decoded and its EXIF read by the pipeline's load stage alone; the answer carries it."""
+    from gradio_client import handle_file
+
+    photo = _exif_photo(shared, tmp_path / "street.jpg")
+    result = client.predict(handle_file(str(photo)), *SETTINGS, api_name="/locate")
+    assert result["exif_gps"] == pytest.approx([39.5591, 8.8889], abs=1e-3)
+    assert result["stages"][0] == "load" and result["neighbours"]
+
+
+def test_page_settings_map_to_locate_options(monkeypatch):
+    from geodemo.web.policy import RequestError, parse_example_key, parse_truth, validate_request
+
+    preset, opts = validate_request("offline", [None, "", 3.0, "on", "preset default", "  ", 2.0], {"x.jpg"}, {"author"})
+    assert preset == "offline" and opts.values.get("retrieval") is None  # empty = the preset's value
+    assert opts.section("rerank") == {"min_samples": 3} and opts.get("rerank", "eps_km") is None
+    assert opts.get("lmm", "enabled") is True and opts.get("lmm", "backend") is None and opts.get("lmm", "model") is None
+    assert opts.get("lmm", "samples") == 2 and opts.exclude_ids == {"x.jpg"} and opts.exclude_groups == {"author"}
+    assert validate_request("g3", [20, 25.0, None, "preset default", "ollama", "", None])[1].get("lmm", "enabled") is None
     monkeypatch.setenv("GEODEMO_LMM_MODELS", "llava:7b")
-    assert app.validate_request(None, None, None, None, "off", "ollama", "llava:7b", None)[1].lmm_model == "llava:7b"
+    assert validate_request(None, [None, None, None, "off", "ollama", "llava:7b", None])[1].get("lmm", "model") == "llava:7b"
     for bad in ((0, None, None), (201, None, None), (None, -5, None), (None, float("nan"), None), (None, None, 2.5)):
-        with pytest.raises(app.RequestError, match="must be"):
-            app.validate_request("offline", *bad, None, None, None, None)
-    assert app.parse_truth(" 48.8584, 2.2945 ") == (48.8584, 2.2945)
-    assert app.parse_truth("(-33.9, 151.2)") == (-33.9, 151.2) and app.parse_truth("") is None
+        with pytest.raises(RequestError, match="must be"):
+            validate_request("offline", [*bad, None, None, None, None])
+    assert parse_truth(" 48.8584, 2.2945 ") == (48.8584, 2.2945)
+    assert parse_truth("(-33.9, 151.2)") == (-33.9, 151.2) and parse_truth("") is None
     for bad in ("Paris", "91, 0", "10, 200"):
         with pytest.raises(ValueError):
-            app.parse_truth(bad)
-    assert app.parse_example_key("im2gps3k-dev|1_a_2_3@N00.jpg|3@N00") == ({"1_a_2_3@N00.jpg"}, {"3@N00"})
-    assert app.parse_example_key("osv5m-sample|123|") == ({"123"}, set())
-    assert app.parse_example_key("") == (set(), set())
+            parse_truth(bad)
+    assert parse_example_key("im2gps3k-dev|1_a_2_3@N00.jpg|3@N00") == ({"1_a_2_3@N00.jpg"}, {"3@N00"})
+    assert parse_example_key("osv5m-sample|123|") == ({"123"}, set())
+    assert parse_example_key("") == (set(), set())

@@ -120,9 +120,9 @@ def test_record_failure_separates_not_installed_from_failed():
 
 def test_a_missing_verifier_is_not_installed_not_a_failure(monkeypatch, tmp_path):
     """The offline preset on the embedded default, asked for a checkpoint nobody trained."""
-    import app
     from geodemo.data import load_examples
     from geodemo.pipeline import GeoLocator
+    from geodemo.viz.page import errors_markdown
 
     monkeypatch.setenv("GEODEMO_CHECKPOINTS", str(tmp_path))
     locator = GeoLocator.from_preset("offline", segmenter=None, clues={"enabled": False},
@@ -131,6 +131,6 @@ def test_a_missing_verifier_is_not_installed_not_a_failure(monkeypatch, tmp_path
     assert result.errors == {} and "aligner" not in result.verifier  # verified without the missing checkpoint
     assert "no-such-verifier" in result.unavailable["verify"]
     assert "MissingResourceError" in result.error_details["verify"]
-    page = app.errors_markdown(result)
+    page = errors_markdown(result)
     assert "not installed" in page and "failed" not in page and str(tmp_path) not in page
     _assert_plain(page)

@@ -60,14 +60,18 @@ def test_d1_d2_out_of_range_cli_options_are_one_line_errors(shared, capsys, flag
 def test_d1_d2_locate_options_refuse_out_of_range_values():
     from geodemo.pipeline.locator import InvalidOptionError
 
-    for bad in ({"top_k": 0}, {"top_k": -1}, {"top_k": 2.5}, {"top_k": True}, {"eps_km": -5.0},
-                {"eps_km": float("nan")}, {"eps_km": float("inf")}, {"min_samples": 0}, {"lmm_samples": 0},
-                {"lmm_backend": "no-such-backend"}, {"lmm_model": "  "}):
+    for section, name, value in (("retrieval", "top_k", 0), ("retrieval", "top_k", -1), ("retrieval", "top_k", 2.5),
+                                 ("retrieval", "top_k", True), ("rerank", "eps_km", -5.0),
+                                 ("rerank", "eps_km", float("nan")), ("rerank", "eps_km", float("inf")),
+                                 ("rerank", "min_samples", 0), ("lmm", "samples", 0),
+                                 ("lmm", "backend", "no-such-backend"), ("lmm", "model", "  ")):
         with pytest.raises(InvalidOptionError) as info:
-            LocateOptions(**bad)
-        assert info.value.option == next(iter(bad)) and "\n" not in str(info.value)
-    ok = LocateOptions(top_k=5.0, eps_km=25, min_samples=3, lmm_backend=" ollama ")
-    assert (ok.top_k, ok.eps_km, ok.min_samples, ok.lmm_backend) == (5, 25.0, 3, "ollama")
+            LocateOptions({section: {name: value}})
+        assert info.value.option == f"{section}.{name}" and "\n" not in str(info.value)
+    ok = LocateOptions({"retrieval": {"top_k": 5.0}, "rerank": {"eps_km": 25, "min_samples": 3},
+                        "lmm": {"backend": " ollama "}})
+    assert (ok.get("retrieval", "top_k"), ok.get("rerank", "eps_km"), ok.get("rerank", "min_samples"),
+            ok.get("lmm", "backend")) == (5, 25.0, 3, "ollama")
 
 
 # ------------------------------------------------------------------------------------ D7 (+ D2's "degraded")

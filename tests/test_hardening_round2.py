@@ -189,8 +189,8 @@ def test_n2_100kb_of_adversarial_text_is_handled_in_under_50ms(name):
 
     text = ADVERSARIAL[name]
     assert len(text) >= 99_000
-    validate_request("offline", None, None, None, "off", None, None, None)  # imports done before timing
-    for fn in (parse_truth, lambda t: validate_request("offline", None, None, None, "off", None, t, None),
+    validate_request("offline", [None, None, None, "off", None, None, None])  # imports done before timing
+    for fn in (parse_truth, lambda t: validate_request("offline", [None, None, None, "off", None, t, None]),
                lambda t: check_text("LMM model", t), plain_text):
         t0 = time.perf_counter()
         try:
@@ -219,16 +219,16 @@ def test_n1_web_lmm_backend_allow_list_is_enforced_on_the_resolved_request(monke
     monkeypatch.setenv("GEODEMO_WEB_LMM_BACKENDS", "ollama")
     for backend in ("openai", "gguf", "transformers", "openai-compatible"):
         with pytest.raises(RequestError, match="not offered here"):
-            validate_request("offline", None, None, None, "on", backend, None, None)
+            validate_request("offline", [None, None, None, "on", backend, None, None])
     assert set(available_backends()) <= {"preset default", "ollama"}
     # the preset's own backend counts too, once "preset default" is expanded (offline: gguf)
     with pytest.raises(RequestError, match="'gguf', which this server does not offer"):
-        validate_request("offline", None, None, None, "on", "preset default", None, None)
-    assert validate_request("offline", None, None, None, "off", "preset default", None, None)[1].use_lmm is False
-    assert validate_request("g3", None, None, None, "on", "ollama", None, None)[1].lmm_backend == "ollama"
+        validate_request("offline", [None, None, None, "on", "preset default", None, None])
+    assert validate_request("offline", [None, None, None, "off", "preset default", None, None])[1].get("lmm", "enabled") is False
+    assert validate_request("g3", [None, None, None, "on", "ollama", None, None])[1].get("lmm", "backend") == "ollama"
     monkeypatch.setenv("GEODEMO_WEB_LMM_BACKENDS", "gguf")
     with pytest.raises(RequestError, match="'ollama', which this server does not offer"):  # g3's LMM is on by default
-        validate_request("g3", None, None, None, "preset default", None, None, None)
+        validate_request("g3", [None, None, None, "preset default", None, None, None])
 
 
 # ------------------------------------------------------------------------------------ N10: CLI paths, LMM time-out
@@ -276,7 +276,7 @@ def test_n10_an_lmm_time_out_is_a_failed_stage_not_a_missing_backend(shared, tmp
     preset = tmp_path / "light-openai.json"
     preset.write_text(json.dumps(cfg))
     photo = sorted((shared / "data" / "osv5m-sample" / "images").glob("*.jpg"))[0]
-    result = GeoLocator.from_preset(str(preset)).locate(str(photo), LocateOptions(use_lmm=True))
+    result = GeoLocator.from_preset(str(preset)).locate(str(photo), LocateOptions({"lmm": {"enabled": True}}))
     assert "lmm" in result.errors and "lmm" not in result.unavailable, (result.errors, result.unavailable)
     assert "within" in result.errors["lmm"] and "OPENAI_API_KEY" not in result.errors["lmm"]
     assert all(not r.not_installed for r in result.lmm_records)

@@ -101,10 +101,13 @@ def test_offline_pipeline_accepts_a_reciprocal_match_and_records_it(shared, tmp_
     assert r.neighbours[0].id == target.id and r.neighbours[0].similarity > 0.99
     assert r.verifier == "reciprocal-match(k=3)" and (r.lat, r.lon) == pytest.approx((target.lat, target.lon))
     assert r.to_dict()["match"]["reciprocal_rank"] == r.match.reciprocal_rank
-    import app  # the page says why the photo match was trusted
+    from geodemo.viz.page import (  # the page says why the match was trusted
+        match_markdown,
+        prediction_markdown,
+    )
 
-    assert f"`{target.id}`" in app.prediction_markdown(r) and "its place was taken" in app.match_markdown(r)
-    assert "the verifier decided" in app.match_markdown(replace(r, match=replace(r.match, reciprocal_rank=3)))
+    assert f"`{target.id}`" in prediction_markdown(r) and "its place was taken" in match_markdown(r)
+    assert "the verifier decided" in match_markdown(replace(r, match=replace(r.match, reciprocal_rank=3)))
     # without the acceptance (k=0) the verifier alone decides, and the match is not recorded
     off = GeoLocator.from_preset("offline", segmenter=None, clues={"enabled": False},
                                  gallery={"datasets": ["osv5m-sample"], "progress": False},

@@ -73,7 +73,7 @@ def test_iter_locate_yields_stages_in_pipeline_order(locator, dev):
     assert stages == [s for s in STAGES if s in stages] and stages[-1] == "decide.calibrated"
     assert {"load", "segment", "encode", "retrieve", "rerank.multiview", "rerank.dbscan", "candidates.retrieval",
             "verify", "verify.reciprocal"} <= set(stages)
-    assert "lmm" not in stages  # off in the offline preset unless LocateOptions(use_lmm=True)
+    assert "lmm" not in stages  # off in the offline preset unless LocateOptions({"lmm": {"enabled": True}})
 
 
 def test_leave_one_photographer_out(locator, dev):
@@ -101,7 +101,7 @@ def test_leave_one_photographer_out(locator, dev):
 
 def test_options_override_preset(locator, dev):
     path = dev.samples[7].image_path
-    r = locator.locate(path, LocateOptions(top_k=6, eps_km=5.0, min_samples=3))
+    r = locator.locate(path, LocateOptions({"retrieval": {"top_k": 6}, "rerank": {"eps_km": 5.0, "min_samples": 3}}))
     assert len(r.neighbours) == 6
     assert r.clusters_after.eps_km == 5.0 and r.clusters_after.min_samples == 3
     ex = locator.locate(path, LocateOptions(exclude_groups={dev.samples[7].group}))
@@ -113,7 +113,7 @@ def test_failing_optional_stages_are_recorded_and_the_rest_runs(shared, dev):
         "offline", segmenter="no-such-segmenter", clues={"enabled": False}, gallery={"progress": False},
         lmm={"backend": "no-such-backend", "timeout_s": 2},
     )
-    r = loc.locate(dev.samples[0].image_path, LocateOptions(use_lmm=True))
+    r = loc.locate(dev.samples[0].image_path, LocateOptions({"lmm": {"enabled": True}}))
     assert "no-such-segmenter" in r.errors["segment"] and "segment" in r.error_details
     assert "lmm" in r.errors
     assert all(rec.error for rec in r.lmm_records)  # no answer from a backend that does not exist

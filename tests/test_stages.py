@@ -258,9 +258,9 @@ def test_dualgeo_without_a_parsed_answer_falls_back_to_the_spherical_main_cluste
 def test_stage_order_of_iter_locate_and_timings_follow_the_preset():
     coords = [[35.68, 139.69], [40.71, -74.0], [-33.87, 151.2]] * 5
     loc, _ = _g3_locator(['{"latitude": 1.0, "longitude": 2.0}'], coords)
-    seen = [name for name, _ in loc.iter_locate(_photo(6), LocateOptions(use_lmm=False))]
+    seen = [name for name, _ in loc.iter_locate(_photo(6), LocateOptions({"lmm": {"enabled": False}}))]
     assert seen == [s for s in PAPER_STAGES["g3"] if s not in ("lmm",)]
-    r = loc.locate(_photo(6), LocateOptions(top_k=4))
+    r = loc.locate(_photo(6), LocateOptions({"retrieval": {"top_k": 4}}))
     assert len(r.neighbours) == 4 and list(r.timings)[-1] == "total"
     assert set(r.timings) == set(r.stages) | {"total"}
 
@@ -425,5 +425,5 @@ def test_dualgeo_segments_each_photo_once_for_the_page_and_the_descriptor():
     assert len(d.seen_maps) == 1 and np.array_equal(d.seen_maps[0][0], r.segmentation.label_map)
     # without the page (batch prediction, no LMM) the descriptor segments by itself
     before = d.segmenter.calls
-    loc.locate_query(type("Q", (), {"id": "q", "group": None, "image": photo})(), LocateOptions(use_lmm=False))
+    loc.locate_query(type("Q", (), {"id": "q", "group": None, "image": photo})(), LocateOptions({"lmm": {"enabled": False}}))
     assert d.segmenter.calls == before + 1

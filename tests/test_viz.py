@@ -209,6 +209,25 @@ def test_a_changed_map_is_a_new_element():
     assert final.endswith(f"</{tag.match(final).group(1)}>")
 
 
+def _unnamed(snippet: str) -> str:
+    """A map snippet without folium's random element ids (and the content-keyed tag they change)."""
+    return re.sub(r"gd-map-[0-9a-f]{12}|[0-9a-f]{32}", "", snippet)
+
+
+def test_the_page_and_the_explorer_draw_their_maps_with_one_panel_builder():
+    """The web page's renderer and the failure explorer show the same panel of the same result identically."""
+    from geodemo.viz.maps import MAP_PANELS, map_panel
+    from geodemo.viz.page import MAP_HEIGHT, PageRenderer
+
+    result = paris_result()
+    page = PageRenderer(Image.new("RGB", (8, 8)), ROME, 0.5).render(result, final=True)
+    for panel, name in (("neighbours", "neighbour_map"), ("before", "before_map"), ("after", "after_map"),
+                        ("result", "result_map")):
+        assert _unnamed(page[name]) == _unnamed(map_panel(panel, result, ROME, MAP_HEIGHT))
+        title, css = MAP_PANELS[panel]
+        assert f'class="{css}" title="{title}"' in page[name]
+
+
 def test_country_outlines_asset_is_small_and_complete():
     assert COUNTRIES_GEOJSON.stat().st_size < 1_000_000
     data = countries_geojson()

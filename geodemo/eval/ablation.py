@@ -488,7 +488,7 @@ def run_ablation(args: AblationOptions) -> str:
         t1 = time.perf_counter()
         lmm_records = _reused_records(lmm_file) if args.reuse else None
         if lmm_records is None:
-            lmm_records = run_photos(dataset, locator, lmm_file, args.lmm_subset, LocateOptions(use_lmm=True),
+            lmm_records = run_photos(dataset, locator, lmm_file, args.lmm_subset, LocateOptions({"lmm": {"enabled": True}}),
                                      by_group=by_group, progress=args.progress)
         lmm_elapsed = time.perf_counter() - t1
         ids = {r["id"] for r in lmm_records}

@@ -31,6 +31,9 @@ from geodemo.eval.baselines import DensityPrior, Gallery
 from geodemo.eval.harness import QueryPhoto
 from geodemo.eval.metrics import accuracy_table
 from geodemo.geo import haversine_km
+from geodemo.pipeline.stages import config_from_section
+from geodemo.pipeline.stages.rerank import DBSCANConfig
+from geodemo.pipeline.stages.retrieve import RetrieveConfig
 from geodemo.result import Clustering, Neighbour
 from geodemo.retrieval.database import SearchResult
 from geodemo.storage import write_json
@@ -205,6 +208,13 @@ class AnalogueAblation:
         return {name: accuracy_table(pred, self.truth) for name, pred in self.rows.items()}
 
 
+def _stage_config(config: type, preset: dict[str, Any], section: str) -> Any:
+    """The stage config ``config`` as the preset's ``section`` sets it (defaults: the stage's own; keys that
+    other stages of the section read are left to them)."""
+    values = dict(preset.get(section) or {})
+    return config_from_section(config, values, what=f"section {section!r}", allowed=set(values))
+
+
 def _search(view: np.ndarray, query_rows: np.ndarray, ids: list[str], groups: list[str | None],
             coords: np.ndarray, k: int, k_dissimilar: int = 0) -> list[SearchResult]:
     """Top-``k`` (and ``k_dissimilar`` least similar) gallery rows of each query row with its photo and
@@ -284,9 +294,9 @@ def run_analogue_ablation(
         notes.append(f"{int((fold < 0).sum())} photos held out by no fold model were skipped")
     query_rows, fold = query_rows[fold >= 0], fold[fold >= 0]
     coords = table.coords.astype(np.float64)
-    top_k = int(preset.get("retrieval", {}).get("top_k", 20))
-    k_dissimilar = int(preset.get("retrieval", {}).get("k_dissimilar", 0))
-    rr = preset.get("rerank", {})
+    retrieval = _stage_config(RetrieveConfig, preset, "retrieval")  # the preset's values, else the stages' defaults
+    top_k, k_dissimilar = int(retrieval.top_k), int(retrieval.k_dissimilar)
+    rr = _stage_config(DBSCANConfig, preset, "rerank")
     n = len(query_rows)
     n_lmm = min(n, max(0, int(lmm_subset))) if dual else 0
 
@@ -338,13 +348,13 @@ def run_analogue_ablation(
         for i in range(n):
             if len(candidates[i]):
                 c = clusterings[i] = cluster_neighbours(
-                    candidates[i], sims[main][i], eps_km=float(rr.get("eps_km", 50.0)),
-                    min_samples=int(rr.get("min_samples", 2)), weighted_centre=bool(rr.get("weighted_centre", False)))
+                    candidates[i], sims[main][i], eps_km=float(rr.eps_km), min_samples=int(rr.min_samples),
+                    weighted_centre=bool(rr.weighted_centre))
                 reranked[i] = candidates[i][c.order[0]]
                 mc = next(x for x in c.clusters if x.is_main)
                 centres[i] = mc.centre_lat, mc.centre_lon
                 candidates[i] = np.concatenate([candidates[i], centres[i][None]])
-        rows[f"+ DBSCAN re-ranking ({rr.get('eps_km', 50.0):g} km, min {rr.get('min_samples', 2)}), "
+        rows[f"+ DBSCAN re-ranking ({rr.eps_km:g} km, min {rr.min_samples}), "
              "nearest to main centre"] = reranked
         rows["+ DBSCAN main-cluster centre (answer when no LMM answer parses)"] = centres
     else:
@@ -433,7 +443,7 @@ def locate_with_lmm(
     samples = {s.id: s for s in dataset.samples}
     records = []
     for ev in tqdm(evidence, desc="LMM (fold-held-out neighbours)", unit="photo", disable=not progress):
-        ctx = locator.new_context(samples[ev.id].image_path, LocateOptions(use_lmm=True), display=False)
+        ctx = locator.new_context(samples[ev.id].image_path, LocateOptions({"lmm": {"enabled": True}}), display=False)
         ctx.result.neighbours, ctx.dissimilar = list(ev.neighbours), list(ev.dissimilar)
         ctx.result.clusters_before, ctx.result.clusters_after = retrieval_order(ev.clustering), ev.clustering
         first = ev.neighbours[ev.clustering.order[0]]

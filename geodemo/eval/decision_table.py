@@ -177,7 +177,7 @@ def run_decision_study(benchmark: str, preset: str, recorded: dict[str, dict[str
     else:
         from geodemo.pipeline import LocateOptions
 
-        options = LocateOptions(use_lmm=True) if use_lmm else None
+        options = LocateOptions({"lmm": {"enabled": True}}) if use_lmm else None
         records = collect(load_benchmark(benchmark), preset, recorded, results, limit, cross_fit, progress, options,
                           resume=resume)
     base = str((load_preset(preset).get("decision") or {}).get("base") or preset)

@@ -14,7 +14,7 @@ from geodemo.result import LocationResult, Neighbour
 
 if TYPE_CHECKING:
     from geodemo.pipeline.components import Components
-    from geodemo.pipeline.locator import LocateOptions
+    from geodemo.pipeline.options import LocateOptions
     from geodemo.retrieval.verify import Verification
 
 __all__ = ["LocateContext", "new_result"]
@@ -41,11 +41,12 @@ class LocateContext:
     components: Components
     stage_names: tuple[str, ...] = ()
     source: Any = None  # what the caller passed (path, bytes, PIL image)
+    budget: Any = None  # a geodemo.imageio.PhotoBudget the load stage decodes within (None: the library's limits)
     photo_id: str | None = None  # the photo's file name (recorded sources are keyed by it), None for bytes
     sources: list[str] = field(default_factory=list)  # sources beside the preset's own (LMMs, recorded)
     image: Any = None  # the decoded RGB photo
     display: bool = True  # False: skip what only the page shows (segmentation, clue reading without a prior)
-    use_lmm: bool = False  # the LMM stage runs in this call (preset or LocateOptions.use_lmm)
+    use_lmm: bool = False  # the LMM stage runs in this call (preset, or the call's lmm.enabled)
     embedding: np.ndarray | None = None  # (D,) unit retrieval vector (descriptor or encoder space)
     features: np.ndarray | None = None  # (d,) raw encoder output (what aligners take)
     gps: np.ndarray | None = None  # (g,) unit image->GPS embedding of the descriptor's own head

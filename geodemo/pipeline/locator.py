@@ -17,20 +17,19 @@ and fail with a clear message.
 from __future__ import annotations
 
 import functools
-import math
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 
-from geodemo.errors import GeodemoError
 from geodemo.pipeline.components import Components
 from geodemo.pipeline.context import LocateContext, new_result
+from geodemo.pipeline.options import InvalidOptionError, LocateOptions
 from geodemo.pipeline.presets import load_preset
 from geodemo.pipeline.stages import Stage, get_stage
 from geodemo.result import LocationResult
@@ -42,90 +41,6 @@ TOP_LEVEL_KEYS = ("name", "description", "paper", "based_on", "analogue_of", "co
                   "segmenter", "descriptor", "gallery", "stages", "weights", "seed", "hub", "recorded")
 # keys of a stage section that a component reads rather than the stage
 _COMPONENT_KEYS = {"verifier": {"aligner"}}
-
-
-class InvalidOptionError(GeodemoError, ValueError):
-    """A :class:`LocateOptions` value out of its range; ``option`` names the field."""
-
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(f"{option} {message}")
-        self.option = option
-        self.reason = message
-
-
-#: Accepted ranges of the numeric options (inclusive); eps_km must also be above 0.
-OPTION_RANGES: dict[str, tuple[float, float]] = {
-    "top_k": (1, 1000),
-    "eps_km": (0.0, 20_038.0),  # half the Earth's circumference
-    "min_samples": (1, 1000),
-    "lmm_samples": (1, 50),
-}
-_MAX_NAME = 300
-
-
-@dataclass
-class LocateOptions:
-    """Per-call settings; ``None`` keeps the preset's value.
-
-    Values are checked when the object is made: an out-of-range number, a non-integer count or an
-    empty name raises :class:`InvalidOptionError` with a one-line reason.
-    """
-
-    top_k: int | None = None
-    eps_km: float | None = None
-    min_samples: int | None = None
-    use_lmm: bool | None = None
-    lmm_backend: str | None = None
-    lmm_model: str | None = None
-    lmm_samples: int | None = None
-    exclude_ids: set[str] = field(default_factory=set)
-    exclude_groups: set[str] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        for name in ("top_k", "min_samples", "lmm_samples"):
-            setattr(self, name, _count_option(name, getattr(self, name)))
-        if self.eps_km is not None:
-            lo, hi = OPTION_RANGES["eps_km"]
-            eps = _number_option("eps_km", self.eps_km)
-            if not lo < eps <= hi:
-                raise InvalidOptionError("eps_km", f"must be above {lo:g} and at most {hi:g} km, got {eps:g}")
-            self.eps_km = eps
-        if self.use_lmm is not None and not isinstance(self.use_lmm, bool):
-            raise InvalidOptionError("use_lmm", f"must be true, false or unset, got {self.use_lmm!r}")
-        for name in ("lmm_backend", "lmm_model"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME or "\x00" in value:
-                raise InvalidOptionError(name, f"must be a non-empty name of at most {_MAX_NAME} characters")
-            setattr(self, name, value.strip())
-        if self.lmm_backend is not None:
-            from geodemo.lmm.backends import list_backends
-
-            if self.lmm_backend not in list_backends():
-                raise InvalidOptionError(
-                    "lmm_backend", f"{self.lmm_backend!r} is not a backend; choose one of {', '.join(list_backends())}")
-        self.exclude_ids = {str(x) for x in self.exclude_ids}
-        self.exclude_groups = {str(x) for x in self.exclude_groups}
-
-
-def _number_option(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidOptionError(name, f"must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise InvalidOptionError(name, f"must be a finite number, got {value!r}")
-    return number
-
-
-def _count_option(name: str, value: object) -> int | None:
-    if value is None:
-        return None
-    number = _number_option(name, value)
-    lo, hi = OPTION_RANGES[name]
-    if number != int(number) or not lo <= number <= hi:
-        raise InvalidOptionError(name, f"must be a whole number from {lo:g} to {hi:g}, got {value!r}")
-    return int(number)
 
 
 def build_stages(config: dict[str, Any]) -> list[Stage]:
@@ -215,20 +130,22 @@ class GeoLocator:
         stage = next((s for s in self.stages if s.name == "lmm"), None)
         if stage is None:
             return False
-        if options.use_lmm is not None:
-            return bool(options.use_lmm)
+        asked = options.get("lmm", "enabled")
+        if asked is not None:
+            return bool(asked)
         return bool(stage.config.enabled) or bool(self.components.recorded("lmm"))  # recorded answers cost nothing
 
     def new_context(self, image: Any, options: LocateOptions | None = None, display: bool = True,
-                    photo_id: str | None = None) -> LocateContext:
+                    photo_id: str | None = None, budget: Any = None) -> LocateContext:
         """A fresh context for one photo (what :meth:`iter_locate` runs the stages over); ``photo_id``
-        defaults to the file name of a path."""
+        defaults to the file name of a path; ``budget`` (a :class:`geodemo.imageio.PhotoBudget`) limits
+        what the load stage decodes (a web upload's budget) and makes its errors name the file only."""
         options = options or LocateOptions()
         if photo_id is None and isinstance(image, (str, PurePath)):
             photo_id = PurePath(image).name
         return LocateContext(result=new_result(self.preset), options=options, components=self.components,
                              stage_names=self.stage_names, source=image, display=display,
-                             use_lmm=self._use_lmm(options), photo_id=photo_id)
+                             use_lmm=self._use_lmm(options), photo_id=photo_id, budget=budget)
 
     def run_stages(self, ctx: LocateContext, only: Collection[str] | None = None) -> Iterator[tuple[str, LocationResult]]:
         """Run every stage over ``ctx``, yielding ``(stage name, partial result)`` after each one run.

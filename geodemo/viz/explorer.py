@@ -255,9 +255,8 @@ class PhotoView:
 
 def photo_view(view: RunView, photo_id: str) -> PhotoView:
     """One photo's stored result, stage by stage, with the truth marked on every map."""
-    from geodemo.viz.basemap import map_iframe
     from geodemo.viz.explain import cause_sentence, error_report
-    from geodemo.viz.maps import cluster_map, neighbour_map, result_map
+    from geodemo.viz.maps import MAP_PANELS, map_panel
     from geodemo.viz.tables import candidate_rows, lmm_rows, timing_text
 
     stored: StoredResult | None = ResultStore(view.dir, read_only=True).load(photo_id)  # never writes the run
@@ -286,15 +285,8 @@ def photo_view(view: RunView, photo_id: str) -> PhotoView:
     if result.timings:
         head.append(f"Timings: {timing_text(result)}")
     explanation = "#### Why\n" + "\n".join(f"- {plain_words(s)}" for s in sentences)
-    maps = {
-        "neighbours": map_iframe(neighbour_map(result, truth), MAP_HEIGHT, "neighbours", "gd-map gd-neighbours"),
-        "before": map_iframe(cluster_map(result, result.clusters_before, title="before re-ranking", truth=truth),
-                             MAP_HEIGHT, "clusters before re-ranking", "gd-map gd-clusters-before"),
-        "after": map_iframe(cluster_map(result, result.clusters_after, title="after re-ranking", truth=truth),
-                            MAP_HEIGHT, "clusters after re-ranking", "gd-map gd-clusters-after"),
-        "result": map_iframe(result_map(result, truth, show_prediction=_has_point(result)), MAP_HEIGHT,
-                             "prediction", "gd-map gd-result"),
-    }
+    maps = {panel: map_panel(panel, result, truth, MAP_HEIGHT, show_prediction=_has_point(result))
+            for panel in MAP_PANELS}
     errors = "\n".join(f"- **{html.escape(stage)}**: {html.escape(plain_words(msg))}" for stage, msg in result.errors.items())
     lmm = [[*r[:3], plain_words(str(r[3])), r[4]] for r in lmm_rows(result)]
     return PhotoView("\n\n".join(head), explanation, maps["neighbours"], maps["before"], maps["after"],

@@ -20,7 +20,7 @@ import folium
 from folium.template import Template
 
 from geodemo.result import Clustering, LocationResult, Neighbour
-from geodemo.viz.basemap import add_legend, base_map, fit_points
+from geodemo.viz.basemap import add_legend, base_map, fit_points, map_iframe
 
 __all__ = [
     "CLUSTER_COLOURS",
@@ -31,6 +31,8 @@ __all__ = [
     "neighbour_map",
     "cluster_map",
     "result_map",
+    "MAP_PANELS",
+    "map_panel",
 ]
 
 CLUSTER_COLOURS = (
@@ -319,3 +321,28 @@ def result_map(
         legend.append((TRUTH_COLOUR, "true location"))
     add_legend(m, legend)
     return m
+
+
+#: The map panels of a result, as the page and the failure explorer show them: (title, CSS class).
+MAP_PANELS: dict[str, tuple[str, str]] = {
+    "neighbours": ("neighbours", "gd-map gd-neighbours"),
+    "before": ("clusters before re-ranking", "gd-map gd-clusters-before"),
+    "after": ("clusters after re-ranking", "gd-map gd-clusters-after"),
+    "result": ("prediction", "gd-map gd-result"),
+}
+
+
+def map_panel(panel: str, result: LocationResult, truth: tuple[float, float] | None, height: int,
+              *, show_prediction: bool = True) -> str:
+    """One of :data:`MAP_PANELS` as HTML (``<iframe srcdoc>``) for ``gr.HTML``: the retrieved neighbours,
+    the clusters before or after re-ranking, or the candidates and the final point; the truth marked
+    when known. The one builder of the page's and the failure explorer's maps."""
+    title, css = MAP_PANELS[panel]
+    if panel == "neighbours":
+        m = neighbour_map(result, truth)
+    elif panel in ("before", "after"):
+        clustering = result.clusters_before if panel == "before" else result.clusters_after
+        m = cluster_map(result, clustering, title=f"{panel} re-ranking", truth=truth)
+    else:
+        m = result_map(result, truth, show_prediction=show_prediction)
+    return map_iframe(m, height, title, css)

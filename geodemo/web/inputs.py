@@ -6,6 +6,8 @@
 - :class:`RawNumber`, :class:`RawDropdown`, :class:`RawRadio`: Gradio's own components, minus their
   silent coercion (1.5 -> 2, ``true`` -> 1) and their message-less failures (NaN, text): the value
   goes to :func:`geodemo.web.policy.validate_request`, which refuses it in words.
+- :func:`option_controls`: one control per option the stages let a call override (their labels,
+  ranges and choices), in the order :func:`geodemo.web.policy.option_values` reads them.
 - :func:`plain_errors`: every exception a handler raises becomes a ``gr.Error`` with plain words
   (the traceback goes to the log), so no API answer is ``{"error": null}``.
 """
@@ -22,9 +24,9 @@ import gradio as gr
 
 from geodemo.errors import describe
 from geodemo.imageio import ImageError, PhotoBudget
-from geodemo.web.policy import RequestError
+from geodemo.web.policy import PRESET_DEFAULT, RequestError, offered_choices, web_options
 
-__all__ = ["PhotoInput", "RawDropdown", "RawNumber", "RawRadio", "plain_errors"]
+__all__ = ["PhotoInput", "RawDropdown", "RawNumber", "RawRadio", "option_controls", "plain_errors"]
 
 logger = logging.getLogger("geodemo.web")
 
@@ -62,7 +64,7 @@ class _Raw:
 
 
 class RawNumber(_Raw, gr.Number):
-    """``gr.Number`` without rounding or bound errors: :func:`geodemo.web.policy.web_number` checks it."""
+    """``gr.Number`` without rounding or bound errors: the stage declaring the option checks it."""
 
     is_template = True
 
@@ -121,3 +123,28 @@ class PhotoInput(gr.Image):
             self.temp_files.add(str(Path(path).resolve()))
             return path
         raise gr.Error("the upload carried no file")
+
+
+def option_controls() -> list[gr.components.Component]:
+    """The page's settings generated from the stages' options (:func:`geodemo.web.policy.web_options`), one
+    row per preset section: a number box with the option's range, an on/off/preset-default choice, a
+    dropdown of the offered names, or a text box; empty keeps the preset's value. Call inside a layout."""
+    controls: list[gr.components.Component] = []
+    by_section: dict[str, list] = {}
+    for spec in web_options():
+        by_section.setdefault(spec.section, []).append(spec)
+    for specs in by_section.values():
+        with gr.Row():
+            for spec in specs:
+                common = {"label": spec.label, "info": spec.help, "elem_id": f"opt-{spec.key.replace('.', '-')}"}
+                if spec.kind is bool:
+                    control = RawRadio([PRESET_DEFAULT, "on", "off"], value=PRESET_DEFAULT, **common)
+                elif spec.kind is str and spec.choices is not None:
+                    control = RawDropdown(offered_choices(spec), value=PRESET_DEFAULT, allow_custom_value=True, **common)
+                elif spec.kind is str:
+                    control = gr.Textbox("", placeholder="preset default", max_length=spec.max_len, **common)
+                else:
+                    control = RawNumber(None, placeholder="preset default", minimum=spec.lo, maximum=spec.hi,
+                                        precision=0 if spec.kind is int else None, **common)
+                controls.append(control)
+    return controls

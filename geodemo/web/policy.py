@@ -9,7 +9,9 @@ it (the preset's defaults expanded) and then applies the server's allow-lists to
   enforced on the backend that will actually run, including a preset's own when the LMM stage is on;
 - LMM models: ``GEODEMO_LMM_MODELS`` (none by default); the OpenAI-compatible backend's model comes
   from the server's config only;
-- numbers: :data:`WEB_RANGES`; whole numbers must be whole (1.5, ``true`` and NaN are refused);
+- the stages' options (:func:`web_options`, one page control each, in that order): the ranges,
+  lengths and names the stages declare (:mod:`geodemo.pipeline.options`), checked by the stages with
+  the same words as on the command line; whole numbers must be whole (1.5, ``true`` and NaN are refused);
 - free text: :data:`TEXT_LIMITS`, checked before any parsing, and parsed without regular expressions
   that could backtrack (a 100 KB text costs microseconds and is refused in one short line).
 
@@ -19,7 +21,7 @@ Nothing here imports Gradio: :class:`RequestError` is what the app turns into it
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,13 @@ from typing import Any
 from geodemo import env
 from geodemo.errors import GeodemoError, redact_paths
 from geodemo.pipeline.choice import choose_preset
+from geodemo.pipeline.options import InvalidOptionError, LocateOptions, Option, declared_options
+from geodemo.pipeline.stages.base import value_kind
 
 __all__ = [
-    "DEFAULT_CHOICE", "DEFAULT_PRESET", "PRESET_DEFAULT", "RequestError", "SERVER_MODEL_BACKENDS", "TEXT_LIMITS", "WEB_RANGES",
+    "DEFAULT_CHOICE", "DEFAULT_PRESET", "PRESET_DEFAULT", "RequestError", "SERVER_MODEL_BACKENDS", "TEXT_LIMITS",
     "allowed_backends", "allowed_local_models", "available_backends", "available_presets", "backend_availability",
-    "check_text", "parse_example_key", "parse_truth", "registered_backends", "server_presets",
+    "check_text", "offered_choices", "parse_example_key", "web_options", "parse_truth", "registered_backends", "server_presets",
     "unavailable_backends_markdown", "validate_request",
 ]
 
@@ -47,16 +51,10 @@ FALLBACK_BACKENDS = ("ollama", "openai", "transformers", "gguf")
 #: Backends whose model is fixed by the server's config (an API key pays for it): never from the page.
 SERVER_MODEL_BACKENDS = frozenset({"openai", "openai-compatible"})
 
-#: What a web request may ask for (inclusive ranges; the library's own ranges are wider).
-WEB_RANGES: dict[str, tuple[float, float]] = {
-    "top_k": (1, 200), "eps_km": (0.1, 5000), "min_samples": (1, 50), "lmm_samples": (1, 20),
-}
-
-#: Longest text each free-text field may carry, checked before the text is parsed or echoed.
-TEXT_LIMITS: dict[str, int] = {
-    "true location": 100, "example": 400, "preset": 200, "LMM stage": 40, "LMM backend": 100,
-    "LMM model": 200, "gallery id": 300,
-}
+#: Longest text each free-text field may carry, checked before the text is parsed or echoed (the
+#: stages' options carry their own: a name's ``max_len``, 40 characters for a number or on/off).
+TEXT_LIMITS: dict[str, int] = {"true location": 100, "example": 400, "preset": 200, "gallery id": 300}
+_CHOICE_TEXT = 40  # "preset default" / "on" / "off", or a number typed as text
 
 
 class RequestError(GeodemoError, ValueError):
@@ -69,21 +67,25 @@ def _env_list(name: str) -> list[str]:
     return env.get_list(name)
 
 
-def check_text(label: str, value: Any) -> str | None:
-    """``value`` as text within :data:`TEXT_LIMITS` [label], None for None; refused before any parsing."""
+def check_text(label: str, value: Any, limit: int | None = None) -> str | None:
+    """``value`` as text within ``limit`` (default :data:`TEXT_LIMITS` [label]), None for None; refused
+    before any parsing."""
     if value is None:
         return None
     if not isinstance(value, str):
-        raise RequestError(f"{label} must be text, got {_kind(value)}")
-    limit = TEXT_LIMITS[label]
+        raise RequestError(f"{label} must be text, got {value_kind(value)}")
+    limit = _text_limit(label) if limit is None else limit
     if len(value) > limit:
         raise RequestError(f"{label} is {len(value):,} characters long; at most {limit} are accepted")
     return value
 
 
-def _kind(value: Any) -> str:
-    return {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
-        type(value), "another kind of value")
+def _text_limit(label: str) -> int:
+    """:data:`TEXT_LIMITS` [label], or the limit of the option control so labelled."""
+    if label in TEXT_LIMITS:
+        return TEXT_LIMITS[label]
+    spec = next(o for o in web_options() if o.label == label)
+    return spec.max_len if spec.kind is str else _CHOICE_TEXT
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -179,38 +181,69 @@ def allowed_local_models() -> list[str]:
 # ------------------------------------------------------------------------------------------ values
 
 
-def _choice(label: str, v: Any) -> str | None:
+def _choice(label: str, v: Any, limit: int | None = None) -> str | None:
     """A text choice from the page: None for empty or "preset default"."""
-    v = check_text(label, v)
+    v = check_text(label, v, limit)
     if v is None:
         return None
     v = v.strip()
     return None if not v or v == PRESET_DEFAULT else v
 
 
-def web_number(name: str, label: str, v: Any, whole: bool) -> float | int | None:
-    """A number from the page within :data:`WEB_RANGES`; None (empty) keeps the preset's value.
+def web_options() -> list[Option]:
+    """The stages' per-call options, in the order of the page's controls and of the API's arguments
+    after the preset: ``retrieval.top_k``, ``rerank.eps_km``, ``rerank.min_samples``, ``lmm.enabled``,
+    ``lmm.backend``, ``lmm.model``, ``lmm.samples`` with the built-in stages."""
+    return declared_options()
 
-    Text, true/false, NaN and, where the number must be whole, fractions are refused (never rounded).
-    """
-    if v is None or (isinstance(v, str) and not v.strip()):
+
+def offered_choices(spec: Option) -> list[str]:
+    """The values the page offers for a named option ("preset default" first): for the LMM backend the
+    reachable allowed ones (:func:`available_backends`), else the stage's own choices."""
+    if spec.key == "lmm.backend":
+        return available_backends()
+    return [PRESET_DEFAULT, *(spec.choices() if spec.choices is not None else [])]
+
+
+def _web_value(spec: Option, raw: Any) -> Any:
+    """What a page control sent, as the stage's option value (None: the preset's), or :class:`RequestError`
+    in the stage's own words after the control's label."""
+    if spec.kind is str:
+        return _choice(spec.label, raw, spec.max_len)
+    if spec.kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        mode = (_choice(spec.label, raw, _CHOICE_TEXT) or "").lower()
+        if mode not in ("", "on", "off"):
+            raise RequestError(f"{spec.label} must be {PRESET_DEFAULT!r}, 'on' or 'off'")
+        return {"on": True, "off": False}.get(mode)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
-    kind = "a whole number" if whole else "a number"
-    lo, hi = WEB_RANGES[name]
-    expected = f"{label} must be {kind} from {lo:g} to {hi:g} (or empty for the preset's value)"
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise RequestError(f"{expected}, got {_kind(v)}")
-    if isinstance(v, str):
-        if len(v) > 40:
-            raise RequestError(f"{expected}, got a {len(v):,}-character text")
-        try:
-            v = float(v)
-        except ValueError:
-            raise RequestError(f"{expected}, got {v.strip()[:40]!r}") from None
-    x = float(v)
-    if not math.isfinite(x) or not lo <= x <= hi or (whole and x != int(x)):
-        raise RequestError(f"{expected}, got {x:g}")
-    return int(x) if whole else x
+    try:
+        return spec.parse(raw)
+    except InvalidOptionError as exc:
+        raise RequestError(f"{spec.label} {exc.reason}") from None
+
+
+def option_values(values: Sequence[Any] | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{section: {field: value}}`` from the page's controls: their values in :func:`web_options` order,
+    or a mapping ``{"section.field": value}`` (what is left out keeps the preset's value)."""
+    specs = web_options()
+    if isinstance(values, Mapping):
+        unknown = sorted(set(values) - {o.key for o in specs})
+        if unknown:
+            raise RequestError(f"unknown setting(s) {', '.join(unknown)[:200]}")
+        raw = [values.get(o.key) for o in specs]
+    else:
+        raw = list(values)
+        if len(raw) != len(specs):
+            raise RequestError(f"expected {len(specs)} settings after the preset, got {len(raw)}")
+    out: dict[str, dict[str, Any]] = {}
+    for spec, value in zip(specs, raw, strict=True):
+        parsed = _web_value(spec, value)
+        if parsed is not None:
+            out.setdefault(spec.section, {})[spec.name] = parsed
+    return out
 
 
 def _number(text: str) -> float | None:
@@ -260,44 +293,29 @@ def parse_example_key(key: Any) -> tuple[set[str], set[str]]:
 
 def validate_request(
     preset: Any,
-    top_k: Any,
-    eps_km: Any,
-    min_samples: Any,
-    lmm_mode: Any,
-    lmm_backend: Any,
-    lmm_model: Any,
-    lmm_samples: Any,
+    values: Sequence[Any] | Mapping[str, Any] = (),
     exclude_ids: set[str] | None = None,
     exclude_groups: set[str] | None = None,
-):
-    """``(preset, LocateOptions)`` from what a client sent, or :class:`RequestError` saying what is refused.
+) -> tuple[str, LocateOptions]:
+    """``(preset, LocateOptions)`` from what a client sent (the preset and the option controls' values, see
+    :func:`option_values`), or :class:`RequestError` saying what is refused.
 
     The request is resolved as the pipeline will run it (the preset's LMM stage, backend and model
     filled in where the client left them to the preset) and the allow-lists are applied to that.
     """
-    from geodemo.pipeline import LocateOptions
-    from geodemo.pipeline.locator import InvalidOptionError
-
     preset_name = _choice("preset", preset) or DEFAULT_PRESET
     presets = available_presets()
     if preset_name not in presets:
         raise RequestError(f"unknown preset {preset_name[:60]!r}; choose one of {', '.join(presets)}")
-    mode = (_choice("LMM stage", lmm_mode) or "").lower()
-    if mode not in ("", "on", "off"):
-        raise RequestError(f"LMM stage must be {PRESET_DEFAULT!r}, 'on' or 'off'")
-    backend, model = _choice("LMM backend", lmm_backend), _choice("LMM model", lmm_model)
+    options = option_values(values)
+    asked = options.get("lmm", {})
+    backend, model = asked.get("backend"), asked.get("model")
     allowed = allowed_backends()  # reachable or not: the LMM stage says "not installed"
     if backend is not None and backend not in allowed:
         raise RequestError(f"the LMM backend {backend[:60]!r} is not offered here; choose one of "
                            f"{', '.join(allowed) or 'none'} (server setting GEODEMO_WEB_LMM_BACKENDS)")
-    numbers = {
-        "top_k": web_number("top_k", "top-k neighbours", top_k, True),
-        "eps_km": web_number("eps_km", "DBSCAN eps (km)", eps_km, False),
-        "min_samples": web_number("min_samples", "DBSCAN min samples", min_samples, True),
-        "lmm_samples": web_number("lmm_samples", "answers per prompt", lmm_samples, True),
-    }
     has_stage, lmm = preset_lmm(preset_name)
-    runs_lmm = has_stage and {"on": True, "off": False}.get(mode, bool(lmm.get("enabled")))
+    runs_lmm = has_stage and asked.get("enabled", bool(lmm.get("enabled")))
     effective = backend or lmm.get("backend")
     if runs_lmm and effective is not None and effective not in allowed:
         raise RequestError(f"preset {preset_name!r} asks the LMM backend {effective!r}, which this server does "
@@ -311,14 +329,8 @@ def validate_request(
                 "the page may not choose this LMM model; the server allows "
                 f"{', '.join(allowed_local_models()) or 'only the preset default'} (env GEODEMO_LMM_MODELS)")
     try:
-        options = LocateOptions(
-            use_lmm={"on": True, "off": False}.get(mode),
-            lmm_backend=backend,
-            lmm_model=model,
-            exclude_ids=set(exclude_ids or ()),
-            exclude_groups=set(exclude_groups or ()),
-            **numbers,
-        )
+        checked = LocateOptions(options, exclude_ids=set(exclude_ids or ()), exclude_groups=set(exclude_groups or ()))
     except InvalidOptionError as exc:
-        raise RequestError(str(exc)) from None
-    return preset_name, options
+        label = next((o.label for o in web_options() if o.key == exc.option), exc.option)
+        raise RequestError(f"{label} {exc.reason}") from None
+    return preset_name, checked

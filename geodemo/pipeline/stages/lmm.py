@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from geodemo.lmm.backends import list_backends
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
-from geodemo.pipeline.stages.base import Stage
+from geodemo.pipeline.stages.base import Stage, option
 
 NEIGHBOUR_ORDERS = ("retrieval", "reranked")
 _HOW_TO_ADD = ("start the LMM backend (e.g. `ollama serve` with the model pulled), or choose another backend "
@@ -21,9 +22,16 @@ _HOW_TO_ADD = ("start the LMM backend (e.g. `ollama serve` with the model pulled
 
 @dataclass(frozen=True)
 class LMMStageConfig:
-    enabled: bool = False  # LocateOptions.use_lmm overrides it per call
+    enabled: bool = option(False, kind=bool, flag="lmm", label="LMM stage", help="run the LMM stage")
     neighbours: str = "retrieval"  # retrieval | reranked: the order the prompts cite the similar photos in
     settings: dict[str, Any] = field(default_factory=dict)  # the rest: geodemo.lmm.LMMConfig + backend options
+    # per-call overrides of settings["backend"], ["model"] and ["samples"] (None: the preset's)
+    backend: str | None = option(None, kind=str, flag="lmm-backend", label="LMM backend", max_len=100,
+                                 choices=list_backends, help="the LMM backend (a registered one)")
+    model: str | None = option(None, kind=str, flag="lmm-model", label="LMM model", max_len=200,
+                               help="the LMM model of that backend")
+    samples: int | None = option(None, kind=int, lo=1, hi=20, flag="lmm-samples", label="answers per prompt",
+                                 help="answers the LMM gives per prompt")
 
 
 @register_stage
@@ -47,17 +55,17 @@ class LMM(Stage):
         return cls(LMMStageConfig(enabled, order, section))
 
     def settings(self, ctx: LocateContext) -> dict[str, Any]:
-        """The LMM settings of this call (LocateOptions override the preset)."""
+        """The LMM settings of this call (the call's ``lmm`` options override the preset's)."""
         out = dict(self.config.settings)
-        o = ctx.options
-        if o.lmm_backend is not None:
-            if o.lmm_backend != out.get("backend"):
+        cfg: LMMStageConfig = self.call_config(ctx)
+        if cfg.backend is not None:
+            if cfg.backend != out.get("backend"):
                 out.pop("model", None)  # the preset's model belongs to its own backend: use the new one's default
-            out["backend"] = o.lmm_backend
-        if o.lmm_model is not None:
-            out["model"] = o.lmm_model
-        if o.lmm_samples is not None:
-            out["samples"] = int(o.lmm_samples)
+            out["backend"] = cfg.backend
+        if cfg.model is not None:
+            out["model"] = cfg.model
+        if cfg.samples is not None:
+            out["samples"] = int(cfg.samples)
         return out
 
     def skip(self, ctx: LocateContext) -> bool:

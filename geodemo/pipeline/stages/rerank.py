@@ -16,7 +16,7 @@ import numpy as np
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
-from geodemo.pipeline.stages.base import Stage
+from geodemo.pipeline.stages.base import Stage, option
 from geodemo.result import RetrievalMatch
 from geodemo.retrieval.rerank import cluster_neighbours, retrieval_order
 
@@ -82,8 +82,9 @@ class RerankMultiview(Stage):
 
 @dataclass(frozen=True)
 class DBSCANConfig:
-    eps_km: float = 50.0  # DBSCAN radius (LocateOptions.eps_km overrides it per call)
-    min_samples: int = 2  # (LocateOptions.min_samples overrides it per call)
+    eps_km: float = option(50.0, kind=float, lo=0.1, hi=5000, label="DBSCAN eps (km)",
+                           help="DBSCAN radius in km")
+    min_samples: int = option(2, kind=int, lo=1, hi=50, label="DBSCAN min samples", help="DBSCAN min_samples")
     weighted_centre: bool = False  # weight the spherical mean by similarity
 
 
@@ -99,15 +100,12 @@ class RerankDBSCAN(Stage):
         import sklearn.cluster  # noqa: F401 - its first import costs about a second
 
     def run(self, ctx: LocateContext) -> None:
-        cfg: DBSCANConfig = self.config
+        cfg: DBSCANConfig = self.call_config(ctx)
         nb = ctx.result.neighbours
         if not nb:
             return
-        o = ctx.options
-        eps = float(o.eps_km if o.eps_km is not None else cfg.eps_km)
-        min_samples = int(o.min_samples if o.min_samples is not None else cfg.min_samples)
-        after = cluster_neighbours(ctx.neighbour_coords, ctx.neighbour_similarities, eps, min_samples,
-                                   cfg.weighted_centre)
+        after = cluster_neighbours(ctx.neighbour_coords, ctx.neighbour_similarities, float(cfg.eps_km),
+                                   int(cfg.min_samples), cfg.weighted_centre)
         ctx.result.clusters_before = retrieval_order(after)
         ctx.result.clusters_after = after
         first = nb[after.order[0]]

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.stages import register_stage
-from geodemo.pipeline.stages.base import Stage
+from geodemo.pipeline.stages.base import Stage, option
 
 
 @dataclass(frozen=True)
 class RetrieveConfig:
-    top_k: int = 20  # neighbours kept (LocateOptions.top_k overrides it per call)
+    top_k: int = option(20, kind=int, lo=1, hi=200, label="top-k neighbours",
+                        help="neighbours to retrieve")  # a call may override it
     k_dissimilar: int = 0  # least similar photos kept for RAG prompts (G3, DualGeo)
     shortlist: int = 0  # rows fetched for a later re-ranking stage (rerank.multiview), cut to top_k there
 
@@ -25,8 +26,8 @@ class Retrieve(Stage):
     description = "nearest gallery photos (FAISS), similar and dissimilar"
 
     def run(self, ctx: LocateContext) -> None:
-        cfg: RetrieveConfig = self.config
-        ctx.top_k = int(ctx.options.top_k if ctx.options.top_k is not None else cfg.top_k)
+        cfg: RetrieveConfig = self.call_config(ctx)
+        ctx.top_k = int(cfg.top_k)
         reranked = "rerank.multiview" in ctx.stage_names
         k = max(ctx.top_k, int(cfg.shortlist)) if reranked else ctx.top_k
         db = ctx.components.gallery
