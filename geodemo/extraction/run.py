@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from geodemo.extraction.loader import photo_batches
-from geodemo.extraction.pixels import recipe_of
+from geodemo.models.pixels import recipe_of
 
 __all__ = ["EncodedBatch", "ExtractionReport", "encode_photos", "extract_to_shards"]
 

@@ -51,7 +51,7 @@ def clip_preprocess(
     image: Image.Image, size: int, mean: tuple[float, ...] = OPENAI_MEAN, std: tuple[float, ...] = OPENAI_STD
 ) -> torch.Tensor:
     """CLIP's eval transform: bicubic resize of the short side to ``size``, centre crop, normalise."""
-    from geodemo.extraction.pixels import PixelRecipe, worker_pixels
+    from geodemo.models.pixels import PixelRecipe, worker_pixels
 
     pixels = worker_pixels(image, PixelRecipe(size, "short-side", "bicubic"))
     x = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
@@ -107,8 +107,8 @@ class CLIPEncoder:
         return _unit(torch.from_numpy(projections))
 
     def pixel_recipe(self):
-        """The eval transform as a :class:`~geodemo.extraction.pixels.PixelRecipe` (batched extraction)."""
-        from geodemo.extraction.pixels import PixelRecipe
+        """The eval transform as a :class:`~geodemo.models.pixels.PixelRecipe` (batched extraction)."""
+        from geodemo.models.pixels import PixelRecipe
 
         return PixelRecipe(self.image_size, "short-side", "bicubic", mean=tuple(self.mean), std=tuple(self.std))
 
