@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from geodemo.extraction.features import load_benchmark_views
 from geodemo.train import Trainer, apply_overrides, load_preset
-from geodemo.train.data import load_benchmark_views
 
 N_PHOTOS = 64
 

@@ -90,7 +90,7 @@ def row_density_prior(records: list[dict], ctx: Context) -> np.ndarray:
 
 def row_retrieval_top1(records: list[dict], ctx: Context) -> np.ndarray:
     """The gallery's nearest photo by the global descriptor (FAISS, before any re-ranking)."""
-    from geodemo.models.features import image_features
+    from geodemo.extraction.features import image_features
 
     db = ctx.locator.gallery
     feats = image_features(ctx.locator.config["encoder"], ctx.dataset, progress=False)
@@ -223,7 +223,7 @@ def run_photos(
     """
     from tqdm.auto import tqdm
 
-    from geodemo.models.features import image_features
+    from geodemo.extraction.features import image_features
 
     samples = dataset.samples[:limit] if limit else dataset.samples
     feats = image_features(locator.config["encoder"], dataset, progress=progress)  # cached on disk

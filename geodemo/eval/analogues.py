@@ -231,7 +231,7 @@ def run_analogue_ablation(
 ) -> AnalogueAblation:
     """Every photo of ``benchmark`` scored by its fold model (see module doc); rows in table order.
 
-    ``table`` (a :class:`~geodemo.train.data.FeatureTable` of the gallery) and ``query_ids`` replace the
+    ``table`` (a :class:`~geodemo.data.FeatureTable` of the gallery) and ``query_ids`` replace the
     preset's gallery datasets and the benchmark's photos (tests use a small subset). ``cached_only`` keeps
     the photos whose label maps are already cached (nothing is segmented; the notes say how many).
     ``lmm_subset`` (DualGeo): keep the retrieved evidence of the first N scored photos for
@@ -240,9 +240,9 @@ def run_analogue_ablation(
     the same way; its descriptor and re-ranking rows join the table, so the faithful model and ours sit
     side by side.
     """
+    from geodemo.extraction.features import load_benchmark_views
     from geodemo.pipeline.presets import load_preset
     from geodemo.retrieval.rerank import cluster_neighbours
-    from geodemo.train.data import load_benchmark_views
 
     given_table = table
     preset = load_preset(preset_name)
@@ -259,7 +259,7 @@ def run_analogue_ablation(
     tokens = kind == "dualgeo-tokens"
     if table is None:
         from geodemo.data import load_benchmark
-        from geodemo.train.data import views_for
+        from geodemo.extraction.features import views_for
 
         opts = views_for(models[0].model)
         table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if dual else None,

@@ -57,7 +57,7 @@ def _locate_all(dataset: Any, progress: bool, limit: int | None) -> tuple[list[d
     from tqdm.auto import tqdm
 
     from geodemo.eval import QueryPhoto
-    from geodemo.models.features import image_features
+    from geodemo.extraction.features import image_features
     from geodemo.pipeline import GeoLocator
 
     locator = GeoLocator.from_preset(

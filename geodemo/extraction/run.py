@@ -147,8 +147,8 @@ def extract_to_shards(
     """
     from tqdm.auto import tqdm
 
+    from geodemo.data.feature_table import FeatureTable, feature_shards, write_feature_shard
     from geodemo.storage import remove_stale_temps, write_json
-    from geodemo.train.data import FeatureTable, feature_shards, write_feature_shard
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -140,9 +140,9 @@ def _encoder_outputs(encoder: Any, images: list[Image.Image], batch_size: int,
 def _label_maps(segmenter: Any, images: list[Image.Image]) -> list[np.ndarray]:
     if hasattr(segmenter, "label_maps"):
         return [np.asarray(m) for m in segmenter.label_maps(images)]
-    from geodemo.models.features import _label_map_of
+    from geodemo.models.segmentation import label_map_of
 
-    return [_label_map_of(segmenter, im) for im in images]
+    return [label_map_of(segmenter, im) for im in images]
 
 
 def _resolve_checkpoint(value: str | Path) -> Path:
@@ -306,8 +306,7 @@ class DualGeoTokenDescriptor(DualGeoDescriptor):
 
 def _load_registered(name: str, device: str, random: bool, seed: int) -> tuple[Any, str]:
     """A registered model shared per process (as the locator loads it) and its weights fingerprint."""
-    from geodemo.models.features import shared_model
-    from geodemo.models.registry import get_spec
+    from geodemo.models.registry import get_spec, shared_model
 
     spec = get_spec(name)
     overrides: dict[str, Any] = {}

@@ -85,7 +85,7 @@ class Components:
     @property
     def encoder(self) -> Any:
         """The preset's image encoder (required by presets that name one)."""
-        from geodemo.models.features import shared_model
+        from geodemo.models.registry import shared_model
 
         name = self.config.get("encoder") or (self.config.get("descriptor") or {}).get("encoder")
         if not name:
@@ -95,7 +95,7 @@ class Components:
     @property
     def segmenter(self) -> Any:
         """The preset's segmenter, or None when it names none (errors propagate to the stage)."""
-        from geodemo.models.features import shared_model
+        from geodemo.models.registry import shared_model
 
         name = self.config.get("segmenter")
         if not name and "segmenter" not in self._cache:

@@ -59,11 +59,11 @@ def image_gallery(
 
     The embedded default (``geodemo.retrieval.bundle``) answers when it holds these datasets and
     encoder (``use_bundle``), so nothing is encoded. Otherwise embeddings come from
-    :func:`geodemo.models.features.image_features` (cached per dataset); unreadable photos are left
+    :func:`geodemo.extraction.features.image_features` (cached per dataset); unreadable photos are left
     out. Places are the reverse-geocoded ground truth.
     """
     from geodemo.data import load_benchmark
-    from geodemo.models.features import image_features
+    from geodemo.extraction.features import image_features
     from geodemo.retrieval.bundle import open_gallery_bundle
 
     cfg = index if isinstance(index, IndexConfig) else IndexConfig.from_dict(index)

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from geodemo.data.feature_table import FeatureTable
 from geodemo.eval.metrics import accuracy_table
 from geodemo.paths import REPO_ROOT
 from geodemo.train.config import apply_overrides
-from geodemo.train.data import FeatureTable, split_table
+from geodemo.train.data import split_table
 from geodemo.train.trainer import Trainer, load_table
 
 __all__ = ["fold_checkpoint_name", "select_epochs", "train_checkpoint", "train_folds", "git_commit",
@@ -116,14 +117,14 @@ def train_folds(cfg: dict[str, Any], num_folds: int, output_root: str | Path, pr
 def build_view_database(descriptor: Any, table: FeatureTable, out: str | Path, index: Any = None,
                         image_paths: dict[str, str] | None = None, progress: bool = True) -> Path:
     """A retrieval database of ``descriptor`` over cached views (``table`` from
-    :func:`~geodemo.train.data.load_benchmark_views`), through the database builder's feature-shard path:
+    :func:`~geodemo.extraction.features.load_benchmark_views`), through the database builder's feature-shard path:
     no photo is decoded or segmented again. ``image_paths`` (id -> path) lets the page show the neighbours."""
     import tempfile
 
+    from geodemo.data.feature_table import write_feature_shard
     from geodemo.retrieval.builder import ShardSource, build_database
     from geodemo.retrieval.database import RetrievalDatabase
     from geodemo.storage import write_json
-    from geodemo.train.data import write_feature_shard
 
     out = Path(out)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
@@ -141,12 +142,12 @@ def build_preset_gallery(preset_name: str, progress: bool = True) -> Path:
     """The gallery a pipeline preset with a trained analogue descriptor searches (``gallery.datasets``),
     built from the cached views into the folder the locator looks in, so its first photo is fast."""
     from geodemo.data import load_benchmark
+    from geodemo.extraction.features import load_benchmark_views
     from geodemo.models.descriptors import load_descriptor
     from geodemo.paths import cache_dir
     from geodemo.pipeline.presets import load_preset
     from geodemo.retrieval.database import IndexConfig
     from geodemo.retrieval.galleries import gallery_key
-    from geodemo.train.data import load_benchmark_views
 
     preset = load_preset(preset_name)
     spec, cfg = preset["descriptor"], preset["gallery"]
@@ -157,7 +158,7 @@ def build_preset_gallery(preset_name: str, progress: bool = True) -> Path:
     folder = cache_dir("galleries") / f"descriptor-{gallery_key('descriptor', descriptor.name, datasets, index.kind)}"
     if (folder / "config.json").is_file():
         return folder
-    from geodemo.train.data import views_for
+    from geodemo.extraction.features import views_for
 
     opts = views_for(getattr(descriptor, "model", None))
     table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if opts["dual"] else None,

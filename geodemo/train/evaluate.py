@@ -21,7 +21,7 @@ class AlignerPredictor:
 
     def __init__(self, aligner: Any, gallery_coords: np.ndarray, gallery_embeddings: np.ndarray | None = None,
                  encoder: Any | None = None):
-        from geodemo.models.features import shared_model
+        from geodemo.models.registry import shared_model
 
         self.aligner = aligner
         self.name = f"{aligner.name}+gps-gallery"

@@ -26,19 +26,12 @@ import torch
 from torch import nn
 
 from geodemo.configs import check_keys
+from geodemo.data.feature_table import FeatureTable, load_feature_shards
+from geodemo.extraction.features import load_benchmark_features, load_benchmark_views
 from geodemo.paths import REPO_ROOT, checkpoints_dir
 from geodemo.storage import atomic_dir, drop_torn_tail, write_json
 from geodemo.train.config import TRAINING_SCHEMA, resolve_device
-from geodemo.train.data import (
-    EpochSampler,
-    FeatureBatches,
-    FeatureTable,
-    ImageSource,
-    load_benchmark_features,
-    load_benchmark_views,
-    load_feature_shards,
-    split_table,
-)
+from geodemo.train.data import EpochSampler, FeatureBatches, ImageSource, split_table
 from geodemo.train.objectives import build_objective
 
 __all__ = ["build_model", "load_table", "Trainer", "retrieval_metrics"]
