@@ -11,7 +11,7 @@ cross-validation over photographers (:mod:`geodemo.eval.fusion_ablation`), and t
 
 For the offline analogues (a preset whose ``descriptor`` is a trained ``dualgeo`` or ``g3`` model) the
 rows are the papers' stages, scored on cached features by photographer-fold models
-(:mod:`geodemo.eval.analogues`); for DualGeo a second table adds + LMM on the first ``lmm_subset`` photos
+(:mod:`geodemo.eval.fold_ablation`); for DualGeo a second table adds + LMM on the first ``lmm_subset`` photos
 (:func:`analogue_lmm_rows`).
 """
 
@@ -33,7 +33,7 @@ from geodemo.geo import haversine_km
 from geodemo.storage import atomic_open, read_text, write_json, write_text
 
 if TYPE_CHECKING:
-    from geodemo.eval.analogues import AnalogueAblation
+    from geodemo.eval.fold_ablation import AnalogueAblation
 
 __all__ = ["AblationOptions", "Context", "ROWS", "run_ablation", "table", "run_photos", "fold_locators"]
 
@@ -55,6 +55,7 @@ class AblationOptions:
     num_folds: int = 3
     progress: bool = True
     cached_only: bool = False  # offline analogues: only photos whose label maps are cached
+    analogue: bool = False  # the preset's model is trained by photographer folds (geodemo.train.folds.is_fold_trained)
 
 
 @dataclass
@@ -341,22 +342,9 @@ def fusion_report(dataset, args: AblationOptions, pattern: str) -> tuple[str, di
 
 
 
-def _is_analogue(preset: str) -> bool:
-    """A preset whose descriptor is a model trained here by photographer folds (a training preset of the
-    same name with a ``select`` section): its rows come from :mod:`geodemo.eval.analogues`."""
-    from geodemo.pipeline.presets import load_preset
-    from geodemo.train.config import list_presets as training_presets
-    from geodemo.train.config import load_preset as training_preset
-
-    if (load_preset(preset).get("descriptor") or {}).get("kind") not in ("dualgeo", "dualgeo-tokens", "g3"):
-        return False
-    name = Path(preset).stem
-    return name in training_presets() and "select" in training_preset(name)
-
-
 def run_analogue(args: AblationOptions, out: Path) -> str:
     """The offline analogue's table (cross-fitted by photographer folds), saved in ``out``."""
-    from geodemo.eval.analogues import run_analogue_ablation, save_ablation
+    from geodemo.eval.fold_ablation import run_analogue_ablation, save_ablation
 
     t0 = time.perf_counter()
     ab = run_analogue_ablation(args.preset, args.benchmark, num_folds=args.num_folds, limit=args.limit,
@@ -383,11 +371,11 @@ def analogue_lmm_rows(ab: AnalogueAblation, preset: str, dataset, records_file: 
     """The analogue's rows on its first ``lmm_subset`` photos, with + LMM (DualGeo's final answer: the LMM's
     parsed answer, else the main-cluster centre) and the LMM alone, the same photos' LMM-free rows above them.
 
-    The LMM records (:func:`geodemo.eval.analogues.locate_with_lmm`) are stored as JSON lines in
+    The LMM records (:func:`geodemo.eval.fold_ablation.locate_with_lmm`) are stored as JSON lines in
     ``records_file``; ``reuse`` takes them from there when they are of the same photos. Returns the summary
     line (parse rate, time) and the rows' metrics.
     """
-    from geodemo.eval.analogues import locate_with_lmm
+    from geodemo.eval.fold_ablation import locate_with_lmm
 
     ids = [e.id for e in ab.evidence]
     t0 = time.perf_counter()
@@ -419,7 +407,7 @@ def run_ablation(args: AblationOptions) -> str:
         raise ValueError("fusion weights are fitted on the dev split only (im2gps3k-dev)")
     out = args.out or Path("runs") / f"ablate-{args.benchmark}-{args.preset}"
     out.mkdir(parents=True, exist_ok=True)
-    if _is_analogue(args.preset):
+    if args.analogue:
         text = run_analogue(args, out)
         write_text(out / "table.md", text + "\n")
         return text

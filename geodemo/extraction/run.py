@@ -10,7 +10,7 @@ missing shard and never writes a photo twice. With ``num_processes > 1`` (one pe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ def extract_to_shards(
     *,
     shard_size: int = 4096,
     tokens: bool = False,
-    text: bool = False,
+    caption: Callable[[Any], str] | None = None,
     segmenter: Any = None,
     labelmap_size: int = 64,
     labelmap_resample: str = "nearest",
@@ -139,8 +139,9 @@ def extract_to_shards(
 
     ``meta`` (what produced the features) is stored in ``meta.json``; a folder made with different
     settings is refused. Encoders with a raw output besides their unit rows (CLIP) store it as
-    ``projection``. ``text`` adds ``text_projection``, the CLIP text projection of each photo's G3
-    caption (:func:`~geodemo.retrieval.geocode.training_caption`: the CSV's city/state/country);
+    ``projection``. ``caption(sample)`` (e.g. G3's, from
+    :func:`~geodemo.retrieval.geocode.training_caption`: the CSV's city/state/country) adds
+    ``text_projection``, the CLIP text projection of each photo's caption;
     ``segmenter`` adds ADE20K label maps (DualGeo), segmented in this process from the whole photo and
     resized to ``labelmap_size`` (``labelmap_resample="bilinear"``, size 224: as DualGeo reads its PNGs).
     ``on_failure(photo_id, reason)`` is called for each unreadable photo.
@@ -174,10 +175,8 @@ def extract_to_shards(
         samples = [dataset.samples[p] for p in kept]
         feats = {k: np.stack([rows[p][k] for p in kept]) if kept else np.zeros((0, *shape), dtype)
                  for k, (shape, dtype) in template.items()}  # a shard of only failures keeps the columns
-        if text:  # G3's caption, its text projection before L2 normalisation (what G3's text head takes)
-            from geodemo.retrieval.geocode import training_caption
-
-            prompts = [training_caption(s.meta, s.lat, s.lon) for s in samples]
+        if caption is not None:  # its text projection before L2 normalisation (what G3's text head takes)
+            prompts = [caption(s) for s in samples]
             feats["text_projection"] = (encoder.encode_texts(prompts, normalize=False) if prompts
                                         else np.zeros((0, encoder.embed_dim), np.float32))
         table = FeatureTable([s.id for s in samples], [s.group for s in samples],

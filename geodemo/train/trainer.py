@@ -315,7 +315,7 @@ class Trainer:
         if len(self.held_table) == 0:
             return {}
         if not hasattr(self.accelerator.unwrap_model(self.objective).model, "embed_image_features"):
-            return {}  # not a GeoAligner (DualGeo): scored on its own views by geodemo.eval.analogues
+            return {}  # not a GeoAligner (DualGeo): scored on its own views by geodemo.eval.fold_ablation
         if "image" in self.held_table.features:
             held_features = self.held_table.features["image"]
         elif self.images is not None:

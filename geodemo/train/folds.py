@@ -22,14 +22,25 @@ import numpy as np
 from geodemo.data.feature_table import FeatureTable
 from geodemo.eval.metrics import accuracy_table
 from geodemo.paths import REPO_ROOT
-from geodemo.train.config import apply_overrides
+from geodemo.pipeline.presets import load_preset as pipeline_preset
+from geodemo.train.config import apply_overrides, list_presets, load_preset
 from geodemo.train.data import split_table
 from geodemo.train.trainer import Trainer, load_table
 
-__all__ = ["fold_checkpoint_name", "select_epochs", "train_checkpoint", "train_folds", "git_commit",
+__all__ = ["is_fold_trained", "fold_checkpoint_name", "select_epochs", "train_checkpoint", "train_folds", "git_commit",
            "build_view_database", "build_preset_gallery"]
 
 SELECT_KEYS = ("acc@25", "acc@200", "acc@750", "acc@2500")
+
+
+def is_fold_trained(preset: str) -> bool:
+    """A pipeline preset whose descriptor is a model trained here by photographer folds (a training preset
+    of the same name with a ``select`` section): its ablation rows come from
+    :mod:`geodemo.eval.fold_ablation`."""
+    if (pipeline_preset(preset).get("descriptor") or {}).get("kind") not in ("dualgeo", "dualgeo-tokens", "g3"):
+        return False
+    name = Path(preset).stem
+    return name in list_presets() and "select" in load_preset(name)
 
 
 def fold_checkpoint_name(preset: str, fold: int, num_folds: int) -> str:
@@ -49,7 +60,7 @@ def git_commit() -> str:
 
 
 def _top1_score(model: Any, train: FeatureTable, held: FeatureTable, view: str) -> dict[str, float]:
-    from geodemo.eval.analogues import model_views
+    from geodemo.eval.fold_ablation import model_views
 
     g = model_views(model, train.features)[view]
     q = model_views(model, held.features)[view]
@@ -145,11 +156,10 @@ def build_preset_gallery(preset_name: str, progress: bool = True) -> Path:
     from geodemo.extraction.features import load_benchmark_views
     from geodemo.models.descriptors import load_descriptor
     from geodemo.paths import cache_dir
-    from geodemo.pipeline.presets import load_preset
     from geodemo.retrieval.database import IndexConfig
     from geodemo.retrieval.galleries import gallery_key
 
-    preset = load_preset(preset_name)
+    preset = pipeline_preset(preset_name)
     spec, cfg = preset["descriptor"], preset["gallery"]
     descriptor = load_descriptor(spec)
     datasets = list(cfg.get("datasets", []))
