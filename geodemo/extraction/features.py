@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from geodemo import env
 from geodemo.data import load_benchmark
 from geodemo.data.feature_table import FeatureTable
+from geodemo.extraction import encode_photos
 from geodemo.models.dualgeo import label_maps_to_tensor
 from geodemo.models.registry import get_spec, shared_model
 from geodemo.models.segmentation import label_map_of
@@ -145,10 +147,6 @@ def image_features(
 def _encode_missing(encoder: Any, dataset: Any, missing: list[int], keys: list[str], cached: dict[str, np.ndarray],
                     failed: set[int], batch_size: int, workers: int, progress: bool, desc: str) -> None:
     """Encode the photos at ``missing`` with parallel decoding; unreadable ones go to ``failed``."""
-    from tqdm.auto import tqdm
-
-    from geodemo.extraction import encode_photos
-
     with tqdm(total=len(missing), desc=desc, unit="photo", disable=not progress) as bar:
         for batch in encode_photos(encoder, dataset, missing, batch_size=batch_size, workers=workers,
                                    resize_on="workers"):
@@ -263,8 +261,6 @@ def _read_tokens(path: Path) -> dict[str, np.ndarray]:
 
 def _iter_missing(dataset: Any, missing: list[int], progress: bool, desc: str) -> Iterator[tuple[Any, Any]]:
     """``(sample, image or None)`` for the samples at ``missing`` (read through the dataset's own loader)."""
-    from tqdm.auto import tqdm
-
     wanted = {_photo_key(dataset.samples[i]) for i in missing}
     if hasattr(dataset, "subset"):
         source = dataset.subset(ids={dataset.samples[i].id for i in missing}).iter_images(progress=False)

@@ -17,9 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from geodemo.data.feature_table import FeatureTable, feature_shards, write_feature_shard
 from geodemo.extraction.loader import photo_batches
+from geodemo.models.dualgeo import label_maps_to_tensor
 from geodemo.models.pixels import recipe_of
+from geodemo.storage import read_json, remove_stale_temps, write_json
 
 __all__ = ["EncodedBatch", "ExtractionReport", "encode_photos", "extract_to_shards"]
 
@@ -105,8 +109,6 @@ def encode_photos(
 
 
 def _meta_check(out: Path, meta: dict[str, Any], write: bool) -> None:
-    from geodemo.storage import read_json, write_json
-
     old = read_json(out / "meta.json", "feature folder description")
     if old is not None and old != meta:
         raise ValueError(f"{out} holds features made with {old}; use another output folder for {meta}")
@@ -146,11 +148,6 @@ def extract_to_shards(
     resized to ``labelmap_size`` (``labelmap_resample="bilinear"``, size 224: as DualGeo reads its PNGs).
     ``on_failure(photo_id, reason)`` is called for each unreadable photo.
     """
-    from tqdm.auto import tqdm
-
-    from geodemo.data.feature_table import FeatureTable, feature_shards, write_feature_shard
-    from geodemo.storage import remove_stale_temps, write_json
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _meta_check(out, {**(meta or {}), "shard_size": shard_size, "n": len(dataset)}, write=process_index == 0)
@@ -192,8 +189,6 @@ def extract_to_shards(
         report.shards_written += 1
 
     queue = list(todo)
-    if segmenter is not None:
-        from geodemo.models.dualgeo import label_maps_to_tensor
     for batch in encode_photos(encoder, dataset, positions, tokens=tokens, batch_size=batch_size,
                                workers=workers, resize_on=resize_on, prefetch=prefetch):
         for i, p in enumerate(batch.positions):

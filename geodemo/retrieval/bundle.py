@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geodemo.data.benchmarks import BENCHMARKS
 from geodemo.paths import bundle_path, shared_path
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 from geodemo.retrieval.multiview import ViewBank
@@ -65,8 +66,6 @@ class GalleryBundle:
 
     def meta(self) -> GalleryMeta:
         """Rows of the gallery; ``image_paths`` are full-size shared photos where present, else thumbnails."""
-        from geodemo.data.benchmarks import BENCHMARKS
-
         rows = self._rows()
         paths: list[str | None] = []
         for r in rows:
