@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from geodemo.imageio import load_image, read_exif_gps
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage
@@ -14,8 +15,6 @@ class Load(Stage):
     description = "decode the photo"
 
     def run(self, ctx: LocateContext) -> None:
-        from geodemo.imageio import load_image, read_exif_gps
-
         ctx.image = load_image(ctx.source)  # bad input raises a clear ImageError: nothing to locate
         try:
             ctx.result.exif_gps = read_exif_gps(ctx.source)
