@@ -18,9 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageFilter
 
+from geodemo.data import load_benchmark, load_csv
 from geodemo.data.feature_table import FeatureTable, ShardedArray
 from geodemo.data.folds import group_fold
+from geodemo.extraction.features import cached_label_maps, load_benchmark_views
+from geodemo.models.descriptors import _encoder_outputs
+from geodemo.models.registry import shared_model
 
 __all__ = [
     "split_table",
@@ -199,8 +204,6 @@ class ImageSource:
     """
 
     def __init__(self, datasets: list, encoder: str, augment: dict | None = None):
-        from geodemo.models.registry import shared_model
-
         self.items = [(ds, s) for ds in datasets for s in ds.samples]
         self.encoder_name = encoder
         self.encoder = shared_model(encoder)
@@ -216,8 +219,6 @@ class ImageSource:
         )
 
     def _augment(self, image, rng: np.random.Generator):
-        from PIL import Image
-
         w, h = image.size
         lo, hi = self.augment["scale"]
         area = w * h * rng.uniform(lo, hi)
@@ -231,8 +232,6 @@ class ImageSource:
 
     def encode(self, rows, seed: int | None = None) -> np.ndarray:
         """``(len(rows), D)`` embeddings; augmented when ``seed`` is given; zero rows for unreadable photos."""
-        from PIL import Image
-
         rng = np.random.default_rng(seed) if seed is not None else None
         images, ok = [], []
         for r in np.asarray(rows).tolist():
@@ -265,10 +264,6 @@ class PairedViewSource:
     """
 
     def __init__(self, datasets: list, encoder: str, segmenter: str, seg_size: int = 224, progress: bool = True):
-        from geodemo.data import load_benchmark
-        from geodemo.extraction.features import cached_label_maps, load_benchmark_views
-        from geodemo.models.registry import shared_model
-
         self.datasets = [load_benchmark(d) if isinstance(d, str) else d for d in datasets]
         self.encoder = shared_model(encoder)
         self.seg_size = int(seg_size)
@@ -286,7 +281,6 @@ class PairedViewSource:
 
     def _pair(self, image, label_map: np.ndarray):
         """One photo and its label map after DualGeo's paired and photo-only augmentations."""
-        from PIL import Image, ImageFilter
         from torchvision import transforms as T
         from torchvision.transforms import functional as TF
 
@@ -310,8 +304,6 @@ class PairedViewSource:
     def encode(self, rows, seed: int | None = None) -> dict[str, np.ndarray]:
         """``image`` (the encoder's raw output) and ``labelmap`` (grey levels at ``seg_size``) of ``rows``,
         augmented with ``seed`` (without one: the table's un-augmented views)."""
-        from geodemo.models.descriptors import _encoder_outputs
-
         rows = np.asarray(rows, dtype=np.int64)
         if seed is None:
             return {"image": np.asarray(self._table.features["image"][rows], np.float32),
@@ -337,8 +329,6 @@ def paired_view_source(dcfg: dict[str, Any], progress: bool = True) -> PairedVie
                      sort_keys=True)
     if key not in _PAIRED:
         if dcfg.get("csv"):  # MP16-Pro: CSV + photo folder or tar shards
-            from geodemo.data import load_csv
-
             datasets = [load_csv(dcfg["csv"], images_dir=dcfg.get("images"), meta_columns=[])]
         else:
             datasets = list(dcfg["benchmarks"])

@@ -14,15 +14,24 @@ training photographers, seed, the epochs chosen and the inner scores, and the gi
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geodemo.data.feature_table import FeatureTable
+from geodemo.data import load_benchmark
+from geodemo.data.feature_table import FeatureTable, write_feature_shard
+from geodemo.eval.fold_ablation import model_views
 from geodemo.eval.metrics import accuracy_table
-from geodemo.paths import REPO_ROOT
+from geodemo.extraction.features import load_benchmark_views, views_for
+from geodemo.models.descriptors import load_descriptor
+from geodemo.paths import REPO_ROOT, cache_dir
 from geodemo.pipeline.presets import load_preset as pipeline_preset
+from geodemo.retrieval.builder import ShardSource, build_database
+from geodemo.retrieval.database import IndexConfig, RetrievalDatabase
+from geodemo.retrieval.galleries import gallery_key
+from geodemo.storage import write_json
 from geodemo.train.config import apply_overrides, list_presets, load_preset
 from geodemo.train.data import split_table
 from geodemo.train.trainer import Trainer, load_table
@@ -60,8 +69,6 @@ def git_commit() -> str:
 
 
 def _top1_score(model: Any, train: FeatureTable, held: FeatureTable, view: str) -> dict[str, float]:
-    from geodemo.eval.fold_ablation import model_views
-
     g = model_views(model, train.features)[view]
     q = model_views(model, held.features)[view]
     best = np.argmax(q @ g.T, axis=1)
@@ -130,13 +137,6 @@ def build_view_database(descriptor: Any, table: FeatureTable, out: str | Path, i
     """A retrieval database of ``descriptor`` over cached views (``table`` from
     :func:`~geodemo.extraction.features.load_benchmark_views`), through the database builder's feature-shard path:
     no photo is decoded or segmented again. ``image_paths`` (id -> path) lets the page show the neighbours."""
-    import tempfile
-
-    from geodemo.data.feature_table import write_feature_shard
-    from geodemo.retrieval.builder import ShardSource, build_database
-    from geodemo.retrieval.database import RetrievalDatabase
-    from geodemo.storage import write_json
-
     out = Path(out)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
         write_feature_shard(Path(tmp) / "shard-00000.npz", table)
@@ -152,13 +152,6 @@ def build_view_database(descriptor: Any, table: FeatureTable, out: str | Path, i
 def build_preset_gallery(preset_name: str, progress: bool = True) -> Path:
     """The gallery a pipeline preset with a trained analogue descriptor searches (``gallery.datasets``),
     built from the cached views into the folder the locator looks in, so its first photo is fast."""
-    from geodemo.data import load_benchmark
-    from geodemo.extraction.features import load_benchmark_views
-    from geodemo.models.descriptors import load_descriptor
-    from geodemo.paths import cache_dir
-    from geodemo.retrieval.database import IndexConfig
-    from geodemo.retrieval.galleries import gallery_key
-
     preset = pipeline_preset(preset_name)
     spec, cfg = preset["descriptor"], preset["gallery"]
     descriptor = load_descriptor(spec)
@@ -168,8 +161,6 @@ def build_preset_gallery(preset_name: str, progress: bool = True) -> Path:
     folder = cache_dir("galleries") / f"descriptor-{gallery_key('descriptor', descriptor.name, datasets, index.kind)}"
     if (folder / "config.json").is_file():
         return folder
-    from geodemo.extraction.features import views_for
-
     opts = views_for(getattr(descriptor, "model", None))
     table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if opts["dual"] else None,
                                  tokens=opts["tokens"], labelmap_size=opts["labelmap_size"],
