@@ -62,14 +62,26 @@ LAZY_IMPORTS = frozenset({
     "sklearn",
     "spaces",             # Hugging Face ZeroGPU
     "threadpoolctl",
-    "torch",              # loaded by the model code; the guard in geodemo._compat imports it lazily
+    "torch",              # geodemo._compat imports it inside the torchvision guard
     "torchvision",
     "transformers",
 })
 
-# Exceptions, each with its owner: modules another helper rewrites in the same round (issue 26);
-# the lead fixes them when merging. Keys: (importing module, imported package or module).
-ALLOWED_FUNCTION_IMPORTS: dict[str, str] = {
+# Exceptions, each with its owner: modules being rewritten by someone else in the same round (issue 26);
+# the lead fixes them when merging.
+H1 = "owned by h1 (issue 26 items 1-2, being rewritten), to fix at merge"
+H2 = "ivfsplit, which h2 may remove (issue 26 item 5), to fix at merge"
+LEAD = "the lead's module (issues 23 and 25, changing in the same round), to fix at merge"
+ALLOWED_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {  # (module, imported module or "*")
+    ("geodemo.cli", "*"): H1,
+    ("geodemo.pipeline.locator", "*"): H1,
+    ("geodemo.web.policy", "*"): H1,
+    ("geodemo.retrieval.database", "geodemo.retrieval.split_index"): H2,
+    ("geodemo.retrieval.index_kinds", "geodemo.retrieval.split_index"): H2,
+    ("geodemo.data.recorded", "*"): LEAD,
+    ("geodemo.eval.decision_table", "*"): LEAD,
+    ("geodemo.pipeline.decision", "*"): LEAD,
+    ("geodemo.hub", "*"): LEAD,
 }
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("geodemo.data.recorded", "pipeline"): "recorded_for reads a pipeline preset: it belongs in geodemo.pipeline; "
@@ -153,6 +165,11 @@ def _layer_of(package: str) -> int:
     raise AssertionError(f"package {package!r} is in no layer: add it to LAYERS and to the README drawing")
 
 
+def _lazy_allowed(module: str, target: str) -> bool:
+    return (target.split(".")[0] in LAZY_IMPORTS or (module, "*") in ALLOWED_FUNCTION_IMPORTS
+            or (module, target) in ALLOWED_FUNCTION_IMPORTS)
+
+
 def _cycles(edges) -> list[list[str]]:
     """Strongly connected components with more than one package (Tarjan)."""
     graph: dict[str, set[str]] = defaultdict(set)
@@ -222,10 +239,8 @@ def test_imports_follow_the_drawn_layers():
 def test_function_level_imports_are_only_of_optional_heavy_dependencies():
     hidden = []
     for module, found in _imports().items():
-        if module in ALLOWED_FUNCTION_IMPORTS:
-            continue
         for line, target, in_function in found:
-            if in_function and target.split(".")[0] not in LAZY_IMPORTS:
+            if in_function and not _lazy_allowed(module, target):
                 hidden.append(f"{module}:{line} imports {target}")
     assert not hidden, (f"{len(hidden)} imports inside functions; move them to the top of the module (or add "
                         "an optional heavy dependency to LAZY_IMPORTS):\n" + "\n".join(hidden))
@@ -233,9 +248,9 @@ def test_function_level_imports_are_only_of_optional_heavy_dependencies():
 
 def test_the_allow_lists_name_only_what_still_needs_them():
     imports = _imports()
-    for module in ALLOWED_FUNCTION_IMPORTS:
-        assert any(f and t.split(".")[0] not in LAZY_IMPORTS for _, t, f in imports.get(module, [])), (
-            f"{module} needs no exception any more: remove it from ALLOWED_FUNCTION_IMPORTS")
+    for module, target in ALLOWED_FUNCTION_IMPORTS:
+        assert any(f and t.split(".")[0] not in LAZY_IMPORTS and target in ("*", t) for _, t, f in imports[module]), (
+            f"{module} needs no exception for {target} any more: remove it from ALLOWED_FUNCTION_IMPORTS")
     edges = _package_edges()
     for module, package in ALLOWED_UPWARD:
         assert any(w.split(":")[0] == module for (a, b), where in edges.items() if b == package for w in where), (
