@@ -14,14 +14,28 @@ as degraded.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from geodemo import env
-from geodemo.pipeline.options import add_option_flags, flag_of, options_from_flags
+from geodemo.data import load_benchmark, load_csv, load_exif_folder
+from geodemo.data.recorded import recorded_section
+from geodemo.errors import GeodemoError, describe
+from geodemo.models.base import ModelUnavailableError
+from geodemo.models.descriptors import load_descriptor
+from geodemo.paths import REPO_ROOT, MissingResourceError
+from geodemo.pipeline import GeoLocator, LocateOptions, list_presets, load_preset
+from geodemo.pipeline.choice import choose_preset
+from geodemo.pipeline.options import InvalidOptionError, add_option_flags, flag_of, options_from_flags
+from geodemo.pipeline.presets import with_random_weights
+from geodemo.retrieval.builder import PhotoSource, ShardSource, build_database, descriptor_spec
+from geodemo.retrieval.database import INDEX_KINDS
+from geodemo.space import deploy
 
 __all__ = ["main", "build_parser"]
 
@@ -76,9 +90,7 @@ _SCRIPT_COMMANDS = {"evaluate": "score a predictor on a benchmark", "train": "tr
 
 def _script(name: str, argv: list[str]) -> int:
     """``scripts/<name>.py``'s ``main(argv)`` (a checkout's scripts; an installed wheel has none)."""
-    import importlib.util
 
-    from geodemo.paths import REPO_ROOT
 
     path = REPO_ROOT / "scripts" / f"{name}.py"
     if not path.is_file():
@@ -92,7 +104,6 @@ def _script(name: str, argv: list[str]) -> int:
 
 
 def _space_deploy(args: argparse.Namespace) -> int:
-    from geodemo.space import deploy
 
     report = deploy(args.repo_id, hardware=args.hardware, private=args.private, dry_run=args.dry_run)
     print(report.summary())
@@ -101,7 +112,6 @@ def _space_deploy(args: argparse.Namespace) -> int:
 
 def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``index``: photos or feature shards -> a saved retrieval database of a preset's descriptor."""
-    from geodemo.retrieval.database import INDEX_KINDS
 
     idx = sub.add_parser("index", help="build a retrieval database for a preset (gallery.path)",
                          description="Describe photos (or feature shards) with a preset's descriptor and save a "
@@ -130,10 +140,6 @@ def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
 
 
 def _index(args: argparse.Namespace) -> int:
-    from geodemo.data import load_benchmark, load_csv, load_exif_folder
-    from geodemo.models.descriptors import load_descriptor
-    from geodemo.pipeline import load_preset
-    from geodemo.retrieval.builder import PhotoSource, ShardSource, build_database, descriptor_spec
 
     preset = load_preset(args.preset)
     spec = descriptor_spec(preset)
@@ -199,9 +205,7 @@ def _summary(result) -> str:
 def _presets_text() -> str:
     """Every preset: its name, what it is, and its stages in order (``*`` = a stage of the paper it runs
     or builds on)."""
-    import textwrap
 
-    from geodemo.pipeline import GeoLocator, list_presets
 
     blocks = []
     for name in list_presets():
@@ -227,8 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _script(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "index":
-        from geodemo.models.base import ModelUnavailableError
-        from geodemo.paths import MissingResourceError
 
         try:
             return _index(args)
@@ -243,7 +245,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_presets_text())
         return 0
     if args.command == "space-deploy":
-        from geodemo.errors import GeodemoError
 
         try:
             return _space_deploy(args)
@@ -263,17 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     """``exc`` in plain words (no class names; the user's own paths kept) on one line of at most 500 characters."""
-    from geodemo.errors import describe
 
     text = " ".join(describe(exc, keep_paths=True)[0].split())
     return text if len(text) <= 500 else text[:497] + "..."
 
 
 def _locate(args: argparse.Namespace) -> int:
-    from geodemo.errors import GeodemoError
-    from geodemo.pipeline import GeoLocator, LocateOptions, load_preset
-    from geodemo.pipeline.options import InvalidOptionError
-    from geodemo.pipeline.presets import with_random_weights
 
     try:
         options = LocateOptions(options_from_flags(args), exclude_groups=set(args.exclude_group))
@@ -281,14 +277,12 @@ def _locate(args: argparse.Namespace) -> int:
         print(f"error: {flag_of(exc.option)} {exc.reason}", file=sys.stderr)
         return 2
     if args.preset is None:
-        from geodemo.pipeline.choice import choose_preset
 
         choice = choose_preset()
         args.preset = choice.preset
         if choice.passed_over:
             print(f"note: {choice.explanation}", file=sys.stderr)
     try:
-        from geodemo.data.recorded import recorded_section
 
         recorded = recorded_section(args.recorded_lmm, args.recorded_candidates)
         config = load_preset(args.preset, gallery={"progress": not args.no_progress},

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from geodemo.errors import MissingResourceError, ModelUnavailableError
+from geodemo.models.loading import hub_endpoint, hub_offline, hub_reachable
+from geodemo.paths import cache_dir
 from geodemo.storage import sha256_file
 
 __all__ = ["PublishedFile", "hub_cache", "hub_sha256", "cached", "fetch", "availability"]
@@ -58,7 +60,6 @@ class PublishedFile:
 
 def hub_cache() -> Path:
     """geodemo's own cache of published files (``$GEODEMO_CACHE/hub``), in the hub's cache layout."""
-    from geodemo.paths import cache_dir
 
     return cache_dir("hub")
 
@@ -66,7 +67,6 @@ def hub_cache() -> Path:
 def _download(f: PublishedFile, local_only: bool) -> Path:
     from huggingface_hub import hf_hub_download
 
-    from geodemo.models.loading import hub_endpoint
 
     return Path(hf_hub_download(f.repo, f.filename, revision=f.revision, repo_type=f.repo_type,
                                 cache_dir=hub_cache(), local_files_only=local_only, endpoint=hub_endpoint()))
@@ -115,7 +115,6 @@ def fetch(spec: dict[str, Any] | PublishedFile, what: str, how: str) -> Path:
 
     ``what`` names it for people ("G3's trained weights"); ``how`` says how to supply it by hand.
     """
-    from geodemo.models.loading import hub_endpoint, hub_offline, hub_reachable
 
     f = PublishedFile.from_dict(spec)
     path = cached(f)
@@ -136,7 +135,6 @@ def fetch(spec: dict[str, Any] | PublishedFile, what: str, how: str) -> Path:
 
 def availability(spec: dict[str, Any] | PublishedFile) -> str | None:
     """``"cached"`` or ``"downloadable"`` (the hub answers), else None; nothing is downloaded."""
-    from geodemo.models.loading import hub_reachable
 
     if cached(spec) is not None:
         return "cached"

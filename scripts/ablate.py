@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import geodemo  # noqa: E402,F401 - torchvision guard before any model code
 from geodemo.eval.ablation import AblationOptions, run_ablation  # noqa: E402
+from geodemo.train.folds import is_fold_trained  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             benchmark=args.benchmark, preset=args.preset, limit=args.limit, out=args.out, reuse=args.reuse,
             cross_fit=args.cross_fit, lmm_subset=args.lmm_subset, fusion=args.fusion,
             save_weights=args.save_weights, tau_km=args.tau_km, num_folds=args.folds,
-            progress=not args.no_progress, cached_only=args.cached_only)))
+            progress=not args.no_progress, cached_only=args.cached_only, analogue=is_fold_trained(args.preset))))
     except (MissingResourceError, ModelUnavailableError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

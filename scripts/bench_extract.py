@@ -69,7 +69,7 @@ def _sync(device: torch.device) -> None:
 
 def model_alone(encoder, batch_size: int, steps: int, tokens: bool) -> float:
     """photos/s of ``encode_pixels`` on a fitted batch already on the device (outputs copied to host)."""
-    from geodemo.extraction import device_pixels, recipe_of
+    from geodemo.models.pixels import device_pixels, recipe_of
 
     recipe = recipe_of(encoder)
     device = torch.device(getattr(encoder, "device", "cpu"))

@@ -247,7 +247,7 @@ def bench_synthetic(
 
 def bench_real(n_queries: int, search_threads: int = 1) -> list[dict]:
     from geodemo.data import load_benchmark
-    from geodemo.models.features import image_features
+    from geodemo.extraction.features import image_features
 
     embs, ids, groups = [], [], []
     for name in ("im2gps3k-dev", "osv5m-sample"):

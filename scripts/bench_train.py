@@ -72,7 +72,7 @@ def synthetic_table(rows: int, dims: dict[str, int], seed: int = 0):
     65,536 random rows so that millions of rows cost seconds; speed does not depend on the values."""
     import numpy as np
 
-    from geodemo.train import FeatureTable
+    from geodemo.data import FeatureTable
 
     rng = np.random.default_rng(seed)
     tile = min(rows, 65_536)

@@ -137,7 +137,7 @@ def slim_verifier(trained: Path, out: Path) -> None:
 def build_gallery(out: Path, progress: bool) -> list[tuple[str, str, str]]:
     """The offline preset's gallery + multi-view bank; returns (id, dataset, photo path) per row."""
     from geodemo.data import load_benchmark
-    from geodemo.models.features import shared_model
+    from geodemo.models.registry import shared_model
     from geodemo.pipeline import load_preset
     from geodemo.retrieval.bundle import save_gallery_bundle
     from geodemo.retrieval.galleries import image_gallery

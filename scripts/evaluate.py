@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from geodemo.eval.report import compare_runs
+    from geodemo.viz.curves import compare_runs
 
     table, curves = compare_runs(report.out_dir.parent, dataset.name)
     print(table)

@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from geodemo.extraction import extract_to_shards
     from geodemo.models import create_model
+    from geodemo.retrieval.geocode import training_caption
 
     state = PartialState(cpu=args.device == "cpu")
     device = str(state.device) if args.device == "auto" else args.device
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     segmenter = create_model(args.segmenter) if args.segmenter else None
     try:
         report = extract_to_shards(
-            ds, encoder, args.out, shard_size=args.shard_size, tokens=args.tokens, text=args.text,
+            ds, encoder, args.out, shard_size=args.shard_size, tokens=args.tokens,
+            caption=(lambda s: training_caption(s.meta, s.lat, s.lon)) if args.text else None,
             segmenter=segmenter, labelmap_size=args.labelmap_size, labelmap_resample=args.labelmap_resample,
             batch_size=args.batch_size,
             workers=args.workers, resize_on=args.resize_on, prefetch=args.prefetch,

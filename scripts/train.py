@@ -40,7 +40,7 @@ def train_analogue(name: str, cfg: dict, folds: int | None, output: Path | None,
     """An analogue preset (one with a ``select`` section): its deployable model, all its fold models, or
     one fold model (``one_fold`` = (num_folds, fold), e.g. to train the folds in parallel processes)."""
     from geodemo.paths import checkpoints_dir
-    from geodemo.train.analogues import (
+    from geodemo.train.folds import (
         build_preset_gallery,
         fold_checkpoint_name,
         train_checkpoint,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from geodemo.extraction.features import load_benchmark_views
 from geodemo.train import Trainer, apply_overrides, load_preset
-from geodemo.train.data import load_benchmark_views
 
 N_PHOTOS = 64
 
@@ -45,7 +45,7 @@ def _small(cfg: dict, tmp_path, **extra) -> dict:
 
 
 def test_dual_view_model_learns_and_embeds_each_photo_alone(dual_views, tmp_path):
-    from geodemo.eval.analogues import model_views
+    from geodemo.eval.fold_ablation import model_views
 
     assert dual_views.features["tokens"].shape == (N_PHOTOS, 49, 1024)
     assert dual_views.features["labelmap"].shape == (N_PHOTOS, 32, 32)
@@ -86,8 +86,8 @@ def test_dual_view_model_learns_and_embeds_each_photo_alone(dual_views, tmp_path
 
 
 def test_fold_models_never_score_their_own_photographers(dev64, tmp_path, monkeypatch):
-    from geodemo.eval.analogues import fold_assignment, load_fold_models, run_analogue_ablation
-    from geodemo.train.analogues import train_folds
+    from geodemo.eval.fold_ablation import fold_assignment, load_fold_models, run_analogue_ablation
+    from geodemo.train.folds import train_folds
 
     monkeypatch.setenv("GEODEMO_CHECKPOINTS", str(tmp_path))
     table = load_benchmark_views([dev64], "mobilenet-v1-imagenet", progress=False)
@@ -146,7 +146,7 @@ def test_locate_with_an_analogue_preset_runs_every_stage(name, dev64, dual_views
     from geodemo.models.descriptors import load_descriptor
     from geodemo.paths import REPO_ROOT
     from geodemo.pipeline.presets import load_preset as load_pipeline_preset
-    from geodemo.train.analogues import build_view_database, train_checkpoint
+    from geodemo.train.folds import build_view_database, train_checkpoint
 
     views = faithful_views if name == "dualgeo-offline" else dual_views
     cfg = _small(load_preset(name), tmp_path, **{"optim.steps": 4})
@@ -187,10 +187,10 @@ def test_dualgeo_lmm_rows_answer_from_the_fold_held_out_neighbours(dev64, dual_v
     from test_lmm_backends import FakeServer, _chat_reply, _tags
 
     from geodemo.eval.ablation import analogue_lmm_rows
-    from geodemo.eval.analogues import load_fold_models, run_analogue_ablation
+    from geodemo.eval.fold_ablation import load_fold_models, run_analogue_ablation
     from geodemo.geo import haversine_km
     from geodemo.pipeline.presets import load_preset as load_pipeline_preset
-    from geodemo.train.analogues import train_folds
+    from geodemo.train.folds import train_folds
 
     monkeypatch.setenv("GEODEMO_CHECKPOINTS", str(tmp_path))
     train_folds(_small(load_preset("dualgeo-offline"), tmp_path, **{"optim.steps": 4}), 3, tmp_path,

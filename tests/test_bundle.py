@@ -66,7 +66,7 @@ def test_bundled_verifier_loads_and_records_its_training(monkeypatch, tmp_path):
 def test_bundled_gallery_is_the_gallery_built_from_the_shared_folder(shared):
     from geodemo.data import load_benchmark
     from geodemo.imageio import load_image
-    from geodemo.models.features import shared_model
+    from geodemo.models.registry import shared_model
     from geodemo.pipeline import load_preset
     from geodemo.retrieval.bundle import open_gallery_bundle
     from geodemo.retrieval.galleries import image_gallery

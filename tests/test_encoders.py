@@ -133,8 +133,8 @@ def test_mobilenet_real_embeddings(photos):
 def test_mobilenet_same_photographer_same_spot_closer_than_random(shared):
     """Dev split: photo pairs by one AUTHOR within 1 km vs random pairs of dev photos."""
     from geodemo.data import load_benchmark
+    from geodemo.extraction.features import image_features
     from geodemo.geo import haversine_km
-    from geodemo.models.features import image_features
 
     dev = load_benchmark("im2gps3k-dev")
     coords, rng = dev.coords(), np.random.default_rng(0)
@@ -173,7 +173,7 @@ def test_mobilenet_same_photographer_same_spot_closer_than_random(shared):
 
 def test_feature_cache_reuses_disk_and_aligns_rows(shared, tmp_path, monkeypatch):
     from geodemo.data import load_benchmark
-    from geodemo.models import features
+    from geodemo.extraction import features
 
     monkeypatch.setenv("GEODEMO_CACHE", str(tmp_path))
     osv = load_benchmark("osv5m-sample").subset(limit=4)
@@ -194,7 +194,7 @@ def test_feature_cache_reuses_disk_and_aligns_rows(shared, tmp_path, monkeypatch
 
 def test_feature_cache_reports_unreadable_photos(shared, tmp_path, monkeypatch):
     from geodemo.data import load_csv
-    from geodemo.models.features import image_features
+    from geodemo.extraction.features import image_features
 
     monkeypatch.setenv("GEODEMO_CACHE", str(tmp_path / "cache"))
     images = tmp_path / "images"

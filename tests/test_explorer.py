@@ -130,8 +130,8 @@ def test_a_photo_view_shows_every_stage_with_the_truth_and_no_server_path(tmp_pa
 def test_a_recorded_source_shows_as_a_source_with_its_win_and_probability(tmp_path: Path):
     """A recorded peer's candidate is drawn in its own colour and named in the table, the map and the
     explanation; the curves evaluate.py saved beside the run are what the explorer shows."""
-    from geodemo.eval.report import compare_runs
     from geodemo.result import Candidate
+    from geodemo.viz.curves import compare_runs
     from geodemo.viz.maps import candidate_colour
 
     root = tmp_path / "runs"

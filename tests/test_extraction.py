@@ -72,9 +72,8 @@ def test_parallel_extraction_gives_the_single_process_features(dev32, mobilenet)
 
 
 def test_unreadable_photos_in_workers_are_reported_and_skipped(dev32, mobilenet, tmp_path):
-    from geodemo.data import load_csv
+    from geodemo.data import load_csv, load_feature_shards
     from geodemo.extraction import extract_to_shards
-    from geodemo.train import load_feature_shards
 
     csv = _csv_folder(tmp_path, dev32, 6, broken=True)
     ds = load_csv(csv, images_dir=tmp_path / "images")
@@ -112,7 +111,7 @@ def test_mp16pro_tar_shards_give_the_folder_features(dev32, mobilenet, tmp_path)
 
 
 def test_killed_extraction_resumes_without_duplicates(dev32, tmp_path):
-    from geodemo.train import load_feature_shards
+    from geodemo.data import load_feature_shards
 
     n = 40
     from geodemo.data import load_benchmark
@@ -149,10 +148,9 @@ def test_killed_extraction_resumes_without_duplicates(dev32, tmp_path):
 def test_clip_tokens_go_to_float16_memory_mapped_shards(dev32, tmp_path):
     """A real CLIP architecture (tiny, random weights): embeddings as encode_images, tokens as
     encode_image_tokens, stored float16 in a .npy per shard that training memory-maps."""
+    from geodemo.data import ShardedArray, load_feature_shards
     from geodemo.extraction import extract_to_shards
     from geodemo.models import create_model
-    from geodemo.train import load_feature_shards
-    from geodemo.train.data import ShardedArray
 
     tiny = {"projection_dim": 32,
             "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,

@@ -22,7 +22,7 @@ from geodemo.scoring import (
 
 
 def test_group_folds_match_the_trainers_folds():
-    from geodemo.train.data import group_fold
+    from geodemo.data.folds import group_fold
 
     groups = ["a@N00", "b@N01", None, "a@N00", "c@N02"]
     ids = ["1", "2", "3", "4", "5"]
@@ -78,7 +78,7 @@ def dev_candidates(shared):
     """Real retrieval + DBSCAN candidates of 150 dev photos, leave-one-photographer-out."""
     from geodemo.data import load_benchmark
     from geodemo.eval import QueryPhoto
-    from geodemo.models.features import cached_image_embeddings
+    from geodemo.extraction.features import cached_image_embeddings
     from geodemo.pipeline import GeoLocator
 
     dev = load_benchmark("im2gps3k-dev")

@@ -99,11 +99,10 @@ def _trained_heads(shards: Path, tmp: Path):
 
 
 def test_g3_path_from_extraction_to_index_vector_matches_g3s_code(extracted, tmp_path):
-    from geodemo.data import load_csv
+    from geodemo.data import load_csv, load_feature_shards
     from geodemo.models import create_model
     from geodemo.models.descriptors import G3Descriptor
     from geodemo.retrieval.builder import ShardSource
-    from geodemo.train import load_feature_shards
 
     csv, shards = extracted
     table = load_feature_shards(shards)
@@ -146,10 +145,9 @@ def test_g3_path_from_extraction_to_index_vector_matches_g3s_code(extracted, tmp
 
 
 def test_g3_objective_equals_g3s_two_losses(extracted):
-    from geodemo.data import load_csv
+    from geodemo.data import load_csv, load_feature_shards
     from geodemo.models import create_model
     from geodemo.models.g3 import G3Heads, g3_inputs
-    from geodemo.train import load_feature_shards
     from geodemo.train.objectives import G3Objective
 
     csv, shards = extracted

@@ -185,7 +185,7 @@ def test_d9_truncated_text_clue_cache_is_reported_deleted_and_rebuilt(shared, tm
 def test_d10_truncated_embeddings_cache_is_reported_deleted_and_rebuilt(shared, tmp_path, monkeypatch, caplog,
                                                                          one_torch_thread):
     from geodemo.data import load_benchmark
-    from geodemo.models.features import features_cache_path, image_features
+    from geodemo.extraction.features import features_cache_path, image_features
 
     monkeypatch.setenv("GEODEMO_CACHE", str(tmp_path))
     data = load_benchmark("osv5m-sample").subset(4)

@@ -36,7 +36,7 @@ def dev_cases(shared):
     """Two dev photos with their real retrieval context (neighbours, dissimilar, cluster, description)."""
     from geodemo.data import load_benchmark
     from geodemo.imageio import load_image
-    from geodemo.models.features import shared_model
+    from geodemo.models.registry import shared_model
     from geodemo.models.segmentation import describe_segmentation
     from geodemo.retrieval.galleries import image_gallery
     from geodemo.retrieval.rerank import cluster_neighbours

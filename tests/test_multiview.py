@@ -64,7 +64,7 @@ def test_reciprocal_rank_counts_what_the_match_prefers_to_the_query():
 @pytest.mark.shared
 def test_mirrored_and_cropped_photos_match_their_original_better_with_views(shared):
     from geodemo.data import load_benchmark
-    from geodemo.models.features import shared_model
+    from geodemo.models.registry import shared_model
 
     osv = load_benchmark("osv5m-sample")
     enc = shared_model("mobilenet-v1-imagenet")

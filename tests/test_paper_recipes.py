@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 import geodemo  # noqa: F401
-from geodemo.train import FeatureTable, Trainer, load_preset
+from geodemo.data import FeatureTable
+from geodemo.train import Trainer, load_preset
 
 
 def _table(n: int = 40) -> FeatureTable:

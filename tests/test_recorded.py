@@ -187,7 +187,7 @@ def test_evaluate_refuses_a_recorded_predictor_without_its_file(capsys):
 
 
 def test_the_server_names_recorded_sources_only_for_the_roles_a_preset_can_use(monkeypatch):
-    from geodemo.data.recorded import recorded_for
+    from geodemo.pipeline.presets import recorded_for
 
     monkeypatch.delenv("GEODEMO_RECORDED_LMM", raising=False)
     monkeypatch.delenv("GEODEMO_RECORDED_CANDIDATES", raising=False)

@@ -118,7 +118,7 @@ def test_approximate_recall_at_20_on_real_mobilenet_features(shared):
     """HNSW / IVF-PQ against exact search, on the dev photos' real MobileNet embeddings,
     leave-one-photographer-out. Measured here: HNSW 0.9998, IVF-PQ (128 x 4 bit) 0.63."""
     from geodemo.data import load_benchmark
-    from geodemo.models.features import cached_image_embeddings
+    from geodemo.extraction.features import cached_image_embeddings
 
     dev = load_benchmark("im2gps3k-dev")
     emb = cached_image_embeddings("mobilenet-v1-imagenet", dev, progress=False)

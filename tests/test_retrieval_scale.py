@@ -28,7 +28,7 @@ def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
 def dev_features(shared) -> tuple[np.ndarray, GalleryMeta, np.ndarray]:
     """The dev photos' real MobileNet embeddings, their metadata and each one's exact top-20."""
     from geodemo.data import load_benchmark
-    from geodemo.models.features import cached_image_embeddings
+    from geodemo.extraction.features import cached_image_embeddings
 
     dev = load_benchmark("im2gps3k-dev")
     emb = cached_image_embeddings("mobilenet-v1-imagenet", dev, progress=False)

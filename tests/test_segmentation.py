@@ -164,7 +164,7 @@ def test_deeplab_segments_a_street_view(photo):
 
 def test_deeplab_sky_on_top_road_below_on_osv_street_views(shared):
     from geodemo.data import load_benchmark
-    from geodemo.models.features import cached_label_maps
+    from geodemo.extraction.features import cached_label_maps
 
     osv = load_benchmark("osv5m-sample")
     maps = cached_label_maps("deeplab-mnv2-ade", osv, progress=False)

@@ -131,7 +131,7 @@ def test_ivfsplit_options_are_checked():
 @pytest.mark.shared
 def test_ivfsplit_on_real_mobilenet_features_beats_ivfrabitq_in_less_memory():
     from geodemo.data import load_benchmark
-    from geodemo.models.features import cached_image_embeddings
+    from geodemo.extraction.features import cached_image_embeddings
 
     dev = load_benchmark("im2gps3k-dev")
     emb = cached_image_embeddings("mobilenet-v1-imagenet", dev, progress=False)

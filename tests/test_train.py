@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import geodemo  # noqa: F401
-from geodemo.train import EpochSampler, FeatureTable, Trainer, apply_overrides, load_preset, split_table
+from geodemo.data import FeatureTable
+from geodemo.train import EpochSampler, Trainer, apply_overrides, load_preset, split_table
 from geodemo.train.objectives import build_objective
 from geodemo.train.trainer import build_model
 
@@ -147,8 +148,8 @@ def test_aligner_predictor_through_the_harness(shared, tmp_path):
     """The harness path (photo -> encoder -> aligner -> GPS gallery) gives what the cached-feature path gives."""
     from geodemo.data import load_benchmark
     from geodemo.eval import evaluate, read_predictions
+    from geodemo.extraction.features import image_features
     from geodemo.models.aligners import MLPGeoAligner
-    from geodemo.models.features import image_features
     from geodemo.train.evaluate import AlignerPredictor
 
     torch.manual_seed(0)

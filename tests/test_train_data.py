@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 import geodemo  # noqa: F401
-from geodemo.train import EpochSampler, FeatureTable, Trainer, load_feature_shards, write_feature_shard
-from geodemo.train.data import FeatureBatches, ShardedArray
+from geodemo.data import FeatureTable, ShardedArray, load_feature_shards, write_feature_shard
+from geodemo.train import EpochSampler, Trainer
+from geodemo.train.data import FeatureBatches
 
 TINY_LOC = {"hidden_dim": 32, "embed_dim": 16, "rff_dim": 8, "seed": 0}
 

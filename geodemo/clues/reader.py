@@ -10,12 +10,14 @@ from typing import Any
 
 from PIL import Image
 
-from geodemo.clues.gate import MIN_LETTER_PX
+from geodemo.clues.gate import MIN_LETTER_PX, GateUnavailable, text_score
 from geodemo.clues.language import identify_language
 from geodemo.clues.ocr import TesseractUnavailable, detect_script, prepare, read_words, tesseract_languages
 from geodemo.clues.prior import country_weights
 from geodemo.clues.scripts import char_script, dominant_script
 from geodemo.clues.tables import SCRIPT_TESSERACT, language_name
+from geodemo.imageio import load_image
+from geodemo.paths import cache_dir
 from geodemo.result import ClueReport
 from geodemo.storage import read_json, write_json
 
@@ -105,8 +107,6 @@ def gate_score(image: Image.Image, cfg: ClueConfig) -> float | None:
     (``cfg.gate`` off, or OpenCV missing: then every photo is read, as before the gate)."""
     if not cfg.gate:
         return None
-    from geodemo.clues.gate import GateUnavailable, text_score
-
     try:
         return float(text_score(image, cfg.gate_side))
     except GateUnavailable:
@@ -128,8 +128,6 @@ def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None
     except TesseractUnavailable as exc:
         return ClueReport(skipped=str(exc))
     if not isinstance(image, Image.Image):
-        from geodemo.imageio import load_image
-
         image = load_image(image)
     score = gate_score(image, cfg)
     if score is not None and score < cfg.gate_threshold:
@@ -141,8 +139,6 @@ def read_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | None
 
     cache_path = None
     if cfg.cache:
-        from geodemo.paths import cache_dir
-
         cache_path = cache_dir("clues") / f"{_cache_key(prepared, cfg, installed)}.json"
         stored = read_json(cache_path, "text-clue cache", validate=lambda d: ClueReport(**d))
         if stored is not None:
@@ -164,14 +160,10 @@ def cached_clues(image: Image.Image | Any, cfg: dict[str, Any] | ClueConfig | No
     except TesseractUnavailable:
         return None
     if not isinstance(image, Image.Image):
-        from geodemo.imageio import load_image
-
         image = load_image(image)
     score = gate_score(image, cfg)
     if score is not None and score < cfg.gate_threshold:
         return ClueReport(gate_score=score, gated_out=True)
-    from geodemo.paths import cache_dir
-
     path = cache_dir("clues") / f"{_cache_key(prepare(image, cfg.ocr_side), cfg, installed)}.json"
     stored = read_json(path, "text-clue cache", validate=lambda d: ClueReport(**d))
     return replace(ClueReport(**stored), gate_score=score) if stored is not None else None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from geodemo.imageio import ImageError, MissingImageError, load_image
 
@@ -127,8 +128,6 @@ class GeoDataset:
         self, progress: bool = True, desc: str | None = None
     ) -> Iterator[tuple[GeoSample, Image.Image | None, str | None]]:
         """Yield ``(sample, image, None)`` or ``(sample, None, error)``: a broken photo never stops the loop."""
-        from tqdm.auto import tqdm
-
         bar = tqdm(self.samples, desc=desc or f"reading {self.name}", unit="photo", disable=not progress)
         for sample in bar:
             try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from geodemo.data.dataset import GeoDataset, GeoSample, SkippedRow
 from geodemo.imageio import read_exif_gps
 
@@ -20,8 +22,6 @@ def load_exif_folder(
     Photos without a usable GPS block are listed in ``dataset.skipped``; the parent folder name
     is used as ``group`` (one folder per photographer or trip is the common layout).
     """
-    from tqdm.auto import tqdm
-
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"photo folder not found: {root}")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from geodemo.data.dataset import GeoDataset, GeoSample, SkippedRow
+from geodemo.data.tarstore import open_tar_store
 
 __all__ = [
     "CsvFormat",
@@ -212,8 +213,6 @@ def load_csv(
     ``dataset.skipped``. ``meta_columns`` ("all" or a list) limits what is kept in ``sample.meta``:
     pass ``[]`` or a few names for multi-million-row training sets such as MP16-Pro.
     """
-    from geodemo.data.tarstore import open_tar_store
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"benchmark CSV not found: {path}")

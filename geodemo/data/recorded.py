@@ -35,7 +35,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
+from geodemo import env
 from geodemo.errors import GeodemoError, MissingResourceError
+from geodemo.lmm.parse import parse_coordinate
 
 __all__ = ["FORMATS", "RecordedPoint", "Rejection", "RecordedPredictions", "RecordedFormatError",
            "read_recorded", "detect_recorded_format", "parse_source_spec", "photo_key"]
@@ -143,7 +145,6 @@ def _coordinate(lat: object, lon: object) -> tuple[float, float] | str:
 
 def _answer_point(raw: object, kind: str, sample: int) -> RecordedPoint | str:
     """One raw model answer parsed as the LMM stage parses answers (a point, or why not)."""
-    from geodemo.lmm.parse import parse_coordinate
 
     if raw is None or (isinstance(raw, float) and math.isnan(raw)):
         return "no answer (None)"
@@ -372,23 +373,7 @@ RECORDED_ENV = {"lmm": "GEODEMO_RECORDED_LMM", "candidates": "GEODEMO_RECORDED_C
 def recorded_from_env(environ: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
     """The ``recorded`` section the server's environment names: ``GEODEMO_RECORDED_LMM=NAME=FILE`` and
     ``GEODEMO_RECORDED_CANDIDATES=NAME=FILE[;NAME=FILE...]``."""
-    from geodemo import env
-
     read = env.get if environ is None else (lambda name: (environ.get(name) or "").strip() or None)
     lmm = read(RECORDED_ENV["lmm"]) or None
     candidates = [s.strip() for s in (read(RECORDED_ENV["candidates"]) or "").split(";") if s.strip()]
     return recorded_section(lmm, candidates)
-
-
-def recorded_for(preset: str) -> dict[str, dict[str, dict[str, str]]]:
-    """``from_preset`` overrides that give ``preset`` the recorded sources the server's environment names
-    (:func:`recorded_from_env`), for the roles its stages can use; {} when there are none."""
-    from geodemo.pipeline.presets import load_preset
-
-    section = recorded_from_env()
-    if not section:
-        return {}
-    stages = set(load_preset(preset).get("stages") or [])
-    usable = {role: files for role, files in section.items()
-              if (role == "lmm" and "lmm" in stages) or (role == "candidates" and "candidates.recorded" in stages)}
-    return {"recorded": usable} if usable else {}

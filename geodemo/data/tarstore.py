@@ -11,6 +11,8 @@ import hashlib
 import tarfile
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from geodemo.imageio import MissingImageError
 from geodemo.paths import cache_dir
 from geodemo.storage import read_json, write_json
@@ -22,8 +24,6 @@ _INDEX_VERSION = 1
 
 def build_tar_index(tar_path: str | Path, progress: bool = True) -> dict[str, list[int]]:
     """``{member name: [data offset, size]}`` for every regular file in an uncompressed tar."""
-    from tqdm.auto import tqdm
-
     members: dict[str, list[int]] = {}
     with tarfile.open(tar_path, mode="r:") as tar:  # "r:" refuses compressed tars (no random access)
         for info in tqdm(tar, desc=f"indexing {Path(tar_path).name}", unit="file", disable=not progress):

@@ -11,13 +11,14 @@ cross-validation over photographers (:mod:`geodemo.eval.fusion_ablation`), and t
 
 For the offline analogues (a preset whose ``descriptor`` is a trained ``dualgeo`` or ``g3`` model) the
 rows are the papers' stages, scored on cached features by photographer-fold models
-(:mod:`geodemo.eval.analogues`); for DualGeo a second table adds + LMM on the first ``lmm_subset`` photos
+(:mod:`geodemo.eval.fold_ablation`); for DualGeo a second table adds + LMM on the first ``lmm_subset`` photos
 (:func:`analogue_lmm_rows`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -27,14 +28,26 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from geodemo.data import load_benchmark
+from geodemo.eval.baselines import DensityPrior, Gallery
+from geodemo.eval.fold_ablation import locate_with_lmm, run_analogue_ablation, save_ablation
+from geodemo.eval.fusion_ablation import baseline_rows, collect, fit_all
+from geodemo.eval.fusion_ablation import rows as fusion_rows
 from geodemo.eval.harness import QueryPhoto
 from geodemo.eval.metrics import ACC_KEYS, accuracy_table
+from geodemo.extraction.features import image_features
 from geodemo.geo import haversine_km
+from geodemo.models.aligners import read_pretrained
+from geodemo.paths import checkpoints_dir
+from geodemo.pipeline import GeoLocator, LocateOptions
+from geodemo.pipeline.presets import load_preset
+from geodemo.scoring.fusion import WEIGHTS_DIR
 from geodemo.storage import atomic_open, read_text, write_json, write_text
 
 if TYPE_CHECKING:
-    from geodemo.eval.analogues import AnalogueAblation
+    from geodemo.eval.fold_ablation import AnalogueAblation
 
 __all__ = ["AblationOptions", "Context", "ROWS", "run_ablation", "table", "run_photos", "fold_locators"]
 
@@ -56,6 +69,7 @@ class AblationOptions:
     num_folds: int = 3
     progress: bool = True
     cached_only: bool = False  # offline analogues: only photos whose label maps are cached
+    analogue: bool = False  # the preset's model is trained by photographer folds (geodemo.train.folds.is_fold_trained)
 
 
 @dataclass
@@ -82,8 +96,6 @@ def _coords(records: list[dict], pick: Callable[[dict], tuple[float, float] | No
 
 def row_density_prior(records: list[dict], ctx: Context) -> np.ndarray:
     """Always the densest gallery place (200 km), with the query's photographer left out."""
-    from geodemo.eval.baselines import DensityPrior, Gallery
-
     meta = ctx.gallery_meta
     prior = DensityPrior(Gallery(f"{ctx.benchmark}-gallery", meta.coords, meta.ids, meta.groups))
     return prior.predict([QueryPhoto(r["id"], None, r["group"]) for r in records])
@@ -91,8 +103,6 @@ def row_density_prior(records: list[dict], ctx: Context) -> np.ndarray:
 
 def row_retrieval_top1(records: list[dict], ctx: Context) -> np.ndarray:
     """The gallery's nearest photo by the global descriptor (FAISS, before any re-ranking)."""
-    from geodemo.models.features import image_features
-
     db = ctx.locator.gallery
     feats = image_features(ctx.locator.config["encoder"], ctx.dataset, progress=False)
     row = {sid: i for i, sid in enumerate(feats.ids)}
@@ -195,10 +205,6 @@ def fold_locators(preset: str, pattern: str, **overrides: Any) -> dict[str, obje
     """Cross-fitting: one locator per trained fold; maps each held-out photographer to the locator whose
     aligner never saw that photographer (``pattern`` like ``offline-verifier-fold{}of3``); ``overrides``
     are merged into the preset as :meth:`GeoLocator.from_preset` merges them."""
-    from geodemo.models.aligners import read_pretrained
-    from geodemo.paths import checkpoints_dir
-    from geodemo.pipeline import GeoLocator
-
     by_group: dict[str, object] = {}
     i = 0
     while (checkpoints_dir() / pattern.format(i)).is_dir():
@@ -224,10 +230,6 @@ def run_photos(
     already in ``out_file`` are kept and the others are located and appended one line at a time (a run
     killed midway loses at most the photo it was on); without it the file appears whole or not at all.
     """
-    from tqdm.auto import tqdm
-
-    from geodemo.models.features import image_features
-
     samples = dataset.samples[:limit] if limit else dataset.samples
     feats = image_features(locator.config["encoder"], dataset, progress=progress)  # cached on disk
     index = {sid: i for i, sid in enumerate(feats.ids)}
@@ -333,20 +335,13 @@ def table(rows: dict[str, dict], n_photos: int, benchmark: str, preset: str) -> 
 
 def fusion_report(dataset, args: AblationOptions, pattern: str) -> tuple[str, dict[str, dict]]:
     """The fusion rows (:mod:`geodemo.eval.fusion_ablation`) as a table, and their metrics."""
-    import re
-
-    from geodemo.eval.fusion_ablation import baseline_rows, collect, fit_all, rows
-    from geodemo.scoring.fusion import WEIGHTS_DIR
-
     folds = re.fullmatch(r".*fold\{\}of(\d+)", pattern or "")
     if folds is None:
         return "fusion rows skipped: they need fold verifiers (--cross-fit)", {}
     num_folds = int(folds.group(1))
     t0 = time.perf_counter()
     photos, timings = collect(dataset, num_folds, use_clues=True)
-    preds, fitted = rows(photos, tau_km=args.tau_km)
-    from geodemo.pipeline.presets import load_preset
-
+    preds, fitted = fusion_rows(photos, tau_km=args.tau_km)
     preds = {**baseline_rows(photos, load_preset("offline")["gallery"]["datasets"]), **preds}
     truth = np.stack([p.truth for p in photos])
     metrics = {name: accuracy_table(pred, truth) for name, pred in preds.items()}
@@ -369,23 +364,8 @@ def fusion_report(dataset, args: AblationOptions, pattern: str) -> tuple[str, di
 
 
 
-def _is_analogue(preset: str) -> bool:
-    """A preset whose descriptor is a model trained here by photographer folds (a training preset of the
-    same name with a ``select`` section): its rows come from :mod:`geodemo.eval.analogues`."""
-    from geodemo.pipeline.presets import load_preset
-    from geodemo.train.config import list_presets as training_presets
-    from geodemo.train.config import load_preset as training_preset
-
-    if (load_preset(preset).get("descriptor") or {}).get("kind") not in ("dualgeo", "dualgeo-tokens", "g3"):
-        return False
-    name = Path(preset).stem
-    return name in training_presets() and "select" in training_preset(name)
-
-
 def run_analogue(args: AblationOptions, out: Path) -> str:
     """The offline analogue's table (cross-fitted by photographer folds), saved in ``out``."""
-    from geodemo.eval.analogues import run_analogue_ablation, save_ablation
-
     t0 = time.perf_counter()
     ab = run_analogue_ablation(args.preset, args.benchmark, num_folds=args.num_folds, limit=args.limit,
                                progress=args.progress, cached_only=args.cached_only, lmm_subset=args.lmm_subset)
@@ -396,8 +376,6 @@ def run_analogue(args: AblationOptions, out: Path) -> str:
     text += "\n\n" + "; ".join(ab.notes) + f"; {time.perf_counter() - t0:.0f} s"
     save_ablation(ab, out)
     if ab.evidence:
-        from geodemo.data import load_benchmark
-
         lmm_text, lmm_rows = analogue_lmm_rows(ab, args.preset, load_benchmark(args.benchmark), out / "results-lmm.jsonl",
                                                reuse=args.reuse, progress=args.progress)
         text += "\n\n" + table(lmm_rows, len(ab.evidence), args.benchmark, caption + " + LMM") + "\n\n" + lmm_text
@@ -411,12 +389,10 @@ def analogue_lmm_rows(ab: AnalogueAblation, preset: str, dataset, records_file: 
     """The analogue's rows on its first ``lmm_subset`` photos, with + LMM (DualGeo's final answer: the LMM's
     parsed answer, else the main-cluster centre) and the LMM alone, the same photos' LMM-free rows above them.
 
-    The LMM records (:func:`geodemo.eval.analogues.locate_with_lmm`) are stored as JSON lines in
+    The LMM records (:func:`geodemo.eval.fold_ablation.locate_with_lmm`) are stored as JSON lines in
     ``records_file``; ``reuse`` takes them from there when they are of the same photos. Returns the summary
     line (parse rate, time) and the rows' metrics.
     """
-    from geodemo.eval.analogues import locate_with_lmm
-
     ids = [e.id for e in ab.evidence]
     t0 = time.perf_counter()
     records = _reused_records(records_file) if reuse else None
@@ -447,17 +423,12 @@ def run_ablation(args: AblationOptions) -> str:
         raise ValueError("fusion weights are fitted on the dev split only (im2gps3k-dev)")
     out = args.out or Path("runs") / f"ablate-{args.benchmark}-{args.preset}"
     out.mkdir(parents=True, exist_ok=True)
-    if _is_analogue(args.preset):
+    if args.analogue:
         text = run_analogue(args, out)
         write_text(out / "table.md", text + "\n")
         return text
-    from geodemo.data import load_benchmark
-    from geodemo.pipeline import GeoLocator
-
     results_file = out / "results.jsonl"
     dataset = load_benchmark(args.benchmark)
-    from geodemo.paths import checkpoints_dir
-
     locator = GeoLocator.from_preset(args.preset, gallery={"progress": False}).warmup()
     aligner = locator.config.get("verifier", {}).get("aligner")
     pattern = args.cross_fit
@@ -482,8 +453,6 @@ def run_ablation(args: AblationOptions) -> str:
     text += f"({', '.join(locator.config['gallery'].get('datasets', []))}); {elapsed:.0f} s for the photos"
     text += f"; cross-fitted aligner folds: {pattern}"
     if args.lmm_subset:
-        from geodemo.pipeline import LocateOptions
-
         lmm_file = out / "results-lmm.jsonl"
         t1 = time.perf_counter()
         lmm_records = _reused_records(lmm_file) if args.reuse else None

@@ -40,8 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
+from geodemo.eval.harness import read_predictions
+from geodemo.eval.results import ResultStore
 from geodemo.geo import haversine_km
 from geodemo.result import LocationResult
+from geodemo.storage import write_text
 
 __all__ = [
     "FAILURE_KM",
@@ -266,10 +269,6 @@ def attribute_run(
 
     Photos whose image could not be read are not scored, as in the accuracy table, and are left out.
     """
-    from geodemo.eval.harness import read_predictions
-    from geodemo.eval.results import ResultStore
-    from geodemo.storage import write_text
-
     run = Path(run_dir)
     predictions = read_predictions(run / "predictions.csv")
     store = ResultStore(run, read_only=not write)  # a reader never deletes a damaged result

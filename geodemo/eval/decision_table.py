@@ -22,11 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from geodemo.data import load_benchmark
+from geodemo.eval.ablation import fold_locators, run_photos
 from geodemo.eval.metrics import ACC_KEYS, accuracy_table
 from geodemo.geo import haversine_km
-from geodemo.pipeline import decision
+from geodemo.paths import checkpoints_dir
+from geodemo.pipeline import GeoLocator, LocateOptions, decision
 from geodemo.pipeline.decision import Evidence, source_of
+from geodemo.pipeline.presets import load_preset
 from geodemo.result import LocationResult
+from geodemo.storage import write_json, write_text
 
 __all__ = ["Photos", "collect", "read_records", "source_sets", "source_set_rows", "fit_source_set", "rows_markdown"]
 
@@ -35,9 +40,6 @@ def collect(dataset: Any, preset: str, recorded: dict[str, dict[str, str]], out_
             cross_fit: str = "auto", progress: bool = True, options: Any = None, resume: bool = False) -> list[dict]:
     """Locate every photo of ``dataset`` with ``preset`` and the recorded sources (fold-held-out), storing
     one JSON line per photo in ``out_file`` (with ``resume``, photos already there are kept)."""
-    from geodemo.eval.ablation import fold_locators, run_photos
-    from geodemo.paths import checkpoints_dir
-    from geodemo.pipeline import GeoLocator
 
     locator = GeoLocator.from_preset(preset, gallery={"progress": False}, recorded=recorded)
     aligner = (locator.config.get("verifier") or {}).get("aligner")
@@ -163,9 +165,6 @@ def run_decision_study(benchmark: str, preset: str, recorded: dict[str, dict[str
     """Collect (or, with ``reuse``, read ``out/results.jsonl``), print the table of every source set and,
     with ``save``, fit and write the decision model of each (dev split only). ``use_lmm`` also runs the
     preset's own (live) LMM stage: its model is one more source. ``resume`` continues a killed collection."""
-    from geodemo.data import load_benchmark
-    from geodemo.pipeline.presets import load_preset
-    from geodemo.storage import write_json, write_text
 
     if save and benchmark != "im2gps3k-dev":
         raise ValueError("decision models are fitted on the dev split only (im2gps3k-dev)")
@@ -175,7 +174,6 @@ def run_decision_study(benchmark: str, preset: str, recorded: dict[str, dict[str
     if reuse and results.is_file():
         records = read_records(results)
     else:
-        from geodemo.pipeline import LocateOptions
 
         options = LocateOptions({"lmm": {"enabled": True}}) if use_lmm else None
         records = collect(load_benchmark(benchmark), preset, recorded, results, limit, cross_fit, progress, options,

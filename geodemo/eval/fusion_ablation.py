@@ -18,8 +18,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from geodemo.clues import read_clues
+from geodemo.clues.reader import cached_clues
+from geodemo.data import load_benchmark
+from geodemo.eval import QueryPhoto
+from geodemo.eval.baselines import DensityPrior, Gallery
+from geodemo.extraction.features import image_features
 from geodemo.geo import haversine_km
+from geodemo.models.aligners import load_aligner
+from geodemo.models.gps import geoclip_gps_gallery
+from geodemo.pipeline import GeoLocator
+from geodemo.pipeline.presets import load_preset
+from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
+from geodemo.retrieval.galleries import gps_gallery
 from geodemo.scoring.evidence import CandidateSet, gather_candidates
 from geodemo.scoring.features import FEATURES
 from geodemo.scoring.fusion import FusionWeights, cross_validated_choices, fit_fusion, group_folds
@@ -54,12 +67,6 @@ class PhotoEvidence:
 
 def _locate_all(dataset: Any, progress: bool, limit: int | None) -> tuple[list[dict], Any, Any]:
     """Retrieval + re-ranking of every photo with the offline preset, leave-one-photographer-out."""
-    from tqdm.auto import tqdm
-
-    from geodemo.eval import QueryPhoto
-    from geodemo.models.features import image_features
-    from geodemo.pipeline import GeoLocator
-
     locator = GeoLocator.from_preset(
         "offline", segmenter=None, clues={"enabled": False}, gps_gallery={"enabled": False},
         verifier={"order": ["support"], "aligner": None}, lmm={"enabled": False},
@@ -85,9 +92,6 @@ def _shared_gps_gallery(aligners: list[Any], progress: bool) -> tuple[Any, Any]:
     Fold verifiers keep GeoCLIP's location encoder frozen, so they share its cached 100K gallery
     embeddings; this is checked on sample points, else each aligner embeds on its own (slow).
     """
-    from geodemo.models.gps import geoclip_gps_gallery
-    from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
-
     coords, emb = geoclip_gps_gallery(progress=progress)
     sample = np.asarray(coords[:: max(1, len(coords) // 64)][:64], dtype=np.float64)
     for a in aligners:
@@ -120,14 +124,6 @@ def collect(
     ``use_clues``: True reads every photo's text (cached on disk), "cached" uses only reports already
     cached (other photos get no clue, and are counted), False skips clues.
     """
-    from tqdm.auto import tqdm
-
-    from geodemo.clues import read_clues
-    from geodemo.clues.reader import cached_clues
-    from geodemo.models.aligners import load_aligner
-    from geodemo.pipeline.presets import load_preset
-    from geodemo.retrieval.galleries import gps_gallery
-
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     records, feats, _ = _locate_all(dataset, progress, limit)
@@ -185,10 +181,6 @@ def _pick(photos: list[PhotoEvidence], sets: list[CandidateSet], choice: np.ndar
 
 def baseline_rows(photos: list[PhotoEvidence], gallery_datasets: list[str]) -> dict[str, np.ndarray]:
     """The rows of ``scripts/ablate.py`` on the same photos: density prior, retrieval top-1, re-ranked."""
-    from geodemo.data import load_benchmark
-    from geodemo.eval import QueryPhoto
-    from geodemo.eval.baselines import DensityPrior, Gallery
-
     sets = [load_benchmark(name) for name in gallery_datasets]
     gallery = Gallery("offline-gallery", np.concatenate([d.coords() for d in sets]),
                       [i for d in sets for i in d.ids()], [g for d in sets for g in d.groups()])

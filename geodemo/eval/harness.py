@@ -19,9 +19,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from geodemo.data.dataset import GeoDataset, GeoSample
 from geodemo.eval.metrics import accuracy_table, distances_km, geoscore
+from geodemo.eval.report import markdown_table
 from geodemo.eval.results import ResultStore
 from geodemo.result import to_jsonable
 from geodemo.storage import drop_torn_tail, write_json, write_text
@@ -166,10 +168,6 @@ def evaluate(
     the predictor needs ``locate_batch(batch) -> list[LocationResult]``); photos scored by an
     earlier run without their result are located again.
     """
-    from tqdm.auto import tqdm
-
-    from geodemo.eval.report import markdown_table
-
     name = getattr(predictor, "name", type(predictor).__name__)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,11 @@ from typing import Any
 import numpy as np
 
 from geodemo.data.dataset import GeoDataset
+from geodemo.data.formats import load_csv
+from geodemo.data.recorded import parse_source_spec, read_recorded
+from geodemo.eval.baselines import DensityPrior, Gallery, RandomGallery, geoclip_gallery
 from geodemo.eval.harness import Predictor, QueryPhoto
+from geodemo.pipeline import GeoLocator
 from geodemo.registry import Registry
 
 __all__ = ["register_predictor", "create_predictor", "list_predictors", "load_gallery"]
@@ -39,9 +43,6 @@ def create_predictor(name: str, dataset: GeoDataset | None = None, **options: An
 
 def load_gallery(spec: str, dataset: GeoDataset | None):
     """``"self"`` (the evaluated set, held out per photographer), ``"geoclip-100k"``, or a CSV path."""
-    from geodemo.data.formats import load_csv
-    from geodemo.eval.baselines import Gallery, geoclip_gallery
-
     if spec == "self":
         if dataset is None:
             raise ValueError("gallery 'self' needs the evaluated dataset")
@@ -56,15 +57,11 @@ def load_gallery(spec: str, dataset: GeoDataset | None):
 
 @register_predictor("density-prior")
 def _density_prior(dataset: GeoDataset | None, gallery: str = "self", radius_km: float = 200.0, **_: Any):
-    from geodemo.eval.baselines import DensityPrior
-
     return DensityPrior(load_gallery(gallery, dataset), radius_km=radius_km)
 
 
 @register_predictor("random-gallery")
 def _random_gallery(dataset: GeoDataset | None, gallery: str = "self", seed: int = 0, **_: Any):
-    from geodemo.eval.baselines import RandomGallery
-
     return RandomGallery(load_gallery(gallery, dataset), seed=seed)
 
 
@@ -87,8 +84,6 @@ class RecordedPredictor:
 
 @register_predictor("recorded")
 def _recorded(dataset: GeoDataset | None, predictions: str | None = None, format: str = "auto", **_: Any):
-    from geodemo.data.recorded import parse_source_spec, read_recorded
-
     if not predictions:
         raise ValueError("predictor 'recorded' needs --predictions NAME=FILE")
     name, path = parse_source_spec(predictions)
@@ -112,8 +107,6 @@ class GeoLocatorPredictor:
 
 @register_predictor("geolocator")
 def _geolocator(dataset: GeoDataset | None, preset: str = "offline", progress: bool = True, **overrides: Any):
-    from geodemo.pipeline import GeoLocator  # imported lazily: heavy, and built by the pipeline module
-
     overrides = {k: v for k, v in overrides.items() if k not in ("gallery", "radius_km", "seed") and v}
     # loaded now: a preset that cannot load (missing checkpoint, gallery) stops the run before its first photo
     locator = GeoLocator.from_preset(preset, gallery={"progress": bool(progress)}, **overrides).warmup()

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
 from geodemo.eval.metrics import ACC_KEYS, THRESHOLDS_KM, accuracy_at, geoscore
 from geodemo.eval.published import published_for
 
-__all__ = ["markdown_table", "compare_runs"]
+__all__ = ["markdown_table", "metrics_from_errors"]
 
 
 def _pct(value: float | None) -> str:
@@ -55,29 +53,7 @@ def markdown_table(results: Mapping[str, Mapping[str, float]], benchmark: str, p
     return "\n".join(lines)
 
 
-def compare_runs(folder: str | Path, benchmark: str) -> tuple[str, Path]:
-    """Every finished run under ``folder`` (one sub-folder per predictor, as ``scripts/evaluate.py`` writes
-    them) in one table beside the published rows, and their accuracy-against-distance curves saved as
-    ``folder/curves.png``. Runs are compared as they are: each row says on how many photos it was scored."""
-    from geodemo.eval.harness import read_predictions
-    from geodemo.viz.curves import save_accuracy_curves
-
-    root = Path(folder)
-    metrics, errors = {}, {}
-    for run in sorted(p for p in root.iterdir() if (p / "summary.json").is_file()):
-        summary = json.loads((run / "summary.json").read_text())
-        rows = read_predictions(run / "predictions.csv")
-        if not rows:
-            continue
-        name = str(summary.get("predictor") or run.name)
-        err = np.array([float(r["error_km"]) if r["error_km"] not in ("", None) else np.nan for r in rows.values()])
-        errors[name] = err
-        metrics[name] = _from_errors(err)
-    curves = save_accuracy_curves(errors, root / "curves.png", title=f"{benchmark}: accuracy against distance")
-    return markdown_table(metrics, benchmark), curves
-
-
-def _from_errors(err: np.ndarray) -> dict[str, float]:
+def metrics_from_errors(err: np.ndarray) -> dict[str, float]:
     """The accuracy figures of a set of great-circle errors (NaN = no answer, a miss)."""
     e = np.where(np.isfinite(err), err, np.inf)
     out: dict[str, float] = {"n": int(len(e)), "n_failed": int((~np.isfinite(err)).sum())}

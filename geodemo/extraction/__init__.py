@@ -7,8 +7,8 @@
 ...                            "features/dev-mobilenet", workers=2)
 
 ``scripts/extract_features.py`` is the command line; ``scripts/bench_extract.py`` measures it
-against the encoder alone. Names load lazily, as in ``geodemo``: the encoders' preprocessing
-(``pixels``) needs none of the loader's machinery.
+against the encoder alone. Names load lazily, as in ``geodemo``. The encoders' preprocessing
+(``PixelRecipe``) lives with the encoders, in :mod:`geodemo.models.pixels`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ _PUBLIC = {
     "extract_to_shards": "geodemo.extraction.run",
     "PhotoBatch": "geodemo.extraction.loader",
     "photo_batches": "geodemo.extraction.loader",
-    "PixelRecipe": "geodemo.extraction.pixels",
-    "device_pixels": "geodemo.extraction.pixels",
-    "recipe_of": "geodemo.extraction.pixels",
-    "worker_pixels": "geodemo.extraction.pixels",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from geodemo.extraction.pixels import PixelRecipe, device_pixels, draft_size, worker_pixels
+from geodemo.models.pixels import PixelRecipe, device_pixels, draft_size, worker_pixels
 
 __all__ = ["PhotoBatch", "photo_batches", "resolve_resize_on"]
 
@@ -99,7 +99,7 @@ def photo_batches(
 ) -> Iterator[tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]]:
     """``(positions, model input on device, failures)`` per batch, in the order of ``positions``.
 
-    The model input is what :func:`~geodemo.extraction.pixels.device_pixels` makes (None when every
+    The model input is what :func:`~geodemo.models.pixels.device_pixels` makes (None when every
     photo of the batch failed). ``workers=0`` decodes in this process (same results).
     """
     device = torch.device(device)

@@ -10,16 +10,20 @@ missing shard and never writes a photo twice. With ``num_processes > 1`` (one pe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from geodemo.data.feature_table import FeatureTable, feature_shards, write_feature_shard
 from geodemo.extraction.loader import photo_batches
-from geodemo.extraction.pixels import recipe_of
+from geodemo.models.dualgeo import label_maps_to_tensor
+from geodemo.models.pixels import recipe_of
+from geodemo.storage import read_json, remove_stale_temps, write_json
 
 __all__ = ["EncodedBatch", "ExtractionReport", "encode_photos", "extract_to_shards"]
 
@@ -105,8 +109,6 @@ def encode_photos(
 
 
 def _meta_check(out: Path, meta: dict[str, Any], write: bool) -> None:
-    from geodemo.storage import read_json, write_json
-
     old = read_json(out / "meta.json", "feature folder description")
     if old is not None and old != meta:
         raise ValueError(f"{out} holds features made with {old}; use another output folder for {meta}")
@@ -121,7 +123,7 @@ def extract_to_shards(
     *,
     shard_size: int = 4096,
     tokens: bool = False,
-    text: bool = False,
+    caption: Callable[[Any], str] | None = None,
     segmenter: Any = None,
     labelmap_size: int = 64,
     labelmap_resample: str = "nearest",
@@ -139,17 +141,13 @@ def extract_to_shards(
 
     ``meta`` (what produced the features) is stored in ``meta.json``; a folder made with different
     settings is refused. Encoders with a raw output besides their unit rows (CLIP) store it as
-    ``projection``. ``text`` adds ``text_projection``, the CLIP text projection of each photo's G3
-    caption (:func:`~geodemo.retrieval.geocode.training_caption`: the CSV's city/state/country);
+    ``projection``. ``caption(sample)`` (e.g. G3's, from
+    :func:`~geodemo.retrieval.geocode.training_caption`: the CSV's city/state/country) adds
+    ``text_projection``, the CLIP text projection of each photo's caption;
     ``segmenter`` adds ADE20K label maps (DualGeo), segmented in this process from the whole photo and
     resized to ``labelmap_size`` (``labelmap_resample="bilinear"``, size 224: as DualGeo reads its PNGs).
     ``on_failure(photo_id, reason)`` is called for each unreadable photo.
     """
-    from tqdm.auto import tqdm
-
-    from geodemo.storage import remove_stale_temps, write_json
-    from geodemo.train.data import FeatureTable, feature_shards, write_feature_shard
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _meta_check(out, {**(meta or {}), "shard_size": shard_size, "n": len(dataset)}, write=process_index == 0)
@@ -174,10 +172,8 @@ def extract_to_shards(
         samples = [dataset.samples[p] for p in kept]
         feats = {k: np.stack([rows[p][k] for p in kept]) if kept else np.zeros((0, *shape), dtype)
                  for k, (shape, dtype) in template.items()}  # a shard of only failures keeps the columns
-        if text:  # G3's caption, its text projection before L2 normalisation (what G3's text head takes)
-            from geodemo.retrieval.geocode import training_caption
-
-            prompts = [training_caption(s.meta, s.lat, s.lon) for s in samples]
+        if caption is not None:  # its text projection before L2 normalisation (what G3's text head takes)
+            prompts = [caption(s) for s in samples]
             feats["text_projection"] = (encoder.encode_texts(prompts, normalize=False) if prompts
                                         else np.zeros((0, encoder.embed_dim), np.float32))
         table = FeatureTable([s.id for s in samples], [s.group for s in samples],
@@ -193,8 +189,6 @@ def extract_to_shards(
         report.shards_written += 1
 
     queue = list(todo)
-    if segmenter is not None:
-        from geodemo.models.dualgeo import label_maps_to_tensor
     for batch in encode_photos(encoder, dataset, positions, tokens=tokens, batch_size=batch_size,
                                workers=workers, resize_on=resize_on, prefetch=prefetch):
         for i, p in enumerate(batch.positions):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geodemo.models import g3  # g3 imports this module too: names are looked up when called
 from geodemo.models.gps import LocationEncoder, _geoclip_file, load_geoclip_location_encoder
 from geodemo.paths import MissingResourceError, bundle_path, checkpoints_dir, how_to_make_checkpoint
 from geodemo.storage import atomic_path, write_text
@@ -194,9 +195,7 @@ def _from_folder(folder: Path, device: str) -> nn.Module:
     if arch == "mlp-aligner":
         model = MLPGeoAligner.from_config(cfg)
     elif arch == "g3":
-        from geodemo.models.g3 import G3Heads
-
-        model = G3Heads.from_config(cfg)
+        model = g3.G3Heads.from_config(cfg)
     else:
         raise ValueError(f"{folder / CONFIG_FILE}: architecture {arch!r} is not a GeoAligner "
                          f"(known: mlp-aligner, g3)")

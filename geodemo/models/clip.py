@@ -33,6 +33,7 @@ from geodemo.models.loading import (
     resolve_hub_file,
     transformers_weights,
 )
+from geodemo.models.pixels import PixelRecipe, worker_pixels
 
 __all__ = [
     "CLIPEncoder",
@@ -51,8 +52,6 @@ def clip_preprocess(
     image: Image.Image, size: int, mean: tuple[float, ...] = OPENAI_MEAN, std: tuple[float, ...] = OPENAI_STD
 ) -> torch.Tensor:
     """CLIP's eval transform: bicubic resize of the short side to ``size``, centre crop, normalise."""
-    from geodemo.extraction.pixels import PixelRecipe, worker_pixels
-
     pixels = worker_pixels(image, PixelRecipe(size, "short-side", "bicubic"))
     x = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
@@ -107,9 +106,7 @@ class CLIPEncoder:
         return _unit(torch.from_numpy(projections))
 
     def pixel_recipe(self):
-        """The eval transform as a :class:`~geodemo.extraction.pixels.PixelRecipe` (batched extraction)."""
-        from geodemo.extraction.pixels import PixelRecipe
-
+        """The eval transform as a :class:`~geodemo.models.pixels.PixelRecipe` (batched extraction)."""
         return PixelRecipe(self.image_size, "short-side", "bicubic", mean=tuple(self.mean), std=tuple(self.std))
 
     @on_space_gpu(duration=60)

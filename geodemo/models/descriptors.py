@@ -51,6 +51,12 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from geodemo.models.dualgeo import label_maps_to_tensor, load_dualgeo
+from geodemo.models.dualgeo_tokens import load_dualgeo_tokens
+from geodemo.models.g3 import G3Model, load_g3
+from geodemo.models.loading import resolve_device
+from geodemo.models.registry import get_spec, shared_model
+from geodemo.models.segmentation import label_map_of
 from geodemo.paths import MissingResourceError, checkpoints_dir, how_to_make_checkpoint
 
 __all__ = ["DESCRIPTOR_KINDS", "DescriptorOutput", "Descriptor", "FeatureDescriptor", "G3Descriptor",
@@ -102,8 +108,6 @@ def _file_fingerprint(path: Path, block: int = 1 << 20) -> str:
 def _model_fingerprint(name: str, overrides: dict[str, Any], model: Any) -> str:
     """Identity of a registered model's weights: its config (runtime options left out) and any
     weights file it names or reads, so the same weights on CPU or GPU, fp32 or bf16 match."""
-    from geodemo.models.registry import get_spec
-
     cfg = {k: v for k, v in {**get_spec(name).config, **overrides}.items() if k not in _RUNTIME_KEYS}
     parts = [json.dumps(cfg, sort_keys=True, default=str)]
     for value in cfg.values():
@@ -140,9 +144,7 @@ def _encoder_outputs(encoder: Any, images: list[Image.Image], batch_size: int,
 def _label_maps(segmenter: Any, images: list[Image.Image]) -> list[np.ndarray]:
     if hasattr(segmenter, "label_maps"):
         return [np.asarray(m) for m in segmenter.label_maps(images)]
-    from geodemo.models.features import _label_map_of
-
-    return [_label_map_of(segmenter, im) for im in images]
+    return [label_map_of(segmenter, im) for im in images]
 
 
 def _resolve_checkpoint(value: str | Path) -> Path:
@@ -250,8 +252,6 @@ class DualGeoDescriptor(Descriptor):
                           label_maps: Any = None) -> DescriptorOutput:
         """From the encoder's raw output and ADE20K label maps (a list at any size, resized bilinearly
         to the model's ``seg_size`` as DualGeo reads its PNGs, or ``(N, s, s)`` grey levels already)."""
-        from geodemo.models.dualgeo import label_maps_to_tensor
-
         if label_maps is None:
             raise ValueError("the dualgeo descriptor needs label maps besides the features (extract them with "
                              "--segmenter, --labelmap-size 224 --labelmap-resample bilinear)")
@@ -283,8 +283,6 @@ class DualGeoTokenDescriptor(DualGeoDescriptor):
     def describe_features(self, features: np.ndarray, tokens: Any = None,
                           label_maps: Any = None) -> DescriptorOutput:
         """From the encoder's output, its tokens ``(N, T, C)`` and ADE20K label maps (list or ``(N, H, W)``)."""
-        from geodemo.models.dualgeo import label_maps_to_tensor
-
         if tokens is None or label_maps is None:
             raise ValueError("the dualgeo-tokens descriptor needs image tokens and label maps besides the features "
                              "(extract them with --tokens and --segmenter)")
@@ -306,9 +304,6 @@ class DualGeoTokenDescriptor(DualGeoDescriptor):
 
 def _load_registered(name: str, device: str, random: bool, seed: int) -> tuple[Any, str]:
     """A registered model shared per process (as the locator loads it) and its weights fingerprint."""
-    from geodemo.models.features import shared_model
-    from geodemo.models.registry import get_spec
-
     spec = get_spec(name)
     overrides: dict[str, Any] = {}
     if "device" in spec.config:
@@ -357,8 +352,6 @@ def _heads_checkpoint(kind: str, cfg: dict[str, Any]) -> Path | None:
 
 def load_descriptor(spec: dict[str, Any], device: str = "cpu") -> Descriptor:
     """The :class:`Descriptor` a preset's ``"descriptor"`` section names (see the module docstring)."""
-    from geodemo.models.loading import resolve_device
-
     cfg = _validate(spec)
     device = resolve_device(device)
     kind, random, seed = cfg["kind"], cfg["weights"] == "random", cfg["seed"]
@@ -369,9 +362,6 @@ def load_descriptor(spec: dict[str, Any], device: str = "cpu") -> Descriptor:
 
     checkpoint = _heads_checkpoint(kind, cfg)
     if kind == "g3":
-        from geodemo.models.g3 import G3Model, load_g3
-        from geodemo.models.registry import get_spec
-
         torch.manual_seed(seed)
         heads_cfg = {k: v for k, v in get_spec("g3").config.items() if k not in ("checkpoint", "device")}
         heads = load_g3(str(checkpoint) if checkpoint else None, device=device, **heads_cfg)
@@ -383,15 +373,11 @@ def load_descriptor(spec: dict[str, Any], device: str = "cpu") -> Descriptor:
         name = f"g3:{enc_id}+{heads.name}@{module_fingerprint(heads)}"
         return G3Descriptor(name, encoder, heads, cfg["batch_size"])
 
-    from geodemo.models.registry import get_spec
-
     segmenter, seg_fp = _load_registered(cfg["segmenter"], device, random, seed)
     torch.manual_seed(seed)
     model_cfg = {k: v for k, v in get_spec(kind).config.items() if k not in ("checkpoint", "device")}
     model_cfg.update(encoder_name=cfg["encoder"], segmenter_name=cfg["segmenter"])
     if kind == "dualgeo":
-        from geodemo.models.dualgeo import load_dualgeo
-
         model_cfg["clip_dim"] = encoder.embed_dim
         model = load_dualgeo(str(checkpoint) if checkpoint else None, device=device, **model_cfg)
         if model.clip_dim != encoder.embed_dim:
@@ -399,8 +385,6 @@ def load_descriptor(spec: dict[str, Any], device: str = "cpu") -> Descriptor:
                              f"{encoder.embed_dim}")
         cls = DualGeoDescriptor
     else:
-        from geodemo.models.dualgeo_tokens import load_dualgeo_tokens
-
         token_dim = int(getattr(encoder, "token_dim", 0) or 0)
         if token_dim:
             model_cfg["token_dim"] = token_dim

@@ -22,14 +22,17 @@ and a batch of one gives DualGeo's forward exactly.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from geodemo.geo import validate_coords
 from geodemo.models.aligners import mlp, read_pretrained, save_pretrained
 from geodemo.models.gps import LocationEncoder, load_geoclip_location_encoder
 from geodemo.paths import MissingResourceError
@@ -53,8 +56,6 @@ def label_maps_to_tensor(label_maps: list[np.ndarray], size: int = 64, resample:
     out = []
     for lm in label_maps:
         if resample == "bilinear":
-            from PIL import Image
-
             grey = Image.fromarray(np.asarray(lm, dtype=np.uint8))  # 2-D uint8: greyscale
             out.append(torch.from_numpy(np.asarray(grey.resize((size, size), Image.Resampling.BILINEAR))).long())
             continue
@@ -218,8 +219,6 @@ class DualGeoModel(FolderCheckpoint, nn.Module):
 
     @torch.no_grad()
     def embed_locations(self, coords: np.ndarray) -> np.ndarray:
-        from geodemo.geo import validate_coords
-
         p = next(self.parameters())
         pts = torch.from_numpy(validate_coords(coords).astype(np.float32)).to(p.device, p.dtype)
         out = [self.location_embeddings(c).float().cpu().numpy() for c in pts.split(8192)]
@@ -228,8 +227,6 @@ class DualGeoModel(FolderCheckpoint, nn.Module):
 
 def _vision_config_from_state(state: dict[str, torch.Tensor], head_dim: int = 64):
     """A ``transformers.CLIPVisionConfig`` matching the ``vision_model_rgb.*`` shapes (64-dim heads)."""
-    import re
-
     from transformers import CLIPVisionConfig
 
     try:

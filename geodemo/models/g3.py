@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from geodemo.models.aligners import mlp
+from geodemo.geo import validate_coords
+from geodemo.models import aligners  # aligners imports this module too: names are looked up when called
 from geodemo.models.gps import LocationEncoder, load_geoclip_location_encoder
 from geodemo.paths import MissingResourceError
 
@@ -50,10 +51,10 @@ class G3Heads(nn.Module):
         loc_cfg = {"projection": "mercator", **(location or {})}
         self.location_encoder = LocationEncoder(**loc_cfg)
         gps_dim = self.location_encoder.embed_dim
-        self.vision_projection_else_1 = mlp([clip_dim, clip_dim, clip_dim])
-        self.vision_projection_else_2 = mlp([clip_dim, clip_dim, clip_dim])
-        self.text_projection_else = mlp([clip_dim, clip_dim, clip_dim])
-        self.location_projection_else = mlp([gps_dim, gps_dim, clip_dim])
+        self.vision_projection_else_1 = aligners.mlp([clip_dim, clip_dim, clip_dim])
+        self.vision_projection_else_2 = aligners.mlp([clip_dim, clip_dim, clip_dim])
+        self.text_projection_else = aligners.mlp([clip_dim, clip_dim, clip_dim])
+        self.location_projection_else = aligners.mlp([gps_dim, gps_dim, clip_dim])
         for i in (1, 2, 3):
             setattr(self, f"logit_scale{i}", nn.Parameter(torch.tensor(float(logit_scale_init))))
 
@@ -133,8 +134,6 @@ class G3Heads(nn.Module):
     @torch.no_grad()
     def embed_locations(self, coords: np.ndarray) -> np.ndarray:
         """``(M, 2)`` [lat, lon] -> ``(M, 768)`` unit rows."""
-        from geodemo.geo import validate_coords
-
         p = next(self.parameters())
         pts = torch.from_numpy(validate_coords(coords).astype(np.float32)).to(p.device, p.dtype)
         out = [self.location_embeddings(c).float().cpu().numpy() for c in pts.split(8192)]
@@ -278,9 +277,7 @@ def load_g3(checkpoint: str | None = None, device: str = "cpu", **heads: Any) ->
     if checkpoint:
         path = Path(checkpoint)
         if path.is_dir():
-            from geodemo.models.aligners import load_aligner
-
-            return load_aligner(path, device=device)
+            return aligners.load_aligner(path, device=device)
         return load_g3_checkpoint(path, device=device)
     model = G3Heads(**{k: v for k, v in heads.items() if k in G3Heads.CONFIG_KEYS})
     model.init_location_from_geoclip()

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from geodemo.models.gps import geoclip_gps_gallery
+
 __all__ = ["GPSGallery", "load_gps_gallery", "geoclip_predict"]
 
 
@@ -28,8 +30,6 @@ class GPSGallery:
 
 def load_gps_gallery(progress: bool = False) -> GPSGallery:
     """The wheel's 100K-point gallery and its embeddings by the wheel's location encoder (cached on disk)."""
-    from geodemo.models.gps import geoclip_gps_gallery
-
     coords, emb = geoclip_gps_gallery(progress=progress)
     return GPSGallery(np.asarray(coords, dtype=np.float32), torch.from_numpy(np.ascontiguousarray(emb, np.float32)))
 

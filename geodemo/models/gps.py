@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from geodemo.geo import equal_earth_projection, mercator_projection, validate_coords
 from geodemo.paths import MissingResourceError, cache_dir
@@ -140,8 +141,6 @@ class LocationEncoder(nn.Module):
     def encode(self, coords, batch_size: int = 8192, normalize: bool = True,
                progress: bool = False) -> np.ndarray:
         """NumPy convenience: ``(M, 2)`` [lat, lon] -> ``(M, embed_dim)`` float32 (unit rows by default)."""
-        from tqdm.auto import tqdm
-
         pts = validate_coords(coords, name="coords").astype(np.float32)
         param = next(self.parameters())
         chunks = []

@@ -13,6 +13,7 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from geodemo.models.base import ModelUnavailableError
 
@@ -108,8 +109,6 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
     process and address)."""
     if hub_offline():
         return False
-    from urllib.parse import urlsplit
-
     url = urlsplit(hub_endpoint())
     if not url.hostname:
         return False

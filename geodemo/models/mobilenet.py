@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from geodemo.models.pixels import PixelRecipe, worker_pixels
 from geodemo.models.tflite import TFLiteModel, find_weights
 
 __all__ = [
@@ -37,8 +38,6 @@ def mobilenet_preprocess(image: Image.Image, size: int = 224, central_fraction: 
     Returns ``(size, size, 3)`` uint8 RGB; the quantized input (scale 1/128, zero point 128) maps
     it to [-1, 1] exactly as the float model's ``x / 127.5 - 1`` did.
     """
-    from geodemo.extraction.pixels import PixelRecipe, worker_pixels
-
     return worker_pixels(image, PixelRecipe(size, "central-crop", "bilinear", central_fraction))
 
 
@@ -105,8 +104,6 @@ class MobileNetEncoder:
 
     def pixel_recipe(self):
         """TF-slim eval transform on uint8 input (see :func:`mobilenet_preprocess`)."""
-        from geodemo.extraction.pixels import PixelRecipe
-
         return PixelRecipe(self.input_size, "central-crop", "bilinear", 0.875)
 
     def encode_pixels(self, pixels, tokens: bool = False) -> dict:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from geodemo.registry import Registry
 
-__all__ = ["ModelSpec", "MODELS", "list_models", "get_spec", "create_model", "register_model"]
+__all__ = ["ModelSpec", "MODELS", "list_models", "get_spec", "create_model", "register_model", "shared_model"]
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 
@@ -68,3 +69,13 @@ def create_model(name: str, **overrides: Any) -> Any:
     module_name, func_name = spec.loader.split(":")
     loader = getattr(importlib.import_module(module_name), func_name)
     return loader(**{**spec.config, **overrides})
+
+
+@lru_cache(maxsize=8)
+def _shared_model(name: str, overrides_json: str) -> Any:
+    return create_model(name, **json.loads(overrides_json))
+
+
+def shared_model(name: str, **overrides: Any) -> Any:
+    """One model object per (name, overrides) per process, so tests and scripts load weights once."""
+    return _shared_model(name, json.dumps(overrides, sort_keys=True, default=str))

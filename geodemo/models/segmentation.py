@@ -8,6 +8,7 @@ in ADE20K ids (0 = other, 1..150); :func:`make_result` turns it into a
 from __future__ import annotations
 
 import colorsys
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,6 +25,7 @@ __all__ = [
     "make_result",
     "describe_segmentation",
     "resize_label_map",
+    "label_map_of",
 ]
 
 # ADE20K SceneParsing 150 classes in their official order (the names of mmsegmentation's and
@@ -91,6 +93,12 @@ def _build_palette() -> np.ndarray:
 
 
 ADE20K_PALETTE: np.ndarray = _build_palette()
+
+
+def label_map_of(segmenter: Any, image: Image.Image) -> np.ndarray:
+    """A segmenter's ADE20K label map of one photo (its ``label_map`` shortcut when it has one: no overlay)."""
+    fast = getattr(segmenter, "label_map", None)
+    return np.asarray(fast(image) if callable(fast) else segmenter.segment(image).label_map)
 
 
 def resize_label_map(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:

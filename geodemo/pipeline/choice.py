@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from geodemo import env
+from geodemo.errors import describe
+from geodemo.hub import PublishedFile, availability
+from geodemo.models.descriptors import _resolve_checkpoint
+from geodemo.models.loading import hub_offline, hub_reachable
+from geodemo.models.registry import get_spec
+from geodemo.paths import MissingResourceError
 from geodemo.pipeline.presets import load_preset
 
 __all__ = ["DEFAULT_ORDER", "PresetChoice", "preset_order", "model_missing", "preset_missing", "choose_preset"]
@@ -62,9 +68,6 @@ def _hub_files(cfg: dict[str, Any]) -> tuple[str, str] | None:
 def model_missing(name: str) -> str | None:
     """None when registered model ``name``'s weights are local, in the Hugging Face cache or
     downloadable now; else why not, in a few words."""
-    from geodemo.models.loading import hub_offline, hub_reachable
-    from geodemo.models.registry import get_spec
-
     cfg = get_spec(name).config
     label = cfg.get("label") or name
     if cfg.get("local_dir"):
@@ -82,9 +85,6 @@ def model_missing(name: str) -> str | None:
 
 
 def _checkpoint_missing(config: dict[str, Any], spec: dict[str, Any]) -> str | None:
-    from geodemo.models.descriptors import _resolve_checkpoint
-    from geodemo.paths import MissingResourceError
-
     if not spec.get("checkpoint") or spec.get("weights") == "random":
         return None
     try:
@@ -93,8 +93,6 @@ def _checkpoint_missing(config: dict[str, Any], spec: dict[str, Any]) -> str | N
     except MissingResourceError:
         pass
     if config.get("hub"):
-        from geodemo.hub import PublishedFile, availability
-
         if availability(config["hub"]) is not None:
             return None
         return f"its published weights ({PublishedFile.from_dict(config['hub']).label}) are neither cached nor reachable"
@@ -134,8 +132,6 @@ def choose_preset(order: list[str] | str | None = None) -> PresetChoice:
         try:
             why = preset_missing(name)
         except Exception as exc:  # noqa: BLE001 - an unknown or broken preset is passed over, with its reason
-            from geodemo.errors import describe
-
             why = describe(exc)[0]
         if why is None:
             return PresetChoice(name, passed)

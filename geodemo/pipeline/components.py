@@ -8,13 +8,28 @@ gallery) raise a clear error; optional ones return None and remember why in ``fa
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from geodemo.data import load_benchmark
+from geodemo.data.dataset import GeoDataset
+from geodemo.data.recorded import read_recorded
+from geodemo.hub import fetch
+from geodemo.lmm import LMMStage
+from geodemo.models.aligners import load_aligner
+from geodemo.models.descriptors import _resolve_checkpoint, load_descriptor
+from geodemo.models.loading import resolve_device
+from geodemo.models.registry import get_spec, shared_model
+from geodemo.paths import MissingResourceError, cache_dir
+from geodemo.retrieval.builder import PhotoSource, build_database
 from geodemo.retrieval.database import IndexConfig, RetrievalDatabase
+from geodemo.retrieval.galleries import gallery_key, gps_gallery, image_gallery, text_gallery
+from geodemo.retrieval.multiview import ViewBank
 
 __all__ = ["Components", "INJECTABLE"]
 
@@ -41,21 +56,14 @@ class Components:
         return dict(self.config.get(key) or {})
 
     def _device(self) -> str:
-        from geodemo.models.loading import resolve_device
-
         return resolve_device(self.config.get("device", "auto"))
 
     def _device_overrides(self, model_name: str) -> dict[str, Any]:
-        from geodemo.models.registry import get_spec
-
         out: dict[str, Any] = {}
         spec = get_spec(model_name)
         if "device" in spec.config and self.config.get("device", "auto"):
             out["device"] = self._device()
         if self.config.get("weights") == "random":  # with_random_weights: untrained, real architecture
-            import importlib
-            import inspect
-
             module, func = spec.loader.split(":")
             if "random_init" in inspect.signature(getattr(importlib.import_module(module), func)).parameters:
                 out.update(random_init=True, seed=int(self.config.get("seed", 0)))
@@ -85,8 +93,6 @@ class Components:
     @property
     def encoder(self) -> Any:
         """The preset's image encoder (required by presets that name one)."""
-        from geodemo.models.features import shared_model
-
         name = self.config.get("encoder") or (self.config.get("descriptor") or {}).get("encoder")
         if not name:
             raise ValueError("this preset names no encoder")
@@ -95,8 +101,6 @@ class Components:
     @property
     def segmenter(self) -> Any:
         """The preset's segmenter, or None when it names none (errors propagate to the stage)."""
-        from geodemo.models.features import shared_model
-
         name = self.config.get("segmenter")
         if not name and "segmenter" not in self._cache:
             return None
@@ -120,9 +124,6 @@ class Components:
             return None
 
         def build() -> Any:
-            from geodemo.models.descriptors import load_descriptor
-            from geodemo.paths import MissingResourceError
-
             try:
                 ready = self._published_checkpoint(dict(spec))
             except MissingResourceError as unpublished:
@@ -140,10 +141,6 @@ class Components:
         hub, name = self.config.get("hub"), spec.get("checkpoint")
         if not hub or spec.get("weights", "pretrained") == "random":
             return spec
-        from geodemo.hub import fetch
-        from geodemo.models.descriptors import _resolve_checkpoint
-        from geodemo.paths import MissingResourceError
-
         try:
             if name:
                 _resolve_checkpoint(name)
@@ -175,8 +172,6 @@ class Components:
     def feature_spaces(self) -> set[str]:
         """The encoder's name and the space its features share with another's (a registry config's
         ``features_of``: GeoCLIP's transformers backbone gives clip-vit-l14's projections)."""
-        from geodemo.models.registry import get_spec
-
         name = self.feature_encoder_name
         try:
             same = get_spec(name).config.get("features_of")
@@ -190,8 +185,6 @@ class Components:
         cfg = self.section("gallery")
 
         def build() -> RetrievalDatabase:
-            from geodemo.retrieval.galleries import image_gallery
-
             if cfg.get("path"):
                 db = RetrievalDatabase.load(cfg["path"])
             elif self.config.get("descriptor"):
@@ -211,12 +204,6 @@ class Components:
     def _descriptor_gallery(self, cfg: dict[str, Any]) -> RetrievalDatabase:
         """A database of the descriptor's vectors over ``gallery.datasets``, built once with
         :func:`geodemo.retrieval.builder.build_database` and cached by what produced it."""
-        from geodemo.data import load_benchmark
-        from geodemo.data.dataset import GeoDataset
-        from geodemo.paths import cache_dir
-        from geodemo.retrieval.builder import PhotoSource, build_database
-        from geodemo.retrieval.galleries import gallery_key
-
         names = [str(d) for d in cfg.get("datasets", [])]
         if not names:
             raise ValueError("the preset's gallery names neither a path nor datasets")
@@ -239,8 +226,6 @@ class Components:
             return None
 
         def build() -> Any:
-            from geodemo.models.aligners import load_aligner
-
             aligner = load_aligner(name, device=self._device())
             if aligner.encoder_name not in self.feature_spaces:
                 raise ValueError(
@@ -262,8 +247,6 @@ class Components:
     def view_bank(self, crop: float, progress: bool | None = None) -> Any:
         """The gallery's multi-view embeddings, or None when they cannot be built."""
         def build() -> Any:
-            from geodemo.retrieval.multiview import ViewBank
-
             meta = self.gallery.meta
             paths = meta.image_paths or [None] * len(meta)
             show = self.section("gallery").get("progress", True) if progress is None else progress
@@ -279,16 +262,12 @@ class Components:
         aligner = self.aligner
         if aligner is None:
             return None
-        from geodemo.retrieval.galleries import gps_gallery
-
         return self.optional("gps_gallery", lambda: gps_gallery(aligner, progress=False))
 
     def text_gallery(self, min_population: int) -> RetrievalDatabase | None:
         """GeoNames place prompts embedded by the encoder's text tower, or None."""
         if "text_gallery" in self._cache:
             return self._cache["text_gallery"]
-        from geodemo.retrieval.galleries import text_gallery
-
         show = self.section("gallery").get("progress", True)
         return self.optional("text_gallery", lambda: text_gallery(self.encoder, min_population=min_population,
                                                                   progress=show))
@@ -304,8 +283,6 @@ class Components:
             raise ValueError(f"one recorded LMM at a time, got {sorted(files)}")
 
         def build() -> list[Any]:
-            from geodemo.data.recorded import read_recorded
-
             return [read_recorded(path, name=name) for name, path in files.items()]
 
         return self.get(f"recorded:{role}", build) if files else []
@@ -318,8 +295,6 @@ class Components:
         key = "lmm:" + json.dumps(cfg, sort_keys=True, default=str)
 
         def build() -> Any:
-            from geodemo.lmm import LMMStage
-
             return LMMStage.from_config(cfg)
 
         return self.get(key, build)

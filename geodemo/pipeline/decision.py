@@ -33,6 +33,9 @@ from typing import Any
 import numpy as np
 
 from geodemo.geo import haversine_km
+from geodemo.result import LocationResult
+from geodemo.scoring.fusion import group_folds
+from geodemo.storage import write_text
 
 __all__ = ["CALIBRATION_DIR", "FEATURES", "Calibration", "confidence_features", "confidence",
            "uncertainty_km", "load_calibration", "fit_calibration", "DecisionModel", "Evidence", "candidate_features",
@@ -85,7 +88,6 @@ class Calibration:
         return float(1.0 / (1.0 + math.exp(-z)))
 
     def save(self, path: str | Path) -> Path:
-        from geodemo.storage import write_text
 
         return write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
@@ -238,7 +240,6 @@ class Evidence:
     def from_result(cls, result: Any, sources: set[str] | None = None) -> Evidence:
         """The evidence of a finished :class:`~geodemo.result.LocationResult` (or its dict), keeping only
         the candidates of ``sources`` (None: all); today's rule is re-applied to those candidates."""
-        from geodemo.result import LocationResult
 
         r = result if isinstance(result, LocationResult) else LocationResult.from_dict(result)
         cands = [c for c in r.candidates if sources is None or source_of(c) in sources]
@@ -352,7 +353,6 @@ class DecisionModel:
         return int(np.argmax(p.sum(axis=1))), p
 
     def save(self, path: str | Path) -> Path:
-        from geodemo.storage import write_text
 
         return write_text(path, json.dumps(asdict(self), indent=1) + "\n")
 
@@ -499,7 +499,6 @@ def fit_decision(evidences: list[Evidence], truths: np.ndarray, groups: list[str
                  ) -> tuple[DecisionModel, dict[str, Any]]:
     """The decision model of one source set, fitted on every photo; family and C chosen by
     photographer-fold candidate log-loss (``num_folds`` folds of ``groups``)."""
-    from geodemo.scoring.fusion import group_folds
 
     truths = np.asarray(truths, np.float64)
     features = features if features is not None else [candidate_features(ev, sources) for ev in evidences]
@@ -522,7 +521,6 @@ def cross_validated_decisions(evidences: list[Evidence], truths: np.ndarray, gro
     ``fold`` and ``training_groups`` (per fold: the photographers its model saw), so a table built from
     it never applies a calibration to its own photographers' rows.
     """
-    from geodemo.scoring.fusion import group_folds
 
     truths = np.asarray(truths, np.float64)
     features = [candidate_features(ev, sources) for ev in evidences]

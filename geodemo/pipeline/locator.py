@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from geodemo.imageio import load_image
 from geodemo.pipeline.components import Components
 from geodemo.pipeline.context import LocateContext, new_result
 from geodemo.pipeline.options import InvalidOptionError, LocateOptions
@@ -236,7 +237,6 @@ class GeoLocator:
         if descriptor is None:
             emb = self.components.encoder.encode_images(images)
             return [{"embedding": e} for e in emb]
-        from geodemo.imageio import load_image
 
         out = descriptor.describe([load_image(im) for im in images])
         rows = []

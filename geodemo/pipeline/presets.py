@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from geodemo.configs import apply_overrides, list_configs, read_config
+from geodemo.data.recorded import recorded_from_env
 
-__all__ = ["PRESET_DIR", "list_presets", "load_preset", "deep_merge", "with_random_weights"]
+__all__ = ["PRESET_DIR", "list_presets", "load_preset", "deep_merge", "with_random_weights", "recorded_for"]
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -56,3 +57,16 @@ def with_random_weights(cfg: dict[str, Any], seed: int = 0) -> dict[str, Any]:
         out["descriptor"] = {**{k: v for k, v in out["descriptor"].items() if k != "checkpoint"},
                              "weights": "random", "seed": int(seed)}
     return out
+
+
+def recorded_for(preset: str) -> dict[str, dict[str, dict[str, str]]]:
+    """``from_preset`` overrides that give ``preset`` the recorded sources the server's environment names
+    (:func:`~geodemo.data.recorded.recorded_from_env`), for the roles its stages can use; {} when there are
+    none."""
+    section = recorded_from_env()
+    if not section:
+        return {}
+    stages = set(load_preset(preset).get("stages") or [])
+    usable = {role: files for role, files in section.items()
+              if (role == "lmm" and "lmm" in stages) or (role == "candidates" and "candidates.recorded" in stages)}
+    return {"recorded": usable} if usable else {}

@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from geodemo.data.dataset import GeoDataset, SkippedRow
 from geodemo.errors import GeodemoError
+from geodemo.models.g3 import g3_inputs
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
+from geodemo.retrieval.geocode import reverse_geocode_many
 from geodemo.storage import load_npz, read_json, save_npz, write_json
 
 __all__ = ["PhotoSource", "ShardSource", "BuildReport", "BuildMismatchError", "build_database",
@@ -69,8 +72,6 @@ class PhotoSource:
         return h.hexdigest()[:12]
 
     def chunk(self, start: int, stop: int, descriptor: Any) -> _Chunk:
-        from geodemo.retrieval.geocode import reverse_geocode_many
-
         part = GeoDataset(self.dataset.name, self.dataset.samples[start:stop], tar_store=self.dataset.tar_store)
         kept, images, skipped = [], [], []
         vectors = [np.zeros((0, descriptor.dim), np.float32)]
@@ -153,14 +154,10 @@ class ShardSource:
         cols = {k: np.concatenate([p[k] for p, _, _ in parts]) for k in parts[0][0]}
         features = cols.get("feat_projection", cols["feat_image"])  # the encoder's raw output (CLIP: projection)
         if descriptor.kind == "g3":  # refuses CLIP shards that hold unit rows only
-            from geodemo.models.g3 import g3_inputs
-
             features = g3_inputs({k[5:]: v for k, v in cols.items() if k in ("feat_image", "feat_projection")},
                                  descriptor.heads.text_head)["image"]
         out = descriptor.describe_features(features, cols.get("feat_tokens"), cols.get("feat_labelmap"))
         coords = cols["coords"].astype(np.float64)
-        from geodemo.retrieval.geocode import reverse_geocode_many
-
         meta = GalleryMeta(ids=[str(i) for i in cols["ids"]], coords=coords,
                            places=[p.text for p in reverse_geocode_many(coords)] if len(coords) else [],
                            groups=[str(g) or None for g in cols["groups"]])
@@ -263,8 +260,6 @@ def build_database(source: PhotoSource | ShardSource, descriptor: Any, out: str 
     Resumes an interrupted build of the same descriptor and source; ``overwrite`` discards an
     interrupted build or a finished database in ``out``.
     """
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     out = Path(out)
     cfg = index if isinstance(index, IndexConfig) else IndexConfig.from_dict(index)

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from geodemo.data.benchmarks import BENCHMARKS
 from geodemo.paths import bundle_path, shared_path
+from geodemo.retrieval import multiview  # multiview imports this module: looked up when called
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
-from geodemo.retrieval.multiview import ViewBank
 from geodemo.storage import atomic_open, save_npy, sha256_file, write_text
 
 __all__ = ["GalleryBundle", "open_gallery_bundle", "save_gallery_bundle", "thumbnail_path", "GALLERY_DIR"]
@@ -65,8 +66,6 @@ class GalleryBundle:
 
     def meta(self) -> GalleryMeta:
         """Rows of the gallery; ``image_paths`` are full-size shared photos where present, else thumbnails."""
-        from geodemo.data.benchmarks import BENCHMARKS
-
         rows = self._rows()
         paths: list[str | None] = []
         for r in rows:
@@ -93,10 +92,10 @@ class GalleryBundle:
         cfg = index if isinstance(index, IndexConfig) else IndexConfig.from_dict(index)
         return RetrievalDatabase.build(self._views[:, 0], self.meta(), self.encoder_name, cfg, progress=False)
 
-    def view_bank(self) -> ViewBank:
+    def view_bank(self) -> multiview.ViewBank:
         """The compact multi-view bank (gallery views + reciprocal similarities)."""
         rows = self._rows()
-        return ViewBank(self.encoder_name, self._views, np.ones(len(rows), dtype=bool),
+        return multiview.ViewBank(self.encoder_name, self._views, np.ones(len(rows), dtype=bool),
                         [r["group"] or None for r in rows], [r["id"] for r in rows],
                         np.load(self.folder / "pairwise.npy").astype(np.float32))
 
@@ -114,7 +113,7 @@ def open_gallery_bundle(folder: Path = GALLERY_DIR) -> GalleryBundle | None:
 
 
 def save_gallery_bundle(
-    folder: Path, db: RetrievalDatabase, bank: ViewBank, datasets: Sequence[str], crop: float,
+    folder: Path, db: RetrievalDatabase, bank: multiview.ViewBank, datasets: Sequence[str], crop: float,
     files: Sequence[str], dataset_of_row: Sequence[str], provenance: dict | None = None,
 ) -> dict:
     """Write the bundle files for ``db`` (rows aligned with ``bank``); returns the manifest."""

@@ -19,8 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from geodemo.data import load_benchmark
+from geodemo.extraction.features import image_features
+from geodemo.models.gps import geoclip_gallery_coords
+from geodemo.models.quantize import int8_copy
 from geodemo.paths import cache_dir
+from geodemo.retrieval.bundle import open_gallery_bundle
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 from geodemo.retrieval.geocode import PLACE_TEMPLATE, geonames_cities, place_prompt, reverse_geocode_many
 from geodemo.retrieval.refined import DEFAULT_SHORTLIST, RefinedGallery
@@ -59,13 +65,9 @@ def image_gallery(
 
     The embedded default (``geodemo.retrieval.bundle``) answers when it holds these datasets and
     encoder (``use_bundle``), so nothing is encoded. Otherwise embeddings come from
-    :func:`geodemo.models.features.image_features` (cached per dataset); unreadable photos are left
+    :func:`geodemo.extraction.features.image_features` (cached per dataset); unreadable photos are left
     out. Places are the reverse-geocoded ground truth.
     """
-    from geodemo.data import load_benchmark
-    from geodemo.models.features import image_features
-    from geodemo.retrieval.bundle import open_gallery_bundle
-
     cfg = index if isinstance(index, IndexConfig) else IndexConfig.from_dict(index)
     bundle = open_gallery_bundle() if use_bundle else None
     if bundle is not None and bundle.matches(datasets, encoder_name):
@@ -126,11 +128,6 @@ def gps_gallery(aligner: Any, progress: bool = True, batch_size: int = 512,
     the aligner's own. Query it with ``aligner.embed_image_features(image_embedding)``; its
     ``encoder_name`` is ``"gps:<aligner name>"`` so an image embedding cannot be sent to it by mistake.
     """
-    from tqdm.auto import tqdm
-
-    from geodemo.models.gps import geoclip_gallery_coords
-    from geodemo.models.quantize import int8_copy
-
     name = f"gps:{getattr(aligner, 'name', type(aligner).__name__)}"
     directory = cache_dir("galleries") / f"gps-int8-{name[4:]}-{_aligner_fingerprint(aligner)}"
 

@@ -27,8 +27,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
+from tqdm.auto import tqdm
 
+from geodemo.imageio import load_image
 from geodemo.paths import cache_dir
+from geodemo.retrieval import bundle as gallery_bundle  # bundle imports this module: looked up when called
 from geodemo.storage import load_npz, save_npz
 
 __all__ = [
@@ -125,13 +128,8 @@ class ViewBank:
     ) -> ViewBank:
         """Embed the views of every gallery photo (cached by encoder, ids, paths and crop); the
         embedded default's compact bank answers without encoding when it holds these ids."""
-        from tqdm.auto import tqdm
-
-        from geodemo.imageio import load_image
-        from geodemo.retrieval.bundle import open_gallery_bundle
-
         name = getattr(encoder, "name", type(encoder).__name__)
-        bundle = open_gallery_bundle() if use_bundle else None
+        bundle = gallery_bundle.open_gallery_bundle() if use_bundle else None
         if bundle is not None and bundle.encoder_name == name and bundle.crop == crop and bundle.size == len(ids):
             bank = bundle.view_bank()
             if bank.ids == [str(i) for i in ids]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from geodemo.clues import clue_prior
 from geodemo.scoring.evidence import aligner_logit_scale
 from geodemo.scoring.features import FEATURES, Evidence, candidate_features
 from geodemo.scoring.fusion import load_weights
@@ -29,8 +30,6 @@ def fused_scores(
     ``cfg``: ``weights`` (name or JSON path), ``gps_top_n`` (GPS-gallery hits forming the posterior,
     default 500), ``radius_km`` / ``support_km`` / ``wide_km`` (feature widths, 25 / 50 / 750).
     """
-    from geodemo.clues import clue_prior
-
     weights = load_weights(cfg["weights"])
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     ev = Evidence(np.asarray(neighbour_coords, dtype=np.float64).reshape(-1, 2),

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from geodemo.clues import clue_prior
 from geodemo.scoring.features import Evidence, candidate_features
 
 __all__ = ["CandidateSet", "aligner_logit_scale", "gather_candidates"]
@@ -57,8 +58,6 @@ def gather_candidates(
     clue feature is 0 (no effect). ``embed_locations`` replaces ``aligner.embed_locations`` (e.g. a
     lookup of precomputed embeddings when many photos share candidates).
     """
-    from geodemo.clues import clue_prior
-
     cands = [c for c in _field(result, "candidates") if _field(c, "source") in sources]
     coords = [[float(_field(c, "lat")), float(_field(c, "lon"))] for c in cands]
     srcs = [str(_field(c, "source")) for c in cands]

@@ -24,6 +24,7 @@ import numpy as np
 
 from geodemo.data.folds import group_fold
 from geodemo.paths import MissingResourceError
+from geodemo.storage import write_text
 
 __all__ = [
     "FusionWeights",
@@ -60,8 +61,6 @@ class FusionWeights:
         return json.dumps(asdict(self), indent=2)
 
     def save(self, path: str | Path) -> Path:
-        from geodemo.storage import write_text
-
         return write_text(path, self.to_json() + "\n")
 
     @classmethod

@@ -5,28 +5,19 @@
 """
 
 from geodemo.train.config import apply_overrides, list_presets, load_preset, resolve_device
-from geodemo.train.data import (
-    EpochSampler,
-    FeatureTable,
-    load_feature_shards,
-    split_table,
-    write_feature_shard,
-)
+from geodemo.train.data import EpochSampler, split_table
 from geodemo.train.objectives import clip_loss
 from geodemo.train.trainer import Trainer, build_model, retrieval_metrics
 
 __all__ = [
     "EpochSampler",
-    "FeatureTable",
     "Trainer",
     "apply_overrides",
     "build_model",
     "clip_loss",
     "list_presets",
-    "load_feature_shards",
     "load_preset",
     "resolve_device",
     "retrieval_metrics",
     "split_table",
-    "write_feature_shard",
 ]

@@ -1,15 +1,11 @@
-"""Training data on frozen features: tables of cached embeddings, photographer splits, shuffled sampling.
+"""Training data on frozen features: photographer splits, shuffled sampling, batches, photo sources.
 
 Because the image towers are frozen, their outputs are computed once (``scripts/extract_features.py``
-or :func:`geodemo.models.features.image_features`) and the heads train on the cache. Splits are by
-photographer (``GeoSample.group``; a photo without one is its own group), so held-out accuracy is
-leave-photographer-out.
-
-Per-photo grids (DualGeo's float16 patch tokens, label maps) are too large for memory at MP16 scale
-(4.1M x 256 x 1024 x 2 bytes = 2 TB): each shard stores them as a ``.npy`` file beside its ``.npz``,
-opened with ``np.load(mmap_mode="r")`` and seen as one :class:`ShardedArray`, whose rows are read
-only when a batch asks for them. :class:`FeatureBatches` serves the trainer's batches: features kept
-on the device when they fit, else gathered by a background thread a bounded number of steps ahead.
+or :func:`geodemo.extraction.features.image_features`) into a :class:`~geodemo.data.FeatureTable`
+and the heads train on it. Splits are by photographer (``GeoSample.group``; a photo without one is
+its own group), so held-out accuracy is leave-photographer-out. :class:`FeatureBatches` serves the
+trainer's batches: features kept on the device when they fit, else gathered by a background thread a
+bounded number of steps ahead (memory-mapped :class:`~geodemo.data.ShardedArray` rows included).
 """
 
 from __future__ import annotations
@@ -18,208 +14,26 @@ import json
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, ImageFilter
 
+from geodemo.data import load_benchmark, load_csv
+from geodemo.data.feature_table import FeatureTable, ShardedArray
 from geodemo.data.folds import group_fold
+from geodemo.extraction.features import cached_label_maps, load_benchmark_views
+from geodemo.models.descriptors import _encoder_outputs
+from geodemo.models.registry import shared_model
 
 __all__ = [
-    "FeatureTable",
-    "load_benchmark_features",
-    "load_benchmark_views",
-    "load_feature_shards",
-    "feature_shards",
-    "write_feature_shard",
-    "group_fold",
     "split_table",
     "EpochSampler",
     "FeatureBatches",
-    "ShardedArray",
     "PairedViewSource",
     "paired_view_source",
-    "views_for",
 ]
-
-
-class ShardedArray:
-    """Rows of several memory-mapped ``.npy`` shards seen as one read-only array, lazily.
-
-    ``take(index)`` is lazy (a new view over the same files); ``array[index]`` reads just those rows
-    into memory. Nothing else loads data, so a 2 TB token table costs only its row index in RAM.
-    """
-
-    def __init__(self, parts: list[np.ndarray], rows: np.ndarray | None = None):
-        if not parts:
-            raise ValueError("a ShardedArray needs at least one shard")
-        self.parts = parts
-        self.offsets = np.cumsum([0] + [len(p) for p in parts])
-        self.rows = np.arange(self.offsets[-1], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
-
-    @classmethod
-    def open(cls, paths: list[Path]) -> ShardedArray:
-        return cls([np.load(p, mmap_mode="r", allow_pickle=False) for p in paths])
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.rows), *self.parts[0].shape[1:])
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.parts[0].dtype
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * self.dtype.itemsize
-
-    def take(self, index: np.ndarray) -> ShardedArray:
-        """The rows at ``index`` (ints or a boolean mask), still on disk."""
-        return ShardedArray(self.parts, self.rows[np.asarray(index)])
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        rows = self.rows[index]
-        scalar = np.ndim(rows) == 0
-        rows = np.atleast_1d(rows)
-        out = np.empty((len(rows), *self.parts[0].shape[1:]), dtype=self.dtype)
-        shard = np.searchsorted(self.offsets, rows, side="right") - 1
-        for s in np.unique(shard):
-            sel = np.flatnonzero(shard == s)
-            local = rows[sel] - self.offsets[s]
-            order = np.argsort(local, kind="stable")  # ascending reads are kinder to the disk
-            out[sel[order]] = self.parts[s][local[order]]
-        return out[0] if scalar else out
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self[np.arange(len(self))]
-        return out if dtype is None else out.astype(dtype)
-
-    @staticmethod
-    def concat(arrays: list[ShardedArray]) -> ShardedArray:
-        parts, rows, base = [], [], 0
-        for a in arrays:
-            parts += a.parts
-            rows.append(a.rows + base)
-            base += int(a.offsets[-1])
-        return ShardedArray(parts, np.concatenate(rows))
-
-
-def _take_rows(values: np.ndarray | ShardedArray, index: np.ndarray) -> np.ndarray | ShardedArray:
-    return values.take(index) if isinstance(values, ShardedArray) else values[index]
-
-
-def _concat_rows(arrays: list[np.ndarray | ShardedArray]) -> np.ndarray | ShardedArray:
-    if any(isinstance(a, ShardedArray) for a in arrays):
-        if not all(isinstance(a, ShardedArray) for a in arrays):
-            raise TypeError("cannot concatenate memory-mapped and in-memory rows of one feature")
-        return ShardedArray.concat(arrays)
-    return np.concatenate(arrays)
-
-
-@dataclass
-class FeatureTable:
-    """Rows of one training set: ids, photographer groups, [lat, lon] and named feature arrays."""
-
-    ids: list[str]
-    groups: list[str | None]
-    coords: np.ndarray  # (N, 2) float32 [lat, lon]
-    features: dict[str, np.ndarray | ShardedArray] = field(default_factory=dict)  # "image": (N, D), "tokens"...
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def group_keys(self) -> list[str]:
-        """The photographer of each row, or ``id:<id>`` where there is none."""
-        return [g if g else f"id:{i}" for i, g in zip(self.ids, self.groups, strict=True)]
-
-    def take(self, index: np.ndarray) -> FeatureTable:
-        """Rows at ``index`` (an int array or a boolean mask)."""
-        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
-        return FeatureTable(
-            [self.ids[i] for i in index],
-            [self.groups[i] for i in index],
-            self.coords[index],
-            {k: _take_rows(v, index) for k, v in self.features.items()},
-        )
-
-    @staticmethod
-    def concat(tables: list[FeatureTable]) -> FeatureTable:
-        keys = set.intersection(*(set(t.features) for t in tables))
-        return FeatureTable(
-            [i for t in tables for i in t.ids],
-            [g for t in tables for g in t.groups],
-            np.concatenate([t.coords for t in tables]),
-            {k: _concat_rows([t.features[k] for t in tables]) for k in keys},
-        )
-
-
-def load_benchmark_features(benchmarks: list[str], encoder: str, progress: bool = True) -> FeatureTable:
-    """Cached ``encoder`` embeddings of named benchmarks (unreadable photos dropped)."""
-    from geodemo.data import load_benchmark
-    from geodemo.models.features import image_features
-
-    tables = []
-    for name in benchmarks:
-        ds = load_benchmark(name)
-        fs = image_features(encoder, ds, progress=progress)
-        table = FeatureTable(ds.ids(), ds.groups(), ds.coords().astype(np.float32), {"image": fs.embeddings})
-        tables.append(table.take(fs.valid))
-    return FeatureTable.concat(tables)
-
-
-def write_feature_shard(path: str | Path, table: FeatureTable) -> Path:
-    """One shard: ``ids``, ``groups``, ``coords`` and the per-photo vectors in ``path`` (an ``.npz``);
-    every per-photo grid (``ndim >= 3``: tokens, label maps) in ``<stem>.<name>.npy`` beside it, to be
-    memory-mapped. The side files are written first and the ``.npz`` last, each atomically, so a shard
-    whose ``.npz`` exists is complete (what a resumed extraction checks)."""
-    from geodemo.storage import save_npy, save_npz
-
-    path = Path(path)
-    vectors = {}
-    for name, values in table.features.items():
-        if np.ndim(values) >= 3:
-            save_npy(path.with_name(f"{path.stem}.{name}.npy"), values)
-        else:
-            vectors[f"feat_{name}"] = values
-    groups = np.array([g or "" for g in table.groups])
-    return save_npz(path, ids=np.array(table.ids), groups=groups, coords=table.coords.astype(np.float32), **vectors)
-
-
-def feature_shards(folder: str | Path) -> list[Path]:
-    """The complete shards (``shard-NNNNN.npz``) of a feature folder, in order."""
-    return sorted(Path(folder).glob("shard-[0-9]*.npz"))
-
-
-def load_feature_shards(folder: str | Path) -> FeatureTable:
-    """All shards of a feature folder written by ``scripts/extract_features.py``: vectors in memory,
-    per-photo grids (tokens, label maps) memory-mapped as :class:`ShardedArray` (never loaded whole)."""
-    folder = Path(folder)
-    shards = feature_shards(folder)
-    if not shards:
-        raise FileNotFoundError(
-            f"no feature shards (shard-*.npz) in {folder}; run `python scripts/extract_features.py "
-            f"--out {folder} ...` first"
-        )
-    tables = []
-    for path in shards:
-        with np.load(path, allow_pickle=False) as data:
-            feats: dict[str, np.ndarray | ShardedArray] = {
-                k[5:]: data[k] for k in data.files if k.startswith("feat_")
-            }
-            groups = [str(g) or None for g in data["groups"]]
-            ids, coords = [str(i) for i in data["ids"]], data["coords"]
-        for side in sorted(folder.glob(f"{path.stem}.*.npy")):
-            feats[side.name[len(path.stem) + 1 : -4]] = ShardedArray.open([side])
-        tables.append(FeatureTable(ids, groups, coords, feats))
-    meta = folder / "meta.json"
-    if meta.is_file():
-        json.loads(meta.read_text())  # validates that the folder's description is readable
-    return FeatureTable.concat(tables)
 
 
 def split_table(
@@ -390,8 +204,6 @@ class ImageSource:
     """
 
     def __init__(self, datasets: list, encoder: str, augment: dict | None = None):
-        from geodemo.models.features import shared_model
-
         self.items = [(ds, s) for ds in datasets for s in ds.samples]
         self.encoder_name = encoder
         self.encoder = shared_model(encoder)
@@ -407,8 +219,6 @@ class ImageSource:
         )
 
     def _augment(self, image, rng: np.random.Generator):
-        from PIL import Image
-
         w, h = image.size
         lo, hi = self.augment["scale"]
         area = w * h * rng.uniform(lo, hi)
@@ -422,8 +232,6 @@ class ImageSource:
 
     def encode(self, rows, seed: int | None = None) -> np.ndarray:
         """``(len(rows), D)`` embeddings; augmented when ``seed`` is given; zero rows for unreadable photos."""
-        from PIL import Image
-
         rng = np.random.default_rng(seed) if seed is not None else None
         images, ok = [], []
         for r in np.asarray(rows).tolist():
@@ -438,61 +246,6 @@ class ImageSource:
         emb = np.asarray(self.encoder.encode_images(images), dtype=np.float32)
         emb[~np.array(ok, dtype=bool)] = 0.0
         return emb
-
-
-def load_benchmark_views(
-    benchmarks: list,
-    encoder: str,
-    segmenter: str | None = None,
-    tokens: bool = False,
-    labelmap_size: int = 64,
-    progress: bool = True,
-    cached_labelmaps_only: bool = False,
-    labelmap_resample: str = "nearest",
-) -> FeatureTable:
-    """Cached views of named benchmarks (or dataset objects) for the offline analogues (unreadable
-    photos dropped).
-
-    Features: ``image`` (N, D) pooled embeddings; with ``tokens``, ``tokens`` (N, T, D) float16 from the
-    encoder's ``encode_image_tokens``; with ``segmenter``, ``labelmap`` (N, s, s) uint8 ADE20K ids
-    resized to ``labelmap_size`` (``labelmap_resample``: nearest, or bilinear as DualGeo reads its PNGs). All come from :mod:`geodemo.models.features`' disk cache;
-    ``cached_labelmaps_only`` keeps only the photos whose label maps are cached (segments nothing).
-    """
-    from geodemo.data import load_benchmark
-    from geodemo.models.dualgeo import label_maps_to_tensor
-    from geodemo.models.features import cached_image_tokens, cached_label_maps, image_features
-
-    tables = []
-    for name in benchmarks:
-        ds = load_benchmark(name) if isinstance(name, str) else name
-        fs = image_features(encoder, ds, progress=progress)
-        feats: dict[str, np.ndarray] = {"image": fs.embeddings}
-        valid = fs.valid.copy()
-        if tokens:
-            feats["tokens"], ok = cached_image_tokens(encoder, ds, progress=progress)
-            valid &= ok
-        if segmenter:
-            maps = cached_label_maps(segmenter, ds, progress=progress, cached_only=cached_labelmaps_only)
-            valid &= np.array([m is not None for m in maps])
-            blank = np.zeros((labelmap_size, labelmap_size), dtype=np.uint8)
-            small = label_maps_to_tensor([m if m is not None else blank for m in maps], labelmap_size,
-                                         resample=labelmap_resample)
-            feats["labelmap"] = small.numpy().astype(np.uint8)
-        table = FeatureTable(ds.ids(), ds.groups(), ds.coords().astype(np.float32), feats)
-        tables.append(table.take(valid))
-    return FeatureTable.concat(tables)
-
-
-def views_for(model: Any) -> dict[str, Any]:
-    """The :func:`load_benchmark_views` options a trained model's views need (besides encoder and
-    segmenter): DualGeo's model takes label maps resized bilinearly to its ``seg_size``; the token-level
-    model takes patch tokens and label maps resized (nearest) to its ``labelmap_size``; G3 takes neither."""
-    arch = getattr(model, "architecture", None)
-    if arch == "dualgeo":
-        return {"dual": True, "tokens": False, "labelmap_size": int(model.seg_size), "labelmap_resample": "bilinear"}
-    if arch == "dualgeo-tokens":
-        return {"dual": True, "tokens": True, "labelmap_size": int(model.labelmap_size), "labelmap_resample": "nearest"}
-    return {"dual": False, "tokens": False, "labelmap_size": 64, "labelmap_resample": "nearest"}
 
 
 class PairedViewSource:
@@ -511,9 +264,6 @@ class PairedViewSource:
     """
 
     def __init__(self, datasets: list, encoder: str, segmenter: str, seg_size: int = 224, progress: bool = True):
-        from geodemo.data import load_benchmark
-        from geodemo.models.features import cached_label_maps, shared_model
-
         self.datasets = [load_benchmark(d) if isinstance(d, str) else d for d in datasets]
         self.encoder = shared_model(encoder)
         self.seg_size = int(seg_size)
@@ -531,7 +281,6 @@ class PairedViewSource:
 
     def _pair(self, image, label_map: np.ndarray):
         """One photo and its label map after DualGeo's paired and photo-only augmentations."""
-        from PIL import Image, ImageFilter
         from torchvision import transforms as T
         from torchvision.transforms import functional as TF
 
@@ -555,8 +304,6 @@ class PairedViewSource:
     def encode(self, rows, seed: int | None = None) -> dict[str, np.ndarray]:
         """``image`` (the encoder's raw output) and ``labelmap`` (grey levels at ``seg_size``) of ``rows``,
         augmented with ``seed`` (without one: the table's un-augmented views)."""
-        from geodemo.models.descriptors import _encoder_outputs
-
         rows = np.asarray(rows, dtype=np.int64)
         if seed is None:
             return {"image": np.asarray(self._table.features["image"][rows], np.float32),
@@ -582,8 +329,6 @@ def paired_view_source(dcfg: dict[str, Any], progress: bool = True) -> PairedVie
                      sort_keys=True)
     if key not in _PAIRED:
         if dcfg.get("csv"):  # MP16-Pro: CSV + photo folder or tar shards
-            from geodemo.data import load_csv
-
             datasets = [load_csv(dcfg["csv"], images_dir=dcfg.get("images"), meta_columns=[])]
         else:
             datasets = list(dcfg["benchmarks"])

@@ -13,6 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from geodemo.data import load_benchmark
+from geodemo.data.dataset import GeoDataset
+from geodemo.eval import evaluate
+from geodemo.models.gps import geoclip_gallery_coords, geoclip_gps_gallery
+from geodemo.models.registry import shared_model
+
 __all__ = ["AlignerPredictor", "harness_eval"]
 
 
@@ -21,8 +27,6 @@ class AlignerPredictor:
 
     def __init__(self, aligner: Any, gallery_coords: np.ndarray, gallery_embeddings: np.ndarray | None = None,
                  encoder: Any | None = None):
-        from geodemo.models.features import shared_model
-
         self.aligner = aligner
         self.name = f"{aligner.name}+gps-gallery"
         self.encoder = encoder if encoder is not None else shared_model(aligner.encoder_name)
@@ -40,11 +44,6 @@ class AlignerPredictor:
 
 def harness_eval(trainer: Any, out_dir: str | Path, progress: bool = True) -> Any:
     """Score the trainer's model on its held-out photos through :func:`geodemo.eval.evaluate`."""
-    from geodemo.data import load_benchmark
-    from geodemo.data.dataset import GeoDataset
-    from geodemo.eval import evaluate
-    from geodemo.models.gps import geoclip_gallery_coords, geoclip_gps_gallery
-
     dcfg = trainer.cfg["data"]
     held_ids = set(trainer.held_table.ids)
     parts = [load_benchmark(b).subset(ids=held_ids) for b in dcfg.get("benchmarks", [])]

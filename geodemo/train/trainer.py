@@ -24,21 +24,24 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from geodemo.configs import check_keys
+from geodemo.data import load_benchmark, load_csv
+from geodemo.data.feature_table import FeatureTable, load_feature_shards
+from geodemo.eval import accuracy_table
+from geodemo.eval.baselines import DensityPrior, Gallery
+from geodemo.extraction.features import load_benchmark_features, load_benchmark_views
+from geodemo.geo import pairwise_haversine_km
+from geodemo.models.aligners import MLPGeoAligner, save_pretrained
+from geodemo.models.dualgeo import DualGeoModel
+from geodemo.models.dualgeo_tokens import DualGeoTokenModel
+from geodemo.models.g3 import G3Heads, g3_inputs
+from geodemo.models.gps import geoclip_gallery_coords, geoclip_gps_gallery, load_geoclip_location_encoder
 from geodemo.paths import REPO_ROOT, checkpoints_dir
 from geodemo.storage import atomic_dir, drop_torn_tail, write_json
 from geodemo.train.config import TRAINING_SCHEMA, resolve_device
-from geodemo.train.data import (
-    EpochSampler,
-    FeatureBatches,
-    FeatureTable,
-    ImageSource,
-    load_benchmark_features,
-    load_benchmark_views,
-    load_feature_shards,
-    split_table,
-)
+from geodemo.train.data import EpochSampler, FeatureBatches, ImageSource, paired_view_source, split_table
 from geodemo.train.objectives import build_objective
 
 __all__ = ["build_model", "load_table", "Trainer", "retrieval_metrics"]
@@ -48,9 +51,6 @@ def build_model(mcfg: dict[str, Any]) -> nn.Module:
     """The trainable model named by the preset's ``model`` section."""
     arch = mcfg.get("architecture", "mlp-aligner")
     if arch == "mlp-aligner":
-        from geodemo.models.aligners import MLPGeoAligner
-        from geodemo.models.gps import load_geoclip_location_encoder
-
         model = MLPGeoAligner(
             name=mcfg.get("name", "aligner"),
             encoder_name=mcfg["encoder_name"],
@@ -63,16 +63,11 @@ def build_model(mcfg: dict[str, Any]) -> nn.Module:
             model.location_encoder = load_geoclip_location_encoder()
         loc = model.location_encoder
     elif arch == "g3":
-        from geodemo.models.g3 import G3Heads
-
         model = G3Heads(**{k: v for k, v in mcfg.items() if k in G3Heads.CONFIG_KEYS})
         if mcfg.get("location_init") == "geoclip":
             model.init_location_from_geoclip()
         loc = model.location_encoder
     elif arch in ("dualgeo", "dualgeo-tokens"):
-        from geodemo.models.dualgeo import DualGeoModel
-        from geodemo.models.dualgeo_tokens import DualGeoTokenModel
-
         model = (DualGeoModel if arch == "dualgeo" else DualGeoTokenModel).from_config(mcfg)
         if mcfg.get("location_init") == "geoclip":
             model.init_location_from_geoclip()
@@ -98,8 +93,6 @@ def load_table(dcfg: dict[str, Any], progress: bool = True) -> FeatureTable:
                                     cached_labelmaps_only=bool(dcfg.get("cached_labelmaps_only", False)),
                                     labelmap_resample=dcfg.get("labelmap_resample", "nearest"))
     if source == "paired-views":  # DualGeo's recipe: the un-augmented views, photos re-read per step
-        from geodemo.train.data import paired_view_source
-
         return paired_view_source(dcfg, progress=progress).table()
     raise ValueError(f"unknown data source {source!r}; choose benchmarks, benchmark-views, shards, images "
                      "or paired-views")
@@ -107,8 +100,6 @@ def load_table(dcfg: dict[str, Any], progress: bool = True) -> FeatureTable:
 
 def image_source(dcfg: dict[str, Any]) -> ImageSource:
     """Photos of named benchmarks or of a CSV (``images``: folder or tar), encoded on the fly."""
-    from geodemo.data import load_benchmark, load_csv
-
     if dcfg.get("csv"):
         datasets = [load_csv(dcfg["csv"], images_dir=dcfg.get("images"))]
     else:
@@ -119,8 +110,6 @@ def image_source(dcfg: dict[str, Any]) -> ImageSource:
 def retrieval_metrics(image_emb: np.ndarray, gallery_emb: np.ndarray, gallery_coords: np.ndarray,
                       truth: np.ndarray) -> dict[str, float]:
     """Top-1 GPS-gallery retrieval scored with :func:`geodemo.eval.accuracy_table`."""
-    from geodemo.eval import accuracy_table
-
     best = np.empty(len(image_emb), dtype=np.int64)
     for s in range(0, len(image_emb), 256):
         best[s : s + 256] = np.argmax(image_emb[s : s + 256] @ gallery_emb.T, axis=1)
@@ -154,14 +143,10 @@ class Trainer:
             self.images = image_source(dcfg)
             table = self.images.table()
         if dcfg.get("source") == "paired-views":  # DualGeo: paired augmentation of photo and label map
-            from geodemo.train.data import paired_view_source
-
             self.images = paired_view_source(dcfg, progress=progress)
             table = table if table is not None else self.images.table()
         table = table if table is not None else load_table(dcfg, progress=progress)
         if cfg["model"].get("architecture") == "g3":  # G3's heads train on what they are queried with
-            from geodemo.models.g3 import g3_inputs
-
             table = FeatureTable(table.ids, table.groups, table.coords,
                                  g3_inputs(table.features, bool(cfg["model"].get("text_head", True))))
         self.train_table, self.held_table = split_table(
@@ -267,8 +252,6 @@ class Trainer:
             if v.dtype == torch.float16:
                 batch[k] = v.float()
         if self.positive_km > 0:
-            from geodemo.geo import pairwise_haversine_km
-
             c = batch["coords"].double()
             batch["positives"] = pairwise_haversine_km(c, c) < self.positive_km
         return batch
@@ -316,13 +299,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         """Held-out top-1 retrieval accuracy over the GPS gallery, beside the density-prior baseline."""
-        from geodemo.eval import accuracy_table
-        from geodemo.eval.baselines import DensityPrior, Gallery
-
         if len(self.held_table) == 0:
             return {}
         if not hasattr(self.accelerator.unwrap_model(self.objective).model, "embed_image_features"):
-            return {}  # not a GeoAligner (DualGeo): scored on its own views by geodemo.eval.analogues
+            return {}  # not a GeoAligner (DualGeo): scored on its own views by geodemo.eval.fold_ablation
         if "image" in self.held_table.features:
             held_features = self.held_table.features["image"]
         elif self.images is not None:
@@ -338,8 +318,6 @@ class Trainer:
             img = model.embed_image_features(held_features)
             gallery = self.cfg.get("eval", {}).get("gallery", "geoclip-100k")
             if gallery == "geoclip-100k":
-                from geodemo.models.gps import geoclip_gallery_coords, geoclip_gps_gallery
-
                 frozen_geoclip = (self.cfg["model"].get("location_init") == "geoclip"
                                   and not self.cfg["model"].get("train_location_encoder", True)
                                   and self.cfg["model"].get("architecture", "mlp-aligner") == "mlp-aligner")
@@ -362,8 +340,6 @@ class Trainer:
 
     def export(self, folder: str | Path | None = None, extra: dict[str, Any] | None = None) -> Path:
         """Write the trained model as ``config.json`` + ``model.safetensors`` (loadable by load_aligner)."""
-        from geodemo.models.aligners import save_pretrained
-
         model = self.accelerator.unwrap_model(self.objective).model
         folder = Path(folder) if folder else self.output
         config = {**model.config, "training": {"preset": self.cfg.get("preset"), "steps": self.step,
@@ -374,8 +350,6 @@ class Trainer:
     def fit(self, resume: bool = True, stop_after: int | None = None) -> dict[str, Any]:
         """Train to ``total_steps`` (resuming from the newest state when ``resume``); ``stop_after``
         ends the run early after that many global steps, as a kill would (used by the resume test)."""
-        from tqdm.auto import tqdm
-
         run = self.cfg.get("run", {})
         if resume and (latest := self.latest_state()) is not None:
             self.load_state(latest)

@@ -1,16 +1,20 @@
-"""Accuracy-against-distance curves: one line per method, the share of photos within each distance."""
+"""Accuracy-against-distance curves: one line per method, the share of photos within each distance;
+finished runs compared in one table beside their curves."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from geodemo.eval.harness import read_predictions
 from geodemo.eval.metrics import THRESHOLDS_KM
+from geodemo.eval.report import markdown_table, metrics_from_errors
 from geodemo.storage import atomic_path
 
-__all__ = ["accuracy_curve", "save_accuracy_curves"]
+__all__ = ["accuracy_curve", "save_accuracy_curves", "compare_runs"]
 
 _GRID_KM = np.logspace(0, np.log10(20_038.0), 200)  # 1 km to half the Earth's circumference
 
@@ -51,3 +55,22 @@ def save_accuracy_curves(errors: Mapping[str, np.ndarray], path: str | Path, tit
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return out
+
+
+def compare_runs(folder: str | Path, benchmark: str) -> tuple[str, Path]:
+    """Every finished run under ``folder`` (one sub-folder per predictor, as ``scripts/evaluate.py`` writes
+    them) in one table beside the published rows, and their accuracy-against-distance curves saved as
+    ``folder/curves.png``. Runs are compared as they are: each row says on how many photos it was scored."""
+    root = Path(folder)
+    metrics, errors = {}, {}
+    for run in sorted(p for p in root.iterdir() if (p / "summary.json").is_file()):
+        summary = json.loads((run / "summary.json").read_text())
+        rows = read_predictions(run / "predictions.csv")
+        if not rows:
+            continue
+        name = str(summary.get("predictor") or run.name)
+        err = np.array([float(r["error_km"]) if r["error_km"] not in ("", None) else np.nan for r in rows.values()])
+        errors[name] = err
+        metrics[name] = metrics_from_errors(err)
+    curves = save_accuracy_curves(errors, root / "curves.png", title=f"{benchmark}: accuracy against distance")
+    return markdown_table(metrics, benchmark), curves

@@ -24,19 +24,27 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from geodemo import env as geodemo_env
 from geodemo.eval.attribution import (
     CAUSES,
     CORRECT,
     RunAttribution,
+    attribute,
     attribute_run,
     cause_table_rows,
     read_attribution,
 )
+from geodemo.eval.harness import read_predictions
+from geodemo.eval.metrics import THRESHOLDS_KM
 from geodemo.eval.results import ResultStore, StoredResult
 from geodemo.paths import REPO_ROOT
 from geodemo.pipeline.failures import plain_words as _plain_words
 from geodemo.result import LocationResult
+from geodemo.viz.explain import cause_sentence, error_report
+from geodemo.viz.maps import MAP_PANELS, map_panel, thumbnail_data_uri
+from geodemo.viz.tables import CANDIDATE_COLUMNS, LMM_COLUMNS, candidate_rows, lmm_rows, timing_text
 
 __all__ = [
     "RUNS_ENV",
@@ -168,8 +176,6 @@ def _open_cached(folder_text: str, name: str, _fingerprint: tuple[float, ...]) -
 
 def summary_markdown(view: RunView) -> str:
     """The run in a few lines: what was evaluated, its accuracy over the attributed photos, the failures."""
-    from geodemo.eval.metrics import THRESHOLDS_KM
-
     title = f"{view.predictor} on {view.benchmark}" if view.predictor != "?" else "Evaluation"
     lines = [f"### {html.escape(title)} ({html.escape(view.name)})"]
     if view.predictor == "?":
@@ -197,8 +203,6 @@ def _float(text: str | None) -> float:
 
 
 def _thumb_cell(view: RunView, photo_id: str) -> str:
-    from geodemo.viz.maps import thumbnail_data_uri
-
     uri = thumbnail_data_uri(ResultStore(view.dir, read_only=True).thumbnail_path(photo_id), size=LIST_THUMB_PX)
     if not uri:
         return ""
@@ -255,10 +259,6 @@ class PhotoView:
 
 def photo_view(view: RunView, photo_id: str) -> PhotoView:
     """One photo's stored result, stage by stage, with the truth marked on every map."""
-    from geodemo.viz.explain import cause_sentence, error_report
-    from geodemo.viz.maps import MAP_PANELS, map_panel
-    from geodemo.viz.tables import candidate_rows, lmm_rows, timing_text
-
     stored: StoredResult | None = ResultStore(view.dir, read_only=True).load(photo_id)  # never writes the run
     if stored is None:
         return _prediction_only_view(view, photo_id)
@@ -278,8 +278,6 @@ def photo_view(view: RunView, photo_id: str) -> PhotoView:
                     f"chosen by `{result.verifier}` · preset `{result.preset}`")
         sentences = report.explanation or [cause_sentence(report.attribution)]
     else:
-        from geodemo.eval.attribution import attribute
-
         head.append("**No location was predicted.**")
         sentences = [cause_sentence(attribute(result, truth, threshold_km=view.attribution.threshold_km))]
     if result.timings:
@@ -296,8 +294,6 @@ def photo_view(view: RunView, photo_id: str) -> PhotoView:
 
 def _prediction_only_view(view: RunView, photo_id: str) -> PhotoView:
     """A photo whose stored result is unreadable: its answer as ``predictions.csv`` holds it."""
-    from geodemo.eval.harness import read_predictions
-
     pred = read_predictions(view.dir / "predictions.csv").get(photo_id)
     if pred is None:
         raise ValueError(f"no stored result for photo {photo_id!r} in {view.name}")
@@ -323,8 +319,6 @@ def _has_point(result: LocationResult) -> bool:
 def _open_photo(path: Path | None) -> Any:
     if path is None:
         return None
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
@@ -341,8 +335,6 @@ def failure_explorer(root: str | Path | None = None) -> None:
     ``root`` fixes the runs folder; by default :func:`runs_dir` is read on every refresh.
     """
     import gradio as gr
-
-    from geodemo.viz.tables import CANDIDATE_COLUMNS, LMM_COLUMNS
 
     def base() -> Path:
         return Path(root) if root is not None else runs_dir()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import folium
 from folium.template import Template
+from PIL import Image
 
 from geodemo.result import Clustering, LocationResult, Neighbour
 from geodemo.viz.basemap import add_legend, base_map, fit_points, map_iframe
@@ -83,8 +84,6 @@ def _probabilities(details: dict) -> str:
 
 @lru_cache(maxsize=512)
 def _thumbnail_bytes(path: str, mtime: float, size: int) -> bytes | None:
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")

@@ -14,8 +14,10 @@ from typing import Any
 
 from PIL import Image
 
+from geodemo.models.segmentation import render_overlay
 from geodemo.redact import redact, redact_paths
 from geodemo.result import LocationResult
+from geodemo.retrieval.geocode import reverse_geocode
 from geodemo.viz.explain import decision_sentence, error_report
 from geodemo.viz.maps import map_panel
 from geodemo.viz.tables import candidate_rows, lmm_rows, timing_text
@@ -35,8 +37,6 @@ OUTPUT_NAMES = (
 
 def place_of(lat: float, lon: float) -> str | None:
     try:
-        from geodemo.retrieval.geocode import reverse_geocode
-
         return reverse_geocode(lat, lon).text
     except Exception:  # noqa: BLE001 - names are a nicety
         return None
@@ -48,8 +48,6 @@ def overlay_image(image: Image.Image | None, label_map: Any, opacity: float) -> 
         return None
     if label_map is None:
         return image
-    from geodemo.models.segmentation import render_overlay
-
     return render_overlay(image, label_map, float(opacity))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from geodemo.pipeline.decision import source_of
 from geodemo.result import LocationResult, SegmentationResult
 
 __all__ = [
@@ -41,8 +42,6 @@ def lmm_rows(result: LocationResult, answer_chars: int = 240) -> list[list]:
 def candidate_rows(result: LocationResult) -> list[list]:
     """One row per candidate (its source: a recorded LMM's answers under the model's name); best expected
     score first when the calibrated decision scored them, else best verifier score first (unscored last)."""
-    from geodemo.pipeline.decision import source_of
-
     def expected(c) -> float | None:
         p = [v for k, v in c.details.items() if k.startswith("p_") and k.endswith("km")]
         return sum(p) if p else None

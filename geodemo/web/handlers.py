@@ -23,10 +23,10 @@ import gradio as gr
 from PIL import Image
 
 from geodemo import env
-from geodemo.data.recorded import recorded_for
 from geodemo.errors import describe
 from geodemo.imageio import ImageError, load_image
 from geodemo.pipeline import GeoLocator
+from geodemo.pipeline.presets import recorded_for
 from geodemo.redact import public_dict
 from geodemo.result import LocationResult
 from geodemo.viz.page import PageRenderer, overlay_image, prediction_markdown, status_markdown, truth_markdown

@@ -28,6 +28,9 @@ from typing import Any
 
 from geodemo import env
 from geodemo.errors import GeodemoError, redact_paths
+from geodemo.lmm.backends import backend_availability as probe
+from geodemo.lmm.backends import list_backends
+from geodemo.pipeline import list_presets, load_preset
 from geodemo.pipeline.choice import choose_preset
 from geodemo.pipeline.options import InvalidOptionError, LocateOptions, Option, declared_options
 from geodemo.pipeline.stages.base import value_kind
@@ -101,7 +104,6 @@ def available_presets() -> list[str]:
     """Preset names the page may choose: the pipeline's (``geodemo/pipeline/presets/*.json``) and
     the server's extra ones (:func:`server_presets`)."""
     try:
-        from geodemo.pipeline import list_presets
 
         names = list_presets()
     except Exception:  # noqa: BLE001 - the page must load even when the pipeline does not
@@ -118,7 +120,6 @@ def preset_source(name: str) -> str:
 
 def preset_lmm(preset: str) -> tuple[bool, dict[str, Any]]:
     """(whether the preset has an LMM stage, its ``lmm`` section)."""
-    from geodemo.pipeline import load_preset
 
     cfg = load_preset(preset_source(preset))
     stages = cfg.get("stages")
@@ -133,7 +134,6 @@ def preset_lmm(preset: str) -> tuple[bool, dict[str, Any]]:
 def backend_availability() -> dict[str, str | None]:
     """Registered LMM backends -> None when usable here, else one line on how to enable it (probed once)."""
     try:
-        from geodemo.lmm.backends import backend_availability as probe
 
         return probe()
     except Exception:  # noqa: BLE001 - the page must load even when probing fails
@@ -144,7 +144,6 @@ def backend_availability() -> dict[str, str | None]:
 def registered_backends() -> list[str]:
     """Every registered LMM backend name (aliases included)."""
     try:
-        from geodemo.lmm.backends import list_backends
 
         return list(list_backends())
     except Exception:  # noqa: BLE001

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import inspect
 import io
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image
 
-from geodemo.errors import BackendError, BackendUnavailableError
+from geodemo.errors import BackendError, BackendUnavailableError, describe
 from geodemo.registry import Registry
 
 __all__ = [
@@ -137,10 +138,6 @@ def backend_status(name: str, timeout_s: float = 1.0, **config: Any) -> str | No
     the probe checks the model that will be used, on the server that will be asked; settings a
     backend's probe does not take are ignored.
     """
-    import inspect
-
-    from geodemo.errors import describe
-
     if name not in BACKENDS:
         return f"there is no LMM backend named {name!r}; registered: {', '.join(BACKENDS.names())}"
     cls = BACKENDS.get(name)

@@ -33,7 +33,15 @@ from PIL import Image
 from geodemo import env
 from geodemo.lmm.backends.base import BackendError, register_backend
 from geodemo.models.base import ModelUnavailableError
-from geodemo.models.loading import on_space_gpu
+from geodemo.models.loading import (
+    hub_reachable,
+    local_dir_or_none,
+    on_space_gpu,
+    resolve_device,
+    resolve_dtype,
+    resolve_hub_file,
+    resolve_hub_snapshot,
+)
 from geodemo.paths import cache_dir
 from geodemo.storage import atomic_dir, atomic_path, discard_corrupt, remove_stale_temps, write_json
 
@@ -162,8 +170,6 @@ def _resolve_gguf(model: str, gguf_file: str | None) -> tuple[Path, str, str]:
             f"GGUF model {model!r} is neither {GEMMA_PACKAGE!r}, a local .gguf file nor a folder; for a hub repo "
             f"also set lmm.gguf_file to the file name"
         )
-    from geodemo.models.loading import resolve_hub_file
-
     path = resolve_hub_file(
         model, model, [gguf_file], how=f"download {gguf_file} from {model} or pass a local path as lmm.model"
     )
@@ -236,8 +242,6 @@ class GGUFTextBackend:
         threads: int | None = None,
         **_: Any,
     ) -> None:
-        from geodemo.models.loading import resolve_device
-
         self.model = model or GEMMA_PACKAGE
         self.threads = int(threads) if threads else None
         self.gguf_file = gguf_file
@@ -293,8 +297,6 @@ class GGUFTextBackend:
 def _load_vlm(model: str, device: str, dtype: str) -> _Loaded:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from geodemo.models.loading import local_dir_or_none, resolve_dtype, resolve_hub_snapshot
-
     local = Path(model).expanduser()
     folder = local_dir_or_none(local) if local.exists() else None
     if folder is None:
@@ -327,8 +329,6 @@ class TransformersVLMBackend:
         """None when the default model is a local folder, in the hub cache, or the hub is reachable."""
         from huggingface_hub import try_to_load_from_cache
 
-        from geodemo.models.loading import hub_reachable
-
         model = cls.default_model()
         if Path(model).expanduser().is_dir() or isinstance(try_to_load_from_cache(model, "config.json"), str):
             return None
@@ -340,8 +340,6 @@ class TransformersVLMBackend:
     def __init__(
         self, model: str | None = None, device: str = "auto", dtype: str = "auto", max_tokens: int = 128, **_: Any
     ) -> None:
-        from geodemo.models.loading import resolve_device
-
         self.model = model or self.default_model()
         self.device = resolve_device(device)
         self.dtype = dtype

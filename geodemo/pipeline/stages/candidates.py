@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from geodemo.models.geoclip import geoclip_predict, load_gps_gallery
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
@@ -132,13 +133,9 @@ class GeoCLIPCandidates(Stage):
         return not self.config.enabled
 
     def prepare(self, components: Components) -> None:
-        from geodemo.models.geoclip import load_gps_gallery
-
         components.get("geoclip_gallery", load_gps_gallery)  # about 12 s once, then read from the cache
 
     def run(self, ctx: LocateContext) -> None:
-        from geodemo.models.geoclip import geoclip_predict, load_gps_gallery
-
         comp = ctx.components
         aligner = comp.aligner
         if aligner is None or getattr(aligner, "name", None) != "geoclip":

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from geodemo.clues import read_clues
+from geodemo.clues.reader import ClueConfig
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
@@ -28,8 +30,6 @@ class Clues(Stage):
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None, allowed: set[str] = frozenset()) -> Clues:
-        from geodemo.clues.reader import ClueConfig
-
         reader = {k: v for k, v in (section or {}).items() if k != "enabled" and k not in allowed}
         ClueConfig.from_dict(reader)  # unknown keys raise a ValueError naming them
         return cls(CluesConfig(bool((section or {}).get("enabled", False)), reader))
@@ -40,8 +40,6 @@ class Clues(Stage):
 
     def background(self, ctx: LocateContext) -> Callable[[], Any]:
         # OCR needs the photo alone: it runs beside segmentation, encoding and retrieval
-        from geodemo.clues import read_clues
-
         return functools.partial(read_clues, ctx.image, {"enabled": True, **self.config.reader})
 
     def run(self, ctx: LocateContext) -> None:

@@ -22,6 +22,7 @@ from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage
+from geodemo.retrieval.geocode import reverse_geocode
 
 if TYPE_CHECKING:
     from geodemo.pipeline.components import Components
@@ -40,8 +41,6 @@ class _Decide(Stage):
     Config = DecisionConfig
 
     def prepare(self, components: Components) -> None:
-        from geodemo.retrieval.geocode import reverse_geocode
-
         reverse_geocode(0.0, 0.0)  # loads the city table that names every answer's place
 
     def finish(self, ctx: LocateContext, scores: np.ndarray | None, best: int | None,
@@ -65,8 +64,6 @@ class _Decide(Stage):
         r.uncertainty_km = decision.uncertainty_km(answer, ctx.candidate_coords, scores, best, ranked,
                                                    int(cfg.uncertainty_top), fallback_km=float(cfg.fallback_km))
         try:
-            from geodemo.retrieval.geocode import reverse_geocode
-
             r.place = reverse_geocode(r.lat, r.lon).text
         except Exception as exc:  # noqa: BLE001
             record_failure(r, "geocode", exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from geodemo.models.descriptors import _encoder_outputs
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage
@@ -43,8 +44,6 @@ class Encode(Stage):
         seg = ctx.result.segmentation
         own = getattr(descriptor, "segmenter", None)
         if seg is not None and seg.label_map is not None and own is not None and own is ctx.components.segmenter:
-            from geodemo.models.descriptors import _encoder_outputs
-
             feats, tokens = _encoder_outputs(descriptor.encoder, [ctx.image], descriptor.batch_size, tokens=True)
             return descriptor.describe_features(feats, tokens, [np.asarray(seg.label_map)])
         return descriptor.describe([ctx.image])

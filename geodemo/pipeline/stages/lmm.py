@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from geodemo.lmm.backends import list_backends
+from geodemo.lmm import LMMConfig, LMMContext
+from geodemo.lmm.backends import backend_status, list_backends
+from geodemo.models.segmentation import describe_segmentation
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage, option
+from geodemo.result import LMMRecord
 
 NEIGHBOUR_ORDERS = ("retrieval", "reranked")
 _HOW_TO_ADD = ("start the LMM backend (e.g. `ollama serve` with the model pulled), or choose another backend "
@@ -44,8 +47,6 @@ class LMM(Stage):
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None, allowed: set[str] = frozenset()) -> LMM:
-        from geodemo.lmm import LMMConfig
-
         section = dict(section or {})
         order = str(section.pop("neighbours", "retrieval"))
         if order not in NEIGHBOUR_ORDERS:
@@ -75,8 +76,6 @@ class LMM(Stage):
         parts = []
         if ctx.result.segmentation is not None:
             try:
-                from geodemo.models.segmentation import describe_segmentation
-
                 parts.append("Scene: " + describe_segmentation(ctx.result.segmentation))
             except Exception:  # noqa: BLE001 - the description is a courtesy to text-only models
                 pass
@@ -85,8 +84,6 @@ class LMM(Stage):
         return ". ".join(parts)
 
     def run(self, ctx: LocateContext) -> None:
-        from geodemo.lmm import LMMContext
-
         recorded = ctx.components.recorded("lmm")
         if recorded:
             self._run_recorded(ctx, recorded[0])
@@ -118,8 +115,6 @@ class LMM(Stage):
             missing = all(r.not_installed for r in records)
             how = None
             if missing:
-                from geodemo.lmm.backends import backend_status
-
                 settings = self.settings(ctx)
                 how = backend_status(str(settings.get("backend", "")),
                                      **{k: settings.get(k) for k in ("model", "host", "api_key_env")})
@@ -129,8 +124,6 @@ class LMM(Stage):
     def _run_recorded(self, ctx: LocateContext, recorded) -> None:
         """The LMM's answers read from a recorded file (how G3 runs: llm_predict.py writes them, verification
         reads them), one record per recorded point, ``recorded: NAME``; a photo the file lacks is said plainly."""
-        from geodemo.result import LMMRecord
-
         ctx.sources.append(recorded.name)
         what = f"recorded: {recorded.name}"
         if ctx.photo_id is None:

@@ -5,6 +5,7 @@ The one place a photo is decoded and its EXIF read, for the library, the CLI and
 
 from __future__ import annotations
 
+from geodemo.imageio import load_image, read_exif_gps
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage
@@ -17,8 +18,6 @@ class Load(Stage):
     description = "decode the photo"
 
     def run(self, ctx: LocateContext) -> None:
-        from geodemo.imageio import load_image, read_exif_gps
-
         if ctx.budget is not None:
             ctx.image = ctx.budget.load(ctx.source, name=ctx.photo_id or "the photo")
         else:

@@ -18,6 +18,7 @@ from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage, option
 from geodemo.result import RetrievalMatch
+from geodemo.retrieval.multiview import multiview_similarities, query_views, reciprocal_rank
 from geodemo.retrieval.rerank import cluster_neighbours, retrieval_order
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ class RerankMultiview(Stage):
             ctx.result.neighbours = ctx.result.neighbours[: ctx.top_k]
 
     def _rerank(self, ctx: LocateContext, bank) -> None:
-        from geodemo.retrieval.multiview import multiview_similarities, query_views, reciprocal_rank
-
         cfg: MultiviewConfig = self.config
         if ctx.views is None:
             views = query_views(ctx.image, cfg.crop)

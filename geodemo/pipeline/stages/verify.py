@@ -18,12 +18,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from geodemo.clues import clue_prior
 from geodemo.pipeline.context import LocateContext
 from geodemo.pipeline.decision import reciprocal_candidate
 from geodemo.pipeline.failures import record_failure
 from geodemo.pipeline.stages import register_stage
 from geodemo.pipeline.stages.base import Stage
 from geodemo.retrieval.verify import AlignerVerifier, SupportVerifier, TextVerifier, Verification, VerifyInput
+from geodemo.scoring.apply import fused_scores
 
 VERIFIER_KINDS = ("aligner", "text", "support")
 
@@ -140,8 +142,6 @@ class VerifyFusion(Stage):
         if ver is None or comp.aligner is None or not ver.verifier.startswith("aligner"):
             return
         try:
-            from geodemo.scoring.apply import fused_scores
-
             cfg = {k: v for k, v in vars(self.config).items() if k != "enabled"}
             scores, _ = fused_scores(ctx.candidate_coords, ctx.neighbour_coords, ctx.neighbour_similarities,
                                      ctx.features, comp.aligner, comp.gps_gallery(), ctx.result.clues, cfg)
@@ -163,8 +163,6 @@ class VerifyCluePrior(Stage):
         if ver is None or ctx.result.clues is None:
             return
         try:
-            from geodemo.clues import clue_prior
-
             prior = clue_prior(ctx.result.clues, ctx.candidate_coords)
         except Exception as exc:  # noqa: BLE001
             record_failure(ctx.result, self.name, exc)

@@ -14,21 +14,42 @@ training photographers, seed, the epochs chosen and the inner scores, and the gi
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from geodemo.data import load_benchmark
+from geodemo.data.feature_table import FeatureTable, write_feature_shard
+from geodemo.eval.fold_ablation import model_views
 from geodemo.eval.metrics import accuracy_table
-from geodemo.paths import REPO_ROOT
-from geodemo.train.config import apply_overrides
-from geodemo.train.data import FeatureTable, split_table
+from geodemo.extraction.features import load_benchmark_views, views_for
+from geodemo.models.descriptors import load_descriptor
+from geodemo.paths import REPO_ROOT, cache_dir
+from geodemo.pipeline.presets import load_preset as pipeline_preset
+from geodemo.retrieval.builder import ShardSource, build_database
+from geodemo.retrieval.database import IndexConfig, RetrievalDatabase
+from geodemo.retrieval.galleries import gallery_key
+from geodemo.storage import write_json
+from geodemo.train.config import apply_overrides, list_presets, load_preset
+from geodemo.train.data import split_table
 from geodemo.train.trainer import Trainer, load_table
 
-__all__ = ["fold_checkpoint_name", "select_epochs", "train_checkpoint", "train_folds", "git_commit",
+__all__ = ["is_fold_trained", "fold_checkpoint_name", "select_epochs", "train_checkpoint", "train_folds", "git_commit",
            "build_view_database", "build_preset_gallery"]
 
 SELECT_KEYS = ("acc@25", "acc@200", "acc@750", "acc@2500")
+
+
+def is_fold_trained(preset: str) -> bool:
+    """A pipeline preset whose descriptor is a model trained here by photographer folds (a training preset
+    of the same name with a ``select`` section): its ablation rows come from
+    :mod:`geodemo.eval.fold_ablation`."""
+    if (pipeline_preset(preset).get("descriptor") or {}).get("kind") not in ("dualgeo", "dualgeo-tokens", "g3"):
+        return False
+    name = Path(preset).stem
+    return name in list_presets() and "select" in load_preset(name)
 
 
 def fold_checkpoint_name(preset: str, fold: int, num_folds: int) -> str:
@@ -48,8 +69,6 @@ def git_commit() -> str:
 
 
 def _top1_score(model: Any, train: FeatureTable, held: FeatureTable, view: str) -> dict[str, float]:
-    from geodemo.eval.analogues import model_views
-
     g = model_views(model, train.features)[view]
     q = model_views(model, held.features)[view]
     best = np.argmax(q @ g.T, axis=1)
@@ -116,15 +135,8 @@ def train_folds(cfg: dict[str, Any], num_folds: int, output_root: str | Path, pr
 def build_view_database(descriptor: Any, table: FeatureTable, out: str | Path, index: Any = None,
                         image_paths: dict[str, str] | None = None, progress: bool = True) -> Path:
     """A retrieval database of ``descriptor`` over cached views (``table`` from
-    :func:`~geodemo.train.data.load_benchmark_views`), through the database builder's feature-shard path:
+    :func:`~geodemo.extraction.features.load_benchmark_views`), through the database builder's feature-shard path:
     no photo is decoded or segmented again. ``image_paths`` (id -> path) lets the page show the neighbours."""
-    import tempfile
-
-    from geodemo.retrieval.builder import ShardSource, build_database
-    from geodemo.retrieval.database import RetrievalDatabase
-    from geodemo.storage import write_json
-    from geodemo.train.data import write_feature_shard
-
     out = Path(out)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
         write_feature_shard(Path(tmp) / "shard-00000.npz", table)
@@ -140,15 +152,7 @@ def build_view_database(descriptor: Any, table: FeatureTable, out: str | Path, i
 def build_preset_gallery(preset_name: str, progress: bool = True) -> Path:
     """The gallery a pipeline preset with a trained analogue descriptor searches (``gallery.datasets``),
     built from the cached views into the folder the locator looks in, so its first photo is fast."""
-    from geodemo.data import load_benchmark
-    from geodemo.models.descriptors import load_descriptor
-    from geodemo.paths import cache_dir
-    from geodemo.pipeline.presets import load_preset
-    from geodemo.retrieval.database import IndexConfig
-    from geodemo.retrieval.galleries import gallery_key
-    from geodemo.train.data import load_benchmark_views
-
-    preset = load_preset(preset_name)
+    preset = pipeline_preset(preset_name)
     spec, cfg = preset["descriptor"], preset["gallery"]
     descriptor = load_descriptor(spec)
     datasets = list(cfg.get("datasets", []))
@@ -157,8 +161,6 @@ def build_preset_gallery(preset_name: str, progress: bool = True) -> Path:
     folder = cache_dir("galleries") / f"descriptor-{gallery_key('descriptor', descriptor.name, datasets, index.kind)}"
     if (folder / "config.json").is_file():
         return folder
-    from geodemo.train.data import views_for
-
     opts = views_for(getattr(descriptor, "model", None))
     table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if opts["dual"] else None,
                                  tokens=opts["tokens"], labelmap_size=opts["labelmap_size"],

@@ -26,16 +26,28 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from geodemo.data import load_benchmark
 from geodemo.eval.baselines import DensityPrior, Gallery
 from geodemo.eval.harness import QueryPhoto
 from geodemo.eval.metrics import accuracy_table
+from geodemo.extraction.features import load_benchmark_views, views_for
 from geodemo.geo import haversine_km
+from geodemo.models.aligners import load_aligner, read_pretrained
+from geodemo.models.descriptors import DualGeoDescriptor, DualGeoTokenDescriptor, G3Descriptor
+from geodemo.models.dualgeo import DualGeoModel
+from geodemo.models.dualgeo_tokens import DualGeoTokenModel
+from geodemo.paths import MissingResourceError, checkpoints_dir
+from geodemo.pipeline import GeoLocator, LocateOptions
+from geodemo.pipeline.presets import load_preset
 from geodemo.pipeline.stages import config_from_section
 from geodemo.pipeline.stages.rerank import DBSCANConfig
 from geodemo.pipeline.stages.retrieve import RetrieveConfig
 from geodemo.result import Clustering, Neighbour
-from geodemo.retrieval.database import SearchResult
+from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase, SearchResult
+from geodemo.retrieval.geocode import reverse_geocode_many
+from geodemo.retrieval.rerank import cluster_neighbours, retrieval_order
 from geodemo.storage import write_json
 
 __all__ = [
@@ -67,8 +79,6 @@ def model_views(model: nn.Module, features: dict[str, np.ndarray], batch_size: i
     ``descriptor`` (G3's index vector, :class:`G3Descriptor`). Always ``raw``. A photo's vectors never
     depend on the other rows of its batch (eval mode, per-photo attention).
     """
-    from geodemo.models.descriptors import DualGeoDescriptor, DualGeoTokenDescriptor, G3Descriptor
-
     was_training = model.training
     model.eval()
     raw = np.asarray(features["image"], dtype=np.float32)
@@ -120,13 +130,8 @@ class FoldModel:
 
 def load_trained(folder: str | Path, device: str = "cpu") -> nn.Module:
     """A trained checkpoint folder of any architecture the trainer writes (DualGeo included)."""
-    from geodemo.models.aligners import load_aligner, read_pretrained
-
     cfg, _ = read_pretrained(folder)
     if cfg.get("architecture") in ("dualgeo", "dualgeo-tokens"):
-        from geodemo.models.dualgeo import DualGeoModel
-        from geodemo.models.dualgeo_tokens import DualGeoTokenModel
-
         cls = DualGeoModel if cfg["architecture"] == "dualgeo" else DualGeoTokenModel
         model = cls.from_pretrained(folder, device=device)
         model.provenance = dict(cfg.get("training") or {})
@@ -136,9 +141,6 @@ def load_trained(folder: str | Path, device: str = "cpu") -> nn.Module:
 
 def load_fold_models(preset: str, num_folds: int) -> list[FoldModel]:
     """``checkpoints/<preset>-fold{k}of{num_folds}`` for every k (clear error when one is missing)."""
-    from geodemo.models.aligners import read_pretrained
-    from geodemo.paths import MissingResourceError, checkpoints_dir
-
     out = []
     for k in range(num_folds):
         name = f"{preset}-fold{k}of{num_folds}"
@@ -219,8 +221,6 @@ def _search(view: np.ndarray, query_rows: np.ndarray, ids: list[str], groups: li
             coords: np.ndarray, k: int, k_dissimilar: int = 0) -> list[SearchResult]:
     """Top-``k`` (and ``k_dissimilar`` least similar) gallery rows of each query row with its photo and
     photographer excluded (FAISS, exact)."""
-    from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
-
     db = RetrievalDatabase.build(view, GalleryMeta(ids, coords, groups=groups), "view", IndexConfig("flat"),
                                  progress=False)
     return db.search(view[query_rows], k=k, k_dissimilar=k_dissimilar, exclude_ids=[{ids[i]} for i in query_rows],
@@ -241,7 +241,7 @@ def run_analogue_ablation(
 ) -> AnalogueAblation:
     """Every photo of ``benchmark`` scored by its fold model (see module doc); rows in table order.
 
-    ``table`` (a :class:`~geodemo.train.data.FeatureTable` of the gallery) and ``query_ids`` replace the
+    ``table`` (a :class:`~geodemo.data.FeatureTable` of the gallery) and ``query_ids`` replace the
     preset's gallery datasets and the benchmark's photos (tests use a small subset). ``cached_only`` keeps
     the photos whose label maps are already cached (nothing is segmented; the notes say how many).
     ``lmm_subset`` (DualGeo): keep the retrieved evidence of the first N scored photos for
@@ -250,10 +250,6 @@ def run_analogue_ablation(
     the same way; its descriptor and re-ranking rows join the table, so the faithful model and ours sit
     side by side.
     """
-    from geodemo.pipeline.presets import load_preset
-    from geodemo.retrieval.rerank import cluster_neighbours
-    from geodemo.train.data import load_benchmark_views
-
     given_table = table
     preset = load_preset(preset_name)
     spec = preset.get("descriptor") or {}
@@ -268,9 +264,6 @@ def run_analogue_ablation(
     dual = kind != "g3"
     tokens = kind == "dualgeo-tokens"
     if table is None:
-        from geodemo.data import load_benchmark
-        from geodemo.train.data import views_for
-
         opts = views_for(models[0].model)
         table = load_benchmark_views(datasets, spec["encoder"], spec.get("segmenter") if dual else None,
                                      tokens=opts["tokens"], labelmap_size=opts["labelmap_size"],
@@ -407,8 +400,6 @@ def run_analogue_ablation(
 
 def _neighbours(rows: np.ndarray, sims: np.ndarray, ids: list[str], coords: np.ndarray) -> list[Neighbour]:
     """Gallery rows as the pipeline's neighbours, named by their nearest city as the database builder names them."""
-    from geodemo.retrieval.geocode import reverse_geocode_many
-
     rows = np.asarray(rows, dtype=np.int64)
     places = [p.text for p in reverse_geocode_many(coords[rows])] if len(rows) else []
     return [Neighbour(rank, ids[j], float(coords[j, 0]), float(coords[j, 1]), float(s), place=place)
@@ -429,11 +420,6 @@ def locate_with_lmm(
     preset's database. One record per photo, ``{"id", "group", "lat", "lon", "scorer", "result"}``, as the
     pipeline ablation stores them; ``dataset`` holds the photos.
     """
-    from tqdm.auto import tqdm
-
-    from geodemo.pipeline import GeoLocator, LocateOptions
-    from geodemo.retrieval.rerank import retrieval_order
-
     # no descriptor: the fold models' retrieval replaces it, so its checkpoint (trained on every photographer)
     # is never loaded; the segment stage then loads the same registered segmenter on its own
     locator = GeoLocator.from_preset(str(preset_name), descriptor=None)

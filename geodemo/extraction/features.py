@@ -1,7 +1,7 @@
 """Embeddings and label maps of a dataset's photos, computed once and cached on disk.
 
 >>> from geodemo.data import load_benchmark
->>> from geodemo.models.features import cached_image_embeddings
+>>> from geodemo.extraction.features import cached_image_embeddings
 >>> dev = load_benchmark("im2gps3k-dev")
 >>> feats = cached_image_embeddings("mobilenet-v1-imagenet", dev)   # (978, 1024), rows follow dev.samples
 
@@ -18,25 +18,32 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from geodemo import env
-from geodemo.models.registry import create_model, get_spec
+from geodemo.data import load_benchmark
+from geodemo.data.feature_table import FeatureTable
+from geodemo.extraction import encode_photos
+from geodemo.models.dualgeo import label_maps_to_tensor
+from geodemo.models.registry import get_spec, shared_model
+from geodemo.models.segmentation import label_map_of
 from geodemo.paths import cache_dir
 from geodemo.storage import load_npz, save_npz
 
 __all__ = [
     "FeatureSet",
-    "shared_model",
     "image_features",
     "cached_image_embeddings",
     "cached_label_maps",
     "cached_image_tokens",
     "features_cache_path",
+    "load_benchmark_features",
+    "load_benchmark_views",
+    "views_for",
 ]
 
 
@@ -48,16 +55,6 @@ class FeatureSet:
     ids: list[str]
     embeddings: np.ndarray  # (N, D) float32, unit rows (zero rows where invalid)
     valid: np.ndarray  # (N,) bool
-
-
-@lru_cache(maxsize=8)
-def _shared_model(name: str, overrides_json: str) -> Any:
-    return create_model(name, **json.loads(overrides_json))
-
-
-def shared_model(name: str, **overrides: Any) -> Any:
-    """One model object per (name, overrides) per process, so tests and scripts load weights once."""
-    return _shared_model(name, json.dumps(overrides, sort_keys=True, default=str))
 
 
 def _model_key(name: str, overrides: dict[str, Any]) -> str:
@@ -150,10 +147,6 @@ def image_features(
 def _encode_missing(encoder: Any, dataset: Any, missing: list[int], keys: list[str], cached: dict[str, np.ndarray],
                     failed: set[int], batch_size: int, workers: int, progress: bool, desc: str) -> None:
     """Encode the photos at ``missing`` with parallel decoding; unreadable ones go to ``failed``."""
-    from tqdm.auto import tqdm
-
-    from geodemo.extraction import encode_photos
-
     with tqdm(total=len(missing), desc=desc, unit="photo", disable=not progress) as bar:
         for batch in encode_photos(encoder, dataset, missing, batch_size=batch_size, workers=workers,
                                    resize_on="workers"):
@@ -195,7 +188,7 @@ def cached_label_maps(
         by_key = {k: i for i, k in enumerate(keys)}
         for sample, image in _iter_missing(dataset, missing, progress, f"{segmenter_name} on {dataset.name}"):
             if image is not None:
-                cached[keys[by_key[_photo_key(sample)]]] = _label_map_of(segmenter, image)
+                cached[keys[by_key[_photo_key(sample)]]] = label_map_of(segmenter, image)
         if cached:
             good = sorted(cached)
             arrays = {f"map_{i}": cached[k].astype(np.uint8) for i, k in enumerate(good)}
@@ -268,8 +261,6 @@ def _read_tokens(path: Path) -> dict[str, np.ndarray]:
 
 def _iter_missing(dataset: Any, missing: list[int], progress: bool, desc: str) -> Iterator[tuple[Any, Any]]:
     """``(sample, image or None)`` for the samples at ``missing`` (read through the dataset's own loader)."""
-    from tqdm.auto import tqdm
-
     wanted = {_photo_key(dataset.samples[i]) for i in missing}
     if hasattr(dataset, "subset"):
         source = dataset.subset(ids={dataset.samples[i].id for i in missing}).iter_images(progress=False)
@@ -283,6 +274,63 @@ def _iter_missing(dataset: Any, missing: list[int], progress: bool, desc: str) -
     bar.close()
 
 
-def _label_map_of(segmenter: Any, image: Any) -> np.ndarray:
-    fast = getattr(segmenter, "label_map", None)  # skips the overlay when the segmenter offers it
-    return np.asarray(fast(image) if callable(fast) else segmenter.segment(image).label_map)
+def load_benchmark_features(benchmarks: list[str], encoder: str, progress: bool = True) -> FeatureTable:
+    """Cached ``encoder`` embeddings of named benchmarks (unreadable photos dropped)."""
+    tables = []
+    for name in benchmarks:
+        ds = load_benchmark(name)
+        fs = image_features(encoder, ds, progress=progress)
+        table = FeatureTable(ds.ids(), ds.groups(), ds.coords().astype(np.float32), {"image": fs.embeddings})
+        tables.append(table.take(fs.valid))
+    return FeatureTable.concat(tables)
+
+
+def load_benchmark_views(
+    benchmarks: list,
+    encoder: str,
+    segmenter: str | None = None,
+    tokens: bool = False,
+    labelmap_size: int = 64,
+    progress: bool = True,
+    cached_labelmaps_only: bool = False,
+    labelmap_resample: str = "nearest",
+) -> FeatureTable:
+    """Cached views of named benchmarks (or dataset objects) for the offline analogues (unreadable
+    photos dropped).
+
+    Features: ``image`` (N, D) pooled embeddings; with ``tokens``, ``tokens`` (N, T, D) float16 from the
+    encoder's ``encode_image_tokens``; with ``segmenter``, ``labelmap`` (N, s, s) uint8 ADE20K ids
+    resized to ``labelmap_size`` (``labelmap_resample``: nearest, or bilinear as DualGeo reads its PNGs). All come from this module's disk cache;
+    ``cached_labelmaps_only`` keeps only the photos whose label maps are cached (segments nothing).
+    """
+    tables = []
+    for name in benchmarks:
+        ds = load_benchmark(name) if isinstance(name, str) else name
+        fs = image_features(encoder, ds, progress=progress)
+        feats: dict[str, np.ndarray] = {"image": fs.embeddings}
+        valid = fs.valid.copy()
+        if tokens:
+            feats["tokens"], ok = cached_image_tokens(encoder, ds, progress=progress)
+            valid &= ok
+        if segmenter:
+            maps = cached_label_maps(segmenter, ds, progress=progress, cached_only=cached_labelmaps_only)
+            valid &= np.array([m is not None for m in maps])
+            blank = np.zeros((labelmap_size, labelmap_size), dtype=np.uint8)
+            small = label_maps_to_tensor([m if m is not None else blank for m in maps], labelmap_size,
+                                         resample=labelmap_resample)
+            feats["labelmap"] = small.numpy().astype(np.uint8)
+        table = FeatureTable(ds.ids(), ds.groups(), ds.coords().astype(np.float32), feats)
+        tables.append(table.take(valid))
+    return FeatureTable.concat(tables)
+
+
+def views_for(model: Any) -> dict[str, Any]:
+    """The :func:`load_benchmark_views` options a trained model's views need (besides encoder and
+    segmenter): DualGeo's model takes label maps resized bilinearly to its ``seg_size``; the token-level
+    model takes patch tokens and label maps resized (nearest) to its ``labelmap_size``; G3 takes neither."""
+    arch = getattr(model, "architecture", None)
+    if arch == "dualgeo":
+        return {"dual": True, "tokens": False, "labelmap_size": int(model.seg_size), "labelmap_resample": "bilinear"}
+    if arch == "dualgeo-tokens":
+        return {"dual": True, "tokens": True, "labelmap_size": int(model.labelmap_size), "labelmap_resample": "nearest"}
+    return {"dual": False, "tokens": False, "labelmap_size": 64, "labelmap_resample": "nearest"}
