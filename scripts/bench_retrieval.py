@@ -51,9 +51,9 @@ KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq", "ivfsplit")
 # (8-byte ids included): `--variants budget`
 BUDGET_VARIANTS = [
     {"kind": "ivfsplit", "refine_bits": 2400},  # 64 + 300 + 8 + 4 bytes
-    {"kind": "factory", "factory": "IVF{nlist},PQ64np,Refine(SQ4)", "reduce_dim": 576},  # 64 + 8 + 288
     {"kind": "factory", "factory": "IVF{nlist},PQ96+256", "metric": "l2"},  # IVFPQR: 96 + 256 + 8
     {"kind": "factory", "factory": "OPQ64,IVF{nlist},PQ64x4fs,Refine(SQ4)", "reduce_dim": 640},  # 32 + 8 + 320
+    {"kind": "factory", "factory": "IVF{nlist},PQ64np,Refine(SQ4)", "reduce_dim": 576},  # 64 + 8 + 288
 ]
 
 
@@ -164,18 +164,23 @@ class SourceClock:
 
 def latency_ms(db: RetrievalDatabase, queries: np.ndarray, k: int,
                threads: int = 1) -> tuple[dict[str, float], list[np.ndarray]]:
-    """Single-query latency: wall-clock p50/p95 and p95 of this thread's CPU time (load-independent)."""
+    """Single-query latency: wall-clock p50/p95 and p95 of this thread's CPU time (load-independent).
+
+    ``threads`` bounds FAISS's OpenMP threads and numpy's BLAS pool alike (an index that scores in
+    numpy would otherwise time BLAS threads spinning on a busy machine, which ``thread_time`` misses)."""
     import faiss
+    from threadpoolctl import threadpool_limits
 
     wall, cpu, found = [], [], []
     build_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
-    for q in queries:
-        t0, c0 = time.perf_counter(), time.thread_time()
-        r = db.search(q[None, :], k=k)[0]
-        cpu.append((time.thread_time() - c0) * 1000)
-        wall.append((time.perf_counter() - t0) * 1000)
-        found.append(r.indices)
+    with threadpool_limits(limits=threads):
+        for q in queries:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            r = db.search(q[None, :], k=k)[0]
+            cpu.append((time.thread_time() - c0) * 1000)
+            wall.append((time.perf_counter() - t0) * 1000)
+            found.append(r.indices)
     faiss.omp_set_num_threads(build_threads)
     return {"p50_ms": float(np.percentile(wall, 50)), "p95_ms": float(np.percentile(wall, 95)),
             "cpu_p95_ms": float(np.percentile(cpu, 95))}, found
@@ -185,14 +190,17 @@ def recall(found: list[np.ndarray], exact: list[np.ndarray] | np.ndarray, k: int
     return float(np.mean([len(set(f[:k].tolist()) & set(e[:k].tolist())) / k for f, e in zip(found, exact, strict=True)]))
 
 
-def _search_settings(kind: str, nprobes: list[int]) -> list[dict]:
-    return [{"nprobe": p} for p in nprobes] if _trains(kind) else [{}]
+def _search_settings(kind: str, nprobes: list[int], shortlists: list[int] | None = None) -> list[dict]:
+    """nprobe x shortlist (rows a refine step re-ranks) for the kinds that take them."""
+    if not _trains(kind):
+        return [{}]
+    return [{"nprobe": p, **({"shortlist": s} if s else {})} for p in nprobes for s in (shortlists or [None])]
 
 
 def bench_synthetic(
     sizes: list[int], dim: int, n_queries: int, max_build_s: float, chunk: int, ivf: dict | list[dict],
     kinds: tuple[str, ...] = KINDS, data: str = "spectral", nprobes: list[int] | None = None,
-    search_threads: int = 1, variants: list[dict] | None = None,
+    search_threads: int = 1, variants: list[dict] | None = None, shortlists: list[int] | None = None,
 ) -> list[dict]:
     """One row per (size, kind, IVF option set, search setting); every index is built once per size.
 
@@ -231,7 +239,7 @@ def bench_synthetic(
             rate[label] = build / n
             size = db.index_nbytes
             label = label.removesuffix(" {}")
-            for setting in _search_settings(kind, nprobes or [cfg.nprobe]):
+            for setting in _search_settings(kind, nprobes or [cfg.nprobe], shortlists):
                 for key, value in setting.items():
                     setattr(db.config, key, value)
                 RetrievalDatabase._set_search_params(db.index, db.config)
@@ -335,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                              '"kind" (IVF options above apply beneath them), or "budget": ivfsplit beside '
                              "FAISS's IVF-PQ + Refine, OPQ fast-scan + Refine and IVFPQR at 1/8 of flat's memory")
     parser.add_argument("--nprobe", default="16", help="comma-separated nprobe values to measure (IVF kinds)")
+    parser.add_argument("--shortlist", default="",
+                        help="comma-separated rows re-ranked per query (ivfsplit, Refine, IVFPQR) to sweep "
+                             "with each nprobe; empty: the IndexConfig's own")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-locate", action="store_true")
@@ -355,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         variants = None
         if args.variants:
             variants = BUDGET_VARIANTS if args.variants == "budget" else json.loads(args.variants)
+        shortlists = [int(x) for x in args.shortlist.split(",") if x]
         rows = bench_synthetic(sizes, args.dim, args.queries, args.max_build_s, args.chunk, ivf, kinds,
-                               args.data, nprobes, args.threads, variants)
+                               args.data, nprobes, args.threads, variants, shortlists)
         out.append(md_table(rows, f"Synthetic {args.data} unit vectors, {args.dim} dims, {args.queries} single "
                                   f"queries on {args.threads} FAISS thread(s) (builds on {args.build_threads}); "
                                   f"hnsw M={IndexConfig.hnsw_m}, "
