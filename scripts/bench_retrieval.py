@@ -2,11 +2,11 @@
 """Retrieval benchmark: FAISS index kinds at MP16 scale, on real embeddings, and ``locate`` per stage.
 
     python scripts/bench_retrieval.py                       # 100K and 1M x 768, dev photos, locate
-    # MP16 scale (4.1M x 768): the kind the README's table comes from (about 8 min here); a JSON list
-    # of option sets builds one index per set, e.g. '[{"refine_bits": 2400}, {"lead_bits": 6}]':
-    python scripts/bench_retrieval.py --sizes 4100000 --kinds ivfsplit --nlist 4096 --ivf-train 262144 \\
-        --nprobe 8,16,32 --queries 300 --skip-real --skip-locate --max-build-s 5000 \\
-        --index-options '{"refine_bits": 2400}'
+    # FAISS's composites at 1/8 of flat's memory, MP16-like settings (the README's comparison); a JSON
+    # list of option sets (--index-options) or of whole configurations (--variants) builds one index each:
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/bench_retrieval.py --sizes 1000000 \\
+        --variants budget --nlist 4096 --ivf-train 131072 --nprobe 8,16,32 --shortlist 128,256,512 \\
+        --build-threads 1 --max-build-s 50000 --skip-real --skip-locate
 
 Table 1: build time, index bytes (and the ratio to flat's ``N x D x 4``), peak process memory,
 single-query latency with one FAISS thread (p50/p95 wall clock, and p95 of the thread's CPU time,
@@ -46,14 +46,14 @@ from geodemo.retrieval.index_kinds import INDEX_KINDS  # noqa: E402
 def _trains(kind: str) -> bool:
     return INDEX_KINDS.get(kind).trains
 
-KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq", "ivfsplit")
-# FAISS's own composites and ivfsplit at the same budget, <= 1/8 of flat's 3072 bytes per 768-d row
-# (8-byte ids included): `--variants budget`
+KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq")
+# FAISS's own composites at the same budget, <= 1/8 of flat's 3072 bytes per 768-d row (8-byte ids
+# included): `--variants budget`. The README's comparison also had the retired hand-built `ivfsplit`
+# (64 + 300 + 8 + 4 bytes), which IVFPQR matched.
 BUDGET_VARIANTS = [
-    {"kind": "ivfsplit", "refine_bits": 2400},  # 64 + 300 + 8 + 4 bytes
-    {"kind": "factory", "factory": "IVF{nlist},PQ64np,Refine(SQ4)", "reduce_dim": 576},  # 64 + 8 + 288
     {"kind": "factory", "factory": "IVF{nlist},PQ96+256", "metric": "l2"},  # IVFPQR: 96 + 256 + 8
     {"kind": "factory", "factory": "OPQ64,IVF{nlist},PQ64x4fs,Refine(SQ4)", "reduce_dim": 640},  # 32 + 8 + 320
+    {"kind": "factory", "factory": "IVF{nlist},PQ64np,Refine(SQ4)", "reduce_dim": 576},  # 64 + 8 + 288
 ]
 
 
@@ -164,18 +164,23 @@ class SourceClock:
 
 def latency_ms(db: RetrievalDatabase, queries: np.ndarray, k: int,
                threads: int = 1) -> tuple[dict[str, float], list[np.ndarray]]:
-    """Single-query latency: wall-clock p50/p95 and p95 of this thread's CPU time (load-independent)."""
+    """Single-query latency: wall-clock p50/p95 and p95 of this thread's CPU time (load-independent).
+
+    ``threads`` bounds FAISS's OpenMP threads and numpy's BLAS pool alike (an index that scores in
+    numpy would otherwise time BLAS threads spinning on a busy machine, which ``thread_time`` misses)."""
     import faiss
+    from threadpoolctl import threadpool_limits
 
     wall, cpu, found = [], [], []
     build_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
-    for q in queries:
-        t0, c0 = time.perf_counter(), time.thread_time()
-        r = db.search(q[None, :], k=k)[0]
-        cpu.append((time.thread_time() - c0) * 1000)
-        wall.append((time.perf_counter() - t0) * 1000)
-        found.append(r.indices)
+    with threadpool_limits(limits=threads):
+        for q in queries:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            r = db.search(q[None, :], k=k)[0]
+            cpu.append((time.thread_time() - c0) * 1000)
+            wall.append((time.perf_counter() - t0) * 1000)
+            found.append(r.indices)
     faiss.omp_set_num_threads(build_threads)
     return {"p50_ms": float(np.percentile(wall, 50)), "p95_ms": float(np.percentile(wall, 95)),
             "cpu_p95_ms": float(np.percentile(cpu, 95))}, found
@@ -185,14 +190,17 @@ def recall(found: list[np.ndarray], exact: list[np.ndarray] | np.ndarray, k: int
     return float(np.mean([len(set(f[:k].tolist()) & set(e[:k].tolist())) / k for f, e in zip(found, exact, strict=True)]))
 
 
-def _search_settings(kind: str, nprobes: list[int]) -> list[dict]:
-    return [{"nprobe": p} for p in nprobes] if _trains(kind) else [{}]
+def _search_settings(kind: str, nprobes: list[int], shortlists: list[int] | None = None) -> list[dict]:
+    """nprobe x shortlist (rows a refine step re-ranks) for the kinds that take them."""
+    if not _trains(kind):
+        return [{}]
+    return [{"nprobe": p, **({"shortlist": s} if s else {})} for p in nprobes for s in (shortlists or [None])]
 
 
 def bench_synthetic(
     sizes: list[int], dim: int, n_queries: int, max_build_s: float, chunk: int, ivf: dict | list[dict],
     kinds: tuple[str, ...] = KINDS, data: str = "spectral", nprobes: list[int] | None = None,
-    search_threads: int = 1, variants: list[dict] | None = None,
+    search_threads: int = 1, variants: list[dict] | None = None, shortlists: list[int] | None = None,
 ) -> list[dict]:
     """One row per (size, kind, IVF option set, search setting); every index is built once per size.
 
@@ -231,7 +239,7 @@ def bench_synthetic(
             rate[label] = build / n
             size = db.index_nbytes
             label = label.removesuffix(" {}")
-            for setting in _search_settings(kind, nprobes or [cfg.nprobe]):
+            for setting in _search_settings(kind, nprobes or [cfg.nprobe], shortlists):
                 for key, value in setting.items():
                     setattr(db.config, key, value)
                 RetrievalDatabase._set_search_params(db.index, db.config)
@@ -332,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
                              'a list of such objects builds one index per object')
     parser.add_argument("--variants", default=None,
                         help='index configurations to build, as a JSON list of IndexConfig objects with their '
-                             '"kind" (IVF options above apply beneath them), or "budget": ivfsplit beside '
-                             "FAISS's IVF-PQ + Refine, OPQ fast-scan + Refine and IVFPQR at 1/8 of flat's memory")
+                             '"kind" (IVF options above apply beneath them), or "budget": '
+                             "FAISS's IVFPQR, OPQ fast-scan + Refine and IVF-PQ + Refine at 1/8 of flat's memory")
     parser.add_argument("--nprobe", default="16", help="comma-separated nprobe values to measure (IVF kinds)")
+    parser.add_argument("--shortlist", default="",
+                        help="comma-separated rows re-ranked per query (Refine, IVFPQR) to sweep "
+                             "with each nprobe; empty: the IndexConfig's own")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-locate", action="store_true")
@@ -355,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         variants = None
         if args.variants:
             variants = BUDGET_VARIANTS if args.variants == "budget" else json.loads(args.variants)
+        shortlists = [int(x) for x in args.shortlist.split(",") if x]
         rows = bench_synthetic(sizes, args.dim, args.queries, args.max_build_s, args.chunk, ivf, kinds,
-                               args.data, nprobes, args.threads, variants)
+                               args.data, nprobes, args.threads, variants, shortlists)
         out.append(md_table(rows, f"Synthetic {args.data} unit vectors, {args.dim} dims, {args.queries} single "
                                   f"queries on {args.threads} FAISS thread(s) (builds on {args.build_threads}); "
                                   f"hnsw M={IndexConfig.hnsw_m}, "

@@ -88,13 +88,13 @@ def test_bench_retrieval_small_run_prints_the_table():
 
 def test_bench_retrieval_builds_one_index_per_option_set():
     text = _run("bench_retrieval", "--sizes", "4000", "--dim", "64", "--queries", "20", "--chunk", "1000",
-                "--kinds", "ivfsplit", "--nlist", "16", "--ivf-train", "4000", "--nprobe", "16",
-                "--index-options", '[{"lead_axes": 16, "refine_bits": 0}, {"lead_axes": 16, "refine_bits": 160}]',
+                "--kinds", "ivfrabitq", "--nlist", "16", "--ivf-train", "4000", "--nprobe", "16",
+                "--index-options", '[{"rabitq_bits": 1}, {"rabitq_bits": 7}]',
                 "--skip-real", "--skip-locate")
     recall = {}
     for line in text.splitlines():
-        if line.startswith("| 4,000 | ivfsplit"):
+        if line.startswith("| 4,000 | ivfrabitq"):
             recall[line.split("|")[2].strip()] = float(line.rstrip(" |").rsplit("|", 1)[1])
     print(recall)
-    assert set(recall) == {'ivfsplit {"refine_bits": 0}', 'ivfsplit {"refine_bits": 160}'}
-    assert recall['ivfsplit {"refine_bits": 160}'] > recall['ivfsplit {"refine_bits": 0}'] + 0.2  # measured 0.94, 0.60
+    assert set(recall) == {'ivfrabitq {"rabitq_bits": 1}', 'ivfrabitq {"rabitq_bits": 7}'}
+    assert recall['ivfrabitq {"rabitq_bits": 7}'] > recall['ivfrabitq {"rabitq_bits": 1}'] + 0.1

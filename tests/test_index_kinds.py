@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
+
 import faiss
 import numpy as np
 import pytest
-from test_split_index import _spectral  # unit rows around a shared mean with a 1/i spectrum
 
 from geodemo.retrieval.database import GalleryMeta, IndexConfig, RetrievalDatabase
 from geodemo.retrieval.index_kinds import INDEX_KINDS, IndexKind, register_index_kind, search_parameters
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
+
+
+def _spectral(n: int, d: int, seed: int = 0, places: int = 60) -> np.ndarray:
+    """Unit rows around a shared mean with a 1/i spectrum, like image embeddings."""
+    rng = np.random.default_rng(seed)
+    scale = np.arange(1, d + 1) ** -0.5
+    centres = np.random.default_rng(99).normal(size=(places, d)) * scale
+    centres[:, 0] += 1.5
+    x = centres[rng.integers(0, places, n)] + 0.7 * rng.normal(size=(n, d)) * scale
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _meta(n: int, groups: int = 10) -> GalleryMeta:
@@ -150,3 +161,18 @@ def test_excluding_ids_and_more_rows_than_are_left(gallery):
         assert len(r.dissimilar_indices) == 5 and r.dissimilar_similarities[0] <= r.similarities[-1]
     res = db.search(q[:1], k=20, exclude_groups={f"g{i}" for i in range(9)})  # 3 rows left
     assert sorted(res[0].indices.tolist()) == [9, 19, 29]
+
+
+def test_a_database_saved_with_the_retired_ivfsplit_options_still_loads(gallery, tmp_path):
+    """``ivfsplit`` went (FAISS's IVFPQR matched it: README, retrieval); databases of other kinds saved
+    before then carry its options in config.json and still load; the kind itself is unknown."""
+    x, q, meta = gallery
+    db = RetrievalDatabase.build(x, meta, "toy", {"kind": "flat"}, progress=False)
+    path = db.save(tmp_path / "db")
+    info = json.loads((path / "config.json").read_text())
+    info["index"].update(lead_axes=None, lead_bits=8, refine_bits=None)
+    (path / "config.json").write_text(json.dumps(info))
+    again = RetrievalDatabase.load(path)
+    np.testing.assert_array_equal(again.search(q[:3], k=5)[0].indices, db.search(q[:3], k=5)[0].indices)
+    with pytest.raises(KeyError, match="unknown index kind 'ivfsplit'"):
+        IndexConfig(kind="ivfsplit")

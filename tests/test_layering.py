@@ -67,17 +67,10 @@ LAZY_IMPORTS = frozenset({
     "transformers",
 })
 
-# Exceptions, each with its owner: modules being rewritten by someone else in the same round (issue 26);
-# the lead fixes them when merging.
-H1 = "owned by h1 (issue 26 items 1-2, being rewritten), to fix at merge"
-H2 = "ivfsplit, which h2 may remove (issue 26 item 5), to fix at merge"
-LEAD = "the lead's module (issues 23 and 25, changing in the same round), to fix at merge"
-ALLOWED_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {  # (module, imported module or "*")
-    ("geodemo.retrieval.database", "geodemo.retrieval.split_index"): H2,
-    ("geodemo.retrieval.index_kinds", "geodemo.retrieval.split_index"): H2,
-}
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-}
+# Exceptions, each with its reason (none today): a function-level import of a light module, keyed by
+# (module, imported module or "*"), and an import against the drawn order, keyed by (module, package).
+ALLOWED_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {}
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def _module_name(path: Path) -> str:

@@ -19,8 +19,7 @@ from geodemo.registry import Registry
 if TYPE_CHECKING:
     from geodemo.retrieval.database import IndexConfig
 
-__all__ = ["IndexKind", "INDEX_KINDS", "register_index_kind", "default_nlist", "tune", "search_parameters",
-           "is_faiss_index"]
+__all__ = ["IndexKind", "INDEX_KINDS", "register_index_kind", "default_nlist", "tune", "search_parameters"]
 
 
 @dataclass(frozen=True)
@@ -144,13 +143,6 @@ def _factory(dim: int, cfg: IndexConfig, nlist: int) -> Any:
     return _projected(dim, d, inner)
 
 
-def _ivfsplit(dim: int, cfg: IndexConfig, nlist: int) -> Any:
-    from geodemo.retrieval.split_index import SplitIVFIndex
-
-    return SplitIVFIndex(dim, nlist, cfg.lead_axes, cfg.refine_bits, cfg.shortlist, cfg.nprobe,
-                         cfg.kmeans_iters, lead_bits=cfg.lead_bits)
-
-
 def _builtin(registry: Registry[IndexKind]) -> None:
     for kind in (
         IndexKind("flat", _flat, gpu=True, description="exact inner product (cosine on unit rows), the reference"),
@@ -161,8 +153,6 @@ def _builtin(registry: Registry[IndexKind]) -> None:
                   description="inverted lists of residual scalar codes, optionally on reduce_dim axes"),
         IndexKind("ivfrabitq", _coded_ivf, trains=True,
                   description="inverted lists of residual RaBitQ codes on reduce_dim axes"),
-        IndexKind("ivfsplit", _ivfsplit, trains=True,
-                  description="IVF shortlist on the leading axes, re-ranked with bit-allocated codes"),
         IndexKind("factory", _factory, trains=True,
                   description="any FAISS index_factory string (e.g. 'IVF{nlist},PQ64,Refine(SQ4)') on "
                               "reduce_dim uncentred principal axes"),
@@ -176,12 +166,6 @@ INDEX_KINDS: Registry[IndexKind] = Registry("index kind", _builtin, sort=False)
 def register_index_kind(kind: IndexKind) -> IndexKind:
     """Add (or replace) an index kind; ``IndexConfig(kind=name)`` then builds it."""
     return INDEX_KINDS.add(kind.name, kind)
-
-
-def is_faiss_index(index: Any) -> bool:
-    import faiss
-
-    return isinstance(index, faiss.Index)
 
 
 def _nodes(index: Any) -> list[Any]:
@@ -205,9 +189,6 @@ def tune(index: Any, cfg: IndexConfig) -> None:
     for a top-20 search (``shortlist``)."""
     import faiss
 
-    if not is_faiss_index(index):  # the split index keeps its own settings
-        index.nprobe, index.shortlist = cfg.nprobe, cfg.shortlist
-        return
     for node in _nodes(index):
         if isinstance(node, (faiss.IndexRefine, faiss.IndexIVFPQR)):
             node.k_factor = max(1.0, cfg.shortlist / 20)
@@ -224,12 +205,10 @@ def tune(index: Any, cfg: IndexConfig) -> None:
 
 def search_parameters(index: Any, cfg: IndexConfig, k: int, selector: Any = None) -> Any | None:
     """FAISS ``SearchParameters`` for a top-``k`` search of ``index`` that leaves out the rows
-    ``selector`` rejects; ``None`` where the index takes none (ivfsplit, IVFPQR): the caller then
+    ``selector`` rejects; ``None`` where the index takes none (IVFPQR): the caller then
     over-fetches and filters. The result holds its pieces alive (SWIG keeps raw pointers)."""
     import faiss
 
-    if not is_faiss_index(index):
-        return None
     nodes = _nodes(index)
     inner = nodes[-1]
     if isinstance(inner, faiss.IndexIVFPQR):
