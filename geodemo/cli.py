@@ -4,7 +4,7 @@ Commands: ``locate``, ``presets``, ``index``, ``evaluate`` and ``train`` (a chec
 ``scripts/evaluate.py`` and ``scripts/train.py``), ``space-deploy`` (:mod:`geodemo.space`).
 
 Prints the :class:`~geodemo.result.LocationResult` as JSON (``--json``) or as a short summary.
-``python -m geodemo index OUT --preset g3 --csv photos.csv --images photos.tar`` builds a retrieval
+``python -m geodemo index --out DIR --preset g3 --csv photos.csv --images photos.tar`` builds a retrieval
 database of the preset's descriptor (:mod:`geodemo.retrieval.builder`; resumable).
 Every failure is one ``error: ...`` line on stderr (exit status 2 for bad input or options, 1 for
 anything else), never a traceback; a result some stage failed for (or was not installed for) is flagged
@@ -117,7 +117,7 @@ def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                          description="Describe photos (or feature shards) with a preset's descriptor and save a "
                          "retrieval database; point the preset's gallery.path to it. An interrupted build "
                          "resumes when the same command is run again.")
-    idx.add_argument("out", help="folder to write the database into")
+    idx.add_argument("--out", required=True, metavar="DIR", help="folder to write the database into")
     idx.add_argument("--preset", default="offline", help="preset whose descriptor and gallery.index are used")
     src = idx.add_mutually_exclusive_group(required=True)
     src.add_argument("--benchmark", help="a named photo set, e.g. im2gps3k-dev")
@@ -134,7 +134,7 @@ def add_index_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                      help="override the preset's gallery.index.kind (factory: FAISS's own, e.g. IVFPQR for millions of rows)")
     idx.add_argument("--chunk-size", type=int, default=256, help="rows described per saved chunk")
     idx.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's)")
-    idx.add_argument("--overwrite", action="store_true", help="discard an interrupted build or database in OUT")
+    idx.add_argument("--overwrite", action="store_true", help="discard an interrupted build or database in --out")
     idx.add_argument("--no-progress", action="store_true", help="no progress bars")
     return idx
 

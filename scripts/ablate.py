@@ -37,8 +37,8 @@ from geodemo.train.folds import is_fold_trained  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--benchmark", default="im2gps3k-dev")
-    parser.add_argument("--preset", default="offline")
+    parser.add_argument("--benchmark", default="im2gps3k-dev", help="named photo set (tune on the dev split only)")
+    parser.add_argument("--preset", default="offline", help="pipeline preset whose stages are switched off in turn")
     parser.add_argument("--limit", type=int, default=None, help="first N photos only (debugging)")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.jsonl and table.md")
     parser.add_argument("--reuse", action="store_true", help="recompute the table from stored results")

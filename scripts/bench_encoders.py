@@ -162,17 +162,18 @@ def markdown(rows: list[dict], batch_sizes: list[int]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="registered encoders to measure")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     parser.add_argument("--dtype", default="auto", help="auto | fp32 | fp16 | bf16 (torch models)")
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16], help="batch sizes to time")
     parser.add_argument("--iters", type=int, default=3, help="timed repetitions (heavy models on CPU: 1)")
     parser.add_argument("--budget-s", type=float, default=120.0,
                         help="skip a batch size whose estimated run time exceeds this")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and TFLite threads (default: torch's choice, TFLite min(4, cores))")  # fmt: skip
     parser.add_argument("--random", action="store_true", help="random weights for hub models even if cached")
-    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--out", type=Path, help="also write the rows as JSON to this file")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model, print JSON
     args = parser.parse_args(argv)
 
@@ -204,13 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(json.loads(found[-1][len("BENCH_ROW ") :]))
     import torch
 
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-          f"load avg = 1-min load average when the model was measured\n")  # fmt: skip
-    print(markdown(rows, args.batch_sizes))
     if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+              f"load avg = 1-min load average when the model was measured\n")  # fmt: skip
+        print(markdown(rows, args.batch_sizes))
+    if args.out:
         from geodemo.storage import write_json
 
-        write_json(args.json, rows, indent=2)
+        write_json(args.out, rows, indent=2)
     return 0
 
 

@@ -21,6 +21,7 @@ of ``--photo-size`` written first (for machines without the shared photos).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -112,19 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoder", default="mobilenet-v1-imagenet", help="any registered image encoder")
     ap.add_argument("--random-init", action="store_true", help="real architecture, random weights (no download)")
     ap.add_argument("--model-options", default="{}", help='more create_model options as JSON, e.g. {"config": ...}')
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--dtype", default="auto", help="auto, fp32, bf16, fp16")
-    ap.add_argument("--benchmark", default="im2gps3k-dev")
+    ap.add_argument("--benchmark", default="im2gps3k-dev", help="named photo set to read (unless --synthetic-photos)")
     ap.add_argument("--synthetic-photos", type=int, default=0, help="write and use this many JPEGs instead")
     ap.add_argument("--photo-size", default="640x480", help="size of the synthetic JPEGs")
     ap.add_argument("--limit", type=int, help="photos of the benchmark to use")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
-    ap.add_argument("--resize-on", choices=["auto", "workers", "device"], default="auto")
+    ap.add_argument("--batch-size", type=int, default=64, help="photos per encoder batch")
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="decoding processes")
+    ap.add_argument("--resize-on", choices=["auto", "workers", "device"], default="auto",
+                    help="where photos are resized to the encoder's input: decoding workers or the device")
     ap.add_argument("--tokens", action="store_true", help="also patch tokens (float16), as for DualGeo")
     ap.add_argument("--model-steps", type=int, default=5, help="batches timed for the model alone")
     ap.add_argument("--baseline", action="store_true", help="also time the single-process path")
-    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--out", type=Path, help="also write the figures as JSON to this file")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table (the table goes to stderr)")
     args = ap.parse_args(argv)
 
     from geodemo.data import load_benchmark
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             w, h = (int(x) for x in args.photo_size.lower().split("x"))
             t0 = time.perf_counter()
             dataset = synthetic_photos(Path(tmp) / "photos", args.synthetic_photos, (w, h))
-            print(f"wrote {len(dataset)} synthetic {w}x{h} JPEGs in {time.perf_counter() - t0:.1f} s")
+            print(f"wrote {len(dataset)} synthetic {w}x{h} JPEGs in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         else:
             dataset = load_benchmark(args.benchmark)
         if args.limit:
@@ -162,17 +165,20 @@ def main(argv: list[str] | None = None) -> int:
             figures["single_process_photos_per_s"] = single_process(encoder, dataset, args.batch_size)
     figures["end_to_end_vs_model"] = figures["end_to_end_photos_per_s"] / figures["model_alone_photos_per_s"]
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{args.encoder}{' + tokens' if args.tokens else ''} on {name}: {figures['photos']} photos, "
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
+    say(f"{args.encoder}{' + tokens' if args.tokens else ''} on {name}: {figures['photos']} photos, "
           f"batch {args.batch_size}, {args.workers} decoding workers")
-    print(f"  end to end from files  {figures['end_to_end_photos_per_s']:10.1f} photos/s")
-    print(f"  model alone            {figures['model_alone_photos_per_s']:10.1f} photos/s")
-    print(f"  ratio                  {figures['end_to_end_vs_model']:10.2f}")
+    say(f"  end to end from files  {figures['end_to_end_photos_per_s']:10.1f} photos/s")
+    say(f"  model alone            {figures['model_alone_photos_per_s']:10.1f} photos/s")
+    say(f"  ratio                  {figures['end_to_end_vs_model']:10.2f}")
     if "single_process_photos_per_s" in figures:
         sp = figures["single_process_photos_per_s"]
-        print(f"  single-process path    {sp:10.1f} photos/s (end to end is {figures['end_to_end_photos_per_s'] / sp:.2f}x)")
-    print(f"  load average           {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        say(f"  single-process path    {sp:10.1f} photos/s (end to end is {figures['end_to_end_photos_per_s'] / sp:.2f}x)")
+    say(f"  load average           {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
-        write_json(args.json, figures, indent=2)
+        print(json.dumps(figures, indent=2))
+    if args.out:
+        write_json(args.out, figures, indent=2)
     return 0
 
 

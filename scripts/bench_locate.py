@@ -16,7 +16,7 @@ machine's load average is printed beside the figures: on a shared machine wall t
 the load, CPU times much less.
 
     python scripts/bench_locate.py --preset offline --photos 20
-    python scripts/bench_locate.py --preset offline --photos 50 --json bench.json
+    python scripts/bench_locate.py --preset offline --photos 50 --out bench.json
     python scripts/bench_locate.py --preset offline --photos 20 --no-first-answer \
         --recorded-lmm gemini-2.0-flash=FILE --recorded-candidates geoestimation-isns=FILE
 
@@ -32,6 +32,7 @@ Peak memory is the largest resident set of this process and of the first-answer 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -232,11 +233,13 @@ def main(argv: list[str] | None = None) -> int:
                          "(what a quiet machine would take when the load makes wall times meaningless)")
     ap.add_argument("--weights", choices=["pretrained", "random"], default="pretrained",
                     help="'random': untrained models of the real architectures (timing where the weights are not)")
-    ap.add_argument("--json", help="also write every figure to this JSON file")
+    ap.add_argument("--out", type=Path, help="also write every figure to this JSON file")
+    ap.add_argument("--json", action="store_true", help="print every figure as JSON instead of the report (the report goes to stderr)")
     from geodemo.cli import add_recorded_arguments
 
     add_recorded_arguments(ap)
     args = ap.parse_args(argv)
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
     if args.photos < 1:
         ap.error("--photos must be at least 1")
 
@@ -249,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"preset": args.preset, "weights": args.weights, "photos": len(photos) - 1, "source": source, "cache": str(cache),
                     "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                     "python": platform.python_version()}
-    print(f"# bench_locate: preset {args.preset} ({args.weights} weights), {len(photos) - 1} photos from the {source}")
-    print(f"cache: {'empty, temporary' if not args.cache else cache}")
+    say(f"# bench_locate: preset {args.preset} ({args.weights} weights), {len(photos) - 1} photos from the {source}")
+    say(f"cache: {'empty, temporary' if not args.cache else cache}")
     try:
         if not args.no_first_answer:
             report["load_before_first"] = _load()
@@ -264,13 +267,13 @@ def main(argv: list[str] | None = None) -> int:
                         shutil.rmtree(own, ignore_errors=True)
                 report["first_answer"].append(first)
                 slow = sorted(((k, v) for k, v in first["timings"].items() if k != "total"), key=lambda kv: -kv[1])[:3]
-                print(f"\nfirst answer (run {run + 1}) {first['first_answer_s']:.1f} s after process start, which "
+                say(f"\nfirst answer (run {run + 1}) {first['first_answer_s']:.1f} s after process start, which "
                       f"exits at {first['process_exit_s']:.1f} s "
                       f"(imports + locator {first['import_s']:.1f} s, CPU {first['import_cpu_s']:.1f} s; first locate "
                       f"{first['locate_s']:.1f} s, CPU {first['locate_cpu_s']:.1f} s, slowest stages "
                       f"{', '.join(f'{k} {v:.1f} s' for k, v in slow)}); load average {_load()}")
             firsts = [f["first_answer_s"] for f in report["first_answer"]]
-            print(f"first answer over {len(firsts)} fresh processes: median {statistics.median(firsts):.1f} s, "
+            say(f"first answer over {len(firsts)} fresh processes: median {statistics.median(firsts):.1f} s, "
                   f"max {max(firsts):.1f} s")
         report["load_before"] = _load()
         timed = per_photo(args.preset, photos[1:], args.cpu_stages, own_cache=not args.cache, weights=args.weights)
@@ -285,21 +288,23 @@ def main(argv: list[str] | None = None) -> int:
         if not args.cache:
             shutil.rmtree(cache, ignore_errors=True)
     ocr = sum(r["ocr"] for r in timed["rows"])
-    print(f"warm-up {timed['warmup_s']:.1f} s; OCR ran on {ocr} of {len(timed['rows'])} photos")
+    say(f"warm-up {timed['warmup_s']:.1f} s; OCR ran on {ocr} of {len(timed['rows'])} photos")
     peaks = [timed["peak_rss_mb"], *(f.get("peak_rss_mb", 0.0) for f in report.get("first_answer", []))]
-    print(f"peak memory (resident set) {max(peaks):.0f} MB")
-    print(f"load average before {report['load_before']}, after {report['load_after']}\n")
-    print(table(timed["rows"]))
+    say(f"peak memory (resident set) {max(peaks):.0f} MB")
+    say(f"load average before {report['load_before']}, after {report['load_after']}\n")
+    say(table(timed["rows"]))
     if "recorded_cost" in report:
         cost = report["recorded_cost"]
-        print(f"\nrecorded sources ({', '.join(n for role in recorded.values() for n in role)}) add "
+        say(f"\nrecorded sources ({', '.join(n for role in recorded.values() for n in role)}) add "
               f"{cost['added_ms_median']:.2f} ms per photo (median; p95 {cost['added_ms_p95']:.2f} ms) to the stages "
               f"they touch, over {cost['photos']} photos; whole call, median difference "
               f"{cost['whole_call_diff_ms_median']:.1f} ms (dominated by noise on a shared machine)")
     if args.json:
+        print(json.dumps(report, indent=2))
+    if args.out:
         from geodemo.storage import write_json
 
-        write_json(args.json, report, indent=2)
+        write_json(args.out, report, indent=2)
     return 0
 
 

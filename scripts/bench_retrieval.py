@@ -323,9 +323,9 @@ def md_table(rows: list[dict], title: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated gallery sizes")
-    parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--chunk", type=int, default=50_000)
+    parser.add_argument("--dim", type=int, default=768, help="dimensions of the synthetic rows")
+    parser.add_argument("--queries", type=int, default=200, help="single queries timed per index")
+    parser.add_argument("--chunk", type=int, default=50_000, help="rows generated and added per step")
     parser.add_argument("--max-build-s", type=float, default=240.0, help="skip a build predicted to take longer")
     parser.add_argument("--threads", type=int, default=1, help="FAISS OpenMP threads for the timed queries")
     parser.add_argument("--build-threads", type=int, default=os.cpu_count() or 1,
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS), help="index kinds (exact search is the ground truth)")
     parser.add_argument("--data", choices=["spectral", "isotropic"], default="spectral",
                         help="synthetic vectors: embedding-like (default) or isotropic clusters")
-    parser.add_argument("--nlist", "--ivf-nlist", type=int, default=1024, help="IVF lists for the synthetic sets")
+    parser.add_argument("--nlist", type=int, default=1024, help="IVF lists for the synthetic sets")
     parser.add_argument("--ivf-train", type=int, default=50_000, help="IVF training rows")
     parser.add_argument("--index-options", default="{}",
                         help='more IndexConfig fields for the IVF kinds, as JSON, e.g. {"reduce_dim": 736}; '
@@ -346,10 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shortlist", default="",
                         help="comma-separated rows re-ranked per query (Refine, IVFPQR) to sweep "
                              "with each nprobe; empty: the IndexConfig's own")
-    parser.add_argument("--skip-synthetic", action="store_true")
-    parser.add_argument("--skip-real", action="store_true")
-    parser.add_argument("--skip-locate", action="store_true")
-    parser.add_argument("--locate-photos", type=int, default=5)
+    parser.add_argument("--skip-synthetic", action="store_true", help="leave out the synthetic galleries")
+    parser.add_argument("--skip-real", action="store_true", help="leave out the real dev + OSV embeddings")
+    parser.add_argument("--skip-locate", action="store_true", help="leave out the per-stage `locate` timing")
+    parser.add_argument("--locate-photos", type=int, default=5, help="dev photos located for the per-stage timing")
     args = parser.parse_args(argv)
 
     import faiss

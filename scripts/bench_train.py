@@ -20,6 +20,7 @@ step that recomputes the frozen tower for every photo (what G3's script runs).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -139,13 +140,14 @@ def trainer_vs_heads(rows: int, steps: int, device: str, preset: str = "g3", bat
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", choices=["vit-l14", "mobilenet"], default="vit-l14")
-    ap.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--arch", choices=["vit-l14", "mobilenet"], default="vit-l14", help="image tower to time")
+    ap.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="precision of the tower")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--batch-size", type=int, help="extraction batch (default 2); with --rows the preset's batch")
     ap.add_argument("--head-batch-size", type=int, default=256, help="batch of the heads-only step")
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--steps", type=int, default=2, help="timed steps of each kind")
+    ap.add_argument("--out", type=Path, help="also write the figures as JSON to this file")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table (the table goes to stderr)")
     ap.add_argument("--rows", type=int, help="measure the real trainer on this many cached rows vs the heads step")
     ap.add_argument("--preset", default="g3", help="training preset for --rows")
     ap.add_argument("--features-on-device-gb", default="auto",
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         gb = args.features_on_device_gb if args.features_on_device_gb == "auto" else float(args.features_on_device_gb)
         figures = trainer_vs_heads(args.rows, args.steps, device, args.preset,
                                    args.batch_size, gb)
-        return _report(figures, args.json, [
+        return _report(figures, args, [
             f"trainer ({args.preset}) on {figures['rows']:,} cached rows, batch {figures['batch_size']}, "
             f"{figures['steps']} steps on {figures['device']} "
             f"(features {'on the device' if figures['features_resident'] else 'prefetched'})",
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "g3_reference_photos_per_s": G3_PHOTOS_PER_S,
         "peak_memory_mb": _peak_mb(device),
     }
-    return _report(figures, args.json, [
+    return _report(figures, args, [
         f"device: {name}  arch={args.arch} dtype={args.dtype} batch={b} (heads batch {hb})",
         f"  feature extraction       {figures['extract_photos_per_s']:10.1f} photos/s",
         f"  heads step, cached feats {figures['heads_step_cached_photos_per_s']:10.1f} photos/s",
@@ -242,10 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     ])
 
 
-def _report(figures: dict, json_path: Path | None, lines: list[str]) -> int:
-    print("\n".join(lines))
-    if json_path:
-        write_json(json_path, figures, indent=2)
+def _report(figures: dict, args: argparse.Namespace, lines: list[str]) -> int:
+    """The table (stderr with ``--json``, which prints the figures as JSON), and ``--out``'s JSON file."""
+    print("\n".join(lines), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    if args.out:
+        write_json(args.out, figures, indent=2)
     return 0
 
 

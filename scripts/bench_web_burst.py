@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="offline", help="the preset the served app uses (GEODEMO_PRESET of the server)")
     ap.add_argument("--requests", type=int, default=20, help="/locate calls in the burst (one of them the 16-bit PNG)")
-    ap.add_argument("--start-timeout", type=float, default=600.0)
+    ap.add_argument("--start-timeout", type=float, default=600.0, help="seconds the served app may take to start")
     args = ap.parse_args(argv)
 
     from gradio_client import Client, handle_file

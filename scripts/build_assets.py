@@ -226,10 +226,10 @@ def write_index(out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=BUNDLE_DIR)
+    parser.add_argument("--out", type=Path, default=BUNDLE_DIR, help="bundle folder to write (default: assets/)")
     parser.add_argument("--verifier", type=Path, help="a trained offline-verifier folder (default: train it now)")
     parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps: {', '.join(STEPS)}")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     steps = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(steps) - set(STEPS))

@@ -7,7 +7,8 @@ Examples:
     .venv/bin/python scripts/evaluate.py --benchmark-csv my.csv --images photos/ --predictor geolocator --preset offline
 
 Outputs go to ``--out`` (default ``runs/<benchmark>/<predictor>``): predictions.csv (resumable),
-summary.json and table.md. ``--explain`` (pipeline predictors) also keeps each photo's full result
+summary.json, table.md, and the accuracy per country (photos placed in Natural Earth outlines with
+GeoPandas): countries.csv and the map countries.html. ``--explain`` (pipeline predictors) also keeps each photo's full result
 in results/, writes attribution.csv (the stage that lost each failure) and prints the cause table;
 the app's failure explorer opens such a folder.
 """
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--benchmark-csv", type=Path, help="any CSV in a supported format")
     parser.add_argument("--images", type=Path, help="photo folder (or .tar) for --benchmark-csv")
     parser.add_argument("--format", default="auto", help="CSV format for --benchmark-csv (default: detect)")
-    parser.add_argument("--predictor", default="density-prior", choices=list_predictors())
+    parser.add_argument("--predictor", default="density-prior", choices=list_predictors(), help="what answers for each photo")
     parser.add_argument("--preset", default="offline", help="GeoLocator preset for --predictor geolocator")
     parser.add_argument("--predictions", metavar="NAME=FILE",
                         help="--predictor recorded: another system's recorded predictions (format detected)")
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--radius-km", type=float, default=200.0, help="density-prior neighbourhood radius")
     parser.add_argument("--seed", type=int, default=0, help="random-gallery seed")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N photos")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="photos per predictor call")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/<set>/<predictor>)")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing predictions.csv instead of resuming")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (scoring, galleries)")
@@ -140,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         attribution = attribute_run(report.out_dir, ids, threshold_km=args.failure_km)
         print(cause_table_markdown(attribution))
         print()
+    from geodemo.eval.countries import write_country_table
+    from geodemo.viz.country_map import write_country_map
+
+    countries, countries_csv = write_country_table(report.out_dir)
+    countries_map = write_country_map(countries, report.out_dir / "countries.html",
+                                      title=f"{report.predictor} on {report.benchmark}")
+    print(f"accuracy per country ({len(countries)} countries): {countries_csv}, map {countries_map}\n")
     m = report.metrics
     print(
         f"{report.predictor} on {report.benchmark}: {m['n']} photos scored, {m['n_failed']} without an answer, "

@@ -62,22 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text", action="store_true", help="also CLIP text projections of G3's caption (the CSV's city, state, country; else the nearest city)")
     ap.add_argument("--tokens", action="store_true", help="also patch tokens, float16 (DualGeo)")
     ap.add_argument("--segmenter", help="also ADE20K label maps from this registered segmenter (DualGeo)")
-    ap.add_argument("--labelmap-size", type=int, default=64)
+    ap.add_argument("--labelmap-size", type=int, default=64, help="side of the stored label maps (px)")
     ap.add_argument("--labelmap-resample", choices=["nearest", "bilinear"], default="nearest",
                     help="bilinear with --labelmap-size 224: DualGeo's model (dualgeo preset); nearest: dualgeo-tokens")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--shard-size", type=int, default=4096)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--out", type=Path, required=True, help="folder for the feature shards")
+    ap.add_argument("--shard-size", type=int, default=4096, help="photos per shard")
+    ap.add_argument("--batch-size", type=int, default=64, help="photos per encoder batch")
     ap.add_argument("--workers", type=int, default=4, help="decoding processes (0: decode in this process)")
     ap.add_argument("--prefetch", type=int, default=2, help="batches each worker may prepare ahead")
     ap.add_argument("--resize-on", choices=["auto", "workers", "device"], default="auto",
                     help="where photos are resized: auto = the GPU when there is one, else the workers")
-    ap.add_argument("--limit", type=int)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--limit", type=int, help="only the first N photos")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     ap.add_argument("--dtype", default="auto", help="encoder precision: auto, fp32, bf16, fp16")
     ap.add_argument("--model-options", default="{}",
                     help='more encoder options as JSON, e.g. {"local_dir": "weights/clip"}')
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
 
     from accelerate import PartialState

@@ -38,13 +38,13 @@ run "$PY" -c "import torch, transformers, accelerate; print('torch', torch.__ver
 EXTRACT=(scripts/bench_extract.py --encoder hf-clip-vit-l14 --model-options "$CLIP_OPTS" --device "$DEV"
          --dtype "$DTYPE" --batch-size "$BATCH" --workers "$WORKERS" --synthetic-photos "$PHOTOS" --photo-size 640x480)
 # 1-2. extraction, image embeddings then tokens
-run "$PY" "${EXTRACT[@]}" --json "$OUT/extract.json"
-run "$PY" "${EXTRACT[@]}" --tokens --json "$OUT/extract_tokens.json"
+run "$PY" "${EXTRACT[@]}" --out "$OUT/extract.json"
+run "$PY" "${EXTRACT[@]}" --tokens --out "$OUT/extract_tokens.json"
 # 3. the real trainer at MP16 scale (features resident on the GPU when they fit: 4.1M x 1536 fp32 = 25 GB)
-run "$PY" scripts/bench_train.py --rows "$ROWS" --steps "$STEPS" --device "$DEV" --json "$OUT/train_rows.json"
+run "$PY" scripts/bench_train.py --rows "$ROWS" --steps "$STEPS" --device "$DEV" --out "$OUT/train_rows.json"
 # 4. ceilings: frozen tower forward, heads step on cached features, G3-style step
 run "$PY" scripts/bench_train.py "${TOWER[@]}" --dtype "$DTYPE" --device "$DEV" --batch-size "$TOWER_BATCH" \
-    --steps "$TOWER_STEPS" --json "$OUT/ceilings.json"
+    --steps "$TOWER_STEPS" --out "$OUT/ceilings.json"
 # 5. multi-GPU extraction: the photo list split by process through accelerate (shards interleave by rank)
 NPROC=1
 if [[ "$DEV" == "cuda" ]]; then NPROC=$("$PY" -c "import torch; print(max(torch.cuda.device_count(), 1))"); fi

@@ -16,12 +16,14 @@ the fold's photos are scored with it. The pooled held-out recall and pass rate a
 threshold for ``ClueConfig.gate_threshold`` is the same rule over all folds.
 
     GEODEMO_CACHE=/work/cache-shared python scripts/measure_ocr_gate.py
-    python scripts/measure_ocr_gate.py --cached-only --json gate.json   # photos already read only
+    python scripts/measure_ocr_gate.py --cached-only --out gate.json   # photos already read only
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import sys
 from pathlib import Path
 
@@ -61,13 +63,16 @@ def _rate(mask: np.ndarray, of: np.ndarray) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="offline", help="preset whose clue settings are measured")
-    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--folds", type=int, default=5, help="photographer folds of the cross-validation")
     ap.add_argument("--target", type=float, default=0.8, help="recall the threshold keeps on training folds")
     ap.add_argument("--positives", choices=("any", "reads"), default="any",
                     help="photos the threshold must keep: any word read, or text the OCR reads (a language)")
     ap.add_argument("--cached-only", action="store_true", help="leave out photos whose OCR report is not cached")
-    ap.add_argument("--json", help="write every photo's score and report to this file")
+    ap.add_argument("--out", type=Path, help="write every photo's score and report to this JSON file")
+    ap.add_argument("--json", action="store_true",
+                    help="print the threshold, folds and signs as JSON instead of the report (the report goes to stderr)")
     args = ap.parse_args(argv)
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
 
     from tqdm.auto import tqdm
 
@@ -99,20 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     cv = cross_validate(scores, positive, folds, args.target)
     final = highest_threshold(scores, positive, args.target)
 
-    print(f"# OCR gate on {len(rows)} of {len(dev.samples)} dev photos (preset {args.preset})")
-    print(f"OCR reads text in {reads.sum()} photos, keeps some word in {any_text.sum()}")
+    say(f"# OCR gate on {len(rows)} of {len(dev.samples)} dev photos (preset {args.preset})")
+    say(f"OCR reads text in {reads.sum()} photos, keeps some word in {any_text.sum()}")
     kept = "photos with any word read" if args.positives == "any" else "photos where OCR reads text"
-    print(f"\n{args.folds}-fold photographer cross-validation (threshold keeps {args.target:.0%} of the other "
+    say(f"\n{args.folds}-fold photographer cross-validation (threshold keeps {args.target:.0%} of the other "
           f"folds' {kept}):")
     for f in cv["folds"]:
-        print(f"  fold {f['fold']}: threshold {f['threshold']}, {f['photos']} photos, {f['text_photos']} positive")
+        say(f"  fold {f['fold']}: threshold {f['threshold']}, {f['photos']} photos, {f['text_photos']} positive")
     everyone = np.ones(len(rows), dtype=bool)
-    print(f"  held-out recall on photos where OCR reads text: {_rate(cv['passed'], reads)}")
-    print(f"  held-out recall on photos with any word read:    {_rate(cv['passed'], any_text)}")
-    print(f"  held-out share of photos let through to OCR:     {_rate(cv['passed'], everyone)}")
-    print(f"\nthreshold from all folds (ClueConfig.gate_threshold): {final}")
+    say(f"  held-out recall on photos where OCR reads text: {_rate(cv['passed'], reads)}")
+    say(f"  held-out recall on photos with any word read:    {_rate(cv['passed'], any_text)}")
+    say(f"  held-out share of photos let through to OCR:     {_rate(cv['passed'], everyone)}")
+    say(f"\nthreshold from all folds (ClueConfig.gate_threshold): {final}")
 
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(next((REPO / "tests").rglob("test_clues.py"), REPO / "tests").parent))
     try:
         from test_clues import SIGNS, render_sign
     except ImportError:
@@ -121,12 +126,14 @@ def main(argv: list[str] | None = None) -> int:
              if Path(font).exists()]
     if signs:
         kept = sum(score >= final for _, score in signs)
-        print(f"OCR test signs let through at {final}: {kept}/{len(signs)} "
+        say(f"OCR test signs let through at {final}: {kept}/{len(signs)} "
               f"({', '.join(f'{s} {v}' for s, v in signs)})")
     if args.json:
+        print(json.dumps({"threshold": final, "folds": cv["folds"], "signs": signs}, indent=1))
+    if args.out:
         from geodemo.storage import write_json
 
-        write_json(args.json, {"threshold": final, "folds": cv["folds"], "rows": rows, "signs": signs}, indent=1)
+        write_json(args.out, {"threshold": final, "folds": cv["folds"], "rows": rows, "signs": signs}, indent=1)
     return 0
 
 

@@ -10,8 +10,8 @@ One analogue, its deployable model, or all its fold models (checkpoints/<preset>
     python scripts/train.py --preset dualgeo-offline
     python scripts/train.py --preset dualgeo-offline --folds 3
 Leave-one-photographer-out folds (held-out groups never seen in training):
-    python scripts/train.py --preset offline-verifier --num-folds 5 --fold 0 --output checkpoints/ov-fold0
-    python scripts/train.py --preset offline-verifier --exclude-groups-file groups.txt --output ...
+    python scripts/train.py --preset offline-verifier --folds 5 --fold 0 --out checkpoints/ov-fold0
+    python scripts/train.py --preset offline-verifier --exclude-groups-file groups.txt --out ...
 One or many GPUs (DDP, mixed precision through accelerate):
     accelerate launch scripts/train.py --preset g3 --set data.path=features/mp16-vitl14 --set run.mixed_precision=bf16
 Where torchvision's C ops do not load (CPU torch beside a CUDA torchvision wheel, as on this CPU box),
@@ -68,24 +68,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all", action="store_true",
                     help=f"every checkpoint of {', '.join(ANALOGUE_PRESETS)}: deployable + {ALL_FOLDS} fold models")
     ap.add_argument("--folds", type=int, metavar="N",
-                    help="analogue presets: train all N photographer-fold models (checkpoints/<preset>-fold{k}ofN)")
-    ap.add_argument("--output", help="run/checkpoint folder (default: the preset's run.output)")
+                    help="split photographers into N folds: with --fold K train the model that holds out fold K; "
+                         "without it (analogue presets) train all N fold models (checkpoints/<preset>-fold{k}ofN)")
+    ap.add_argument("--fold", type=int, metavar="K", help="with --folds N: the fold held out (0 .. N-1)")
+    ap.add_argument("--out", type=Path, help="run/checkpoint folder (default: the preset's run.output)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a preset entry, e.g. --set optim.lr=3e-4 (JSON values)")
     ap.add_argument("--exclude-groups-file", type=Path,
                     help="photographers (one per line) left out of training and used as the held-out set")
-    ap.add_argument("--num-folds", type=int, help="split photographers into this many folds ...")
-    ap.add_argument("--fold", type=int, help="... and hold out this one")
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--seed", type=int, help="run.seed of the preset (also which photographers fall in which fold)")
+    ap.add_argument("--epochs", type=int, help="optim.epochs of the preset (analogue presets: no epoch selection)")
     ap.add_argument("--harness", action="store_true",
                     help="after training, score the held-out photos through geodemo.eval.evaluate (photo -> "
                          "encoder -> aligner -> GPS gallery) into <output>/eval")
     ap.add_argument("--no-resume", action="store_true", help="ignore saved state and start afresh")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     if not args.all and not args.preset:
         ap.error("give --preset NAME or --all")
+    if args.fold is not None and not args.folds:
+        ap.error("--fold K goes with --folds N")
 
     if args.all:
         for name in ANALOGUE_PRESETS:
@@ -98,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.set) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
         if args.epochs is not None:
             overrides += [f"optim.epochs={args.epochs}", "select.epochs=[]"]
-        one_fold = (args.num_folds, args.fold or 0) if args.num_folds else None
-        train_analogue(args.preset, apply_overrides(cfg, overrides), args.folds, args.output, not args.no_progress,
-                       one_fold)
+        one_fold = (args.folds, args.fold) if args.fold is not None else None
+        train_analogue(args.preset, apply_overrides(cfg, overrides), None if one_fold else args.folds, args.out,
+                       not args.no_progress, one_fold)
         return 0
     overrides = list(args.set)
-    if args.num_folds is not None:
-        overrides += [f"data.num_folds={args.num_folds}", f"data.fold={args.fold or 0}"]
+    if args.folds is not None:
+        overrides += [f"data.num_folds={args.folds}", f"data.fold={args.fold or 0}"]
     if args.seed is not None:
         overrides.append(f"run.seed={args.seed}")
     if args.epochs is not None:
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     exclude = None
     if args.exclude_groups_file:
         exclude = {line.strip() for line in args.exclude_groups_file.read_text().splitlines() if line.strip()}
-    trainer = Trainer(cfg, output_dir=args.output, progress=not args.no_progress, exclude_groups=exclude)
+    trainer = Trainer(cfg, output_dir=args.out, progress=not args.no_progress, exclude_groups=exclude)
     summary = trainer.fit(resume=not args.no_resume)
     trainer.accelerator.wait_for_everyone()
     if trainer.accelerator.is_main_process:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,15 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("GEODEMO_CACHE", str(REPO_ROOT / ".cache" / "tests"))
 
 from geodemo.paths import shared_dir  # noqa: E402
+
+# Test modules live in one folder per package (tests/models, tests/web, ... as in geodemo/). A few
+# import helpers from another by module name (``from test_lmm_backends import FakeServer``); pytest
+# puts a folder on sys.path only when it collects a file there, so every folder is put there now.
+# Helper modules beside this file (app_process, g3_reference, ...) are importable as ``tests.<name>``
+# and, this folder being on sys.path as well, by their bare name.
+for _folder in sorted(p for p in Path(__file__).parent.iterdir() if p.is_dir() and any(p.glob("test_*.py"))):
+    if str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 SHARED_SKIP = "shared data folder not found at {}: set GEODEMO_SHARED (see README)"
 

@@ -63,6 +63,7 @@ def _km(a: tuple[float, float], b: tuple[float, float]) -> float:
     return float(haversine_km(np.asarray(a), np.asarray(b)))
 
 
+@pytest.mark.slow  # a fresh process on a clone: about 15 s
 def test_cli_locates_a_bundled_example(clone):
     dest, env = clone
     where = subprocess.run([sys.executable, "-c", "import geodemo.paths as p; print(p.REPO_ROOT, p.shared_dir())"],

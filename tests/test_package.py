@@ -68,6 +68,7 @@ def test_wheel_carries_the_embedded_default_as_package_data(installed):
     assert where == [str(purelib / "geodemo" / "__init__.py"), str(assets)]
 
 
+@pytest.mark.slow  # pip install into a fresh environment: about 15 s and up
 def test_console_script_locates_a_bundled_example_alone(installed):
     venv, purelib, root = installed
     script = venv / "bin" / "geodemo"

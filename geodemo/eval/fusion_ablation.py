@@ -47,8 +47,8 @@ def fold_verifier_name(fold: int, num_folds: int) -> str:
 
 
 def fold_verifier_command(fold: int, num_folds: int) -> str:
-    return (f"python scripts/train.py --preset offline-verifier --num-folds {num_folds} --fold {fold} "
-            f"--output checkpoints/{fold_verifier_name(fold, num_folds)}")
+    return (f"python scripts/train.py --preset offline-verifier --folds {num_folds} --fold {fold} "
+            f"--out checkpoints/{fold_verifier_name(fold, num_folds)}")
 
 
 @dataclass

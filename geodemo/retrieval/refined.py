@@ -5,7 +5,7 @@ fresh start cannot afford. :class:`RefinedGallery` indexes an int8 encoder's emb
 and, for each query, re-embeds only its ``shortlist`` best rows with the exact encoder: the
 returned rows and similarities are those of the exact encoder. With a shortlist of 256 the top 5
 places of exact search came back, in order, for all 978 IM2GPS3k dev and 71 OSV-5M photos (rows
-may differ where the gallery repeats a place; see ``tests/test_refined_gallery.py``).
+may differ where the gallery repeats a place; see ``tests/retrieval/test_refined_gallery.py``).
 """
 
 from __future__ import annotations

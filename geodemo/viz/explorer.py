@@ -42,6 +42,7 @@ from geodemo.eval.results import ResultStore, StoredResult
 from geodemo.paths import REPO_ROOT
 from geodemo.pipeline.failures import plain_words as _plain_words
 from geodemo.result import LocationResult
+from geodemo.viz.country_map import run_country_map_iframe
 from geodemo.viz.explain import cause_sentence, error_report
 from geodemo.viz.maps import MAP_PANELS, map_panel, thumbnail_data_uri
 from geodemo.viz.tables import CANDIDATE_COLUMNS, LMM_COLUMNS, candidate_rows, lmm_rows, timing_text
@@ -354,6 +355,8 @@ def failure_explorer(root: str | Path | None = None) -> None:
                           interactive=False, wrap=True, elem_id="explorer-causes", label="Causes")
     curves = gr.Image(label="Accuracy against distance (this run beside the others on the benchmark)",
                       type="pil", interactive=False, height=320, elem_id="explorer-curves")
+    with gr.Accordion("Accuracy per country (< 750 km; hover a country for its row)", open=False):
+        countries = gr.HTML("", elem_id="explorer-countries")
     with gr.Row():
         cause = gr.Dropdown([ALL_FAILURES, *[c for c in CAUSES if c != CORRECT]], value=ALL_FAILURES,
                             label="Show", elem_id="explorer-cause")
@@ -394,15 +397,16 @@ def failure_explorer(root: str | Path | None = None) -> None:
 
     def load_run(name: str | None, cause_name: str, sort_name: str):
         if not name:
-            return "Choose an evaluation.", "", [], [], gr.update(choices=[], value=None), None
+            return "Choose an evaluation.", "", [], [], gr.update(choices=[], value=None), None, ""
         try:
             view = open_run(name, base())
         except ValueError as exc:
-            return f"⚠️ {exc}", "", [], [], gr.update(choices=[], value=None), None
+            return f"⚠️ {exc}", "", [], [], gr.update(choices=[], value=None), None, ""
         table, ids = failure_rows(view, cause_name, sort_name)
         note = "" if ids else "No failure of this kind in this evaluation."
         curve = _open_photo(view.curves)
-        return note, summary_markdown(view), cause_rows(view), table, gr.update(choices=ids, value=None), curve
+        return (note, summary_markdown(view), cause_rows(view), table, gr.update(choices=ids, value=None), curve,
+                run_country_map_iframe(view.dir))
 
     def show_photo(name: str | None, chosen: str | None):
         if not name or not chosen:
@@ -420,7 +424,7 @@ def failure_explorer(root: str | Path | None = None) -> None:
 
     pick_row.__annotations__["evt"] = gr.SelectData  # a class, not a string: Gradio injects the event by it
 
-    list_outputs = [status, summary, causes, failures, photo_id, curves]
+    list_outputs = [status, summary, causes, failures, photo_id, curves, countries]
     refresh.click(refresh_list, run, run, queue=False, api_visibility="private")
     for trigger in (run.change, cause.change, sort.change):
         trigger(load_run, [run, cause, sort], list_outputs, api_visibility="private")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from geodemo.paths import REPO_ROOT
+
 ASSETS = REPO_ROOT / "assets"
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 

@@ -1,5 +1,5 @@
 """Regression tests for issue 16's defect table (the rows reached through the CLI, the library and
-the files geodemo writes); the web rows are in ``test_hardening_api.py``.
+the files geodemo writes); the web rows are in ``tests/app/test_web_request_safety.py``.
 
 Each test names its row (D1 ... D11, memory). Real components throughout: the CLI's ``main``, the
 real MobileNet encoder and gallery (``tests/presets/light.json``), a real socket that accepts and
@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 
 from geodemo.cli import main
+from geodemo.paths import REPO_ROOT as REPO
 from geodemo.pipeline import LocateOptions
 
-REPO = Path(__file__).resolve().parent.parent
 LIGHT = REPO / "tests" / "presets" / "light.json"
 
 

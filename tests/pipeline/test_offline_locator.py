@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from geodemo.eval import QueryPhoto
+from geodemo.paths import REPO_ROOT
 from geodemo.pipeline import STAGES, GeoLocator, LocateOptions, list_presets, load_preset
 
 pytestmark = pytest.mark.shared
@@ -136,12 +137,11 @@ def test_offline_answers_are_the_ones_the_locator_gave_before_the_stages_refacto
     became a list of stages - from a scratch copy of that commit (see the file's ``recorded_with``).
     Six rows turn the reciprocal-match acceptance off so that the verifier chain and the clue prior
     decide. The refactored pipeline must give the same coordinates, bit for bit."""
-    from pathlib import Path
 
     # Recorded with no trained offline verifier (01ef5dd shipped none; the embedded default now does)
     # and before the OCR gate existed: both are turned off here, everything else is the preset's.
     then = {"verifier": {"aligner": None}, "clues": {"gate": False}}
-    ref = json.loads((Path(__file__).parent / "data" / "offline_reference.json").read_text())
+    ref = json.loads((REPO_ROOT / "tests" / "data" / "offline_reference.json").read_text())
     assert ref["commit"].startswith("01ef5dd") and len(ref["rows"]) == 18
     by_index = {i: s for i, s in enumerate(dev.samples)}
     locators: dict[str, GeoLocator] = {}

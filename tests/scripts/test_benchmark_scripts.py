@@ -35,7 +35,7 @@ def _script(name: str):
 def test_bench_extract_mobilenet_on_cpu(shared, tmp_path):
     out = tmp_path / "extract.json"
     text = _run("bench_extract", "--encoder", "mobilenet-v1-imagenet", "--device", "cpu", "--limit", "8",
-                "--workers", "1", "--batch-size", "4", "--model-steps", "1", "--json", str(out))
+                "--workers", "1", "--batch-size", "4", "--model-steps", "1", "--out", str(out))
     fig = json.loads(out.read_text())
     assert fig["photos"] == 8 and fig["unreadable"] == 0
     assert fig["end_to_end_photos_per_s"] > 0 and fig["model_alone_photos_per_s"] > 0
@@ -55,9 +55,9 @@ def test_bench_extract_writes_synthetic_jpegs(tmp_path):
 def test_bench_train_rows_runs_the_real_trainer(tmp_path):
     out = tmp_path / "train.json"
     text = _run("bench_train", "--rows", "2048", "--steps", "6", "--batch-size", "64", "--device", "cpu",
-                "--json", str(out))
-    assert "ratio" in text
+                "--out", str(out), "--json")
     fig = json.loads(out.read_text())
+    assert json.loads(text) == fig  # --json: stdout is the figures, the table goes to stderr
     assert fig["rows"] == 2048 and fig["steps"] == 6 and fig["features_resident"]
     assert fig["ratio"] == pytest.approx(fig["trainer_photos_per_s"] / fig["heads_step_photos_per_s"])
 

@@ -25,7 +25,8 @@ import pytest
 from app_process import served_app
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+from geodemo.paths import REPO_ROOT as REPO
+
 LIGHT = REPO / "tests" / "presets" / "light.json"
 N_INPUTS = 200
 HANG_S = 30.0
@@ -142,7 +143,7 @@ def corpus(shared, tmp_path_factory) -> list[Path]:
 
 def make_probe_files(folder: Path) -> list[Path]:
     """The probe's image table (issue 27): metadata bombs, 16-bit 40 MP, slivers, a 2 x 2 dot."""
-    from test_hardening_round2 import gray16_png, icc_bomb_png, text_bomb_png
+    from tests.hostile_files import gray16_png, icc_bomb_png, text_bomb_png
 
     files = {"icc-bomb.png": icc_bomb_png(), "ztxt-bomb.png": text_bomb_png()}
     for name, data in files.items():
@@ -219,6 +220,7 @@ def _check_api_refusal(message: str, name: str, tmp_root: Path) -> None:
     assert str(tmp_root) not in message and "/tmp/gradio" not in message, f"{name}: {message}"
 
 
+@pytest.mark.slow  # 200 inputs through the served app: about 15 s
 def test_fuzz_api(corpus, tmp_path, light_server):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError

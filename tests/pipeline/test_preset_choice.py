@@ -9,9 +9,9 @@ import pytest
 
 from geodemo.cli import main
 from geodemo.models import loading
+from geodemo.paths import REPO_ROOT
 from geodemo.pipeline.choice import DEFAULT_ORDER, choose_preset, preset_missing, preset_order
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PHOTO = REPO_ROOT / "assets" / "examples" / "101220879_0a1be45b79_33_24311489@N00.jpg"
 
 

@@ -15,9 +15,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from test_hardening_round2 import ADVERSARIAL, icc_bomb_png
 
-REPO = Path(__file__).resolve().parent.parent
+from geodemo.paths import REPO_ROOT as REPO
+from tests.hostile_files import ADVERSARIAL, icc_bomb_png
+
 LIGHT = REPO / "tests" / "presets" / "light.json"
 OSV_PHOTO = "546314506564628.jpg"
 

@@ -30,9 +30,9 @@ from geodemo.eval.attribution import (
 )
 from geodemo.eval.results import ResultStore
 from geodemo.geo import haversine_km
+from geodemo.paths import REPO_ROOT
 from geodemo.result import Candidate, Cluster, Clustering, LMMRecord, LocationResult, Neighbour
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PARIS = (48.8566, 2.3522)
 LONDON = (51.5074, -0.1278)
 BRUSSELS = (50.8503, 4.3517)
@@ -254,6 +254,7 @@ def test_explaining_needs_a_predictor_that_keeps_its_results(tmp_path: Path):
         evaluate(PointsOnly(), _dataset(tmp_path, ["a"]), tmp_path / "run", progress=False, explain=True)
 
 
+@pytest.mark.slow  # the offline pipeline over the OSV sample: about 20 s
 @pytest.mark.shared
 def test_evaluate_explain_on_the_osv_sample(shared: Path, tmp_path: Path):
     out = tmp_path / "osv"

@@ -16,6 +16,7 @@ from geodemo.data.recorded import (
     recorded_from_env,
     recorded_section,
 )
+from geodemo.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +155,8 @@ def test_source_specs_and_the_server_environment(tmp_path):
 
 def test_evaluate_scores_a_peer_on_exactly_our_photos_beside_the_published_rows(peers, tmp_path, capsys):
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import evaluate
 
     runs = tmp_path / "runs"
@@ -176,9 +176,8 @@ def test_evaluate_scores_a_peer_on_exactly_our_photos_beside_the_published_rows(
 
 def test_evaluate_refuses_a_recorded_predictor_without_its_file(capsys):
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
     import evaluate
 
     with pytest.raises(SystemExit):

@@ -178,7 +178,7 @@ def photo_csv(dev, tmp_path):
 def test_cli_index_reports_unreadable_photos(photo_csv, tmp_path, capsys):
     csv, folder = photo_csv
     out = tmp_path / "db"
-    args = ["index", str(out), "--preset", "offline", "--csv", str(csv), "--images", str(folder),
+    args = ["index", "--out", str(out), "--preset", "offline", "--csv", str(csv), "--images", str(folder),
             "--index-kind", "flat", "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -194,7 +194,7 @@ def test_build_database_script(photo_csv, tmp_path):
     csv, folder = photo_csv
     out = tmp_path / "db"
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "build_database.py"), str(out), "--preset", "offline",
+        [sys.executable, str(REPO_ROOT / "scripts" / "build_database.py"), "--out", str(out), "--preset", "offline",
          "--csv", str(csv), "--images", str(folder), "--index-kind", "hnsw", "--no-progress"],
         capture_output=True, text=True, timeout=600,
     )
@@ -207,7 +207,7 @@ def test_cli_index_with_random_weights_needs_no_checkpoint(tmp_path, capsys, sha
     """``--weights random`` builds the preset's real architectures untrained, so the faithful g3 preset
     indexes photos on a machine without G3's checkpoint (what the database-build timing uses)."""
     out = tmp_path / "g3-random"
-    assert main(["index", str(out), "--preset", "g3", "--weights", "random", "--benchmark", "osv5m-sample",
+    assert main(["index", "--out", str(out), "--preset", "g3", "--weights", "random", "--benchmark", "osv5m-sample",
                  "--limit", "2", "--no-progress"]) == 0
     db = RetrievalDatabase.load(out)
     assert len(db) == 2 and db.descriptor.startswith("g3")

@@ -162,6 +162,7 @@ def test_deeplab_segments_a_street_view(photo):
     print("deeplab on", photo.size, describe_segmentation(result))
 
 
+@pytest.mark.slow  # DeepLab over street views: about 18 s
 def test_deeplab_sky_on_top_road_below_on_osv_street_views(shared):
     from geodemo.data import load_benchmark
     from geodemo.extraction.features import cached_label_maps

@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 
 from geodemo.geo import haversine_km
+from geodemo.paths import REPO_ROOT as REPO
 
 pytestmark = pytest.mark.shared
 
-REPO = Path(__file__).resolve().parent.parent
 SEGMENTER = "segformer-b0-tiny-test"
 SEGFORMER_B0 = {"depths": [2, 2, 2, 2], "hidden_sizes": [32, 64, 160, 256], "num_attention_heads": [1, 2, 5, 8],
                 "sr_ratios": [8, 4, 2, 1], "decoder_hidden_size": 256, "num_labels": 150}
@@ -131,6 +131,7 @@ def _build(preset: Path, shards: Path, out: Path) -> None:
     assert done.value.code == 0
 
 
+@pytest.mark.slow  # the database build and two presets: 1.5 to 2.5 min
 @pytest.mark.parametrize("name", ["g3", "dualgeo"])
 def test_faithful_preset_end_to_end_on_a_built_database(name, dev, shards, ollama, tmp_path):
     from geodemo.pipeline import GeoLocator

@@ -8,15 +8,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from geodemo.geo import haversine_km
+from geodemo.paths import REPO_ROOT
 from geodemo.pipeline import GeoLocator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "assets" / "examples"
 
 

@@ -71,6 +71,7 @@ def loop_records(gemma, dev_cases, tmp_path_factory):
     return [stage.run(image, ctx) for _, image, ctx in dev_cases]
 
 
+@pytest.mark.slow  # Gemma 3 270M on CPU over several photos: about 1 to 2 min
 def test_gemma_k_by_n_loop_produces_records_and_verifier_picks(dev_cases, loop_records):
     parsed_total = 0
     for (_sample, _image, ctx), records in zip(dev_cases, loop_records, strict=True):

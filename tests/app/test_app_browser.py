@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from geodemo.paths import REPO_ROOT
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -21,7 +23,7 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 DEV_PHOTO = "154004633_75094bab75_56_90833046@N00.jpg"  # Minneapolis; far from the gallery's neighbours
 RESULT_TIMEOUT_MS = 180_000  # cold start: gallery features, DeepLab, DBSCAN, Tesseract
-SCREENSHOT_DIR = Path(__file__).resolve().parent.parent / ".cache" / "screenshots"
+SCREENSHOT_DIR = REPO_ROOT / ".cache" / "screenshots"
 
 pytestmark = [
     pytest.mark.browser,

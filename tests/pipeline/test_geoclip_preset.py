@@ -9,18 +9,16 @@ trained files in both. Top-5 coordinates must be equal and probabilities agree t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import geodemo  # noqa: F401  (torchvision guard before geoclip and transformers)
+from geodemo.paths import REPO_ROOT
 from geodemo.pipeline import GeoLocator, load_preset
 from geodemo.pipeline.presets import with_random_weights
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PHOTO = REPO_ROOT / "assets" / "examples" / "101220879_0a1be45b79_33_24311489@N00.jpg"
 
 
@@ -80,6 +78,7 @@ def test_preset_backbone_is_geoclips():
     assert cfg["pretrained"] == "openai/clip-vit-large-patch14" and cfg["preprocess"] == "transformers"
 
 
+@pytest.mark.slow  # two CLIP ViT-L/14 towers on CPU: 20 to 40 s
 def test_top5_equals_geoclip_predict(preset_locator, wheel_geoclip):
     gps, prob = wheel_geoclip.predict(str(PHOTO), top_k=5)
     result = preset_locator.locate(PHOTO)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 import pytest
 
 from geodemo.cli import build_parser, main
+from geodemo.paths import REPO_ROOT
 from geodemo.pipeline import LocateOptions
 from geodemo.pipeline.options import declared_options
 from geodemo.pipeline.stages import STAGES, Stage, register_stage
@@ -19,7 +19,7 @@ from geodemo.pipeline.stages.base import InvalidOptionError, option
 from geodemo.web.inputs import option_controls
 from geodemo.web.policy import RequestError, validate_request, web_options
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 LIGHT = REPO / "tests" / "presets" / "light.json"
 
 
@@ -107,3 +107,19 @@ def test_lmm_samples_is_a_cli_flag_that_sets_the_answers_per_prompt(shared, caps
         records = json.loads(out.out)["lmm_records"]
         counts[samples] = (len(records), sorted({r["sample"] for r in records}))
     assert counts == {"1": (1, [0]), "3": (3, [0, 1, 2])}  # light.json: one zero-shot prompt
+
+
+def test_the_options_keep_data_flow_order_whichever_stage_module_is_imported_first():
+    """The page's controls (and so the API's positional order) and the CLI's flags must not depend on
+    which module a process happens to import first: importing the rerank stage first used to register
+    the rerank stages last, after the LMM's, which moved its controls."""
+    import subprocess
+    import sys
+
+    code = ("import geodemo.pipeline.stages.rerank\n"
+            "from geodemo.pipeline.options import declared_options\n"
+            "print(' '.join(o.key for o in declared_options()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert out.stdout.split() == [o.key for o in declared_options()] == [
+        "retrieval.top_k", "rerank.eps_km", "rerank.min_samples", "lmm.enabled", "lmm.backend", "lmm.model",
+        "lmm.samples"]

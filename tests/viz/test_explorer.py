@@ -18,6 +18,7 @@ from PIL import Image
 from geodemo.data.dataset import GeoDataset, GeoSample
 from geodemo.eval import QueryPhoto, evaluate
 from geodemo.eval.attribution import CORRECT, attribute
+from geodemo.paths import REPO_ROOT
 from geodemo.result import Candidate, Cluster, Clustering, LocationResult, Neighbour
 from geodemo.viz.explorer import failure_rows, find_runs, open_run, photo_view, summary_markdown
 
@@ -156,7 +157,7 @@ def test_a_recorded_source_shows_as_a_source_with_its_win_and_probability(tmp_pa
 # ---- the page, in Chromium ------------------------------------------------------------------
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT_DIR = Path(__file__).resolve().parent.parent / ".cache" / "screenshots"
+SCREENSHOT_DIR = REPO_ROOT / ".cache" / "screenshots"
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,7 @@ from geodemo.eval import (
 from geodemo.eval.baselines import DensityPrior, Gallery, RandomGallery, geoclip_gallery
 from geodemo.eval.metrics import MAX_ERROR_KM, accuracy_at
 from geodemo.geo import EARTH_RADIUS_KM, destination_point, haversine_km
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from geodemo.paths import REPO_ROOT
 
 # ---- metrics ---------------------------------------------------------------------------------
 
