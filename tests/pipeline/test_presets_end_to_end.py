@@ -121,7 +121,7 @@ def shards(dev, tiny_segmenter, tmp_path_factory):
 
 def _build(preset: Path, shards: Path, out: Path) -> None:
     argv = sys.argv
-    sys.argv = ["build_database.py", str(out), "--preset", str(preset), "--shards", str(shards),
+    sys.argv = ["build_database.py", "--out", str(out), "--preset", str(preset), "--shards", str(shards),
                 "--weights", "random", "--no-progress"]
     try:
         with pytest.raises(SystemExit) as done:

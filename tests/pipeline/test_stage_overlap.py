@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-import geodemo.clues
+import geodemo.pipeline.components as components
+import geodemo.pipeline.stages.clues as clue_stage
 from geodemo.pipeline import GeoLocator
 
 pytestmark = [
@@ -38,13 +39,13 @@ def _comparable(result) -> dict:
 
 def test_results_are_identical_with_and_without_overlap(locator, shared, monkeypatch):
     threads: list[str] = []
-    read_clues = geodemo.clues.read_clues
+    read_clues = clue_stage.read_clues
 
     def reading(*args, **kwargs):  # the real reader, noting which thread runs it
         threads.append(threading.current_thread().name)
         return read_clues(*args, **kwargs)
 
-    monkeypatch.setattr(geodemo.clues, "read_clues", reading)
+    monkeypatch.setattr(clue_stage, "read_clues", reading)
     paths = [shared / "data/im2gps3k-dev/images" / name for name in PHOTOS]
 
     locator.overlap = True
@@ -69,7 +70,7 @@ def test_a_failing_background_stage_is_recorded_where_it_stands(locator, shared,
     def broken(*args, **kwargs):
         raise RuntimeError("OCR exploded")
 
-    monkeypatch.setattr(geodemo.clues, "read_clues", broken)
+    monkeypatch.setattr(clue_stage, "read_clues", broken)
     path = shared / "data/im2gps3k-dev/images" / PHOTOS[0]
     results = []
     for overlap in (True, False):
@@ -81,16 +82,14 @@ def test_a_failing_background_stage_is_recorded_where_it_stands(locator, shared,
 
 
 def test_a_first_call_without_warm_up_prepares_later_stages_beside_the_earlier_ones(locator, shared, monkeypatch):
-    import geodemo.retrieval.galleries as galleries
-
     built: list[str] = []
-    gps_gallery = galleries.gps_gallery
+    gps_gallery = components.gps_gallery
 
     def building(*args, **kwargs):  # the real GPS gallery, noting which thread builds it
         built.append(threading.current_thread().name)
         return gps_gallery(*args, **kwargs)
 
-    monkeypatch.setattr(galleries, "gps_gallery", building)
+    monkeypatch.setattr(components, "gps_gallery", building)
     cold = GeoLocator.from_preset("offline", gallery={"datasets": ["osv5m-sample"], "progress": False},
                                   clues={"enabled": True, "cache": False, "timeout_s": 120})
     path = shared / "data/im2gps3k-dev/images" / PHOTOS[0]
