@@ -162,8 +162,12 @@ def probe_files(tmp_path_factory) -> list[Path]:
     return make_probe_files(tmp_path_factory.mktemp("probe"))
 
 
-def test_fuzz_cli_probe_inputs(probe_files):
-    proc = subprocess.run([sys.executable, "-c", _CLI_DRIVER, str(LIGHT), *map(str, probe_files)],
+def test_fuzz_cli_probe_inputs(probe_files, tmp_path):
+    # the light preset over the embedded default's gallery, so the probe runs on a fresh clone too
+    preset = tmp_path / "light-embedded.json"
+    preset.write_text(json.dumps({**json.loads(LIGHT.read_text()), "name": "light-embedded", "gallery": {
+        "datasets": ["im2gps3k-dev", "osv5m-sample"], "path": None, "index": {"kind": "flat"}}}))
+    proc = subprocess.run([sys.executable, "-c", _CLI_DRIVER, str(preset), *map(str, probe_files)],
                           capture_output=True, text=True, env=_env(), cwd=REPO, timeout=600)
     rows = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
     assert len(rows) == len(probe_files), proc.stderr[-2000:]
