@@ -101,9 +101,17 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
 
     def names(self) -> list[str]:
-        """Registered names: sorted, or in registration order for a registry made with ``sort=False``."""
+        """Registered names: sorted, or for a registry made with ``sort=False`` in the order of its built-in
+        modules (whichever a process happened to import first), then the others as registered."""
         self._ensure_builtins()
-        return sorted(self._items) if self._sort else list(self._items)
+        if self._sort:
+            return sorted(self._items)
+        modules = () if callable(self._builtins) else self._builtins
+
+        def position(name: str) -> int:
+            module = getattr(self._items[name], "__module__", None)
+            return modules.index(module) if module in modules else len(modules)
+        return sorted(self._items, key=position)  # stable: registration order within a module
 
     def items(self) -> list[tuple[str, T]]:
         return [(n, self._items[n]) for n in self.names()]

@@ -49,7 +49,7 @@ from geodemo.storage import atomic_open, read_text, write_json, write_text
 if TYPE_CHECKING:
     from geodemo.eval.fold_ablation import AnalogueAblation
 
-__all__ = ["AblationOptions", "Context", "ROWS", "run_ablation", "table", "run_photos", "fold_locators"]
+__all__ = ["AblationOptions", "Context", "ROWS", "run_ablation", "table", "run_photos", "read_records", "fold_locators"]
 
 
 @dataclass
@@ -233,7 +233,7 @@ def run_photos(
     samples = dataset.samples[:limit] if limit else dataset.samples
     feats = image_features(locator.config["encoder"], dataset, progress=progress)  # cached on disk
     index = {sid: i for i, sid in enumerate(feats.ids)}
-    records = _finished_records(out_file) if resume else []
+    records = read_records(out_file) if resume else []
     done = {r["id"] for r in records}
     opened = _appending(out_file, records) if resume else atomic_open(out_file)
     todo = [s for s in samples if s.id not in done]
@@ -258,8 +258,8 @@ def run_photos(
     return records
 
 
-def _finished_records(path: Path) -> list[dict]:
-    """The whole JSON lines of an earlier (possibly killed) run; a line cut off midway is dropped."""
+def read_records(path: Path) -> list[dict]:
+    """The whole JSON lines :func:`run_photos` wrote (a run killed midway: its cut-off last line is dropped)."""
     records = []
     if Path(path).is_file():
         for line in Path(path).read_text().splitlines():

@@ -13,7 +13,6 @@ those folds) and the oracle. :func:`fit_source_set` fits the model that ships fo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import combinations
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from geodemo.data import load_benchmark
-from geodemo.eval.ablation import fold_locators, run_photos
+from geodemo.eval.ablation import fold_locators, read_records, run_photos
 from geodemo.eval.metrics import ACC_KEYS, accuracy_table
 from geodemo.geo import haversine_km
 from geodemo.paths import checkpoints_dir
@@ -50,11 +49,6 @@ def collect(dataset: Any, preset: str, recorded: dict[str, dict[str, str]], out_
     if pattern != "none":
         by_group = fold_locators(preset, pattern, recorded=recorded)
     return run_photos(dataset, locator, out_file, limit, options, by_group=by_group, progress=progress, resume=resume)
-
-
-def read_records(path: Path) -> list[dict]:
-    """The JSON lines :func:`collect` wrote."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def source_sets(base: str, external: list[str]) -> list[list[str]]:

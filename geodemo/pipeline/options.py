@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from geodemo.pipeline.stages import Stage, stages_in_flow_order
+from geodemo.pipeline.stages import STAGES, Stage
 from geodemo.pipeline.stages.base import InvalidOptionError, Option
 
 __all__ = ["LocateOptions", "InvalidOptionError", "Option", "declared_options", "check_options",
@@ -25,7 +25,7 @@ __all__ = ["LocateOptions", "InvalidOptionError", "Option", "declared_options", 
 
 def _stages_by_section() -> dict[str, list[type[Stage]]]:
     out: dict[str, list[type[Stage]]] = {}
-    for cls in stages_in_flow_order():
+    for _, cls in STAGES.items():
         if cls.section:
             out.setdefault(cls.section, []).append(cls)
     return out
@@ -34,7 +34,7 @@ def _stages_by_section() -> dict[str, list[type[Stage]]]:
 def declared_options() -> list[Option]:
     """Every option the registered stages declare, in data-flow order (a section two stages share once)."""
     seen: dict[str, Option] = {}
-    for cls in stages_in_flow_order():
+    for _, cls in STAGES.items():
         for spec in cls.options():
             seen.setdefault(spec.key, spec)
     return list(seen.values())

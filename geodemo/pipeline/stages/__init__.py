@@ -13,7 +13,7 @@ from geodemo.pipeline.stages.base import NoConfig, Stage, config_from_section
 from geodemo.registry import Registry
 
 __all__ = ["Stage", "NoConfig", "config_from_section", "register_stage", "list_stages", "get_stage",
-           "create_stage", "stages_in_flow_order", "STAGE_MODULES", "STAGES"]
+           "create_stage", "STAGE_MODULES", "STAGES"]
 
 # modules holding the built-in stages, in data-flow order
 STAGE_MODULES = ("load", "segment", "encode", "retrieve", "rerank", "clues", "lmm", "candidates", "verify",
@@ -30,19 +30,9 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     return STAGES.add(cls.name, cls)
 
 
-def stages_in_flow_order() -> list[type[Stage]]:
-    """Every registered stage class in data-flow order: the built-ins by :data:`STAGE_MODULES` (whatever
-    order their modules happened to be imported in), then the others as registered."""
-    def position(cls: type[Stage]) -> int:
-        module = cls.__module__.rsplit(".", 1)[-1]
-        builtin = cls.__module__.startswith("geodemo.pipeline.stages.") and module in STAGE_MODULES
-        return STAGE_MODULES.index(module) if builtin else len(STAGE_MODULES)
-    return sorted((cls for _, cls in STAGES.items()), key=position)  # stable: registration order within a module
-
-
 def list_stages() -> list[str]:
     """Registered stage names, in data-flow order."""
-    return [cls.name for cls in stages_in_flow_order()]
+    return STAGES.names()
 
 
 def get_stage(name: str) -> type[Stage]:
