@@ -230,13 +230,15 @@ def test_fuzz_api(corpus, tmp_path, light_server):
     from gradio_client.exceptions import AppError
 
     url, server = light_server
-    client = Client(url, verbose=False, download_files=False)
+    # One client (one session, one event stream) per job in flight: two jobs in one gradio_client 2.7.2
+    # session race the stream's close (a quick refusal closes it under the other job: CancelledError).
+    clients = [Client(url, verbose=False, download_files=False) for _ in range(2)]
     t0 = time.monotonic()
     located = refused = 0
     for pair in zip(corpus[0::2], corpus[1::2], strict=True):  # two in flight: the app's concurrency limit
         jobs = [(path, time.monotonic(), client.submit(handle_file(str(path)), "light", None, None, None, "off",
                                                        "preset default", "", None, api_name="/locate"))
-                for path in pair]
+                for path, client in zip(pair, clients, strict=True)]
         for path, start, job in jobs:
             try:
                 answer = job.result(timeout=HANG_S)
@@ -246,6 +248,8 @@ def test_fuzz_api(corpus, tmp_path, light_server):
                 _check_api_refusal(str(exc), path.name, tmp_path.parent)
                 refused += 1
             assert time.monotonic() - start < HANG_S, f"{path.name} took over {HANG_S:g} s"
+    for client in clients:
+        client.close()
     peak_kb = _peak_rss_kb(server.pid)
     print(f"fuzz API: {located} located, {refused} refused, {time.monotonic() - t0:.0f} s, "
           f"server peak {peak_kb / 1e6:.2f} GB")
