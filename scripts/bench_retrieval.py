@@ -2,8 +2,9 @@
 """Retrieval benchmark: FAISS index kinds at MP16 scale, on real embeddings, and ``locate`` per stage.
 
     python scripts/bench_retrieval.py                       # 100K and 1M x 768, dev photos, locate
-    # FAISS's composites at 1/8 of flat's memory, MP16-like settings (the README's comparison); a JSON
-    # list of option sets (--index-options) or of whole configurations (--variants) builds one index each:
+    # ivfsplit beside FAISS's composites at 1/8 of flat's memory, MP16-like settings (the README's
+    # comparison, at 1M and 4.1M rows); a JSON list of option sets (--index-options) or of whole
+    # configurations (--variants) builds one index each:
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/bench_retrieval.py --sizes 1000000 \\
         --variants budget --nlist 4096 --ivf-train 131072 --nprobe 8,16,32 --shortlist 128,256,512 \\
         --build-threads 1 --max-build-s 50000 --skip-real --skip-locate
@@ -46,11 +47,11 @@ from geodemo.retrieval.index_kinds import INDEX_KINDS  # noqa: E402
 def _trains(kind: str) -> bool:
     return INDEX_KINDS.get(kind).trains
 
-KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq")
-# FAISS's own composites at the same budget, <= 1/8 of flat's 3072 bytes per 768-d row (8-byte ids
-# included): `--variants budget`. The README's comparison also had the retired hand-built `ivfsplit`
-# (64 + 300 + 8 + 4 bytes), which IVFPQR matched.
+KINDS = ("flat", "hnsw", "ivfpq", "ivfsq", "ivfrabitq", "ivfsplit")
+# FAISS's own composites and ivfsplit at the same budget, <= 1/8 of flat's 3072 bytes per 768-d row
+# (8-byte ids included): `--variants budget`
 BUDGET_VARIANTS = [
+    {"kind": "ivfsplit", "refine_bits": 2400},  # 64 + 300 + 8 + 4 bytes
     {"kind": "factory", "factory": "IVF{nlist},PQ96+256", "metric": "l2"},  # IVFPQR: 96 + 256 + 8
     {"kind": "factory", "factory": "OPQ64,IVF{nlist},PQ64x4fs,Refine(SQ4)", "reduce_dim": 640},  # 32 + 8 + 320
     {"kind": "factory", "factory": "IVF{nlist},PQ64np,Refine(SQ4)", "reduce_dim": 576},  # 64 + 8 + 288
@@ -340,11 +341,11 @@ def main(argv: list[str] | None = None) -> int:
                              'a list of such objects builds one index per object')
     parser.add_argument("--variants", default=None,
                         help='index configurations to build, as a JSON list of IndexConfig objects with their '
-                             '"kind" (IVF options above apply beneath them), or "budget": '
-                             "FAISS's IVFPQR, OPQ fast-scan + Refine and IVF-PQ + Refine at 1/8 of flat's memory")
+                             '"kind" (IVF options above apply beneath them), or "budget": ivfsplit beside '
+                             "FAISS's IVF-PQ + Refine, OPQ fast-scan + Refine and IVFPQR at 1/8 of flat's memory")
     parser.add_argument("--nprobe", default="16", help="comma-separated nprobe values to measure (IVF kinds)")
     parser.add_argument("--shortlist", default="",
-                        help="comma-separated rows re-ranked per query (Refine, IVFPQR) to sweep "
+                        help="comma-separated rows re-ranked per query (ivfsplit, Refine, IVFPQR) to sweep "
                              "with each nprobe; empty: the IndexConfig's own")
     parser.add_argument("--skip-synthetic", action="store_true", help="leave out the synthetic galleries")
     parser.add_argument("--skip-real", action="store_true", help="leave out the real dev + OSV embeddings")

@@ -13,9 +13,12 @@ Index kinds (chosen by :class:`IndexConfig`, never by code paths) are the regist
   range its mean +- ``sq_range`` standard deviations, optionally on ``reduce_dim`` axes as above;
 * ``ivfrabitq`` inverted lists of residual RaBitQ codes of ``rabitq_bits`` bits per dimension
   (FAISS ``IndexIVFRaBitQ``) on ``reduce_dim`` axes after a fixed random rotation;
+* ``ivfsplit`` inverted lists of 8-bit codes of the leading ``lead_axes`` principal axes give a
+  shortlist, re-ranked with bit-allocated codes of the other axes
+  (:mod:`geodemo.retrieval.split_index`).
 
 Excluded ids and groups are left out inside the FAISS search (an ``IDSelector``), so exact search
-stays exact; only indexes that take no selector (FAISS's IVFPQR, GPU indexes) are
+stays exact; only indexes that take no selector (``ivfsplit``, FAISS's IVFPQR, GPU indexes) are
 over-fetched by the number of excluded rows and filtered.
 
 Recall against exact search, latency and memory of each kind, measured by
@@ -46,7 +49,7 @@ from geodemo.errors import EncoderMismatchError
 from geodemo.geo import validate_coords
 from geodemo.paths import MissingResourceError
 from geodemo.result import Neighbour
-from geodemo.retrieval.index_kinds import INDEX_KINDS, default_nlist, search_parameters, tune
+from geodemo.retrieval.index_kinds import INDEX_KINDS, default_nlist, is_faiss_index, search_parameters, tune
 from geodemo.storage import atomic_path, write_json
 
 __all__ = [
@@ -60,8 +63,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-# options of the retired ``ivfsplit`` kind, still in the config.json of databases saved before it went
-_RETIRED_OPTIONS = frozenset({"lead_axes", "lead_bits", "refine_bits"})
 
 
 class DescriptorMismatchError(EncoderMismatchError):
@@ -72,7 +73,7 @@ class DescriptorMismatchError(EncoderMismatchError):
 class IndexConfig:
     """How the FAISS index is built. ``None`` parameters are chosen from the gallery size."""
 
-    kind: str = "flat"  # a name in INDEX_KINDS: flat | factory | hnsw | ivfpq | ivfsq | ivfrabitq
+    kind: str = "flat"  # a name in INDEX_KINDS: flat | factory | hnsw | ivfpq | ivfsq | ivfrabitq | ivfsplit
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
@@ -87,8 +88,11 @@ class IndexConfig:
     rabitq_query_bits: int = 8  # ivfrabitq: bits of the quantised query (FAISS ``qb``)
     reduce_dim: int | None = None  # factory, ivfsq, ivfrabitq: keep this many principal axes (None: all)
     quantizer: str = "flat"  # ivfsq, ivfrabitq: list assignment by exact search of the centres, or "hnsw"
-    kmeans_iters: int = 10  # ivfsq, ivfrabitq, factory: k-means iterations for the list centres
-    shortlist: int = 256  # factory with Refine or IVFPQR: rows per query re-ranked
+    kmeans_iters: int = 10  # ivfsq, ivfrabitq, ivfsplit: k-means iterations for the list centres
+    lead_axes: int | None = None  # ivfsplit: leading principal axes coded in the lists (None: 64)
+    lead_bits: int = 8  # ivfsplit: bits per leading axis in the lists (4, 6 or 8)
+    refine_bits: int | None = None  # ivfsplit: bits per row of re-ranking codes (None: 3.4 per other axis)
+    shortlist: int = 256  # ivfsplit, factory with Refine or IVFPQR: rows per query re-ranked
     use_gpu: str | bool = "auto"  # auto | True | False: GPU FAISS when present (flat, ivfpq)
     factory: str | None = None  # factory: a FAISS index_factory string on the (reduce_dim) axes; {nlist} filled in
     metric: str = "ip"  # factory: "ip", or "l2" for structures FAISS has only for L2 (IVFPQR); rows are unit
@@ -314,8 +318,11 @@ class RetrievalDatabase:
                 have += len(nxt)
             train = _as_query(np.concatenate(pending)[: cfg.train_size], dim)
             bits = INDEX_KINDS.get(cfg.kind).code_bits(cfg)
-            ivf = faiss.try_extract_index_ivf(index)
-            nlist = 1 if ivf is None else ivf.nlist
+            if is_faiss_index(index):
+                ivf = faiss.try_extract_index_ivf(index)
+                nlist = 1 if ivf is None else ivf.nlist
+            else:
+                nlist = index.nlist
             min_train = max(nlist, 2**bits)
             if len(train) < min_train:
                 raise ValueError(
@@ -353,9 +360,11 @@ class RetrievalDatabase:
 
     @property
     def index_nbytes(self) -> int:
-        """Bytes the index takes as stored (its FAISS serialisation)."""
+        """Bytes the index takes as stored (its FAISS serialisation; a split index adds its own arrays)."""
         import faiss
 
+        if not is_faiss_index(self.index):
+            return self.index.nbytes
         return int(faiss.serialize_index(self.index).nbytes)
 
     def _check_encoder(self, encoder_name: str | None) -> None:
@@ -498,8 +507,11 @@ class RetrievalDatabase:
         index = self.index
         if hasattr(faiss, "index_gpu_to_cpu") and type(index).__name__.startswith("Gpu"):
             index = faiss.index_gpu_to_cpu(index)
-        with atomic_path(directory / "index.faiss") as tmp:
-            faiss.write_index(index, str(tmp))
+        if not is_faiss_index(index):
+            index.write(directory)
+        else:
+            with atomic_path(directory / "index.faiss") as tmp:
+                faiss.write_index(index, str(tmp))
         with atomic_path(directory / "meta.parquet") as tmp:
             self.meta.to_frame().to_parquet(tmp, index=False)
         info = {
@@ -518,7 +530,6 @@ class RetrievalDatabase:
              descriptor: str | None = None) -> RetrievalDatabase:
         """Read a database written by :meth:`save`; with ``descriptor``, refuse one built with another
         (:class:`DescriptorMismatchError`) before reading the index."""
-        import faiss
 
         directory = Path(directory)
         missing = [n for n in ("index.faiss", "meta.parquet", "config.json") if not (directory / n).is_file()]
@@ -530,10 +541,10 @@ class RetrievalDatabase:
         info = json.loads((directory / "config.json").read_text())
         if descriptor is not None:
             _check_descriptor(info.get("descriptor"), info["encoder_name"], descriptor)
-        cfg = IndexConfig.from_dict({k: v for k, v in info["index"].items() if k not in _RETIRED_OPTIONS})
+        cfg = IndexConfig.from_dict(info["index"])
         if use_gpu is not None:
             cfg.use_gpu = use_gpu
-        index = faiss.read_index(str(directory / "index.faiss"))
+        index = INDEX_KINDS.get(cfg.kind).read(directory, cfg)
         cls._set_search_params(index, cfg)
         meta = GalleryMeta.from_frame(pd.read_parquet(directory / "meta.parquet"))
         if index.ntotal != len(meta):

@@ -12,14 +12,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geodemo.registry import Registry
+from geodemo.retrieval.split_index import SplitIVFIndex
 
 if TYPE_CHECKING:
     from geodemo.retrieval.database import IndexConfig
 
-__all__ = ["IndexKind", "INDEX_KINDS", "register_index_kind", "default_nlist", "tune", "search_parameters"]
+__all__ = ["IndexKind", "INDEX_KINDS", "register_index_kind", "default_nlist", "tune", "search_parameters",
+           "is_faiss_index"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,13 @@ class IndexKind:
     gpu: bool = False  # GPU FAISS can hold it
     code_bits: Callable[[IndexConfig], int] = lambda cfg: 0  # bits per PQ code word (training rows >= 2**bits)
     description: str = ""
+    read: Callable[[Path, IndexConfig], Any] = lambda directory, cfg: _read_faiss(directory)  # a saved index
+
+
+def _read_faiss(directory: Path) -> Any:
+    import faiss
+
+    return faiss.read_index(str(directory / "index.faiss"))
 
 
 def default_nlist(n_expected: int) -> int:
@@ -143,6 +153,11 @@ def _factory(dim: int, cfg: IndexConfig, nlist: int) -> Any:
     return _projected(dim, d, inner)
 
 
+def _ivfsplit(dim: int, cfg: IndexConfig, nlist: int) -> Any:
+    return SplitIVFIndex(dim, nlist, cfg.lead_axes, cfg.refine_bits, cfg.shortlist, cfg.nprobe,
+                         cfg.kmeans_iters, lead_bits=cfg.lead_bits)
+
+
 def _builtin(registry: Registry[IndexKind]) -> None:
     for kind in (
         IndexKind("flat", _flat, gpu=True, description="exact inner product (cosine on unit rows), the reference"),
@@ -153,6 +168,10 @@ def _builtin(registry: Registry[IndexKind]) -> None:
                   description="inverted lists of residual scalar codes, optionally on reduce_dim axes"),
         IndexKind("ivfrabitq", _coded_ivf, trains=True,
                   description="inverted lists of residual RaBitQ codes on reduce_dim axes"),
+        IndexKind("ivfsplit", _ivfsplit, trains=True,
+                  description="IVF shortlist on the leading axes, re-ranked with bit-allocated codes",
+                  read=lambda directory, cfg: SplitIVFIndex.read(directory, cfg.lead_axes, cfg.lead_bits,
+                                                                 cfg.shortlist, cfg.nprobe)),
         IndexKind("factory", _factory, trains=True,
                   description="any FAISS index_factory string (e.g. 'IVF{nlist},PQ64,Refine(SQ4)') on "
                               "reduce_dim uncentred principal axes"),
@@ -166,6 +185,12 @@ INDEX_KINDS: Registry[IndexKind] = Registry("index kind", _builtin, sort=False)
 def register_index_kind(kind: IndexKind) -> IndexKind:
     """Add (or replace) an index kind; ``IndexConfig(kind=name)`` then builds it."""
     return INDEX_KINDS.add(kind.name, kind)
+
+
+def is_faiss_index(index: Any) -> bool:
+    import faiss
+
+    return isinstance(index, faiss.Index)
 
 
 def _nodes(index: Any) -> list[Any]:
@@ -189,6 +214,9 @@ def tune(index: Any, cfg: IndexConfig) -> None:
     for a top-20 search (``shortlist``)."""
     import faiss
 
+    if not is_faiss_index(index):  # the split index keeps its own settings
+        index.nprobe, index.shortlist = cfg.nprobe, cfg.shortlist
+        return
     for node in _nodes(index):
         if isinstance(node, (faiss.IndexRefine, faiss.IndexIVFPQR)):
             node.k_factor = max(1.0, cfg.shortlist / 20)
@@ -205,10 +233,12 @@ def tune(index: Any, cfg: IndexConfig) -> None:
 
 def search_parameters(index: Any, cfg: IndexConfig, k: int, selector: Any = None) -> Any | None:
     """FAISS ``SearchParameters`` for a top-``k`` search of ``index`` that leaves out the rows
-    ``selector`` rejects; ``None`` where the index takes none (IVFPQR): the caller then
+    ``selector`` rejects; ``None`` where the index takes none (ivfsplit, IVFPQR): the caller then
     over-fetches and filters. The result holds its pieces alive (SWIG keeps raw pointers)."""
     import faiss
 
+    if not is_faiss_index(index):
+        return None
     nodes = _nodes(index)
     inner = nodes[-1]
     if isinstance(inner, faiss.IndexIVFPQR):

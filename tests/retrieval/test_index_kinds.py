@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import faiss
 import numpy as np
 import pytest
@@ -162,17 +160,3 @@ def test_excluding_ids_and_more_rows_than_are_left(gallery):
     res = db.search(q[:1], k=20, exclude_groups={f"g{i}" for i in range(9)})  # 3 rows left
     assert sorted(res[0].indices.tolist()) == [9, 19, 29]
 
-
-def test_a_database_saved_with_the_retired_ivfsplit_options_still_loads(gallery, tmp_path):
-    """``ivfsplit`` went (FAISS's IVFPQR matched it: README, retrieval); databases of other kinds saved
-    before then carry its options in config.json and still load; the kind itself is unknown."""
-    x, q, meta = gallery
-    db = RetrievalDatabase.build(x, meta, "toy", {"kind": "flat"}, progress=False)
-    path = db.save(tmp_path / "db")
-    info = json.loads((path / "config.json").read_text())
-    info["index"].update(lead_axes=None, lead_bits=8, refine_bits=None)
-    (path / "config.json").write_text(json.dumps(info))
-    again = RetrievalDatabase.load(path)
-    np.testing.assert_array_equal(again.search(q[:3], k=5)[0].indices, db.search(q[:3], k=5)[0].indices)
-    with pytest.raises(KeyError, match="unknown index kind 'ivfsplit'"):
-        IndexConfig(kind="ivfsplit")
