@@ -530,7 +530,6 @@ class RetrievalDatabase:
              descriptor: str | None = None) -> RetrievalDatabase:
         """Read a database written by :meth:`save`; with ``descriptor``, refuse one built with another
         (:class:`DescriptorMismatchError`) before reading the index."""
-
         directory = Path(directory)
         missing = [n for n in ("index.faiss", "meta.parquet", "config.json") if not (directory / n).is_file()]
         if missing:

@@ -188,6 +188,7 @@ def register_index_kind(kind: IndexKind) -> IndexKind:
 
 
 def is_faiss_index(index: Any) -> bool:
+    """Whether ``index`` is FAISS's own (``ivfsplit``'s is not: it keeps, writes and searches its own arrays)."""
     import faiss
 
     return isinstance(index, faiss.Index)
