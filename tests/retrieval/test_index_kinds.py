@@ -159,4 +159,3 @@ def test_excluding_ids_and_more_rows_than_are_left(gallery):
         assert len(r.dissimilar_indices) == 5 and r.dissimilar_similarities[0] <= r.similarities[-1]
     res = db.search(q[:1], k=20, exclude_groups={f"g{i}" for i in range(9)})  # 3 rows left
     assert sorted(res[0].indices.tolist()) == [9, 19, 29]
-
