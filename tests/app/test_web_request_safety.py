@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
+
+from tests.fake_server import FakeServer
 
 OSV_PHOTO = "546314506564628.jpg"
 SETTINGS = ("offline", 8, None, None, "off", "preset default", "", None)  # preset, top-k, eps, min samples, LMM ...
@@ -73,55 +72,39 @@ def test_d3_presets_and_numbers_come_from_the_server_lists(client, shared):
 
 
 # ------------------------------------------------------------------------------------ OPENAI_API_KEY
-class _OpenAIServer:
-    """A local OpenAI-compatible ``/v1/chat/completions`` that records the model each request names."""
+def _openai_server() -> FakeServer:
+    """A local OpenAI-compatible ``/v1/chat/completions`` answering "39.2, 9.1" to every sample."""
+    server = FakeServer()
+    server.routes[("POST", "/v1/chat/completions")] = lambda request: (200, {
+        "id": "x", "object": "chat.completion", "created": 0, "model": request["body"].get("model"),
+        "choices": [{"index": i, "message": {"role": "assistant", "content": "39.2, 9.1"}, "finish_reason": "stop"}
+                    for i in range(int(request["body"].get("n", 1)))],
+    }, {})
+    return server
 
-    def __init__(self) -> None:
-        self.models: list[str] = []
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                server.models.append(body.get("model"))
-                data = json.dumps({
-                    "id": "x", "object": "chat.completion", "created": 0, "model": body.get("model"),
-                    "choices": [{"index": i, "message": {"role": "assistant", "content": "39.2, 9.1"},
-                                 "finish_reason": "stop"} for i in range(int(body.get("n", 1)))],
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+def _models_asked(server: FakeServer) -> list[str]:
+    return [r["body"].get("model") for r in server.posts("/v1/chat/completions")]
 
 
 def test_openai_key_on_the_server_is_spent_only_on_the_servers_model(client, shared, monkeypatch):
     from gradio_client.exceptions import AppError
 
-    server = _OpenAIServer()
+    server = _openai_server()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-server-side")
-    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
     server_model = f"server-model-{uuid.uuid4().hex[:8]}"  # a new name: no answer of it is in the LMM cache
     monkeypatch.setenv("OPENAI_MODEL", server_model)
     try:
         with pytest.raises(AppError, match="model is set on the server"):
             client.predict(_photo(shared), "offline", 5, None, None, "on", "openai", "gpt-4-32k", 1,
                            api_name="/locate")
-        assert "gpt-4-32k" not in server.models
+        assert "gpt-4-32k" not in _models_asked(server)
         result = client.predict(_photo(shared), "offline", 5, None, None, "on", "openai", "", 1, api_name="/locate")
-        assert server.models and set(server.models) == {server_model}
+        assert _models_asked(server) and set(_models_asked(server)) == {server_model}
         assert {r["model"] for r in result["lmm_records"]} == {server_model}
     finally:
-        server.httpd.shutdown()
+        server.close()
 
 
 # ------------------------------------------------------------------------------------ D4

@@ -16,6 +16,7 @@ import pytest
 
 import geodemo  # noqa: F401
 from geodemo.paths import REPO_ROOT
+from tests.tiny_clip import tiny_clip_config
 
 N_DEV = 32
 
@@ -152,12 +153,7 @@ def test_clip_tokens_go_to_float16_memory_mapped_shards(dev32, tmp_path):
     from geodemo.extraction import extract_to_shards
     from geodemo.models import create_model
 
-    tiny = {"projection_dim": 32,
-            "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
-                            "num_hidden_layers": 2, "max_position_embeddings": 77, "vocab_size": 49408,
-                            "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1},
-            "vision_config": {"hidden_size": 48, "intermediate_size": 64, "num_attention_heads": 2,
-                              "num_hidden_layers": 2, "image_size": 64, "patch_size": 16}}
+    tiny = tiny_clip_config()
     enc = create_model("hf-clip-vit-l14", random_init=True, config=tiny, device="cpu")
     photos = dev32.subset(7)
     report = extract_to_shards(photos, enc, tmp_path / "out", shard_size=3, tokens=True, batch_size=2,

@@ -11,16 +11,10 @@ import geodemo  # noqa: F401
 from geodemo.models.descriptors import DualGeoTokenDescriptor, load_descriptor
 from geodemo.models.registry import ModelSpec, list_models, register_model
 from geodemo.paths import MissingResourceError
+from tests.tiny_clip import tiny_clip_config
 
 # The real transformers CLIP architecture, tiny, with G3's 768-d projection so G3's heads fit.
-TINY_CLIP = {
-    "projection_dim": 768,
-    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1,
-                    "max_position_embeddings": 77, "vocab_size": 49408, "bos_token_id": 49406,
-                    "eos_token_id": 49407, "pad_token_id": 1},
-    "vision_config": {"hidden_size": 48, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1,
-                      "image_size": 32, "patch_size": 16},
-}
+TINY_CLIP = tiny_clip_config(projection_dim=768, layers=1, image_size=32)
 TINY_SEGFORMER = {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 24, 32], "num_attention_heads": [1, 1, 2, 2],
                   "decoder_hidden_size": 16, "num_labels": 150}
 

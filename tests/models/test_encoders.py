@@ -13,20 +13,10 @@ from PIL import Image
 
 import geodemo  # noqa: F401
 from geodemo.models import ImageEncoder, create_model
+from tests.tiny_clip import tiny_clip_config
 
 OPEN_CLIP_TINY = {"model_name": "ViT-S-32-alt", "random_init": True, "device": "cpu"}  # smallest ViT config
-HF_CLIP_TINY = {
-    "projection_dim": 32,
-    "text_config": {
-        "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
-        "max_position_embeddings": 77, "vocab_size": 49408,
-        "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1,
-    },
-    "vision_config": {
-        "hidden_size": 48, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
-        "image_size": 64, "patch_size": 16,
-    },
-}  # fmt: skip
+HF_CLIP_TINY = tiny_clip_config()
 TEXTS = ["A street view photo taken in Paris, France", "a beach in Brazil", "snowy mountains in Nepal"]
 
 

@@ -19,13 +19,9 @@ from PIL import Image
 import geodemo  # noqa: F401
 from geodemo.paths import REPO_ROOT
 from tests.g3_reference import G3Reference, caption
+from tests.tiny_clip import tiny_clip_config
 
-TINY_CLIP = {"projection_dim": 768,
-             "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
-                             "num_hidden_layers": 2, "max_position_embeddings": 77, "vocab_size": 49408,
-                             "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1},
-             "vision_config": {"hidden_size": 48, "intermediate_size": 64, "num_attention_heads": 2,
-                               "num_hidden_layers": 2, "image_size": 64, "patch_size": 16}}
+TINY_CLIP = tiny_clip_config(projection_dim=768)
 OPTIONS = {"random_init": True, "config": TINY_CLIP, "seed": 3}
 # MP16-Pro's columns; the second photo has no state (G3 leaves it out of the caption)
 ROWS = [("a/b/1.jpg", 48.8566, 2.3522, "Paris", "Ile-de-France", "France"),

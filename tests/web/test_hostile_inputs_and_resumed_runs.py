@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import pytest
 from PIL import Image
 
 from geodemo.paths import REPO_ROOT as REPO
+from tests.fake_server import FakeServer
 from tests.hostile_files import ADVERSARIAL, gray16_png, icc_bomb_png, text_bomb_png
 
 LIGHT = REPO / "tests" / "presets" / "light.json"
@@ -237,30 +237,11 @@ def test_n10_an_lmm_time_out_is_a_failed_stage_not_a_missing_backend(shared, tmp
 
 
 # ------------------------------------------------------------------------------------ N12: host and model of the preset
-class _FakeOllama:
-    """``/api/tags`` listing ``models``; records the hosts asked."""
-
-    def __init__(self, models: list[str]) -> None:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                owner.asked += 1
-                body = json.dumps({"models": [{"name": m, "model": m} for m in models]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.asked = 0
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+def _fake_ollama(models: list[str]) -> FakeServer:
+    """``/api/tags`` listing ``models``; its ``requests`` are the probes that asked."""
+    server = FakeServer()
+    server.routes[("GET", "/api/tags")] = lambda request: (200, {"models": [{"name": m, "model": m} for m in models]}, {})
+    return server
 
 
 @pytest.mark.parametrize("preset", ["g3", "g3-plus", "dualgeo", "dualgeo-plus"])
@@ -278,7 +259,7 @@ def test_n12_the_availability_probe_checks_the_model_the_preset_uses(monkeypatch
     from geodemo.lmm.backends import backend_status
     from geodemo.pipeline import load_preset
 
-    server = _FakeOllama(["llava:7b"])
+    server = _fake_ollama(["llava:7b"])
     try:
         monkeypatch.setenv("OLLAMA_HOST", server.url)
         assert backend_status("ollama") is None  # the default model is there
@@ -287,9 +268,9 @@ def test_n12_the_availability_probe_checks_the_model_the_preset_uses(monkeypatch
         how = backend_status("ollama", model=model)
         assert how is not None and "ollama pull llava:13b" in how
         assert backend_status("ollama", model="llava:7b", host=server.url, timeout_s=9) is None
-        assert server.asked == 3
+        assert len(server.requests) == 3
     finally:
-        server.httpd.shutdown()
+        server.close()
 
 
 # ------------------------------------------------------------------------------------ N9: slivers have no text
