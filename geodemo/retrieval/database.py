@@ -507,11 +507,7 @@ class RetrievalDatabase:
         index = self.index
         if hasattr(faiss, "index_gpu_to_cpu") and type(index).__name__.startswith("Gpu"):
             index = faiss.index_gpu_to_cpu(index)
-        if not is_faiss_index(index):
-            index.write(directory)
-        else:
-            with atomic_path(directory / "index.faiss") as tmp:
-                faiss.write_index(index, str(tmp))
+        INDEX_KINDS.get(self.config.kind).write(index, directory)
         with atomic_path(directory / "meta.parquet") as tmp:
             self.meta.to_frame().to_parquet(tmp, index=False)
         info = {

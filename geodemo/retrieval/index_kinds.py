@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from geodemo.registry import Registry
 from geodemo.retrieval.split_index import SplitIVFIndex
+from geodemo.storage import atomic_path
 
 if TYPE_CHECKING:
     from geodemo.retrieval.database import IndexConfig
@@ -36,12 +37,20 @@ class IndexKind:
     code_bits: Callable[[IndexConfig], int] = lambda cfg: 0  # bits per PQ code word (training rows >= 2**bits)
     description: str = ""
     read: Callable[[Path, IndexConfig], Any] = lambda directory, cfg: _read_faiss(directory)  # a saved index
+    write: Callable[[Any, Path], None] = lambda index, directory: _write_faiss(index, directory)  # ... and back
 
 
 def _read_faiss(directory: Path) -> Any:
     import faiss
 
     return faiss.read_index(str(directory / "index.faiss"))
+
+
+def _write_faiss(index: Any, directory: Path) -> None:
+    import faiss
+
+    with atomic_path(directory / "index.faiss") as tmp:
+        faiss.write_index(index, str(tmp))
 
 
 def default_nlist(n_expected: int) -> int:
@@ -171,7 +180,8 @@ def _builtin(registry: Registry[IndexKind]) -> None:
         IndexKind("ivfsplit", _ivfsplit, trains=True,
                   description="IVF shortlist on the leading axes, re-ranked with bit-allocated codes",
                   read=lambda directory, cfg: SplitIVFIndex.read(directory, cfg.lead_axes, cfg.lead_bits,
-                                                                 cfg.shortlist, cfg.nprobe)),
+                                                                 cfg.shortlist, cfg.nprobe),
+                  write=lambda index, directory: index.write(directory)),
         IndexKind("factory", _factory, trains=True,
                   description="any FAISS index_factory string (e.g. 'IVF{nlist},PQ64,Refine(SQ4)') on "
                               "reduce_dim uncentred principal axes"),
